@@ -1,0 +1,4 @@
+export * from "./ids.js";
+export * from "./subjects.js";
+export * from "./events.js";
+export * from "./messages.js";

@@ -1,0 +1,141 @@
+import { z } from "zod";
+import { PackageRef, Step } from "./events.js";
+import { ComponentName, HostId, Id, Platform, Sha256, Version } from "./ids.js";
+
+// ---------- operator HTTP bodies ----------
+export const CreateDeploymentBody = z
+  .object({
+    component: ComponentName,
+    version: Version,
+    hosts: z
+      .array(HostId)
+      .min(1, "hosts must name at least one host")
+      .max(10_000)
+      .refine((h) => new Set(h).size === h.length, "hosts must not repeat"),
+    /** How long one host may take before its task is timed out. */
+    taskTimeoutMs: z.number().int().min(1).max(86_400_000).optional(),
+  })
+  .strict();
+export type CreateDeploymentBody = z.infer<typeof CreateDeploymentBody>;
+
+export const DeploymentAccepted = z.object({ deploymentId: Id, status: z.literal("accepted"), location: z.string() });
+export type DeploymentAccepted = z.infer<typeof DeploymentAccepted>;
+
+/** Error body every service answers with. */
+export const ErrorBody = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
+export type ErrorBody = z.infer<typeof ErrorBody>;
+
+// ---------- desired state (KV molt_desired, key <host>.<component>) ----------
+export const DesiredState = z.object({
+  taskId: Id,
+  deploymentId: Id,
+  hostId: HostId,
+  component: ComponentName,
+  version: Version,
+  fromVersion: Version.nullable(),
+  attempt: z.number().int().positive(),
+  deadline: z.iso.datetime(),
+  package: PackageRef,
+});
+export type DesiredState = z.infer<typeof DesiredState>;
+
+// ---------- host → feedback ----------
+const At = z.iso.datetime();
+export const JournalEntry = z.discriminatedUnion("kind", [
+  z.object({ kind: z.literal("accepted"), seq: z.number().int().positive(), at: At }),
+  z.object({ kind: z.literal("step-started"), seq: z.number().int().positive(), at: At, step: Step }),
+  z.object({
+    kind: z.literal("step-succeeded"),
+    seq: z.number().int().positive(),
+    at: At,
+    step: Step,
+    durationMs: z.number().nonnegative(),
+    detail: z.string().max(1000).optional(),
+  }),
+  z.object({
+    kind: z.literal("step-failed"),
+    seq: z.number().int().positive(),
+    at: At,
+    step: Step,
+    durationMs: z.number().nonnegative(),
+    error: z.string().max(4000),
+  }),
+  z.object({ kind: z.literal("rolled-back"), seq: z.number().int().positive(), at: At, reason: z.string().max(4000) }),
+  z.object({ kind: z.literal("succeeded"), seq: z.number().int().positive(), at: At, version: Version }),
+  z.object({
+    kind: z.literal("failed"),
+    seq: z.number().int().positive(),
+    at: At,
+    reason: z.string().max(4000),
+    step: Step.optional(),
+  }),
+  z.object({ kind: z.literal("rejected"), seq: z.number().int().positive(), at: At, reason: z.string().max(4000) }),
+]);
+export type JournalEntry = z.infer<typeof JournalEntry>;
+
+/**
+ * A step report: one or more journal entries of one task, contiguous in `seq`, forwarded in order.
+ * Entries sent together (a step's start and end) land as one commit.
+ */
+export const StepReport = z
+  .object({
+    hostId: HostId,
+    taskId: Id,
+    component: ComponentName,
+    entries: z.array(JournalEntry).min(1).max(64),
+  })
+  .refine((r) => r.entries.every((e, i) => i === 0 || e.seq === r.entries[i - 1]!.seq + 1), "entries must have contiguous seq");
+export type StepReport = z.infer<typeof StepReport>;
+
+export const ReportAnswer = z.object({
+  status: z.enum(["accepted", "duplicate", "refused"]),
+  reason: z.string().optional(),
+});
+export type ReportAnswer = z.infer<typeof ReportAnswer>;
+
+export const Heartbeat = z.object({
+  hostId: HostId,
+  at: At,
+  os: z.string().max(32),
+  arch: z.string().max(32),
+  labels: z.record(z.string(), z.string()).default({}),
+  /** Installed version per component (null: not installed). */
+  components: z.record(ComponentName, Version.nullable()),
+  agentVersion: z.string().max(64),
+});
+export type Heartbeat = z.infer<typeof Heartbeat>;
+
+export const HeartbeatAnswer = z.object({ status: z.enum(["ok", "refused"]), reason: z.string().optional() });
+
+// ---------- audit ----------
+/** An operator command as the audit log records it (stream MOLT_AUDIT, subject molt.audit.command.<kind>). */
+export const CommandRecord = z.object({
+  id: z.string(),
+  kind: z.string().regex(/^[a-z0-9_-]+$/),
+  actor: z.string(),
+  role: z.string(),
+  at: At,
+  target: z.string().nullable(),
+  outcome: z.enum(["accepted", "replayed", "refused"]),
+  status: z.number().int(),
+  body: z.unknown(),
+});
+export type CommandRecord = z.infer<typeof CommandRecord>;
+
+// ---------- packages ----------
+export const PackageUploadQuery = z.object({ component: ComponentName, version: Version, platform: Platform });
+export const PackageInfo = z.object({
+  component: ComponentName,
+  version: Version,
+  platform: Platform,
+  sha256: Sha256,
+  size: z.number().int(),
+  url: z.string(),
+});
+export type PackageInfo = z.infer<typeof PackageInfo>;
+
+/** Platform naming shared by agents and package-repo: `<os>-<arch>` with Go-style arch names. */
+export function platformOf(os: string, arch: string): string {
+  const a = arch === "x64" ? "amd64" : arch === "ia32" ? "386" : arch;
+  return `${os}-${a}`;
+}

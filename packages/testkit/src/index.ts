@@ -1,0 +1,2 @@
+export { startNatsServer, natsServerBinary, freePort, type NatsServer } from "./nats-server.js";
+export { waitFor } from "./wait.js";
