@@ -172,7 +172,7 @@ export const TaskTimedOut = event("TaskTimedOut", z.object({ taskId: Id, deadlin
 export const TaskCancelled = event("TaskCancelled", z.object({ taskId: Id, reason: z.string().max(500) }));
 
 // ---------- host meta (molt.es.host.<host>.meta) ----------
-export const Labels = z.record(z.string().regex(/^[a-z0-9_.\/-]{1,63}$/), z.string().max(253));
+export const Labels = z.record(z.string().regex(/^[a-z0-9_./-]{1,63}$/), z.string().max(253));
 export const HostRegistered = event(
   "HostRegistered",
   z.object({ hostId: HostId, os: z.string().max(32), arch: z.string().max(32), platform: Platform, labels: Labels }),

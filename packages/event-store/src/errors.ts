@@ -1,0 +1,27 @@
+/** Base of every event-store error; `code` is mapped to HTTP at one boundary. */
+export class EventStoreError extends Error {
+  readonly code: string = "event_store";
+}
+
+/** The subject moved on since it was read: re-read, re-decide, retry. JetStream error 10071. */
+export class ConcurrencyError extends EventStoreError {
+  override readonly code = "concurrency";
+  constructor(
+    readonly subject: string,
+    readonly expectedSequence: number,
+  ) {
+    super(`concurrency conflict on ${subject}: expected last sequence ${expectedSequence}, the subject has moved on`);
+  }
+}
+
+/** A stored message that does not parse as a commit. */
+export class CorruptCommitError extends EventStoreError {
+  override readonly code = "corrupt_commit";
+  constructor(
+    readonly subject: string,
+    readonly seq: number,
+    detail: string,
+  ) {
+    super(`message ${seq} on ${subject} is not a valid commit: ${detail}`);
+  }
+}

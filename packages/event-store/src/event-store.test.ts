@@ -1,0 +1,125 @@
+import { jetstreamManager } from "@nats-io/jetstream";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { startNatsServer, type NatsServer } from "@molt/testkit";
+import type { MoltEvent } from "@molt/contracts";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ConcurrencyError, createEventStore, ensureEventStream, type EventStore } from "./index.js";
+
+let server: NatsServer;
+let nc: NatsConnection;
+let store: EventStore;
+let n = 0;
+const uniq = () => `agg${++n}-${Date.now().toString(36)}`;
+
+const ev = (id: string, deploymentId = "d1"): MoltEvent => ({
+  id,
+  type: "DeploymentResumed",
+  data: { deploymentId },
+  metadata: { occurredAt: new Date().toISOString(), actor: "test", correlationId: "c" },
+});
+
+beforeAll(async () => {
+  server = await startNatsServer();
+  nc = await connect({ servers: server.url });
+  await ensureEventStream(nc);
+  store = createEventStore(nc);
+});
+afterAll(async () => {
+  await nc?.close();
+  await server?.stop();
+});
+
+describe("event store on JetStream (contract)", () => {
+  it("[spine] 20 concurrent appenders with one expectation: exactly one wins, the rest get ConcurrencyError", async () => {
+    const subject = `molt.es.deployment.${uniq()}`;
+    const first = await store.append(subject, { commitId: `${subject}-0`, events: [ev("e0")] }, { expectedSequence: 0 });
+    const results = await Promise.allSettled(
+      Array.from({ length: 20 }, (_, i) =>
+        store.append(subject, { commitId: `${subject}-c${i}`, events: [ev(`e${i}`)] }, { expectedSequence: first.seq }),
+      ),
+    );
+    const won = results.filter((r) => r.status === "fulfilled");
+    const lost = results.filter((r): r is PromiseRejectedResult => r.status === "rejected");
+    expect(won).toHaveLength(1);
+    expect(lost).toHaveLength(19);
+    for (const r of lost) expect(r.reason).toBeInstanceOf(ConcurrencyError);
+    expect(await store.read(subject)).toHaveLength(2);
+  });
+
+  it("[spine] a new aggregate is expected at sequence 0; a second 'new' append conflicts", async () => {
+    const subject = `molt.es.deployment.${uniq()}`;
+    await store.append(subject, { commitId: `${subject}-a`, events: [ev("a")] }, { expectedSequence: 0 });
+    await expect(store.append(subject, { commitId: `${subject}-b`, events: [ev("b")] }, { expectedSequence: 0 })).rejects.toBeInstanceOf(
+      ConcurrencyError,
+    );
+  });
+
+  it("[spine] one commit id sent twice is stored once", async () => {
+    const subject = `molt.es.deployment.${uniq()}`;
+    const a = await store.append(subject, { commitId: `${subject}-x`, events: [ev("x")] }, { expectedSequence: 0 });
+    // The retry carries the same commit id and the same (now stale) expectation, as a client
+    // that lost the ack would send it: it is answered as a duplicate, not stored again.
+    const b = await store.append(subject, { commitId: `${subject}-x`, events: [ev("x")] }, { expectedSequence: 0 });
+    expect(a.duplicate).toBe(false);
+    expect(b.duplicate).toBe(true);
+    expect(b.seq).toBe(a.seq);
+    // A retry that re-read first (fresh expectation) is caught by the msgID window.
+    const c = await store.append(subject, { commitId: `${subject}-x`, events: [ev("x")] }, { expectedSequence: a.seq });
+    expect(c).toEqual({ seq: a.seq, duplicate: true });
+    expect(await store.read(subject)).toHaveLength(1);
+  });
+
+  it("[spine] keeps order; readLast returns the last commit with its state; a timeline filter replays in order", async () => {
+    const host = uniq();
+    const s1 = `molt.es.host.${host}.task.agent`;
+    const s2 = `molt.es.host.${host}.meta`;
+    let seq1 = 0;
+    let seq2 = 0;
+    for (let i = 0; i < 30; i++) {
+      if (i % 3 === 0) seq2 = (await store.append(s2, { commitId: `${host}-m${i}`, events: [ev(`m${i}`)] }, { expectedSequence: seq2 })).seq;
+      else seq1 = (await store.append(s1, { commitId: `${host}-t${i}`, events: [ev(`t${i}`)], state: { i } }, { expectedSequence: seq1 })).seq;
+    }
+    const all = await store.read(s1);
+    expect(all.map((c) => c.commit.events[0]!.id)).toEqual(
+      Array.from({ length: 30 }, (_, i) => i).filter((i) => i % 3 !== 0).map((i) => `t${i}`),
+    );
+    const last = await store.readLast(s1);
+    expect(last?.seq).toBe(seq1);
+    expect(last?.commit.state).toEqual({ i: 29 });
+    const timeline = await store.read(`molt.es.host.${host}.>`);
+    expect(timeline).toHaveLength(30);
+    expect(timeline.map((c) => c.seq)).toEqual([...timeline.map((c) => c.seq)].sort((a, b) => a - b));
+    expect(await store.read(`molt.es.host.${uniq()}.>`)).toEqual([]);
+    expect(await store.readLast(`molt.es.deployment.${uniq()}`)).toBeNull();
+  });
+
+  it("[spine] catch-up subscription delivers from a stream position, then live", async () => {
+    const subject = `molt.es.deployment.${uniq()}`;
+    const a = await store.append(subject, { commitId: `${subject}-1`, events: [ev("1")] }, { expectedSequence: 0 });
+    const b = await store.append(subject, { commitId: `${subject}-2`, events: [ev("2")] }, { expectedSequence: a.seq });
+    const seen: string[] = [];
+    let resolve!: () => void;
+    const got3 = new Promise<void>((r) => (resolve = r));
+    const sub = store.subscribe({
+      filter: subject,
+      fromSeq: b.seq,
+      handler: (c) => {
+        seen.push(c.commit.events[0]!.id);
+        if (seen.length === 2) resolve();
+      },
+    });
+    await store.append(subject, { commitId: `${subject}-3`, events: [ev("3")] }, { expectedSequence: b.seq });
+    await got3;
+    await sub.stop();
+    expect(seen).toEqual(["2", "3"]);
+  });
+
+  it("[spine] the stream refuses delete and purge", async () => {
+    const subject = `molt.es.deployment.${uniq()}`;
+    const a = await store.append(subject, { commitId: `${subject}-1`, events: [ev("1")] }, { expectedSequence: 0 });
+    const jsm = await jetstreamManager(nc);
+    await expect(jsm.streams.deleteMessage(store.stream, a.seq)).rejects.toThrow();
+    await expect(jsm.streams.purge(store.stream)).rejects.toThrow();
+    expect(await store.read(subject)).toHaveLength(1);
+  });
+});

@@ -1,0 +1,167 @@
+import { DeliverPolicy, jetstream, jetstreamManager, JetStreamApiError, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { Commit, STREAM_EVENTS, type MoltEvent } from "@molt/contracts";
+import { ConcurrencyError, CorruptCommitError, EventStoreError } from "./errors.js";
+
+/** JetStream's "wrong last sequence" error code. */
+const WRONG_LAST_SEQUENCE = 10071;
+
+export interface StoredCommit {
+  subject: string;
+  /** Stream sequence of this commit; the next append on its subject expects it. */
+  seq: number;
+  time: Date;
+  commit: Commit;
+}
+
+export interface NewCommit {
+  commitId: string;
+  events: MoltEvent[];
+  state?: unknown;
+}
+
+export interface AppendResult {
+  seq: number;
+  /** The commit id was already stored (JetStream msgID dedupe): nothing new was written. */
+  duplicate: boolean;
+}
+
+export interface Subscription {
+  stop(): Promise<void>;
+  /** Resolves when the subscription ends (stopped or failed). */
+  readonly done: Promise<void>;
+}
+
+export interface EventStore {
+  readonly stream: string;
+  /**
+   * One commit as one message, with `expect.lastSubjectSequence` (0 for a new aggregate) and
+   * msgID = commitId. A stale expectation throws ConcurrencyError.
+   */
+  append(subject: string, commit: NewCommit, opts: { expectedSequence: number }): Promise<AppendResult>;
+  /** The last commit on a subject with one direct get, or null for a new aggregate. */
+  readLast(subject: string): Promise<StoredCommit | null>;
+  /** Every commit of one aggregate (or a wildcard filter such as a host timeline), in order. */
+  read(filter: string, opts?: { fromSeq?: number }): Promise<StoredCommit[]>;
+  /** Catch-up then live: every commit from `fromSeq` on (matching `filter`), in stream order. */
+  subscribe(opts: {
+    filter?: string;
+    fromSeq: number;
+    handler: (c: StoredCommit) => Promise<void> | void;
+    onError?: (err: unknown) => void;
+  }): Subscription;
+  /** The stream's last sequence now (0 when empty). */
+  lastSequence(filter?: string): Promise<number>;
+}
+
+export function createEventStore(nc: NatsConnection, opts: { stream?: string } = {}): EventStore {
+  const stream = opts.stream ?? STREAM_EVENTS;
+  const js: JetStreamClient = jetstream(nc);
+  let jsmPromise: Promise<JetStreamManager> | undefined;
+  const jsm = () => (jsmPromise ??= jetstreamManager(nc));
+  const decoder = new TextDecoder();
+
+  const parse = (subject: string, seq: number, data: Uint8Array): Commit => {
+    let raw: unknown;
+    try {
+      raw = JSON.parse(decoder.decode(data));
+    } catch (err) {
+      throw new CorruptCommitError(subject, seq, (err as Error).message);
+    }
+    const parsed = Commit.safeParse(raw);
+    if (!parsed.success) throw new CorruptCommitError(subject, seq, parsed.error.issues[0]?.message ?? "invalid");
+    return parsed.data;
+  };
+
+  const readLast = async (subject: string): Promise<StoredCommit | null> => {
+    const m = await (await jsm()).direct.getMessage(stream, { last_by_subj: subject });
+    if (!m) return null;
+    return { subject: m.subject, seq: m.seq, time: m.time, commit: parse(m.subject, m.seq, m.data) };
+  };
+
+  const lastSequence = async (filter?: string): Promise<number> => {
+    if (!filter) return (await (await jsm()).streams.info(stream)).state.last_seq;
+    // last_by_subj takes wildcards too, so one call bounds a timeline replay.
+    const m = await (await jsm()).direct.getMessage(stream, { last_by_subj: filter });
+    return m?.seq ?? 0;
+  };
+
+  return {
+    stream,
+    async append(subject, commit, { expectedSequence }) {
+      const body = JSON.stringify({ commitId: commit.commitId, events: commit.events, state: commit.state });
+      try {
+        const ack = await js.publish(subject, body, {
+          msgID: commit.commitId,
+          expect: { lastSubjectSequence: expectedSequence, streamName: stream },
+        });
+        return { seq: ack.seq, duplicate: ack.duplicate };
+      } catch (err) {
+        if (err instanceof JetStreamApiError && err.code === WRONG_LAST_SEQUENCE) {
+          // JetStream checks the expectation before the msgID, so a retried commit whose first
+          // try landed looks like a conflict: if it is the subject's last commit, it is a duplicate.
+          const last = await readLast(subject);
+          if (last?.commit.commitId === commit.commitId) return { seq: last.seq, duplicate: true };
+          throw new ConcurrencyError(subject, expectedSequence);
+        }
+        throw err;
+      }
+    },
+    readLast,
+    async read(filter, readOpts) {
+      // The last sequence matching the filter bounds the replay, so an empty or quiet
+      // aggregate never waits for a message that will not come.
+      const last = await lastSequence(filter);
+      const from = readOpts?.fromSeq ?? 1;
+      if (last < from) return [];
+      const consumer = await js.consumers.get(stream, {
+        filter_subjects: filter,
+        ...(from > 1 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from } : {}),
+      });
+      const out: StoredCommit[] = [];
+      const messages = await consumer.consume();
+      try {
+        for await (const m of messages) {
+          out.push({ subject: m.subject, seq: m.seq, time: new Date(Math.floor(m.info.timestampNanos / 1e6)), commit: parse(m.subject, m.seq, m.data) });
+          if (m.seq >= last || m.info.pending === 0) break;
+        }
+      } finally {
+        await messages.close();
+      }
+      return out;
+    },
+    subscribe({ filter, fromSeq, handler, onError }) {
+      let stopped = false;
+      let close: (() => Promise<unknown>) | undefined;
+      const done = (async () => {
+        const consumer = await js.consumers.get(stream, {
+          filter_subjects: filter ?? "molt.es.>",
+          ...(fromSeq > 1 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: fromSeq } : {}),
+        });
+        const messages = await consumer.consume();
+        close = () => messages.close();
+        if (stopped) await messages.close();
+        for await (const m of messages) {
+          const commit = parse(m.subject, m.seq, m.data);
+          await handler({ subject: m.subject, seq: m.seq, time: new Date(Math.floor(m.info.timestampNanos / 1e6)), commit });
+          if (stopped) break;
+        }
+      })().catch((err: unknown) => {
+        if (stopped) return;
+        if (onError) onError(err);
+        else throw err;
+      });
+      return {
+        done,
+        async stop() {
+          stopped = true;
+          await close?.();
+          await done.catch(() => undefined);
+        },
+      };
+    },
+    lastSequence,
+  };
+}
+
+export { EventStoreError };

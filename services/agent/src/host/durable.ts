@@ -1,0 +1,66 @@
+import { randomBytes } from "node:crypto";
+import { link, open, rename, unlink } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
+
+/** fsync a directory so a rename/create/unlink inside it survives a crash. */
+export async function fsyncDir(dir: string): Promise<void> {
+  const fd = await open(dir, "r");
+  try {
+    await fd.sync();
+  } finally {
+    await fd.close();
+  }
+}
+
+/**
+ * Replaces `path` with `data` so that after a crash the file holds either the old or the new
+ * content, never a torn one: write a temp file, fsync, rename over, fsync the directory.
+ */
+export async function writeFileDurable(path: string, data: string): Promise<void> {
+  const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(4).toString("hex")}.tmp`);
+  const fd = await open(tmp, "w");
+  try {
+    await fd.writeFile(data);
+    await fd.sync();
+  } finally {
+    await fd.close();
+  }
+  try {
+    await rename(tmp, path);
+  } catch (err) {
+    await unlink(tmp).catch(() => undefined);
+    throw err;
+  }
+  await fsyncDir(dirname(path));
+}
+
+/**
+ * Creates `path` with `data` only if it does not exist yet, durably and whole: the content is
+ * written and fsynced under a temp name, then hard-linked into place (link fails with EEXIST
+ * atomically), so a crash never leaves a half-written file under the final name.
+ * Returns false when it already existed: the caller lost the race or the work was done before.
+ */
+export async function createFileDurable(path: string, data: string): Promise<boolean> {
+  const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(4).toString("hex")}.tmp`);
+  const fd = await open(tmp, "wx");
+  try {
+    await fd.writeFile(data);
+    await fd.sync();
+  } finally {
+    await fd.close();
+  }
+  try {
+    await link(tmp, path);
+  } catch (err) {
+    if (isErrno(err, "EEXIST")) return false;
+    throw err;
+  } finally {
+    await unlink(tmp).catch(() => undefined);
+  }
+  await fsyncDir(dirname(path));
+  return true;
+}
+
+export function isErrno(err: unknown, code: string): boolean {
+  return typeof err === "object" && err !== null && (err as NodeJS.ErrnoException).code === code;
+}
