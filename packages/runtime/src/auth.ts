@@ -25,8 +25,13 @@ export function parseTokens(json: string, source: string): TokenMap {
   } catch (err) {
     throw new Error(`${source}: not JSON (${(err as Error).message})`);
   }
+  if (raw && typeof raw === "object") {
+    const short = Object.keys(raw).find((t) => t.length < 16);
+    if (short !== undefined) throw new Error(`${source}: tokens must be at least 16 characters (found one of ${short.length})`);
+  }
   const parsed = TokenFile.safeParse(raw);
-  if (!parsed.success) throw new Error(`${source}: ${parsed.error.issues.map((i) => i.message).join("; ")}`);
+  if (!parsed.success)
+    throw new Error(`${source}: ${parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`);
   return new Map(Object.entries(parsed.data));
 }
 
