@@ -61,9 +61,10 @@ function authenticate(req: FastifyRequest, tokens: TokenMap): HttpError | undefi
   if (!match) return new HttpError(401, "unauthorized", "missing bearer token (Authorization: Bearer <token>)");
   const principal = tokens.get(match[1]!);
   if (!principal) return new HttpError(401, "unauthorized", "unknown token");
+  // Known before the role check, so a refused write is still audited with its actor.
+  req.principal = principal;
   if (WRITE_METHODS.has(req.method) && !hasRole(principal, "operator"))
     return new HttpError(403, "forbidden", `role ${principal.role} may not ${req.method}; operator or admin needed`);
-  req.principal = principal;
   return undefined;
 }
 

@@ -1,0 +1,111 @@
+import { deploymentRepository } from "@molt/aggregates";
+import { CommandRecord, subjects } from "@molt/contracts";
+import { createEventStore, ensureAuditStream, ensureEventStream, STREAM_AUDIT, type EventStore } from "@molt/event-store";
+import { createLogger, parseTokens } from "@molt/runtime";
+import { startNatsServer, waitFor, type NatsServer } from "@molt/testkit";
+import { jetstream } from "@nats-io/jetstream";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { commandLog } from "../audit/command-log.js";
+import { buildApp } from "./routes.js";
+
+let server: NatsServer;
+let nc: NatsConnection;
+let store: EventStore;
+let app: ReturnType<typeof buildApp>;
+const OP = { authorization: "Bearer operator-token-0123456789" };
+const VIEWER = { authorization: "Bearer viewer-token-0123456789" };
+
+beforeAll(async () => {
+  server = await startNatsServer();
+  nc = await connect({ servers: server.url });
+  await ensureEventStream(nc);
+  await ensureAuditStream(nc);
+  store = createEventStore(nc);
+  const logger = createLogger("action-test");
+  app = buildApp({
+    logger,
+    tokens: parseTokens(
+      JSON.stringify({
+        "operator-token-0123456789": { actor: "otto", role: "operator" },
+        "viewer-token-0123456789": { actor: "vera", role: "viewer" },
+      }),
+      "t",
+    ),
+    deployments: deploymentRepository(store),
+    commands: commandLog(nc, logger),
+    defaultTaskTimeoutMs: 60_000,
+  });
+});
+afterAll(async () => {
+  await app?.close();
+  await nc?.close();
+  await server?.stop();
+});
+
+const body = { component: "metrics-agent", version: "2.0.0", hosts: ["web-1.example.com", "10.0.0.7"] };
+
+describe("action: POST /v1/deployments", () => {
+  it("[spine] same Idempotency-Key and body twice → one deployment, same answer; other body → 422", async () => {
+    const headers = { ...OP, "idempotency-key": "release-42" };
+    const a = await app.inject({ method: "POST", url: "/v1/deployments", headers, payload: body });
+    const b = await app.inject({ method: "POST", url: "/v1/deployments", headers, payload: { ...body, hosts: [...body.hosts] } });
+    expect(a.statusCode).toBe(202);
+    expect(b.statusCode).toBe(a.statusCode);
+    expect(b.json()).toEqual(a.json());
+    const id = a.json<{ deploymentId: string }>().deploymentId;
+    const commits = await store.read(subjects.deployment(id));
+    expect(commits.flatMap((c) => c.commit.events.map((e) => e.type))).toEqual(["DeploymentRequested"]);
+    expect(commits[0]!.commit.events[0]!.metadata.actor).toBe("otto");
+
+    const c = await app.inject({ method: "POST", url: "/v1/deployments", headers, payload: { ...body, version: "2.0.1" } });
+    expect(c.statusCode).toBe(422);
+    expect(c.json()).toMatchObject({ error: { code: "idempotency_mismatch" } });
+    expect(await store.read(subjects.deployment(id))).toHaveLength(1);
+  });
+
+  it("[spine] concurrent requests with one key create one deployment", async () => {
+    const headers = { ...OP, "idempotency-key": "race-1" };
+    const rs = await Promise.all(Array.from({ length: 8 }, () => app.inject({ method: "POST", url: "/v1/deployments", headers, payload: body })));
+    expect(new Set(rs.map((r) => r.statusCode))).toEqual(new Set([202]));
+    expect(new Set(rs.map((r) => r.body)).size).toBe(1);
+    const id = rs[0]!.json<{ deploymentId: string }>().deploymentId;
+    expect(await store.read(subjects.deployment(id))).toHaveLength(1);
+  });
+
+  it("[spine] no token → 401, a viewer's write → 403, bad input → 400; nothing is appended", async () => {
+    const before = await store.lastSequence();
+    const noToken = await app.inject({ method: "POST", url: "/v1/deployments", payload: body });
+    expect(noToken.statusCode).toBe(401);
+    const viewer = await app.inject({ method: "POST", url: "/v1/deployments", headers: VIEWER, payload: body });
+    expect(viewer.statusCode).toBe(403);
+    for (const bad of [
+      { ...body, hosts: ["bad host"] },
+      { ...body, hosts: [] },
+      { ...body, hosts: ["a", "a"] },
+      { ...body, component: "Metrics Agent" },
+      { ...body, extra: 1 },
+    ]) {
+      const r = await app.inject({ method: "POST", url: "/v1/deployments", headers: OP, payload: bad });
+      expect(r.statusCode, JSON.stringify(bad)).toBe(400);
+      expect(r.json<{ error: { message: string } }>().error.message.length).toBeGreaterThan(5);
+    }
+    const badKey = await app.inject({ method: "POST", url: "/v1/deployments", headers: { ...OP, "idempotency-key": "has space" }, payload: body });
+    expect(badKey.statusCode).toBe(400);
+    expect(await store.lastSequence()).toBe(before);
+  });
+
+  it("[spine] every command, refused ones too, is recorded on MOLT_AUDIT with its actor", async () => {
+    await app.inject({ method: "POST", url: "/v1/deployments", headers: { ...OP, "idempotency-key": "audited" }, payload: body });
+    const js = jetstream(nc);
+    const records = await waitFor("command records", async () => {
+      const c = await js.consumers.get(STREAM_AUDIT, { filter_subjects: "molt.audit.command.>" });
+      const out: CommandRecord[] = [];
+      const it = await c.fetch({ max_messages: 100, expires: 1000 });
+      for await (const m of it) out.push(CommandRecord.parse(m.json()));
+      return out.some((r) => r.outcome === "accepted") && out.some((r) => r.outcome === "refused") ? out : undefined;
+    });
+    expect(records.find((r) => r.outcome === "refused" && r.status === 403)?.actor).toBe("vera");
+    expect(records.find((r) => r.outcome === "accepted")?.actor).toBe("otto");
+  });
+});

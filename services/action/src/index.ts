@@ -1,0 +1,29 @@
+import { deploymentRepository } from "@molt/aggregates";
+import { createEventStore, ensureAuditStream, ensureEventStream } from "@molt/event-store";
+import { connectNats, createLogger, installShutdown, loadConfig, loadTokens } from "@molt/runtime";
+import { z } from "zod";
+import { commandLog } from "./audit/command-log.js";
+import { buildApp } from "./deployments/routes.js";
+
+const Config = z.object({
+  MOLT_NATS_URL: z.string().default("nats://127.0.0.1:4222"),
+  MOLT_HTTP_HOST: z.string().default("127.0.0.1"),
+  MOLT_HTTP_PORT: z.coerce.number().int().min(0).max(65535),
+  MOLT_TASK_TIMEOUT_MS: z.coerce.number().int().positive().default(15 * 60_000),
+});
+
+const config = loadConfig(Config);
+const logger = createLogger("action");
+const nc = await connectNats({ url: config.MOLT_NATS_URL, name: "molt-action" });
+await ensureEventStream(nc);
+await ensureAuditStream(nc);
+const app = buildApp({
+  logger,
+  tokens: loadTokens(),
+  deployments: deploymentRepository(createEventStore(nc)),
+  commands: commandLog(nc, logger),
+  defaultTaskTimeoutMs: config.MOLT_TASK_TIMEOUT_MS,
+});
+installShutdown(logger, [() => nc.drain(), () => app.close()]);
+const url = await app.listen({ host: config.MOLT_HTTP_HOST, port: config.MOLT_HTTP_PORT });
+logger.info({ url }, "listening");
