@@ -74,6 +74,7 @@ export const Batch = z.object({
 export type Batch = z.infer<typeof Batch>;
 
 export const SkippedHost = z.object({ hostId: HostId, reason: z.string().max(500) });
+export type SkippedHost = z.infer<typeof SkippedHost>;
 
 export const DeploymentRequested = event(
   "DeploymentRequested",
@@ -259,3 +260,15 @@ export const Commit = z.object({
   state: z.unknown().optional(),
 });
 export type Commit = z.infer<typeof Commit>;
+
+/** Host meta state, carried in every `molt.es.host.<host>.meta` commit: what the fleet knows of a host. */
+export const HostState = z.object({
+  hostId: HostId,
+  os: z.string().max(32),
+  arch: z.string().max(32),
+  platform: Platform,
+  labels: Labels,
+  components: z.record(ComponentName, Version.nullable()),
+  registeredAt: z.iso.datetime(),
+});
+export type HostState = z.infer<typeof HostState>;

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { PackageRef, Step } from "./events.js";
+import { Labels, PackageRef, Step } from "./events.js";
 import { ComponentName, HostId, Id, Platform, Sha256, Version } from "./ids.js";
 
 // ---------- operator HTTP bodies ----------
@@ -98,7 +98,7 @@ export const Heartbeat = z.object({
   at: At,
   os: z.string().max(32),
   arch: z.string().max(32),
-  labels: z.record(z.string(), z.string()).default({}),
+  labels: Labels.default({}),
   /** Installed version per component (null: not installed). */
   components: z.record(ComponentName, Version.nullable()),
   agentVersion: z.string().max(64),

@@ -5,3 +5,4 @@ export { connectNats, type NatsConnection } from "./nats.js";
 export { bearerAuth, loadTokens, parseTokens, hasRole, Role, type Principal, type TokenMap } from "./auth.js";
 export { HttpError, statusForCode } from "./errors.js";
 export { createHttpApp, type App } from "./http.js";
+export { respond, type Responder } from "./responder.js";

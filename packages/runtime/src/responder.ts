@@ -1,0 +1,50 @@
+import type { Msg, NatsConnection } from "@nats-io/transport-node";
+import type { Logger } from "pino";
+
+export interface Responder {
+  stop(): Promise<void>;
+}
+
+/**
+ * NATS request/reply on a queue group, so replicas share the load. At most `concurrency`
+ * requests are handled at once per replica; the rest wait in the subscription. A handler that
+ * throws is answered with `onError`'s body, never left without a reply.
+ */
+export function respond(
+  nc: NatsConnection,
+  opts: {
+    subject: string;
+    queue: string;
+    concurrency?: number;
+    logger: Logger;
+    handle: (msg: Msg) => Promise<unknown>;
+    onError: (err: unknown) => unknown;
+  },
+): Responder {
+  const sub = nc.subscribe(opts.subject, { queue: opts.queue });
+  const limit = opts.concurrency ?? 64;
+  const running = new Set<Promise<void>>();
+  const loop = (async () => {
+    for await (const msg of sub) {
+      while (running.size >= limit) await Promise.race(running);
+      const p = (async () => {
+        let answer: unknown;
+        try {
+          answer = await opts.handle(msg);
+        } catch (err) {
+          opts.logger.error({ err, subject: msg.subject }, "request handler failed");
+          answer = opts.onError(err);
+        }
+        if (msg.reply) msg.respond(JSON.stringify(answer));
+      })().finally(() => running.delete(p));
+      running.add(p);
+    }
+  })();
+  return {
+    async stop() {
+      await sub.drain();
+      await loop;
+      await Promise.all(running);
+    },
+  };
+}

@@ -1,0 +1,129 @@
+import { Kvm, type KV } from "@nats-io/kv";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { slotRepository } from "@molt/aggregates";
+import { HostState, KV_PRESENCE, presenceKey, ReportAnswer, subjects, type StepReport } from "@molt/contracts";
+import { createEventStore, ensureEventStream, type EventStore } from "@molt/event-store";
+import { createLogger } from "@molt/runtime";
+import { startNatsServer, type NatsServer } from "@molt/testkit";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startFeedback } from "./service.js";
+
+let server: NatsServer;
+let nc: NatsConnection;
+let store: EventStore;
+let presence: KV;
+let feedback: ReturnType<typeof startFeedback>;
+let n = 0;
+
+beforeAll(async () => {
+  server = await startNatsServer();
+  nc = await connect({ servers: server.url });
+  await ensureEventStream(nc);
+  store = createEventStore(nc);
+  presence = await new Kvm(nc).create(KV_PRESENCE, { ttl: 60_000 });
+  feedback = startFeedback({ nc, store, presence, logger: createLogger("feedback-test"), concurrency: 8 });
+});
+afterAll(async () => {
+  await feedback?.stop();
+  await nc?.close();
+  await server?.stop();
+});
+
+const now = () => new Date().toISOString();
+
+/** A dispatched task on a fresh slot, as the allocator leaves it. */
+async function dispatchedTask(hostId: string) {
+  const taskId = `t-fb${++n}`;
+  const slots = slotRepository(store);
+  const meta = { now: now(), actor: "allocator", correlationId: "d-1" };
+  await slots.handle(
+    hostId,
+    "agent",
+    {
+      type: "AllocateTask",
+      data: {
+        taskId,
+        deploymentId: "d-1",
+        hostId,
+        component: "agent",
+        version: "2.0.0",
+        fromVersion: "1.0.0",
+        attempt: 1,
+        deadline: new Date(Date.now() + 60_000).toISOString(),
+        package: { platform: "linux-amd64", sha256: "a".repeat(64), size: 10, url: "http://127.0.0.1:1/p" },
+      },
+    },
+    meta,
+    `${taskId}:allocated`,
+  );
+  await slots.handle(hostId, "agent", { type: "DispatchTask", data: { taskId, revision: 1 } }, meta, `${taskId}:dispatched`);
+  return taskId;
+}
+
+async function send(onHost: string, report: StepReport) {
+  const m = await nc.request(subjects.report(onHost), JSON.stringify(report), { timeout: 5000 });
+  return ReportAnswer.parse(m.json());
+}
+
+describe("feedback", () => {
+  it("[spine] accepts in-order reports, answers a late duplicate `duplicate`", async () => {
+    const host = "web-1.eu-1.example.com";
+    const taskId = await dispatchedTask(host);
+    const r1 = { hostId: host, taskId, component: "agent", entries: [{ kind: "accepted" as const, seq: 1, at: now() }] };
+    expect(await send(host, r1)).toEqual({ status: "accepted" });
+    const r2: StepReport = {
+      hostId: host,
+      taskId,
+      component: "agent",
+      entries: [
+        { kind: "step-started", seq: 2, at: now(), step: "begin" },
+        { kind: "step-succeeded", seq: 3, at: now(), step: "begin", durationMs: 3 },
+      ],
+    };
+    expect(await send(host, r2)).toEqual({ status: "accepted" });
+    expect(await send(host, r1)).toMatchObject({ status: "duplicate" });
+    const commits = await store.read(subjects.slot(host, "agent"));
+    // allocated, dispatched, accepted, and the step's start+end as one commit
+    expect(commits.map((c) => c.commit.events.map((e) => e.type))).toEqual([
+      ["TaskAllocated"],
+      ["TaskDispatched"],
+      ["TaskAccepted"],
+      ["TaskStepStarted", "TaskStepSucceeded"],
+    ]);
+  });
+
+  it("[spine] refuses a report for another host and an out-of-order report; nothing is appended", async () => {
+    const host = "10.0.0.7";
+    const taskId = await dispatchedTask(host);
+    const before = await store.lastSequence(subjects.slot(host, "agent"));
+    const good = { hostId: host, taskId, component: "agent", entries: [{ kind: "accepted" as const, seq: 1, at: now() }] };
+    const otherHost = await send("10.0.0.8", good);
+    expect(otherHost.status).toBe("refused");
+    expect(otherHost.reason).toMatch(/host mismatch/);
+    const outOfOrder = await send(host, { ...good, entries: [{ kind: "step-started", seq: 3, at: now(), step: "begin" }] });
+    expect(outOfOrder.status).toBe("refused");
+    expect(outOfOrder.reason).toMatch(/out of order/);
+    const garbage = ReportAnswer.parse((await nc.request(subjects.report(host), "not json", { timeout: 5000 })).json());
+    expect(garbage.status).toBe("refused");
+    const unknown = await send(host, { ...good, taskId: "t-nope" });
+    expect(unknown.status).toBe("refused");
+    expect(await store.lastSequence(subjects.slot(host, "agent"))).toBe(before);
+  });
+
+  it("[spine] heartbeats register a host once, record version changes only, and refresh presence", async () => {
+    const host = "i-0abc123";
+    const hb = (v: string) => ({ hostId: host, at: now(), os: "linux", arch: "x64", labels: { cluster: "eu-1" }, components: { agent: v }, agentVersion: "0.1.0" });
+    for (const v of ["1.0.0", "1.0.0", "1.0.0", "2.0.0"])
+      expect((await nc.request(subjects.heartbeat(host), JSON.stringify(hb(v)), { timeout: 5000 })).json()).toEqual({ status: "ok" });
+    const commits = await store.read(subjects.hostMeta(host));
+    expect(commits.map((c) => c.commit.events.map((e) => e.type))).toEqual([
+      ["HostRegistered", "ComponentVersionObserved"],
+      ["ComponentVersionObserved"],
+    ]);
+    const state = HostState.parse(commits[1]!.commit.state);
+    expect(state).toMatchObject({ platform: "linux-amd64", components: { agent: "2.0.0" }, labels: { cluster: "eu-1" } });
+    expect(await presence.get(presenceKey(host))).not.toBeNull();
+    const mismatch = (await nc.request(subjects.heartbeat("other-host"), JSON.stringify(hb("2.0.0")), { timeout: 5000 })).json<{ status: string }>();
+    expect(mismatch.status).toBe("refused");
+  });
+});

@@ -1,0 +1,58 @@
+import type { KV } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { slotRepository } from "@molt/aggregates";
+import { subjects } from "@molt/contracts";
+import type { EventStore } from "@molt/event-store";
+import { respond, type Logger } from "@molt/runtime";
+import { observeHeartbeat } from "./heartbeats/observe.js";
+import { recordReport } from "./reports/record.js";
+
+const tokenOf = (subject: string) => subject.split(".").pop() ?? "";
+
+function parseJson(data: Uint8Array): unknown {
+  try {
+    return JSON.parse(new TextDecoder().decode(data));
+  } catch {
+    return undefined;
+  }
+}
+
+/** Answers step reports and heartbeats (NATS request/reply, queue group shared by replicas). */
+export function startFeedback(deps: { nc: NatsConnection; store: EventStore; presence: KV; logger: Logger; concurrency: number }) {
+  const { nc, store, presence, logger } = deps;
+  const slots = slotRepository(store);
+  // An answer the agent does not take as final: it retries until feedback can decide.
+  const onError = (err: unknown) => ({ status: "error", reason: (err as Error).message });
+  const reports = respond(nc, {
+    subject: subjects.reports,
+    queue: "molt-feedback",
+    concurrency: deps.concurrency,
+    logger,
+    handle: async (msg) => {
+      const answer = await recordReport(
+        { slots },
+        { subjectHostToken: tokenOf(msg.subject), payload: parseJson(msg.data), receivedAt: new Date().toISOString() },
+      );
+      if (answer.status === "refused") logger.warn({ subject: msg.subject, reason: answer.reason }, "report refused");
+      return answer;
+    },
+    onError,
+  });
+  const heartbeats = respond(nc, {
+    subject: subjects.heartbeats,
+    queue: "molt-feedback",
+    concurrency: deps.concurrency,
+    logger,
+    handle: (msg) =>
+      observeHeartbeat(
+        { store, presence },
+        { subjectHostToken: tokenOf(msg.subject), payload: parseJson(msg.data), receivedAt: new Date().toISOString() },
+      ),
+    onError,
+  });
+  return {
+    async stop() {
+      await Promise.all([reports.stop(), heartbeats.stop()]);
+    },
+  };
+}
