@@ -54,24 +54,30 @@ export interface EventStore {
   lastSequence(filter?: string): Promise<number>;
 }
 
+/** A JetStream message of the event stream as a validated commit (for services with their own durable consumers). */
+export function decodeCommit(m: { subject: string; seq: number; data: Uint8Array; info: { timestampNanos: number } }): StoredCommit {
+  return { subject: m.subject, seq: m.seq, time: new Date(Math.floor(m.info.timestampNanos / 1e6)), commit: parseCommit(m.subject, m.seq, m.data) };
+}
+
+const sharedDecoder = new TextDecoder();
+function parseCommit(subject: string, seq: number, data: Uint8Array): Commit {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(sharedDecoder.decode(data));
+  } catch (err) {
+    throw new CorruptCommitError(subject, seq, (err as Error).message);
+  }
+  const parsed = Commit.safeParse(raw);
+  if (!parsed.success) throw new CorruptCommitError(subject, seq, parsed.error.issues[0]?.message ?? "invalid");
+  return parsed.data;
+}
+
 export function createEventStore(nc: NatsConnection, opts: { stream?: string } = {}): EventStore {
   const stream = opts.stream ?? STREAM_EVENTS;
   const js: JetStreamClient = jetstream(nc);
   let jsmPromise: Promise<JetStreamManager> | undefined;
   const jsm = () => (jsmPromise ??= jetstreamManager(nc));
-  const decoder = new TextDecoder();
-
-  const parse = (subject: string, seq: number, data: Uint8Array): Commit => {
-    let raw: unknown;
-    try {
-      raw = JSON.parse(decoder.decode(data));
-    } catch (err) {
-      throw new CorruptCommitError(subject, seq, (err as Error).message);
-    }
-    const parsed = Commit.safeParse(raw);
-    if (!parsed.success) throw new CorruptCommitError(subject, seq, parsed.error.issues[0]?.message ?? "invalid");
-    return parsed.data;
-  };
+  const parse = parseCommit;
 
   const readLast = async (subject: string): Promise<StoredCommit | null> => {
     const m = await (await jsm()).direct.getMessage(stream, { last_by_subj: subject });

@@ -1,0 +1,73 @@
+import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type JsMsg } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { decodeCommit, type StoredCommit } from "@molt/event-store";
+import type { Logger } from "@molt/runtime";
+import { RetryLater } from "./rules.js";
+
+export interface ConsumerOptions {
+  stream: string;
+  durable: string;
+  /** Messages handled at once by this replica. */
+  concurrency: number;
+  /** Redelivery delay after a failure or a busy slot. */
+  retryDelayMs: number;
+  ackWaitMs: number;
+}
+
+/**
+ * All replicas bind the same durable pull consumer, so each event is handled by one of them at
+ * a time; a message is acked only after its decisions are appended, and a killed replica's
+ * unacked messages come back to another after ack_wait.
+ */
+export async function runConsumer(
+  nc: NatsConnection,
+  opts: ConsumerOptions,
+  handle: (c: StoredCommit) => Promise<void>,
+  logger: Logger,
+): Promise<{ stop(): Promise<void>; done: Promise<void> }> {
+  const jsm = await jetstreamManager(nc);
+  const config = {
+    durable_name: opts.durable,
+    filter_subject: "molt.es.>",
+    ack_policy: AckPolicy.Explicit,
+    deliver_policy: DeliverPolicy.All,
+    ack_wait: opts.ackWaitMs * 1_000_000,
+    max_ack_pending: 1000,
+  };
+  try {
+    await jsm.consumers.add(opts.stream, config);
+  } catch (err) {
+    // Another replica created it first with the same config: bind to it.
+    logger.debug({ err }, "durable consumer exists");
+  }
+  const consumer = await jetstream(nc).consumers.get(opts.stream, opts.durable);
+  const messages = await consumer.consume({ max_messages: Math.max(opts.concurrency * 2, 16) });
+  const running = new Set<Promise<void>>();
+
+  const process = async (m: JsMsg) => {
+    try {
+      await handle(decodeCommit(m));
+      m.ack();
+    } catch (err) {
+      if (err instanceof RetryLater) logger.info({ reason: err.message, seq: m.seq }, "retrying later");
+      else logger.error({ err, seq: m.seq, subject: m.subject, deliveries: m.info.deliveryCount }, "event handling failed; will retry");
+      m.nak(opts.retryDelayMs);
+    }
+  };
+
+  const done = (async () => {
+    for await (const m of messages) {
+      while (running.size >= opts.concurrency) await Promise.race(running);
+      const p = process(m).finally(() => running.delete(p));
+      running.add(p);
+    }
+    await Promise.all(running);
+  })();
+  return {
+    done,
+    async stop() {
+      await messages.close();
+      await done;
+    },
+  };
+}

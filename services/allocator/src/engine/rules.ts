@@ -1,0 +1,205 @@
+import { createHash } from "node:crypto";
+import { decodeHostToken, parseEventSubject, SlotState, type MoltEvent } from "@molt/contracts";
+import { SlotBusyError, isTerminal, nextBatchToStart, outcomeOf } from "@molt/domain";
+import type { DeploymentRepository, SlotRepository } from "@molt/aggregates";
+import type { EventStore, StoredCommit } from "@molt/event-store";
+import type { Logger } from "@molt/runtime";
+import type { DesiredStates } from "../dispatch/desired.js";
+import { planDeployment } from "../planning/plan.js";
+import { loadHostStates, loadPackages } from "../planning/resolve.js";
+
+/** Deterministic, so every replica (and every redelivery) allocates the same task. */
+export function taskIdFor(deploymentId: string, hostId: string, attempt: number): string {
+  return `t-${createHash("sha256").update(`${deploymentId}\n${hostId}\n${attempt}`).digest("hex").slice(0, 24)}`;
+}
+
+/** The slot is held by another task: retry the whole message later, when it may be free. */
+export class RetryLater extends Error {}
+
+export interface EngineDeps {
+  store: EventStore;
+  deployments: DeploymentRepository;
+  slots: SlotRepository;
+  desired: DesiredStates;
+  logger: Logger;
+  /** Where hosts download a package variant from (package-repo or the gateway in front of it). */
+  downloadUrl: (component: string, version: string, platform: string) => string;
+  replicaId: string;
+}
+
+/**
+ * The roll engine's reaction to one commit. Every rule re-reads the aggregate it writes,
+ * decides, and appends with the expected sequence; decisions are idempotent (same commit ids,
+ * deciders that answer [] for what is already done), so a redelivered or concurrently handled
+ * message changes nothing twice. Time comes from the triggering event, so replicas agree.
+ */
+export function engine(deps: EngineDeps) {
+  const meta = (e: MoltEvent) => ({ now: e.metadata.occurredAt, actor: "allocator", correlationId: e.metadata.correlationId, causationId: e.id });
+
+  async function plan(e: Extract<MoltEvent, { type: "DeploymentRequested" }>) {
+    const { deploymentId, component, version, hosts } = e.data;
+    const [hostStates, packages] = await Promise.all([
+      loadHostStates(deps.store, hosts),
+      loadPackages(deps.store, component, version, (p) => deps.downloadUrl(component, version, p)),
+    ]);
+    const planned = planDeployment({ component, version, hosts, hostStates, packages });
+    await deps.deployments.handle(deploymentId, { type: "PlanDeployment", data: planned }, meta(e), `${deploymentId}:planned`);
+  }
+
+  async function startNext(deploymentId: string, e: MoltEvent) {
+    const { state } = await deps.deployments.load(deploymentId);
+    const index = nextBatchToStart(state);
+    if (index === undefined) return;
+    await deps.deployments.handle(deploymentId, { type: "StartBatch", data: { index } }, meta(e), `${deploymentId}:batch:${index}:started`);
+  }
+
+  async function allocateBatch(e: Extract<MoltEvent, { type: "BatchStarted" }>) {
+    const { deploymentId, index } = e.data;
+    const { state } = await deps.deployments.load(deploymentId);
+    const batch = state.batches.find((b) => b.index === index);
+    if (!batch || !state.component || !state.version || isTerminal(state)) return;
+    const deadline = new Date(Date.parse(e.metadata.occurredAt) + (state.taskTimeoutMs ?? 900_000)).toISOString();
+    let busy = 0;
+    for (const h of batch.hosts) {
+      const taskId = taskIdFor(deploymentId, h.hostId, 1);
+      try {
+        await deps.slots.handle(
+          h.hostId,
+          state.component,
+          {
+            type: "AllocateTask",
+            data: {
+              taskId,
+              deploymentId,
+              hostId: h.hostId,
+              component: state.component,
+              version: state.version,
+              fromVersion: h.fromVersion,
+              attempt: 1,
+              deadline,
+              package: h.package,
+            },
+          },
+          meta(e),
+          `${taskId}:allocated`,
+        );
+      } catch (err) {
+        if (!(err instanceof SlotBusyError)) throw err;
+        busy++;
+        deps.logger.info({ hostId: h.hostId, activeTask: err.activeTaskId, deploymentId }, "slot busy; will retry");
+      }
+    }
+    if (busy > 0) throw new RetryLater(`${busy} slot(s) busy in batch ${index} of ${deploymentId}`);
+  }
+
+  async function dispatch(e: Extract<MoltEvent, { type: "TaskAllocated" }>) {
+    const d = e.data;
+    const { state } = await deps.slots.load(d.hostId, d.component);
+    if (state.active?.taskId !== d.taskId || state.active.status !== "allocated") return;
+    // TaskAllocated then the KV write is not atomic: whoever handles this message (again)
+    // completes the write (a no-op if it is there) and records TaskDispatched.
+    const revision = await deps.desired.write({
+      taskId: d.taskId,
+      deploymentId: d.deploymentId,
+      hostId: d.hostId,
+      component: d.component,
+      version: d.version,
+      fromVersion: d.fromVersion,
+      attempt: d.attempt,
+      deadline: d.deadline,
+      package: d.package,
+    });
+    await deps.slots.handle(d.hostId, d.component, { type: "DispatchTask", data: { taskId: d.taskId, revision } }, meta(e), `${d.taskId}:dispatched`);
+  }
+
+  async function taskFinished(c: StoredCommit, taskId: string, e: MoltEvent) {
+    const where = parseEventSubject(c.subject);
+    if (where?.kind !== "slot") return;
+    const done = SlotState.parse(c.commit.state).recent.find((r) => r.taskId === taskId);
+    if (!done) return;
+    await deps.desired.withdraw(decodeHostToken(where.hostToken), where.component, taskId);
+    await completeBatches(done.deploymentId, e);
+  }
+
+  async function completeBatches(deploymentId: string, e: MoltEvent) {
+    const { state } = await deps.deployments.load(deploymentId);
+    if (!state.component) return;
+    for (const index of state.startedBatches) {
+      if (state.completedBatches.some((b) => b.index === index)) continue;
+      const batch = state.batches.find((b) => b.index === index);
+      if (!batch) continue;
+      let succeeded = 0;
+      let failed = 0;
+      let open = false;
+      for (const h of batch.hosts) {
+        const { state: slot } = await deps.slots.load(h.hostId, state.component);
+        const outcome = outcomeOf(slot, taskIdFor(deploymentId, h.hostId, 1));
+        if (outcome === undefined) {
+          open = true;
+          break;
+        }
+        if (outcome === "succeeded") succeeded++;
+        else failed++;
+      }
+      if (open) continue;
+      await deps.deployments.handle(
+        deploymentId,
+        { type: "CompleteBatch", data: { index, succeeded, failed } },
+        meta(e),
+        `${deploymentId}:batch:${index}:completed`,
+      );
+    }
+  }
+
+  return {
+    async handle(c: StoredCommit): Promise<void> {
+      for (const e of c.commit.events) {
+        switch (e.type) {
+          case "DeploymentRequested":
+            await plan(e);
+            break;
+          case "DeploymentPlanned":
+          case "BatchCompleted":
+          case "DeploymentResumed":
+          case "CanaryApproved":
+            await startNext(e.data.deploymentId, e);
+            break;
+          case "BatchStarted":
+            await allocateBatch(e);
+            break;
+          case "TaskAllocated":
+            await dispatch(e);
+            break;
+          case "TaskSucceeded":
+          case "TaskFailed":
+          case "TaskRejected":
+          case "TaskTimedOut":
+          case "TaskCancelled":
+            await taskFinished(c, e.data.taskId, e);
+            break;
+          default:
+            // Other events need no reaction from the roll engine (yet).
+            break;
+        }
+      }
+    },
+    /** Times out every active task past its deadline; every replica runs it, the expected sequence makes it once. */
+    async tick(now: Date): Promise<number> {
+      let timedOut = 0;
+      for await (const d of deps.desired.active()) {
+        if (Date.parse(d.deadline) > now.getTime()) continue;
+        const out = await deps.slots.handle(
+          d.hostId,
+          d.component,
+          { type: "TimeOutTask", data: { taskId: d.taskId, now: now.toISOString() } },
+          { now: now.toISOString(), actor: "allocator", correlationId: d.deploymentId },
+          `${d.taskId}:timed-out`,
+        );
+        if (out.events.length > 0) timedOut++;
+        // A task that ended while its key was still there is withdrawn here as well.
+        if (out.state.active?.taskId !== d.taskId) await deps.desired.withdraw(d.hostId, d.component, d.taskId);
+      }
+      return timedOut;
+    },
+  };
+}
