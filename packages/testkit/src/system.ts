@@ -1,0 +1,198 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { createWriteStream, type WriteStream } from "node:fs";
+import { mkdir, writeFile } from "node:fs/promises";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { freePort } from "./nats-server.js";
+
+const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
+
+export type ServiceName = "gateway" | "action" | "allocator" | "package-repo" | "feedback" | "projector" | "audit" | "agent";
+
+export interface RunningProcess {
+  readonly name: string;
+  readonly proc: ChildProcess;
+  readonly logFile: string;
+  /** The last lines it printed (stdout and stderr), for failure messages. */
+  tail(): string;
+  /** SIGTERM, then SIGKILL after 5 s. */
+  stop(): Promise<void>;
+  kill(): Promise<void>;
+}
+
+export interface AgentSpec {
+  hostId: string;
+  /** e.g. `metrics-agent@1.0.0` */
+  seed?: string;
+  env?: Record<string, string>;
+}
+
+export interface SystemOptions {
+  natsUrl: string;
+  dataDir: string;
+  /** token → actor/role; written to a token file every service reads. */
+  tokens: Record<string, { actor: string; role: "viewer" | "operator" | "admin" }>;
+  allocatorReplicas?: number;
+  agents?: AgentSpec[];
+  /** One agent process simulating this many hosts (`--sim`). */
+  sim?: { count: number; prefix?: string; seed?: string; stepDelayMs?: number };
+  /** Extra env for every process (timings for tests: MOLT_TICK_MS, MOLT_POLL_MS, …). */
+  env?: Record<string, string>;
+}
+
+export interface System {
+  gatewayUrl: string;
+  urls: Record<"action" | "projector" | "packageRepo" | "audit", string>;
+  processes: RunningProcess[];
+  /** Roots of the agents' hosts (explicit agents and simulated ones). */
+  hostRoot(hostId: string): string;
+  startAgent(spec: AgentSpec): Promise<RunningProcess>;
+  stop(): Promise<void>;
+}
+
+/** Starts one service as a real child process (`node --import tsx services/<name>/src/index.ts`). */
+export async function startProcess(
+  name: string,
+  service: ServiceName,
+  env: Record<string, string>,
+  logDir: string,
+  readyPattern: RegExp,
+  readyTimeoutMs = 60_000,
+): Promise<RunningProcess> {
+  await mkdir(logDir, { recursive: true });
+  const logFile = join(logDir, `${name}.log`);
+  const log: WriteStream = createWriteStream(logFile, { flags: "a" });
+  const proc = spawn(process.execPath, ["--import", "tsx", join(repoRoot, "services", service, "src/index.ts")], {
+    cwd: repoRoot,
+    env: { ...process.env, MOLT_LOG_LEVEL: process.env["MOLT_LOG_LEVEL"] ?? "info", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let tail = "";
+  let resolveReady!: () => void;
+  let rejectReady!: (e: Error) => void;
+  const ready = new Promise<void>((res, rej) => {
+    resolveReady = res;
+    rejectReady = rej;
+  });
+  const onData = (d: Buffer) => {
+    const text = d.toString();
+    log.write(text);
+    tail = (tail + text).slice(-6000);
+    if (readyPattern.test(tail)) resolveReady();
+  };
+  proc.stdout?.on("data", onData);
+  proc.stderr?.on("data", onData);
+  proc.once("exit", (code, signal) => rejectReady(new Error(`${name} exited (code ${code}, signal ${signal}) before it was ready:\n${tail}`)));
+  const timer = setTimeout(() => rejectReady(new Error(`${name} not ready within ${readyTimeoutMs} ms:\n${tail}`)), readyTimeoutMs);
+  const exited = new Promise<void>((r) => proc.once("exit", () => r()));
+  const terminate = async (signal: NodeJS.Signals) => {
+    if (proc.exitCode === null && proc.signalCode === null) {
+      proc.kill(signal);
+      const k = setTimeout(() => proc.kill("SIGKILL"), 5_000);
+      await exited;
+      clearTimeout(k);
+    }
+    log.end();
+  };
+  try {
+    await ready;
+  } catch (err) {
+    await terminate("SIGKILL");
+    throw err;
+  } finally {
+    clearTimeout(timer);
+  }
+  return { name, proc, logFile, tail: () => tail, stop: () => terminate("SIGTERM"), kill: () => terminate("SIGKILL") };
+}
+
+const LISTENING = /"msg":"listening"/;
+
+/**
+ * The whole system as separate processes on one nats-server: every service, N allocator
+ * replicas, and agents (one process per host, or one `--sim` process for many hosts).
+ */
+export async function startSystem(opts: SystemOptions): Promise<System> {
+  const logDir = join(opts.dataDir, "logs");
+  await mkdir(opts.dataDir, { recursive: true });
+  const tokenFile = join(opts.dataDir, "tokens.json");
+  await writeFile(tokenFile, JSON.stringify(opts.tokens, null, 2), { mode: 0o600 });
+  const base = { MOLT_NATS_URL: opts.natsUrl, MOLT_TOKEN_FILE: tokenFile, ...opts.env };
+  const processes: RunningProcess[] = [];
+  const port = async () => String(await freePort());
+  const [pAction, pProjector, pRepo, pAudit, pGateway] = await Promise.all([port(), port(), port(), port(), port()]);
+  const url = (p: string) => `http://127.0.0.1:${p}`;
+  const gatewayUrl = url(pGateway);
+  const hostRoots = new Map<string, string>();
+
+  const start = async (name: string, service: ServiceName, env: Record<string, string>, ready: RegExp) => {
+    const p = await startProcess(name, service, { ...base, ...env }, logDir, ready);
+    processes.push(p);
+    return p;
+  };
+
+  try {
+    await Promise.all([
+      start("action", "action", { MOLT_HTTP_PORT: pAction }, LISTENING),
+      start("projector", "projector", { MOLT_HTTP_PORT: pProjector, MOLT_DATA_DIR: join(opts.dataDir, "projector") }, LISTENING),
+      start("package-repo", "package-repo", { MOLT_HTTP_PORT: pRepo, MOLT_DATA_DIR: join(opts.dataDir, "package-repo"), MOLT_PUBLIC_URL: gatewayUrl }, LISTENING),
+      start("audit", "audit", { MOLT_HTTP_PORT: pAudit, MOLT_DATA_DIR: join(opts.dataDir, "audit") }, LISTENING),
+      start("feedback", "feedback", {}, /feedback ready/),
+      ...Array.from({ length: opts.allocatorReplicas ?? 1 }, (_, i) =>
+        start(`allocator-${i + 1}`, "allocator", { MOLT_PACKAGE_BASE_URL: gatewayUrl, MOLT_REPLICA_ID: `r${i + 1}` }, /allocator running/),
+      ),
+    ]);
+    await start(
+      "gateway",
+      "gateway",
+      {
+        MOLT_HTTP_PORT: pGateway,
+        MOLT_ACTION_URL: url(pAction),
+        MOLT_PROJECTOR_URL: url(pProjector),
+        MOLT_PACKAGE_REPO_URL: url(pRepo),
+        MOLT_AUDIT_URL: url(pAudit),
+      },
+      LISTENING,
+    );
+  } catch (err) {
+    await Promise.all(processes.map((p) => p.kill()));
+    throw err;
+  }
+
+  const startAgent = async (spec: AgentSpec) => {
+    const root = join(opts.dataDir, "hosts", spec.hostId);
+    hostRoots.set(spec.hostId, root);
+    return start(`agent-${spec.hostId}`, "agent", { MOLT_HOST_ID: spec.hostId, MOLT_ROOT: root, ...(spec.seed ? { MOLT_SEED: spec.seed } : {}), ...spec.env }, /agent (running|started|ready)/i);
+  };
+  await Promise.all((opts.agents ?? []).map(startAgent));
+  if (opts.sim) {
+    const prefix = opts.sim.prefix ?? "sim-";
+    const root = join(opts.dataDir, "sim");
+    for (let i = 1; i <= opts.sim.count; i++) hostRoots.set(`${prefix}${String(i).padStart(3, "0")}`, join(root, `${prefix}${String(i).padStart(3, "0")}`));
+    await start(
+      "agent-sim",
+      "agent",
+      {
+        MOLT_SIM: String(opts.sim.count),
+        MOLT_SIM_PREFIX: prefix,
+        MOLT_ROOT: root,
+        ...(opts.sim.seed ? { MOLT_SEED: opts.sim.seed } : {}),
+        ...(opts.sim.stepDelayMs !== undefined ? { MOLT_SIM_STEP_DELAY_MS: String(opts.sim.stepDelayMs) } : {}),
+      },
+      /agent (running|started|ready)|sim/i,
+    );
+  }
+
+  return {
+    gatewayUrl,
+    urls: { action: url(pAction), projector: url(pProjector), packageRepo: url(pRepo), audit: url(pAudit) },
+    processes,
+    hostRoot: (hostId) => hostRoots.get(hostId) ?? join(opts.dataDir, "hosts", hostId),
+    startAgent,
+    async stop() {
+      // Agents first (they report to feedback), then the rest.
+      const agents = processes.filter((p) => p.name.startsWith("agent"));
+      await Promise.all(agents.map((p) => p.stop()));
+      await Promise.all(processes.filter((p) => !agents.includes(p)).map((p) => p.stop()));
+    },
+  };
+}
