@@ -32,9 +32,9 @@ export async function ensureEventStream(nc: NatsConnection, opts: EventStreamOpt
     ...(opts.duplicateWindowMs ? { duplicate_window: opts.duplicateWindowMs * 1_000_000 } : {}),
   };
   try {
+    // An existing stream is left as it is: its replicas and limits are the operator's to change,
+    // and a service started with other defaults must not silently rewrite them.
     await jsm.streams.info(name);
-    const { name: _n, ...update } = config;
-    await jsm.streams.update(name, update);
   } catch (err) {
     if ((err as Error).name !== "StreamNotFoundError") throw err;
     try {

@@ -1,7 +1,7 @@
 export { loadConfig, ConfigError } from "./config.js";
 export { createLogger, type Logger } from "./logger.js";
 export { installShutdown, type Closer } from "./shutdown.js";
-export { connectNats, type NatsConnection } from "./nats.js";
+export { connectNats, ensureBucket, type NatsConnection } from "./nats.js";
 export { bearerAuth, loadTokens, parseTokens, hasRole, Role, type Principal, type TokenMap } from "./auth.js";
 export { HttpError, statusForCode } from "./errors.js";
 export { createHttpApp, type App } from "./http.js";

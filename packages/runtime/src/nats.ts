@@ -1,3 +1,5 @@
+import { jetstreamManager } from "@nats-io/jetstream";
+import { Kvm, type KV, type KvOptions } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 
 export type { NatsConnection } from "@nats-io/transport-node";
@@ -10,4 +12,19 @@ export async function connectNats(opts: { url: string; name: string }): Promise<
     maxReconnectAttempts: -1,
     reconnectTimeWait: 250,
   });
+}
+
+/**
+ * Opens a KV bucket, creating it only when missing: an existing bucket keeps the replicas and
+ * TTL it was made with (changing them is an operator's decision, not a side effect of a start).
+ */
+export async function ensureBucket(nc: NatsConnection, name: string, opts: Partial<KvOptions>): Promise<KV> {
+  const kvm = new Kvm(nc);
+  try {
+    await (await jetstreamManager(nc)).streams.info(`KV_${name}`);
+    return await kvm.open(name);
+  } catch (err) {
+    if ((err as Error).name !== "StreamNotFoundError") throw err;
+    return kvm.create(name, opts);
+  }
 }

@@ -7,6 +7,8 @@ import { buildApp } from "./deployments/routes.js";
 
 const Config = z.object({
   MOLT_NATS_URL: z.string().default("nats://127.0.0.1:4222"),
+  /** Replicas for streams and buckets this service creates when missing: 1 on one server, 3 on a cluster. */
+  MOLT_STREAM_REPLICAS: z.coerce.number().int().min(1).max(5).default(1),
   MOLT_HTTP_HOST: z.string().default("127.0.0.1"),
   MOLT_HTTP_PORT: z.coerce.number().int().min(0).max(65535),
   MOLT_TASK_TIMEOUT_MS: z.coerce.number().int().positive().default(15 * 60_000),
@@ -15,8 +17,8 @@ const Config = z.object({
 const config = loadConfig(Config);
 const logger = createLogger("action");
 const nc = await connectNats({ url: config.MOLT_NATS_URL, name: "molt-action" });
-await ensureEventStream(nc);
-await ensureAuditStream(nc);
+await ensureEventStream(nc, { replicas: config.MOLT_STREAM_REPLICAS });
+await ensureAuditStream(nc, { replicas: config.MOLT_STREAM_REPLICAS });
 const app = buildApp({
   logger,
   tokens: loadTokens(),

@@ -1,9 +1,8 @@
 import { randomUUID } from "node:crypto";
-import { Kvm } from "@nats-io/kv";
 import { deploymentRepository, slotRepository } from "@molt/aggregates";
 import { KV_DESIRED, STREAM_EVENTS } from "@molt/contracts";
 import { createEventStore, ensureEventStream } from "@molt/event-store";
-import { connectNats, createLogger, installShutdown, loadConfig } from "@molt/runtime";
+import { connectNats, createLogger, ensureBucket, installShutdown, loadConfig } from "@molt/runtime";
 import { z } from "zod";
 import { desiredStates } from "./dispatch/desired.js";
 import { runConsumer } from "./engine/consumer.js";
@@ -11,6 +10,8 @@ import { engine } from "./engine/rules.js";
 
 const Config = z.object({
   MOLT_NATS_URL: z.string().default("nats://127.0.0.1:4222"),
+  /** Replicas for streams and buckets this service creates when missing: 1 on one server, 3 on a cluster. */
+  MOLT_STREAM_REPLICAS: z.coerce.number().int().min(1).max(5).default(1),
   /** Base URL hosts download packages from: package-repo, the gateway, or a mirror in front of them. */
   MOLT_PACKAGE_BASE_URL: z.url(),
   MOLT_REPLICA_ID: z.string().default(() => randomUUID().slice(0, 8)),
@@ -23,9 +24,9 @@ const Config = z.object({
 const config = loadConfig(Config);
 const logger = createLogger("allocator", { replica: config.MOLT_REPLICA_ID });
 const nc = await connectNats({ url: config.MOLT_NATS_URL, name: `molt-allocator-${config.MOLT_REPLICA_ID}` });
-await ensureEventStream(nc);
+await ensureEventStream(nc, { replicas: config.MOLT_STREAM_REPLICAS });
 const store = createEventStore(nc);
-const kv = await new Kvm(nc).create(KV_DESIRED, { history: 5 });
+const kv = await ensureBucket(nc, KV_DESIRED, { history: 5, replicas: config.MOLT_STREAM_REPLICAS });
 const base = config.MOLT_PACKAGE_BASE_URL.replace(/\/$/, "");
 const rules = engine({
   store,

@@ -1,12 +1,13 @@
-import { Kvm } from "@nats-io/kv";
 import { KV_PRESENCE, subjects } from "@molt/contracts";
 import { createEventStore, ensureEventStream } from "@molt/event-store";
-import { connectNats, createLogger, installShutdown, loadConfig } from "@molt/runtime";
+import { connectNats, createLogger, ensureBucket, installShutdown, loadConfig } from "@molt/runtime";
 import { z } from "zod";
 import { startFeedback } from "./service.js";
 
 const Config = z.object({
   MOLT_NATS_URL: z.string().default("nats://127.0.0.1:4222"),
+  /** Replicas for streams and buckets this service creates when missing: 1 on one server, 3 on a cluster. */
+  MOLT_STREAM_REPLICAS: z.coerce.number().int().min(1).max(5).default(1),
   /** How long a host stays online without a heartbeat (the presence bucket's TTL). */
   MOLT_PRESENCE_TTL_MS: z.coerce.number().int().min(1000).default(30_000),
   MOLT_FEEDBACK_CONCURRENCY: z.coerce.number().int().positive().default(64),
@@ -15,8 +16,8 @@ const Config = z.object({
 const config = loadConfig(Config);
 const logger = createLogger("feedback");
 const nc = await connectNats({ url: config.MOLT_NATS_URL, name: "molt-feedback" });
-await ensureEventStream(nc);
-const presence = await new Kvm(nc).create(KV_PRESENCE, { ttl: config.MOLT_PRESENCE_TTL_MS, history: 1 });
+await ensureEventStream(nc, { replicas: config.MOLT_STREAM_REPLICAS });
+const presence = await ensureBucket(nc, KV_PRESENCE, { ttl: config.MOLT_PRESENCE_TTL_MS, history: 1, replicas: config.MOLT_STREAM_REPLICAS });
 const feedback = startFeedback({ nc, store: createEventStore(nc), presence, logger, concurrency: config.MOLT_FEEDBACK_CONCURRENCY });
 installShutdown(logger, [() => nc.drain(), () => feedback.stop()]);
 logger.info({ subjects: [subjects.reports, subjects.heartbeats] }, "feedback ready");
