@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import Fastify, { type FastifyInstance, type FastifyError } from "fastify";
 import {
   hasZodFastifySchemaValidationErrors,
@@ -19,7 +20,9 @@ export type App = ReturnType<typeof createHttpApp>;
 export function createHttpApp(opts: { logger: Logger; tokens: TokenMap; bodyLimit?: number }) {
   const app = Fastify({
     loggerInstance: opts.logger,
-    disableRequestLogging: true,
+    // Correlation ids must be unique across replicas; a caller's (or the gateway's) id is kept.
+    genReqId: () => randomUUID(),
+    requestIdHeader: "x-request-id",
     bodyLimit: opts.bodyLimit ?? 1024 * 1024,
   }).withTypeProvider<ZodTypeProvider>();
   app.setValidatorCompiler(validatorCompiler);

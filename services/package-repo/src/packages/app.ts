@@ -1,0 +1,149 @@
+import { rm } from "node:fs/promises";
+import { Readable } from "node:stream";
+import type { ObjectStore } from "@nats-io/obj";
+import { z } from "zod";
+import { ComponentName, PackageManifest, PackageUploadQuery, Platform, Sha256, Version, type PackageInfo } from "@molt/contracts";
+import type { EventStore } from "@molt/event-store";
+import { createHttpApp, HttpError, type Logger, type TokenMap } from "@molt/runtime";
+import { inspectArchive, type ArchiveLimits } from "./archive.js";
+import { createBlobStore } from "./blobs.js";
+import { createPackageCatalog, type PublishedPackage } from "./catalog.js";
+import { serveBlob } from "./download.js";
+import { publishPackage } from "./publish.js";
+import type { ManifestSigner } from "./signing.js";
+import { PackageTooLargeError, receiveToFile } from "./upload.js";
+
+export interface PackageRepoDeps {
+  logger: Logger;
+  tokens: TokenMap;
+  store: EventStore;
+  objects: ObjectStore;
+  /** Root of the local cache (`<dataDir>/cache/<sha256>`) and its temp files (`<dataDir>/tmp`). */
+  dataDir: string;
+  /** Base URL hosts download from; PackageInfo.url is built on it. */
+  publicUrl: string;
+  maxPackageBytes: number;
+  archiveLimits: ArchiveLimits;
+  /** Signs each new manifest; null publishes unsigned packages. */
+  signer: ManifestSigner | null;
+  now?: () => Date;
+}
+
+// Platform names end up in commit and event ids, which are bounded: keep them short at the edge.
+const UploadQuery = PackageUploadQuery.extend({ platform: Platform.max(32, "platform must be at most 32 characters") });
+const ComponentParams = z.object({ component: ComponentName });
+const VariantParams = z.object({ component: ComponentName, version: Version, platform: Platform });
+const BlobParams = z.object({ sha256: Sha256 });
+
+/** The only request bodies this service takes are package archives. */
+const UPLOAD_TYPES = ["application/gzip", "application/x-gzip", "application/octet-stream"];
+
+/** The package-repo HTTP app: upload, list, describe, download. `listen` is the caller's business. */
+export function buildApp(deps: PackageRepoDeps) {
+  const app = createHttpApp({ logger: deps.logger, tokens: deps.tokens });
+  const blobs = createBlobStore({ dataDir: deps.dataDir, objects: deps.objects, logger: deps.logger });
+  const catalog = createPackageCatalog(deps.store);
+  const publicUrl = deps.publicUrl.replace(/\/+$/, "");
+  const now = deps.now ?? (() => new Date());
+
+  // Hand the body through as a stream: an upload may be hundreds of MiB and is never buffered.
+  // Any other content type (JSON, forms) is answered 415 by fastify.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser(UPLOAD_TYPES, (_req, payload, done) => done(null, payload));
+
+  const infoOf = (p: PublishedPackage): PackageInfo => ({
+    component: p.component,
+    version: p.version,
+    platform: p.platform,
+    sha256: p.sha256,
+    size: p.size,
+    url: `${publicUrl}/v1/packages/${[p.component, p.version, p.platform].map(encodeURIComponent).join("/")}/download`,
+  });
+  const detailOf = (p: PublishedPackage) => ({
+    ...infoOf(p),
+    manifest: p.manifest,
+    ...(p.signature !== undefined ? { signature: p.signature, keyId: p.keyId } : {}),
+    publishedAt: p.publishedAt,
+    ...(p.yanked ? { yanked: p.yanked } : {}),
+  });
+
+  app.post("/v1/packages", { schema: { querystring: UploadQuery } }, async (req, reply) => {
+    const { component, version, platform } = req.query;
+    // The shared auth hook has already refused anonymous and viewer writes; this narrows the type.
+    const principal = req.principal;
+    if (!principal) throw new HttpError(401, "unauthorized", "missing bearer token");
+    const body: unknown = req.body;
+    if (!(body instanceof Readable))
+      throw new HttpError(415, "unsupported_media_type", `send the archive as ${UPLOAD_TYPES.join(" or ")}`);
+    const declared = Number(req.headers["content-length"]);
+    if (Number.isFinite(declared) && declared > deps.maxPackageBytes) {
+      // Closing the connection after the answer spares reading a body we will not keep.
+      void reply.header("connection", "close");
+      throw new PackageTooLargeError(deps.maxPackageBytes);
+    }
+    const file = await blobs.tempPath("upload");
+    try {
+      let received: { sha256: string; size: number };
+      try {
+        received = await receiveToFile(body, file, deps.maxPackageBytes);
+      } catch (err) {
+        if (err instanceof PackageTooLargeError) void reply.header("connection", "close");
+        throw err;
+      }
+      const archive = await inspectArchive(file, deps.archiveLimits);
+      const manifest = PackageManifest.parse({ component, version, platform, ...received, ...archive });
+      const outcome = await publishPackage(
+        { store: deps.store, catalog, blobs, signer: deps.signer },
+        { manifest, file, meta: { now: now().toISOString(), actor: principal.actor, correlationId: req.id } },
+      );
+      req.log.info(
+        { component, version, platform, sha256: manifest.sha256, size: manifest.size, outcome: outcome.status },
+        outcome.status === "published" ? "package published" : "package upload replayed",
+      );
+      return await reply.code(outcome.status === "published" ? 201 : 200).send(infoOf(outcome.pkg));
+    } finally {
+      // Gone already when it was moved into the cache.
+      await rm(file, { force: true });
+    }
+  });
+
+  app.get("/v1/packages/:component", { schema: { params: ComponentParams } }, async (req) => {
+    const { component } = req.params;
+    const { state } = await catalog.current(component);
+    if (state.packages.size === 0) throw new HttpError(404, "not_found", `no packages published for component ${component}`);
+    const packages = [...state.packages.values()].sort((a, b) => b.seq - a.seq).map(detailOf);
+    return { component, packages };
+  });
+
+  app.get("/v1/packages/:component/:version/:platform", { schema: { params: VariantParams } }, async (req) => {
+    const { component, version, platform } = req.params;
+    const pkg = await catalog.find(component, version, platform);
+    if (!pkg) throw new HttpError(404, "not_found", `${component} ${version} ${platform} is not published`);
+    return detailOf(pkg);
+  });
+
+  // Hosts download without a token: they hold no operator credentials, and the bytes are
+  // checked on the host against the sha256 and the signed manifest, whoever served them.
+  app.route({
+    method: ["GET", "HEAD"],
+    url: "/v1/packages/:component/:version/:platform/download",
+    config: { auth: false },
+    schema: { params: VariantParams },
+    handler: async (req, reply) => {
+      const { component, version, platform } = req.params;
+      const pkg = await catalog.find(component, version, platform);
+      if (!pkg) throw new HttpError(404, "not_found", `${component} ${version} ${platform} is not published`);
+      return serveBlob(req, reply, blobs, pkg.sha256);
+    },
+  });
+
+  app.route({
+    method: ["GET", "HEAD"],
+    url: "/v1/blobs/:sha256",
+    config: { auth: false },
+    schema: { params: BlobParams },
+    handler: (req, reply) => serveBlob(req, reply, blobs, req.params.sha256),
+  });
+
+  return app;
+}

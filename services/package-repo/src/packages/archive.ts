@@ -1,0 +1,179 @@
+import { createReadStream } from "node:fs";
+import { open } from "node:fs/promises";
+import { Parser, type ReadEntry } from "tar";
+
+/** What the manifest records about an archive; hosts refuse to extract more than this. */
+export interface ArchiveSummary {
+  /** Regular files. */
+  files: number;
+  /** Every file-system entry (files, directories, links). */
+  entries: number;
+  /** Total bytes of the regular files once extracted. */
+  unpackedSize: number;
+}
+
+export interface ArchiveLimits {
+  maxEntries: number;
+  maxUnpackedBytes: number;
+}
+
+/** The archive is not something every host would extract: answered 400, nothing stored. */
+export class ArchiveRefusedError extends Error {
+  readonly code = "validation";
+}
+
+const REGULAR = new Set(["File", "OldFile", "ContiguousFile"]);
+const ALLOWED = new Set([...REGULAR, "Directory", "SymbolicLink", "Link"]);
+
+/**
+ * Lists a gzip'd tar without extracting it and refuses what the host's bounded, sanitised
+ * extraction would refuse anyway (paths leaving the root, links pointing out, devices, fifos,
+ * a path through a symlink), so a bad package fails at upload time and not on every host.
+ */
+export async function inspectArchive(path: string, limits: ArchiveLimits): Promise<ArchiveSummary> {
+  // tar would also take plain, zstd or brotli archives; hosts are promised gzip only.
+  if (!(await hasGzipMagic(path))) throw new ArchiveRefusedError("the body is not gzip data (expected a .tar.gz)");
+  const summary: ArchiveSummary = { files: 0, entries: 0, unpackedSize: 0 };
+  const tree = new TreeCheck();
+  return new Promise<ArchiveSummary>((resolve, reject) => {
+    const input = createReadStream(path);
+    const parser = new Parser({
+      // Warnings (bad checksum, truncated input, not a tar at all) become errors.
+      strict: true,
+      onReadEntry: (entry: ReadEntry) => {
+        entry.resume();
+        try {
+          summary.entries++;
+          if (summary.entries > limits.maxEntries)
+            throw new ArchiveRefusedError(`the archive has more than ${limits.maxEntries} entries`);
+          tree.check(entry);
+          if (REGULAR.has(entry.type)) {
+            summary.files++;
+            summary.unpackedSize += entry.size;
+            // Checked on the header, before the body is inflated: a bomb stops here.
+            if (summary.unpackedSize > limits.maxUnpackedBytes)
+              throw new ArchiveRefusedError(`the archive unpacks to more than ${limits.maxUnpackedBytes} bytes`);
+          }
+        } catch (err) {
+          parser.abort(err as Error);
+        }
+      },
+    });
+    // Entry types tar does not know are skipped silently by the parser; a host cannot extract them.
+    parser.on("ignoredEntry", (entry: ReadEntry) => {
+      parser.abort(new ArchiveRefusedError(`entry ${JSON.stringify(entry.path)} is of unsupported type ${entry.type}`));
+    });
+    // tar calls an archive of only end-of-archive blocks unrecognised; say what it really is.
+    let sawEnd = false;
+    parser.on("eof", () => (sawEnd = true));
+    let settled = false;
+    const fail = (err: unknown) => {
+      if (settled) return;
+      settled = true;
+      input.destroy();
+      if (err instanceof ArchiveRefusedError) reject(err);
+      else if (sawEnd && summary.entries === 0) reject(new ArchiveRefusedError("the archive is empty"));
+      else reject(new ArchiveRefusedError(`not a valid tar.gz: ${describe(err)}`));
+    };
+    parser.on("error", fail);
+    input.on("error", (err) => {
+      // An I/O error reading our own temp file is ours, not the uploader's.
+      if (settled) return;
+      settled = true;
+      reject(err);
+    });
+    parser.on("end", () => {
+      if (settled) return;
+      settled = true;
+      if (summary.entries === 0) reject(new ArchiveRefusedError("the archive is empty"));
+      else resolve(summary);
+    });
+    input.pipe(parser);
+  });
+}
+
+async function hasGzipMagic(path: string): Promise<boolean> {
+  const fh = await open(path, "r");
+  try {
+    const buf = Buffer.alloc(2);
+    const { bytesRead } = await fh.read(buf, 0, 2, 0);
+    return bytesRead === 2 && buf[0] === 0x1f && buf[1] === 0x8b;
+  } finally {
+    await fh.close();
+  }
+}
+
+function describe(err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err);
+  return message.replace(/^TAR_[A-Z_]+: /, "");
+}
+
+/**
+ * Path rules over the whole archive, in order: a later entry may not go through a symlink an
+ * earlier entry made, and a symlink may not replace a directory an earlier entry made.
+ */
+class TreeCheck {
+  private readonly links = new Set<string>();
+  private readonly dirs = new Set<string>();
+
+  check(entry: ReadEntry): void {
+    const name = `entry ${JSON.stringify(entry.path)}`;
+    if (!ALLOWED.has(entry.type)) {
+      const what = /Device|FIFO/.test(entry.type) ? "a device or fifo" : `of unsupported type ${entry.type}`;
+      throw new ArchiveRefusedError(`${name} is ${what}`);
+    }
+    const segments = pathSegments(entry.path, name);
+    if (segments.length === 0 && entry.type !== "Directory") throw new ArchiveRefusedError(`${name} has no name`);
+    for (let i = 1; i < segments.length; i++) {
+      const parent = segments.slice(0, i).join("/");
+      if (this.links.has(parent)) throw new ArchiveRefusedError(`${name} goes through the symlink ${JSON.stringify(parent)}`);
+      this.dirs.add(parent);
+    }
+    const key = segments.join("/");
+    // Writing over a symlink is how a naive extractor gets tricked into writing outside.
+    if (this.links.has(key)) throw new ArchiveRefusedError(`${name} replaces a symlink`);
+    if (entry.type === "Directory") {
+      this.dirs.add(key);
+      return;
+    }
+    if (this.dirs.has(key)) throw new ArchiveRefusedError(`${name} replaces a directory`);
+    if (entry.type === "SymbolicLink") {
+      // A symlink's target is relative to the link's own directory.
+      const target = entry.linkpath ?? "";
+      if (!staysInside(segments.slice(0, -1), target))
+        throw new ArchiveRefusedError(`symlink ${JSON.stringify(entry.path)} points outside the package (${JSON.stringify(target)})`);
+      this.links.add(key);
+    } else if (entry.type === "Link") {
+      // A hard link's target is a path inside the archive, relative to its root.
+      const target = pathSegments(entry.linkpath ?? "", `the target of hard link ${JSON.stringify(entry.path)}`);
+      for (let i = 1; i <= target.length; i++) {
+        const prefix = target.slice(0, i).join("/");
+        if (this.links.has(prefix))
+          throw new ArchiveRefusedError(`hard link ${JSON.stringify(entry.path)} points through the symlink ${JSON.stringify(prefix)}`);
+      }
+      if (target.length === 0) throw new ArchiveRefusedError(`hard link ${JSON.stringify(entry.path)} has no target`);
+    }
+  }
+}
+
+/** Normalised segments of an archive path; refuses absolute, `..`, backslash and drive-letter paths. */
+function pathSegments(path: string, name: string): string[] {
+  if (path.startsWith("/") || /^[A-Za-z]:/.test(path)) throw new ArchiveRefusedError(`${name} has an absolute path`);
+  if (path.includes("\\")) throw new ArchiveRefusedError(`${name} has a backslash in its path`);
+  const segments = path.split("/").filter((s) => s !== "" && s !== ".");
+  if (segments.includes("..")) throw new ArchiveRefusedError(`${name} has '..' in its path`);
+  return segments;
+}
+
+function staysInside(base: string[], target: string): boolean {
+  if (target === "" || target.startsWith("/") || /^[A-Za-z]:/.test(target) || target.includes("\\")) return false;
+  const at = [...base];
+  for (const s of target.split("/")) {
+    if (s === "" || s === ".") continue;
+    if (s === "..") {
+      if (at.length === 0) return false;
+      at.pop();
+    } else at.push(s);
+  }
+  return true;
+}

@@ -1,0 +1,67 @@
+import { createHash } from "node:crypto";
+import { subjects, type PackageManifest } from "@molt/contracts";
+import { toEnvelopes, type CommandMeta } from "@molt/domain";
+import { ConcurrencyError, type EventStore } from "@molt/event-store";
+import type { BlobStore } from "./blobs.js";
+import { decidePublish, variantKey, type PackageCatalog, type PublishedPackage } from "./catalog.js";
+import type { ManifestSigner } from "./signing.js";
+
+export interface PublishDeps {
+  store: EventStore;
+  catalog: PackageCatalog;
+  blobs: BlobStore;
+  signer: ManifestSigner | null;
+}
+
+export type PublishOutcome = { status: "published" | "replayed"; pkg: PublishedPackage };
+
+const MAX_ATTEMPTS = 5;
+
+/**
+ * Commit ids name the decision, so a retried publish of the same bytes is deduplicated by
+ * JetStream. Event ids add `/<n>` and are capped at 200 characters like commit ids.
+ */
+export function publishCommitId(m: Pick<PackageManifest, "component" | "version" | "platform" | "sha256">): string {
+  const readable = `pkg:${m.component}:${m.version}:${m.platform}:${m.sha256.slice(0, 16)}`;
+  if (readable.length <= 190) return readable;
+  return `pkg:${createHash("sha256").update(`${m.component}\n${m.version}\n${m.platform}\n${m.sha256}`).digest("hex")}`;
+}
+
+/**
+ * Publishes a package whose bytes sit verified in `file`: decide against the aggregate, store
+ * the bytes (object store, then cache), append `PackagePublished` with the expected sequence.
+ * A concurrent publish of the same component moves the sequence: re-read, re-decide, retry.
+ * The bytes are stored before the event, so no event ever names bytes the origin lacks.
+ */
+export async function publishPackage(
+  deps: PublishDeps,
+  input: { manifest: PackageManifest; file: string; meta: CommandMeta },
+): Promise<PublishOutcome> {
+  const { manifest, meta } = input;
+  const signed = deps.signer?.sign(manifest);
+  const subject = subjects.package(manifest.component);
+  const commitId = publishCommitId(manifest);
+  let stored = false;
+  for (let attempt = 1; ; attempt++) {
+    const snap = await deps.catalog.current(manifest.component);
+    const decision = decidePublish({ manifest, ...signed }, snap.state);
+    if (decision.kind === "replay") return { status: "replayed", pkg: decision.existing };
+    if (!stored) {
+      await deps.blobs.adopt(input.file, manifest.sha256, manifest.size);
+      stored = true;
+    }
+    try {
+      const result = await deps.store.append(
+        subject,
+        { commitId, events: toEnvelopes(decision.events, meta, commitId) },
+        { expectedSequence: snap.seq },
+      );
+      const pkg = (await deps.catalog.current(manifest.component)).state.packages.get(variantKey(manifest.version, manifest.platform));
+      if (!pkg) throw new Error(`published ${commitId} at ${result.seq} but cannot read it back`);
+      return { status: result.duplicate ? "replayed" : "published", pkg };
+    } catch (err) {
+      if (err instanceof ConcurrencyError && attempt < MAX_ATTEMPTS) continue;
+      throw err;
+    }
+  }
+}
