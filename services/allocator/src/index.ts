@@ -34,7 +34,7 @@ const rules = engine({
   slots: slotRepository(store),
   desired: desiredStates(kv, nc),
   logger,
-  downloadUrl: (c, v, p) => `${base}/v1/packages/${c}/${v}/${p}/download`,
+  downloadUrl: (c, v, p) => `${base}/v1/packages/${encodeURIComponent(c)}/${encodeURIComponent(v)}/${encodeURIComponent(p)}/download`,
   replicaId: config.MOLT_REPLICA_ID,
 });
 const consumer = await runConsumer(
