@@ -1,0 +1,84 @@
+import { parseArgs } from "node:util";
+import { ComponentName, HostId, Labels } from "@molt/contracts";
+import { z } from "zod";
+import { parseSeeds } from "../host/layout.js";
+
+const millis = (fallback: number) => z.coerce.number().int().positive().default(fallback);
+
+const list = z
+  .string()
+  .optional()
+  .transform((s) => (s ?? "").split(",").map((x) => x.trim()).filter((x) => x.length > 0));
+
+/** `k=v,k=v` → labels, with the same key rule feedback applies. */
+const labels = list.transform((pairs, ctx) => {
+  const out: Record<string, string> = {};
+  for (const pair of pairs) {
+    const eq = pair.indexOf("=");
+    if (eq <= 0) {
+      ctx.addIssue({ code: "custom", message: `label ${JSON.stringify(pair)} must look like key=value` });
+      return z.NEVER;
+    }
+    out[pair.slice(0, eq).trim()] = pair.slice(eq + 1).trim();
+  }
+  const parsed = Labels.safeParse(out);
+  if (!parsed.success) {
+    ctx.addIssue({ code: "custom", message: `labels: ${parsed.error.issues.map((i) => i.message).join("; ")}` });
+    return z.NEVER;
+  }
+  return parsed.data;
+});
+
+const seeds = z
+  .string()
+  .optional()
+  .transform((s, ctx) => {
+    try {
+      return parseSeeds(s);
+    } catch {
+      ctx.addIssue({ code: "custom", message: "must look like component@version[,component@version…]" });
+      return z.NEVER;
+    }
+  });
+
+/** The agent's environment. MOLT_HOST_ID is required unless MOLT_SIM asks for simulated hosts. */
+export const AgentEnv = z
+  .object({
+    MOLT_NATS_URL: z.string().min(1).default("nats://127.0.0.1:4222"),
+    MOLT_HOST_ID: HostId.optional(),
+    MOLT_ROOT: z.string({ error: "MOLT_ROOT (the host root directory) is required" }).min(1),
+    MOLT_COMPONENTS: list.pipe(z.array(ComponentName)),
+    MOLT_POLL_MS: millis(30_000),
+    MOLT_HEARTBEAT_MS: millis(5_000),
+    MOLT_REPORT_RETRY_MS: millis(500),
+    MOLT_REPORT_TIMEOUT_MS: millis(5_000),
+    MOLT_SEED: seeds,
+    /** Download packages through this base URL (same path and query) instead of the package URL's origin. */
+    MOLT_PACKAGE_MIRROR: z.url().optional(),
+    MOLT_LABELS: labels,
+    MOLT_SIM: z.coerce.number().int().min(1).max(100_000).optional(),
+    MOLT_SIM_PREFIX: z
+      .string()
+      .regex(/^[A-Za-z0-9._:-]{0,240}$/, "MOLT_SIM_PREFIX must be host-id characters (A-Z a-z 0-9 . _ : -)")
+      .default("sim-"),
+    MOLT_SIM_STEP_DELAY_MS: z.coerce.number().int().min(0).default(0),
+  })
+  .superRefine((env, ctx) => {
+    if (env.MOLT_SIM === undefined && env.MOLT_HOST_ID === undefined)
+      ctx.addIssue({ code: "custom", path: ["MOLT_HOST_ID"], message: "MOLT_HOST_ID is required (or MOLT_SIM / --sim N for simulated hosts)" });
+  });
+export type AgentEnv = z.infer<typeof AgentEnv>;
+
+/** `--sim N` (or `--sim=N`) on the command line wins over MOLT_SIM. */
+export function argvOverrides(argv: string[]): Record<string, string> {
+  const { values } = parseArgs({ args: argv, options: { sim: { type: "string" } }, strict: true, allowPositionals: false });
+  return values.sim !== undefined ? { MOLT_SIM: values.sim } : {};
+}
+
+/**
+ * Simulated host ids: `<prefix>001` … `<prefix>999`, `<prefix>1000` …: always padded to 3 digits,
+ * so the demo and test kit can name a host without knowing the fleet size.
+ */
+export function simHostIds(prefix: string, count: number): string[] {
+  return Array.from({ length: count }, (_, i) => HostId.parse(`${prefix}${String(i + 1).padStart(3, "0")}`));
+}

@@ -1,0 +1,44 @@
+import type { NatsConnection } from "@nats-io/transport-node";
+import { type Heartbeat, HeartbeatAnswer, subjects, Version } from "@molt/contracts";
+import { installedVersion } from "../host/layout.js";
+import { errorMessage, type Log } from "../log.js";
+
+export interface HeartbeatInput {
+  readonly hostId: string;
+  readonly root: string;
+  readonly components: readonly string[];
+  readonly labels: Readonly<Record<string, string>>;
+  readonly agentVersion: string;
+  readonly now: Date;
+}
+
+/** os and arch are sent raw (`linux`, `x64`); feedback derives the platform with `platformOf`. */
+export async function buildHeartbeat(input: HeartbeatInput): Promise<Heartbeat> {
+  const components: Record<string, string | null> = {};
+  for (const c of input.components) {
+    const v = await installedVersion(input.root, c).catch(() => null);
+    // A hand-made version dir with an odd name must not get the whole heartbeat refused.
+    components[c] = v !== null && Version.safeParse(v).success ? v : null;
+  }
+  return {
+    hostId: input.hostId,
+    at: input.now.toISOString(),
+    os: process.platform,
+    arch: process.arch,
+    labels: { ...input.labels },
+    components,
+    agentVersion: input.agentVersion,
+  };
+}
+
+/** One heartbeat by request/reply. Nobody listening is normal (feedback not up yet): debug only. */
+export async function sendHeartbeat(nc: NatsConnection, hb: Heartbeat, timeoutMs: number, log: Log): Promise<void> {
+  try {
+    const msg = await nc.request(subjects.heartbeat(hb.hostId), JSON.stringify(hb), { timeout: timeoutMs });
+    const answer = HeartbeatAnswer.safeParse(msg.json());
+    if (!answer.success) log.warn({ answer: msg.string().slice(0, 200) }, "heartbeat answer is not a HeartbeatAnswer");
+    else if (answer.data.status === "refused") log.warn({ reason: answer.data.reason }, "feedback refused the heartbeat");
+  } catch (err) {
+    log.debug({ err: errorMessage(err) }, "heartbeat not answered");
+  }
+}

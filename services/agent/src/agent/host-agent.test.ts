@@ -1,0 +1,305 @@
+import { spawn } from "node:child_process";
+import { mkdir, readdir, readFile, readlink, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { Kvm, type KV } from "@nats-io/kv";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { type DesiredState, desiredKey, type Heartbeat, type JournalEntry, KV_DESIRED, StepReport, subjects } from "@molt/contracts";
+import { createLogger } from "@molt/runtime";
+import { type NatsServer, startNatsServer, waitFor } from "@molt/testkit";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { componentPaths } from "../host/layout.js";
+import { claimTask, openJournal, readForwarded, readJournal, recordLaunch, taskPaths } from "../host/task-files.js";
+import { type Log, silentLog } from "../log.js";
+import { startSim } from "../sim/sim.js";
+import { buildPackage, type BuiltPackage, desiredTask, type PackageServer, startPackageServer, tempDir } from "../testing/fixtures.js";
+import { simHostIds } from "./config.js";
+import { kvDesiredSource } from "./desired.js";
+import { createHostAgent, type HostAgent } from "./host-agent.js";
+import { processRunner, type TaskRunner } from "./runners.js";
+
+const log: Log = process.env["MOLT_TEST_LOG"] ? createLogger("agent-test") : silentLog();
+const timing = { pollMs: 60_000, heartbeatMs: 300, reportRetryMs: 100, reportTimeoutMs: 250, journalPollMs: 50 };
+
+let nats: NatsServer;
+let nc: NatsConnection;
+let http: PackageServer;
+let pkg: BuiltPackage;
+const roots: string[] = [];
+
+/** What a feedback stand-in received, and how it answered. */
+const reports: StepReport[] = [];
+const heartbeats: Heartbeat[] = [];
+/** Report requests per host to leave unanswered (proves the agent retries). */
+const silentFor = new Map<string, number>();
+/** Hosts whose reports feedback refuses (a withdrawn or timed-out task). */
+const refuseFor = new Set<string>();
+
+beforeAll(async () => {
+  nats = await startNatsServer();
+  nc = await connect({ servers: nats.url });
+  http = await startPackageServer();
+  pkg = await buildPackage({ VERSION: "2.0.0\n", "bin/run.sh": { content: "#!/bin/sh\n", mode: 0o755 } });
+  nc.subscribe("molt.feedback.report.>", {
+    callback: (_err, msg) => {
+      const report = StepReport.parse(msg.json());
+      const silent = silentFor.get(report.hostId) ?? 0;
+      if (silent > 0) {
+        silentFor.set(report.hostId, silent - 1);
+        return;
+      }
+      reports.push(report);
+      msg.respond(JSON.stringify(refuseFor.has(report.hostId) ? { status: "refused", reason: "task withdrawn" } : { status: "accepted" }));
+    },
+  });
+  nc.subscribe("molt.feedback.heartbeat.>", {
+    callback: (_err, msg) => {
+      heartbeats.push(msg.json<Heartbeat>());
+      msg.respond(JSON.stringify({ status: "ok" }));
+    },
+  });
+  await nc.flush();
+});
+
+afterAll(async () => {
+  await nc?.close();
+  await nats?.stop();
+  await http?.close();
+  await Promise.all(roots.map((r) => rm(r, { recursive: true, force: true })));
+});
+
+async function newRoot(): Promise<string> {
+  const root = await tempDir("agent");
+  roots.push(root);
+  return root;
+}
+
+function makeAgent(root: string, hostId: string, runner: TaskRunner = processRunner({ log })): HostAgent {
+  return createHostAgent({
+    nc,
+    desired: kvDesiredSource(nc),
+    runner,
+    log: log.child({ hostId }),
+    hostId,
+    root,
+    components: ["metrics-agent"],
+    labels: { cluster: "eu-1" },
+    seeds: [{ component: "metrics-agent", version: "1.0.0" }],
+    agentVersion: "0.1.0-test",
+    timing,
+  });
+}
+
+function taskFor(hostId: string, over: Partial<DesiredState> = {}): DesiredState {
+  const url = http.serve(`/${hostId}.tar.gz`, { body: pkg.bytes });
+  return desiredTask({ hostId, package: { platform: "linux-amd64", sha256: pkg.sha256, size: pkg.size, url }, ...over });
+}
+
+async function putDesired(task: DesiredState): Promise<KV> {
+  const kv = await new Kvm(nc).create(KV_DESIRED);
+  await kv.put(desiredKey(task.hostId, task.component), JSON.stringify(task));
+  nc.publish(subjects.nudge(task.hostId));
+  return kv;
+}
+
+const entriesOf = (taskId: string): JournalEntry[] => reports.filter((r) => r.taskId === taskId).flatMap((r) => r.entries);
+const terminalReported = (taskId: string) =>
+  entriesOf(taskId).some((e) => e.kind === "succeeded" || e.kind === "failed" || e.kind === "rejected") ? true : undefined;
+
+describe("host agent", () => {
+  it("[spine] reads desired state on a nudge (waiting for the bucket), runs the client once, forwards every entry in order, retrying unanswered reports", async () => {
+    const hostId = "web-7.eu-1.example.com";
+    const root = await newRoot();
+    silentFor.set(hostId, 2);
+    const agent = makeAgent(root, hostId);
+    // Started before the allocator's bucket exists: the agent must keep retrying its reads.
+    await agent.start();
+    const task = taskFor(hostId);
+    await putDesired(task);
+
+    await waitFor("the verdict reported", () => terminalReported(task.taskId), { timeoutMs: 15_000 });
+    const got = entriesOf(task.taskId);
+    expect(got.map((e) => e.seq)).toEqual(got.map((_, i) => i + 1));
+    expect(got[0]?.kind).toBe("accepted");
+    expect(got.at(-1)).toMatchObject({ kind: "succeeded", version: "2.0.0" });
+    expect(silentFor.get(hostId)).toBe(0);
+    expect(reports.filter((r) => r.taskId === task.taskId).every((r) => r.hostId === hostId && r.component === "metrics-agent")).toBe(true);
+    await waitFor("forwarded recorded", async () => ((await readForwarded(root, task.taskId)) === got.length ? true : undefined));
+    expect(await readlink(componentPaths(root, "metrics-agent").current)).toBe(join("versions", "2.0.0"));
+    const hb = await waitFor("a heartbeat showing 2.0.0", () =>
+      heartbeats.find((h) => h.hostId === hostId && h.components["metrics-agent"] === "2.0.0"),
+    );
+    expect(hb).toMatchObject({ os: process.platform, arch: process.arch, labels: { cluster: "eu-1" }, agentVersion: "0.1.0-test" });
+    await waitFor("task closed", () => (agent.openTasks().length === 0 ? true : undefined));
+    await agent.stop();
+
+    // Restart on the same root with the same desired state: the task is never started again.
+    const downloads = http.requests.filter((r) => r.path === `/${hostId}.tar.gz`).length;
+    const reported = reports.length;
+    const again = makeAgent(root, hostId);
+    await again.start();
+    nc.publish(subjects.nudge(hostId));
+    await again.readDesired();
+    expect(again.openTasks()).toEqual([]);
+    await again.stop();
+    expect(http.requests.filter((r) => r.path === `/${hostId}.tar.gz`)).toHaveLength(downloads);
+    expect(downloads).toBe(1);
+    const journal = (await readJournal(taskPaths(root, task.taskId).journal, 0)).entries;
+    expect(journal.filter((e) => e.kind === "accepted")).toHaveLength(1);
+    expect(reports.length).toBe(reported);
+  });
+
+  it("[spine] never starts a task whose deadline has passed", async () => {
+    const hostId = "10.0.0.8";
+    const root = await newRoot();
+    const task = taskFor(hostId, { deadline: new Date(Date.now() - 1_000).toISOString() });
+    await putDesired(task);
+    const agent = makeAgent(root, hostId);
+    await agent.start();
+    await agent.readDesired();
+    await agent.stop();
+    expect(await readdir(join(root, "agent", "tasks"))).toEqual([]);
+    expect(http.requests.filter((r) => r.path === `/${hostId}.tar.gz`)).toHaveLength(0);
+    expect(reports.filter((r) => r.hostId === hostId)).toHaveLength(0);
+  });
+
+  it("[spine] journals `failed` for a client that died without a verdict, once, and forwards it", async () => {
+    const hostId = "i-0abc_dead";
+    const root = await newRoot();
+    // A client that journals two entries and dies with code 7.
+    const crashing: TaskRunner = {
+      start(r, task) {
+        const exited = (async () => {
+          await claimTask(r, task.taskId, { owner: "client", pid: process.pid });
+          const j = await openJournal(taskPaths(r, task.taskId).journal);
+          await j.append({ kind: "accepted" });
+          await j.append({ kind: "step-started", step: "begin" });
+          await j.close();
+          return { code: 7, signal: null };
+        })();
+        return { pid: undefined, exited };
+      },
+    };
+    const agent = makeAgent(root, hostId, crashing);
+    await agent.start();
+    const task = taskFor(hostId);
+    await putDesired(task);
+    await waitFor("the agent's verdict reported", () => terminalReported(task.taskId), { timeoutMs: 10_000 });
+    await waitFor("task closed", () => (agent.openTasks().length === 0 ? true : undefined));
+    await agent.stop();
+    const got = entriesOf(task.taskId);
+    // The open step is closed first, so feedback sees legal transitions.
+    expect(got.map((e) => `${e.seq}:${e.kind}`)).toEqual(["1:accepted", "2:step-started", "3:step-failed", "4:failed"]);
+    expect(got[2]).toMatchObject({ step: "begin", error: "upgrade client exited with code 7" });
+    expect(got[3]).toMatchObject({ reason: "upgrade client exited with code 7", step: "begin" });
+  });
+
+  it("[spine] a refused report is final: the agent stops sending that task's entries and closes it", async () => {
+    const hostId = "web-9.eu-1.example.com";
+    const root = await newRoot();
+    refuseFor.add(hostId);
+    const agent = makeAgent(root, hostId);
+    await agent.start();
+    const task = taskFor(hostId);
+    await putDesired(task);
+    await waitFor("task closed", async () => {
+      const journal = (await readJournal(taskPaths(root, task.taskId).journal, 0)).entries;
+      const done = journal.at(-1)?.kind === "succeeded" && (await readForwarded(root, task.taskId)) === journal.length;
+      return done && agent.openTasks().length === 0 ? true : undefined;
+    });
+    await agent.stop();
+    expect(reports.filter((r) => r.taskId === task.taskId)).toHaveLength(1);
+  });
+
+  it("[spine] after a restart, resumes forwarding and ends a task whose client is gone", async () => {
+    const hostId = "fe80::7";
+    const root = await newRoot();
+    const task = taskFor(hostId);
+    // The state a killed agent and a killed client leave: launched, claimed by a now dead pid, one entry journaled.
+    const dead = spawn(process.execPath, ["-e", ""]);
+    const deadPid = dead.pid!;
+    await new Promise((r) => dead.once("exit", r));
+    await mkdir(join(root, "agent", "tasks"), { recursive: true });
+    await recordLaunch(root, task);
+    await claimTask(root, task.taskId, { owner: "client", pid: deadPid });
+    const j = await openJournal(taskPaths(root, task.taskId).journal);
+    await j.append({ kind: "accepted" });
+    await j.close();
+
+    const agent = makeAgent(root, hostId);
+    await agent.start();
+    await waitFor("the verdict reported", () => terminalReported(task.taskId), { timeoutMs: 10_000 });
+    await agent.stop();
+    const got = entriesOf(task.taskId);
+    expect(got.map((e) => `${e.seq}:${e.kind}`)).toEqual(["1:accepted", "2:failed"]);
+    expect(got[1]).toMatchObject({ reason: `upgrade client (pid ${deadPid}) exited without a verdict` });
+    expect(http.requests.filter((r) => r.path === `/${hostId}.tar.gz`)).toHaveLength(0);
+  });
+
+  it("[spine] an agent restarted while its client runs waits for that client and forwards the rest; no second run", async () => {
+    const hostId = "db-3.eu-1.example.com";
+    const root = await newRoot();
+    let release!: () => void;
+    const hold = new Promise<void>((r) => (release = r));
+    const url = http.serve(`/${hostId}.tar.gz`, { body: pkg.bytes, hold });
+    const task = desiredTask({ hostId, package: { platform: "linux-amd64", sha256: pkg.sha256, size: pkg.size, url } });
+    const first = makeAgent(root, hostId);
+    await first.start();
+    await putDesired(task);
+    await waitFor("the client downloading", () =>
+      entriesOf(task.taskId).some((e) => e.kind === "step-started" && e.step === "download") ? true : undefined,
+    );
+    await first.stop();
+
+    const second = makeAgent(root, hostId);
+    await second.start();
+    expect(second.openTasks()).toEqual([task.taskId]);
+    release();
+    await waitFor("the verdict reported", () => terminalReported(task.taskId), { timeoutMs: 10_000 });
+    await waitFor("task closed", () => (second.openTasks().length === 0 ? true : undefined));
+    await second.stop();
+    const journal = (await readJournal(taskPaths(root, task.taskId).journal, 0)).entries;
+    expect(journal.at(-1)).toMatchObject({ kind: "succeeded" });
+    expect(journal.filter((e) => e.kind === "accepted")).toHaveLength(1);
+    // Every seq reached feedback, in order (a resend after the restart would be a harmless duplicate).
+    const seqs = [...new Set(entriesOf(task.taskId).map((e) => e.seq))];
+    expect(seqs).toEqual(journal.map((e) => e.seq));
+    expect(await readForwarded(root, task.taskId)).toBe(journal.length);
+    expect(http.requests.filter((r) => r.path === `/${hostId}.tar.gz`)).toHaveLength(1);
+  });
+
+  it("[spine] --sim: many hosts on one connection, same step machine in-process", async () => {
+    const rootBase = await newRoot();
+    const hostIds = simHostIds("simt-", 1000);
+    const started = Date.now();
+    const sim = await startSim({
+      nc,
+      desired: kvDesiredSource(nc),
+      log,
+      hostIds,
+      rootBase,
+      components: [],
+      labels: {},
+      seeds: [{ component: "metrics-agent", version: "1.0.0" }],
+      agentVersion: "0.1.0-test",
+      timing: { ...timing, heartbeatMs: 1_000 },
+      stepDelayMs: 0,
+    });
+    const startMs = Date.now() - started;
+    const target = hostIds[41]!;
+    const task = taskFor(target);
+    await putDesired(task);
+    await waitFor("the sim host's verdict", () => terminalReported(task.taskId), { timeoutMs: 10_000 });
+    expect(entriesOf(task.taskId).at(-1)).toMatchObject({ kind: "succeeded", version: "2.0.0" });
+    expect(await readFile(join(rootBase, target, "components/metrics-agent/current/VERSION"), "utf8")).toBe("2.0.0\n");
+    await waitFor(
+      "a heartbeat from every simulated host",
+      () => {
+        const seen = new Set(heartbeats.map((h) => h.hostId));
+        return hostIds.every((h) => seen.has(h)) ? true : undefined;
+      },
+      { timeoutMs: 10_000 },
+    );
+    await sim.stop();
+    expect(startMs).toBeLessThan(10_000);
+  });
+});

@@ -1,0 +1,293 @@
+import { mkdir } from "node:fs/promises";
+import type { NatsConnection, Subscription } from "@nats-io/transport-node";
+import { type DesiredState, desiredKey, subjects } from "@molt/contracts";
+import { pidAlive } from "../client/lock.js";
+import { listComponents, type Seed, seedComponent } from "../host/layout.js";
+import {
+  claimTask,
+  isTerminal,
+  listTaskIds,
+  readClaim,
+  readForwarded,
+  readJournal,
+  readTask,
+  recordLaunch,
+  taskPaths,
+  tasksDir,
+} from "../host/task-files.js";
+import { errorMessage, type Log } from "../log.js";
+import type { DesiredSource } from "./desired.js";
+import { type ClientState, type TaskWatch, watchTask } from "./forwarder.js";
+import { buildHeartbeat, sendHeartbeat } from "./heartbeat.js";
+import type { TaskRunner } from "./runners.js";
+
+export interface HostAgentTiming {
+  readonly pollMs: number;
+  readonly heartbeatMs: number;
+  readonly reportRetryMs: number;
+  readonly reportTimeoutMs: number;
+  readonly journalPollMs: number;
+  /** Delay before the first heartbeat and read, so a simulated fleet does not start in lockstep. */
+  readonly startDelayMs?: number;
+  /** Each poll moves by up to ± this fraction of pollMs, so many hosts drift apart. */
+  readonly pollJitter?: number;
+}
+
+export interface HostAgentDeps {
+  readonly nc: NatsConnection;
+  readonly desired: DesiredSource;
+  readonly runner: TaskRunner;
+  readonly log: Log;
+  readonly hostId: string;
+  readonly root: string;
+  /** Configured components; the managed set also holds every component dir found under the root. */
+  readonly components: readonly string[];
+  readonly labels: Readonly<Record<string, string>>;
+  readonly seeds: readonly Seed[];
+  readonly agentVersion: string;
+  readonly timing: HostAgentTiming;
+  readonly now?: () => Date;
+}
+
+export interface HostAgent {
+  readonly hostId: string;
+  start(): Promise<void>;
+  /** Stops reading, heartbeating and forwarding; running clients are left to finish. */
+  stop(): Promise<void>;
+  /** Reads every managed component's desired state now (what a nudge does). */
+  readDesired(): Promise<void>;
+  /** Task ids whose client is running or whose journal is not fully forwarded yet. */
+  openTasks(): string[];
+  managedComponents(): Promise<string[]>;
+}
+
+/**
+ * One host: reads its desired state (at start, on a nudge, on a jittered slow poll: plain KV gets,
+ * no watcher), launches each new task at most once, forwards every task journal to feedback, and
+ * heartbeats. Real hosts run one; the simulator runs many on one connection.
+ */
+export function createHostAgent(deps: HostAgentDeps): HostAgent {
+  const { hostId, root, timing } = deps;
+  const log = deps.log;
+  const now = deps.now ?? (() => new Date());
+  const watches = new Map<string, TaskWatch>();
+  /** Task ids this agent has decided about (launched now or before, or expired): never launched again. */
+  const known = new Set<string>();
+  /** Last thing logged per component, so a slow poll does not repeat the same warning forever. */
+  const lastNote = new Map<string, string>();
+  const timers = new Set<NodeJS.Timeout>();
+  let sub: Subscription | undefined;
+  let stopped = false;
+  let reading: Promise<void> | undefined;
+  let readAgain = false;
+  let readFailures = 0;
+
+  const forwarderDeps = {
+    nc: deps.nc,
+    hostId,
+    root,
+    log,
+    retryMs: timing.reportRetryMs,
+    requestTimeoutMs: timing.reportTimeoutMs,
+    journalPollMs: timing.journalPollMs,
+  };
+
+  const later = (ms: number, fn: () => void) => {
+    if (stopped) return;
+    const t = setTimeout(() => {
+      timers.delete(t);
+      if (!stopped) fn();
+    }, ms);
+    timers.add(t);
+  };
+
+  const note = (component: string, text: string, level: "info" | "warn", fields: object) => {
+    if (lastNote.get(component) === text) return;
+    lastNote.set(component, text);
+    log[level]({ component, ...fields }, text);
+  };
+
+  const managedComponents = async () => [...new Set([...deps.components, ...(await listComponents(root))])].sort();
+
+  const track = (task: DesiredState, client: ClientState, forwarded: number) => {
+    const watch = watchTask(forwarderDeps, task, client, forwarded);
+    watches.set(task.taskId, watch);
+    void watch.done.then(() => {
+      if (watches.get(task.taskId) === watch) watches.delete(task.taskId);
+    });
+    return watch;
+  };
+
+  /** After a restart: keep forwarding every task whose journal is not fully answered. */
+  const resume = async () => {
+    for (const taskId of await listTaskIds(root)) {
+      let task: DesiredState | null;
+      try {
+        task = await readTask(root, taskId);
+      } catch (err) {
+        log.error({ taskId, err: errorMessage(err) }, "unreadable task.json; task left alone");
+        known.add(taskId);
+        continue;
+      }
+      if (!task) continue;
+      known.add(taskId);
+      const forwarded = await readForwarded(root, taskId);
+      const journal = await readJournal(taskPaths(root, taskId).journal, 0);
+      const last = journal.entries.at(-1);
+      if (last && isTerminal(last) && last.seq <= forwarded) continue;
+      track(task, await clientStateAfterRestart(taskId), forwarded);
+    }
+  };
+
+  const clientStateAfterRestart = async (taskId: string): Promise<ClientState> => {
+    let claim = await readClaim(root, taskId);
+    if (!claim) {
+      // Launched, but no client ever claimed it (the agent died in between). Claim it as given up,
+      // so a client that is only now starting loses the claim and touches nothing.
+      if (await claimTask(root, taskId, { owner: "agent", pid: process.pid }))
+        return { kind: "gone", reason: "the agent restarted before the upgrade client started" };
+      claim = await readClaim(root, taskId);
+    }
+    if (!claim || claim.owner === "agent") return { kind: "gone", reason: "the agent restarted before the upgrade client started" };
+    // Our own pid means an in-process run of an earlier agent instance in this process: it is not ours to wait for.
+    if (claim.pid !== process.pid && pidAlive(claim.pid)) return { kind: "pid", pid: claim.pid };
+    return { kind: "gone", reason: `upgrade client (pid ${claim.pid}) exited without a verdict` };
+  };
+
+  const consider = async (component: string, task: DesiredState, revision: number) => {
+    if (task.hostId !== hostId || task.component !== component) {
+      note(component, "desired state names another host or component; ignored", "warn", { revision, taskId: task.taskId });
+      return;
+    }
+    if (known.has(task.taskId)) return;
+    const deadline = Date.parse(task.deadline);
+    if (deadline <= now().getTime()) {
+      known.add(task.taskId);
+      log.info({ component, taskId: task.taskId, deadline: task.deadline }, "task deadline has passed; not starting it");
+      return;
+    }
+    // Durable before the spawn: after a crash the file says "launched", and it is never run again.
+    if (!(await recordLaunch(root, task))) {
+      known.add(task.taskId);
+      return;
+    }
+    known.add(task.taskId);
+    lastNote.delete(component);
+    log.info({ component, taskId: task.taskId, version: task.version, deploymentId: task.deploymentId }, "launching upgrade client");
+    const run = deps.runner.start(root, task, () => watches.get(task.taskId)?.poke());
+    track(task, { kind: "running", run }, 0);
+  };
+
+  const readOnce = async () => {
+    let failed = false;
+    for (const component of await managedComponents()) {
+      if (stopped) return;
+      try {
+        const read = await deps.desired.read(desiredKey(hostId, component));
+        switch (read.kind) {
+          case "absent":
+            break;
+          case "withdrawn":
+            note(component, "desired state withdrawn", "info", { revision: read.revision });
+            break;
+          case "invalid":
+            note(component, "desired state is not a valid DesiredState; ignored", "warn", { revision: read.revision, problem: read.problem });
+            break;
+          case "task":
+            await consider(component, read.task, read.revision);
+            break;
+          default: {
+            const never: never = read;
+            throw new Error(`unexpected read ${JSON.stringify(never)}`);
+          }
+        }
+      } catch (err) {
+        failed = true;
+        log.debug({ component, err: errorMessage(err) }, "could not read desired state");
+      }
+    }
+    if (failed) {
+      // The bucket may not exist yet (the allocator creates it) or NATS is away: retry soon,
+      // backing off up to the slow poll.
+      readFailures++;
+      if (readFailures === 5) log.warn({}, "desired state unreadable for a while; still retrying");
+      later(Math.min(timing.pollMs, 250 * 2 ** Math.min(readFailures, 5)), () => void readDesired());
+    } else {
+      readFailures = 0;
+    }
+  };
+
+  const readDesired = async (): Promise<void> => {
+    if (stopped) return;
+    if (reading) {
+      readAgain = true;
+      return reading;
+    }
+    reading = (async () => {
+      try {
+        do {
+          readAgain = false;
+          await readOnce();
+        } while (readAgain && !stopped);
+      } catch (err) {
+        log.error({ err: errorMessage(err) }, "desired state read failed");
+      } finally {
+        reading = undefined;
+      }
+    })();
+    return reading;
+  };
+
+  const poll = () => {
+    const jitter = timing.pollJitter ?? 0.1;
+    const ms = Math.max(1, Math.round(timing.pollMs * (1 + jitter * (2 * Math.random() - 1))));
+    later(ms, () => {
+      void readDesired().finally(poll);
+    });
+  };
+
+  const heartbeat = () => {
+    void (async () => {
+      try {
+        const hb = await buildHeartbeat({
+          hostId,
+          root,
+          components: await managedComponents(),
+          labels: deps.labels,
+          agentVersion: deps.agentVersion,
+          now: now(),
+        });
+        await sendHeartbeat(deps.nc, hb, timing.reportTimeoutMs, log);
+      } catch (err) {
+        log.warn({ err: errorMessage(err) }, "heartbeat failed");
+      }
+    })().finally(() => later(timing.heartbeatMs, heartbeat));
+  };
+
+  return {
+    hostId,
+    readDesired,
+    managedComponents,
+    openTasks: () => [...watches.keys()],
+    async start() {
+      await mkdir(tasksDir(root), { recursive: true });
+      for (const seed of deps.seeds) {
+        if (await seedComponent(root, seed)) log.info({ component: seed.component, version: seed.version }, "seeded component");
+      }
+      await resume();
+      sub = deps.nc.subscribe(subjects.nudge(hostId), { callback: () => void readDesired() });
+      later(timing.startDelayMs ?? 0, () => {
+        heartbeat();
+        void readDesired().finally(poll);
+      });
+    },
+    async stop() {
+      stopped = true;
+      for (const t of timers) clearTimeout(t);
+      timers.clear();
+      sub?.unsubscribe();
+      await reading;
+      await Promise.all([...watches.values()].map((w) => w.stop()));
+    },
+  };
+}

@@ -1,0 +1,118 @@
+import { spawn } from "node:child_process";
+import { closeSync, openSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { DesiredState } from "@molt/contracts";
+import type { Fetch } from "../client/download.js";
+import { runTask } from "../client/run-task.js";
+import { claimTask, openJournal, taskPaths } from "../host/task-files.js";
+import { errorMessage, type Log } from "../log.js";
+
+/** How a client run ended, as far as the agent can tell. */
+export interface ClientExit {
+  readonly code: number | null;
+  readonly signal: string | null;
+  readonly error?: string;
+}
+
+export interface ClientRun {
+  readonly pid: number | undefined;
+  readonly exited: Promise<ClientExit>;
+}
+
+/**
+ * Starts the upgrade client for a task whose task.json is already durable. `onJournal` is called
+ * when the runner knows the journal grew (in-process runs); a process run is tailed by polling.
+ */
+export interface TaskRunner {
+  start(root: string, task: DesiredState, onJournal: () => void): ClientRun;
+}
+
+/** The client entry next to this file, run with tsx in a fresh node process. */
+export function defaultClientEntry(): string {
+  return fileURLToPath(new URL("../client/main.ts", import.meta.url));
+}
+
+/**
+ * Real hosts: one child process per task, so a crash or a self-upgrade of the agent never takes
+ * the half-done upgrade with it. The client writes only fatal errors to stderr; that goes to
+ * `<task dir>/client.log` (a file, not a pipe: the client must not depend on the agent being
+ * alive to read it) and the agent logs its tail once the client has exited.
+ */
+export function processRunner(opts: {
+  log: Log;
+  stepDelayMs?: number;
+  mirror?: string;
+  clientEntry?: string;
+  tsx?: string;
+}): TaskRunner {
+  const entry = opts.clientEntry ?? defaultClientEntry();
+  // Resolved from this package, not from the cwd the agent happens to run in.
+  const tsx = opts.tsx ?? import.meta.resolve("tsx");
+  return {
+    start(root, task) {
+      const args = ["--import", tsx, entry, "--root", root, "--task", task.taskId];
+      if (opts.stepDelayMs) args.push("--step-delay-ms", String(opts.stepDelayMs));
+      if (opts.mirror) args.push("--mirror", opts.mirror);
+      const logFile = join(taskPaths(root, task.taskId).dir, "client.log");
+      const log = opts.log.child({ taskId: task.taskId, component: task.component });
+      let fd: number;
+      try {
+        fd = openSync(logFile, "a");
+      } catch (err) {
+        return { pid: undefined, exited: Promise.resolve({ code: null, signal: null, error: errorMessage(err) }) };
+      }
+      const child = spawn(process.execPath, args, { detached: false, stdio: ["ignore", "ignore", fd] });
+      closeSync(fd);
+      const exited = new Promise<ClientExit>((resolve) => {
+        child.once("error", (err) => resolve({ code: null, signal: null, error: errorMessage(err) }));
+        child.once("exit", (code, signal) => resolve({ code, signal }));
+      }).then(async (exit) => {
+        const tail = await readTail(logFile, 4000);
+        if (tail) log.warn({ ...exit, stderr: tail }, "upgrade client wrote to stderr");
+        return exit;
+      });
+      log.info({ clientPid: child.pid }, "upgrade client started");
+      return { pid: child.pid, exited };
+    },
+  };
+}
+
+async function readTail(path: string, max: number): Promise<string> {
+  try {
+    const buf = await readFile(path);
+    return buf.subarray(Math.max(0, buf.length - max)).toString("utf8").trim();
+  } catch {
+    return "";
+  }
+}
+
+/**
+ * The simulator: the same step machine in this process (no child per task), writing the same
+ * journal files, and poking the forwarder on each append instead of being polled.
+ */
+export function inProcessRunner(opts: { stepDelayMs?: number; mirror?: string; fetch?: Fetch } = {}): TaskRunner {
+  return {
+    start(root, task, onJournal) {
+      const exited = (async (): Promise<ClientExit> => {
+        if (!(await claimTask(root, task.taskId, { owner: "client", pid: process.pid }))) return { code: 3, signal: null };
+        const journal = await openJournal(taskPaths(root, task.taskId).journal, { onAppend: onJournal });
+        try {
+          await runTask({
+            root,
+            task,
+            journal,
+            stepDelayMs: opts.stepDelayMs ?? 0,
+            ...(opts.mirror ? { mirror: opts.mirror } : {}),
+            ...(opts.fetch ? { fetch: opts.fetch } : {}),
+          });
+          return { code: 0, signal: null };
+        } finally {
+          await journal.close();
+        }
+      })().catch((err: unknown) => ({ code: 1, signal: null, error: errorMessage(err) }));
+      return { pid: process.pid, exited };
+    },
+  };
+}

@@ -1,0 +1,162 @@
+import { lstat, readdir, readFile, readlink, rm } from "node:fs/promises";
+import { join } from "node:path";
+import type { DesiredState, JournalEntry } from "@molt/contracts";
+import { waitFor } from "@molt/testkit";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { processRunner } from "../agent/runners.js";
+import { componentPaths, seedComponent } from "../host/layout.js";
+import { readJournal, recordLaunch, taskPaths } from "../host/task-files.js";
+import { silentLog } from "../log.js";
+import { buildPackage, type BuiltPackage, desiredTask, type PackageServer, startPackageServer, tempDir } from "../testing/fixtures.js";
+
+const HOST = "web-1.example.com";
+const runner = processRunner({ log: silentLog() });
+
+let server: PackageServer;
+let pkg: BuiltPackage;
+const roots: string[] = [];
+
+beforeAll(async () => {
+  server = await startPackageServer();
+  pkg = await buildPackage({ VERSION: "2.0.0\n", "bin/run.sh": { content: "#!/bin/sh\necho 2.0.0\n", mode: 0o755 } });
+});
+afterAll(async () => {
+  await server.close();
+  await Promise.all(roots.map((r) => rm(r, { recursive: true, force: true })));
+});
+
+async function seededRoot(): Promise<string> {
+  const root = await tempDir("host");
+  roots.push(root);
+  await seedComponent(root, { component: "metrics-agent", version: "1.0.0" });
+  return root;
+}
+
+function taskFor(path: string, body: Buffer, over: Partial<DesiredState> = {}): DesiredState {
+  const url = server.serve(path, { body });
+  return desiredTask({ hostId: HOST, package: { platform: "linux-amd64", sha256: pkg.sha256, size: pkg.size, url }, ...over });
+}
+
+/** Launches the real client process as the agent does: task.json first, then the process. */
+async function runClient(root: string, task: DesiredState) {
+  await recordLaunch(root, task);
+  const run = runner.start(root, task, () => undefined);
+  return { run, journal: () => journalOf(root, task.taskId) };
+}
+
+async function journalOf(root: string, taskId: string): Promise<JournalEntry[]> {
+  return (await readJournal(taskPaths(root, taskId).journal, 0)).entries;
+}
+
+const shape = (entries: JournalEntry[]) =>
+  entries.map((e) => ("step" in e && e.kind !== "failed" ? `${e.kind}:${e.step}` : e.kind));
+
+describe("upgrade client process", () => {
+  it("[spine] upgrades a seeded 1.0.0 host to 2.0.0 from HTTP, journaling every step in order", async () => {
+    const root = await seededRoot();
+    const task = taskFor("/ok.tar.gz", pkg.bytes);
+    const { run, journal } = await runClient(root, task);
+    expect(await run.exited).toEqual({ code: 0, signal: null });
+    const entries = await journal();
+    expect(shape(entries)).toEqual([
+      "accepted",
+      "step-started:begin",
+      "step-succeeded:begin",
+      "step-started:backup",
+      "step-succeeded:backup",
+      "step-started:download",
+      "step-succeeded:download",
+      "step-started:override",
+      "step-succeeded:override",
+      "step-started:end-action",
+      "step-succeeded:end-action",
+      "succeeded",
+    ]);
+    expect(entries.map((e) => e.seq)).toEqual(entries.map((_, i) => i + 1));
+    expect(entries.at(-1)).toMatchObject({ kind: "succeeded", version: "2.0.0" });
+    for (const e of entries) if (e.kind === "step-succeeded") expect(e.durationMs).toBeGreaterThanOrEqual(0);
+
+    const paths = componentPaths(root, "metrics-agent");
+    expect(await readlink(paths.current)).toBe(join("versions", "2.0.0"));
+    expect(await readFile(join(paths.current, "VERSION"), "utf8")).toBe("2.0.0\n");
+    expect((await lstat(join(paths.current, "bin/run.sh"))).mode & 0o777).toBe(0o755);
+    expect(await readFile(join(paths.version("1.0.0"), "VERSION"), "utf8")).toBe("1.0.0\n");
+    expect(await readdir(paths.staging)).toEqual([]);
+    await expect(lstat(paths.lock)).rejects.toThrow(/ENOENT/);
+  });
+
+  it("[spine] refuses tampered bytes: failed with a sha256 reason, current stays 1.0.0, nothing left behind", async () => {
+    const root = await seededRoot();
+    const tampered = Buffer.from(pkg.bytes);
+    tampered[tampered.length - 10] = tampered[tampered.length - 10]! ^ 0xff;
+    const task = taskFor("/tampered.tar.gz", tampered);
+    const { run, journal } = await runClient(root, task);
+    expect((await run.exited).code).toBe(0);
+    const entries = await journal();
+    const verdict = entries.at(-1);
+    expect(verdict).toMatchObject({ kind: "failed", step: "download" });
+    expect(verdict?.kind === "failed" && verdict.reason).toMatch(/sha256 mismatch: expected [0-9a-f]{64}, got [0-9a-f]{64}/);
+    expect(shape(entries)).toContain("step-succeeded:end-action");
+    const paths = componentPaths(root, "metrics-agent");
+    expect(await readlink(paths.current)).toBe(join("versions", "1.0.0"));
+    expect(await readdir(paths.versions)).toEqual(["1.0.0"]);
+    expect(await readdir(paths.staging)).toEqual([]);
+    await expect(lstat(paths.lock)).rejects.toThrow(/ENOENT/);
+  });
+
+  it("[spine] a second client for the same component while the first holds the lock ends at once, rejected, touching nothing", async () => {
+    const root = await seededRoot();
+    let release!: () => void;
+    const hold = new Promise<void>((r) => (release = r));
+    const url = server.serve("/slow.tar.gz", { body: pkg.bytes, hold });
+    const first = desiredTask({ hostId: HOST, package: { platform: "linux-amd64", sha256: pkg.sha256, size: pkg.size, url } });
+    const a = await runClient(root, first);
+    await waitFor("first client downloading", async () =>
+      shape(await a.journal()).includes("step-started:download") ? true : undefined,
+    );
+    const paths = componentPaths(root, "metrics-agent");
+    const stagingBefore = await readdir(paths.staging);
+
+    const second = taskFor("/ok2.tar.gz", pkg.bytes);
+    const b = await runClient(root, second);
+    expect((await b.run.exited).code).toBe(0);
+    const bEntries = await b.journal();
+    expect(shape(bEntries)).toEqual(["accepted", "step-started:begin", "step-failed:begin", "rejected"]);
+    expect(bEntries.at(-1)?.kind === "rejected" && bEntries.at(-1)).toMatchObject({ reason: expect.stringMatching(/lock busy.*task t-/) as unknown });
+    expect(server.requests.some((r) => r.path === "/ok2.tar.gz")).toBe(false);
+    expect(await readdir(paths.staging)).toEqual(stagingBefore);
+    expect(await readlink(paths.current)).toBe(join("versions", "1.0.0"));
+
+    release();
+    expect((await a.run.exited).code).toBe(0);
+    expect((await a.journal()).at(-1)).toMatchObject({ kind: "succeeded", version: "2.0.0" });
+  });
+
+  it("[spine] never runs a task twice: a second client for the same task id exits without touching the journal", async () => {
+    const root = await seededRoot();
+    const task = taskFor("/once.tar.gz", pkg.bytes);
+    const { run, journal } = await runClient(root, task);
+    await run.exited;
+    const before = await journal();
+    const again = runner.start(root, task, () => undefined);
+    expect((await again.exited).code).toBe(3);
+    expect(await journal()).toEqual(before);
+  });
+
+  it("[spine] downloads through the host's mirror when one is configured", async () => {
+    const root = await seededRoot();
+    server.serve("/v1/packages/mirrored.tar.gz", { body: pkg.bytes });
+    // The origin in the task is unreachable: only the mirror can serve it.
+    const task = desiredTask({
+      hostId: HOST,
+      package: { platform: "linux-amd64", sha256: pkg.sha256, size: pkg.size, url: "http://127.0.0.1:9/v1/packages/mirrored.tar.gz" },
+    });
+    await recordLaunch(root, task);
+    const run = processRunner({ log: silentLog(), mirror: server.base }).start(root, task, () => undefined);
+    expect((await run.exited).code).toBe(0);
+    const entries = await journalOf(root, task.taskId);
+    expect(entries.at(-1)).toMatchObject({ kind: "succeeded", version: "2.0.0" });
+    expect(entries.find((e) => e.kind === "step-succeeded" && e.step === "download")).toMatchObject({ detail: expect.stringContaining("via") as unknown });
+  });
+});
+

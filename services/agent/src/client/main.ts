@@ -1,0 +1,58 @@
+/**
+ * The upgrade client process: `node --import tsx main.ts --root <root> --task <taskId>`.
+ * Runs one task the agent launched (read from task.json) and reports only through the task
+ * journal; it prints nothing. Exit codes: 0 a verdict was journaled, 2 bad arguments or no such
+ * task, 3 the task was already claimed (it runs at most once), 1 anything else (the agent then
+ * journals `failed` on its behalf).
+ */
+import { parseArgs } from "node:util";
+import { claimTask, openJournal, readTask, taskPaths } from "../host/task-files.js";
+import { runTask } from "./run-task.js";
+
+async function main(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      root: { type: "string" },
+      task: { type: "string" },
+      "step-delay-ms": { type: "string" },
+      mirror: { type: "string" },
+    },
+    strict: true,
+  });
+  const root = values.root;
+  const taskId = values.task;
+  if (!root || !taskId) {
+    process.stderr.write("usage: main.ts --root <root> --task <taskId> [--step-delay-ms N] [--mirror URL]\n");
+    return 2;
+  }
+  const task = await readTask(root, taskId);
+  if (!task) {
+    process.stderr.write(`no task.json for task ${taskId} under ${root}\n`);
+    return 2;
+  }
+  if (!(await claimTask(root, taskId, { owner: "client", pid: process.pid }))) return 3;
+  const journal = await openJournal(taskPaths(root, taskId).journal);
+  try {
+    await runTask({
+      root,
+      task,
+      journal,
+      stepDelayMs: Number(values["step-delay-ms"] ?? 0) || 0,
+      ...(values.mirror ? { mirror: values.mirror } : {}),
+    });
+  } finally {
+    await journal.close();
+  }
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`upgrade client failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,88 @@
+/**
+ * Composition root of the host agent: `node --import tsx services/agent/src/index.ts [--sim N]`.
+ * Reads its config from the environment (see README), connects to NATS, and runs one host agent
+ * (spawning an upgrade client process per task) or, with MOLT_SIM / --sim N, N simulated hosts.
+ */
+import { readFileSync } from "node:fs";
+import { pathToFileURL } from "node:url";
+import { connectNats, createLogger, installShutdown, loadConfig } from "@molt/runtime";
+import { z } from "zod";
+import { AgentEnv, argvOverrides, simHostIds } from "./agent/config.js";
+import { kvDesiredSource } from "./agent/desired.js";
+import { createHostAgent } from "./agent/host-agent.js";
+import { processRunner } from "./agent/runners.js";
+import { startSim } from "./sim/sim.js";
+
+export { createHostAgent, type HostAgent, type HostAgentDeps, type HostAgentTiming } from "./agent/host-agent.js";
+export { kvDesiredSource, type DesiredSource, type DesiredRead } from "./agent/desired.js";
+export { processRunner, inProcessRunner, type TaskRunner, type ClientRun, type ClientExit } from "./agent/runners.js";
+export { startSim, type Sim, type SimDeps } from "./sim/sim.js";
+export { runTask, type RunTaskOptions, type Verdict } from "./client/run-task.js";
+export { FILES_ONLY_MACHINE, type StepMachine, type StepSpec, type StepId } from "./client/steps.js";
+export { AgentEnv, simHostIds } from "./agent/config.js";
+
+const agentVersion = z
+  .object({ version: z.string() })
+  .parse(JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8"))).version;
+
+export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void> {
+  const config = loadConfig(AgentEnv, { ...env, ...argvOverrides(argv) });
+  const log = createLogger("agent");
+  const sim = config.MOLT_SIM;
+  const nc = await connectNats({
+    url: config.MOLT_NATS_URL,
+    name: sim ? `molt-agent-sim-${config.MOLT_SIM_PREFIX}${sim}` : `molt-agent-${config.MOLT_HOST_ID}`,
+  });
+  const desired = kvDesiredSource(nc);
+  const timing = {
+    pollMs: config.MOLT_POLL_MS,
+    heartbeatMs: config.MOLT_HEARTBEAT_MS,
+    reportRetryMs: config.MOLT_REPORT_RETRY_MS,
+    reportTimeoutMs: config.MOLT_REPORT_TIMEOUT_MS,
+  };
+  const common = {
+    nc,
+    desired,
+    components: config.MOLT_COMPONENTS,
+    labels: config.MOLT_LABELS,
+    seeds: config.MOLT_SEED,
+    agentVersion,
+  };
+  let stop: () => Promise<void>;
+  if (sim) {
+    const s = await startSim({
+      ...common,
+      log,
+      hostIds: simHostIds(config.MOLT_SIM_PREFIX, sim),
+      rootBase: config.MOLT_ROOT,
+      timing,
+      stepDelayMs: config.MOLT_SIM_STEP_DELAY_MS,
+      ...(config.MOLT_PACKAGE_MIRROR ? { mirror: config.MOLT_PACKAGE_MIRROR } : {}),
+    });
+    stop = () => s.stop();
+  } else {
+    const hostId = config.MOLT_HOST_ID;
+    if (!hostId) throw new Error("MOLT_HOST_ID is required"); // the schema already says so; this narrows the type
+    const hostLog = log.child({ hostId });
+    const agent = createHostAgent({
+      ...common,
+      log: hostLog,
+      hostId,
+      root: config.MOLT_ROOT,
+      runner: processRunner({ log: hostLog, ...(config.MOLT_PACKAGE_MIRROR ? { mirror: config.MOLT_PACKAGE_MIRROR } : {}) }),
+      timing: { ...timing, journalPollMs: 50 },
+    });
+    await agent.start();
+    log.info({ hostId, root: config.MOLT_ROOT, agentVersion }, "agent started");
+    stop = () => agent.stop();
+  }
+  // Reverse order on shutdown: stop the agent first (it still needs the connection), then drain.
+  installShutdown(log, [() => nc.drain(), stop]);
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  main(process.argv.slice(2), process.env).catch((err: unknown) => {
+    process.stderr.write(`agent failed to start: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  });
+}
