@@ -23,7 +23,7 @@ export const subjects = {
   reports: "molt.feedback.report.*",
   heartbeat: (hostId: string) => `molt.feedback.heartbeat.${encodeHostToken(hostId)}`,
   heartbeats: "molt.feedback.heartbeat.*",
-  /** Operator commands, for the audit log (core NATS, published by action after each accepted command). */
+  /** Operator commands for the audit log: JetStream stream MOLT_AUDIT, one record per command (accepted, replayed or refused). */
   command: (kind: string) => `molt.audit.command.${kind}`,
   commands: "molt.audit.command.>",
 } as const;

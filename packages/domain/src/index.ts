@@ -1,4 +1,4 @@
-export { toEnvelopes } from "./decider.js";
+export { toEnvelopes, unreachable } from "./decider.js";
 export type { CommandMeta, Decider, Envelope, EventBody, EventBodyOf } from "./decider.js";
 export {
   ConflictError,

@@ -1,0 +1,5 @@
+export { openDatabase, fromPGlite, type Db, type Queryable, type QueryResult, type OpenDatabaseOptions } from "./db.js";
+export { migrate } from "./migrate.js";
+export { DataDirBusyError } from "./owner-lock.js";
+export { createTemplate, type DatabaseTemplate } from "./template.js";
+export { pgSafe } from "./text.js";

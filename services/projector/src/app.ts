@@ -1,0 +1,40 @@
+import type { Db } from "@molt/db";
+import type { EventStore } from "@molt/event-store";
+import { createHttpApp, type Logger, type TokenMap } from "@molt/runtime";
+import { deploymentsProjection } from "./deployments/projection.js";
+import { deploymentRoutes } from "./deployments/routes.js";
+import { statusRoutes } from "./projection/routes.js";
+import { createRunner } from "./projection/runner.js";
+import { timelineProjection } from "./timeline/projection.js";
+import { timelineRoutes } from "./timeline/routes.js";
+
+export interface ProjectorDeps {
+  db: Db;
+  store: EventStore;
+  logger: Logger;
+  tokens: TokenMap;
+  /** First retry delay after a projection failure. */
+  retryMs?: number;
+}
+
+/**
+ * Migrates the views, starts following MOLT_EVENTS from the checkpoint and returns the HTTP app.
+ * `app.close()` stops the projection; the database stays open (its owner closes it).
+ */
+export async function buildApp(deps: ProjectorDeps) {
+  const { db, store, logger } = deps;
+  const runner = createRunner({
+    db,
+    store,
+    logger,
+    projections: [deploymentsProjection(), timelineProjection()],
+    ...(deps.retryMs !== undefined ? { retryMs: deps.retryMs } : {}),
+  });
+  const app = createHttpApp({ logger, tokens: deps.tokens });
+  deploymentRoutes(app, { db });
+  timelineRoutes(app, { db });
+  statusRoutes(app, { runner });
+  app.addHook("onClose", () => runner.stop());
+  await runner.start();
+  return app;
+}

@@ -1,0 +1,359 @@
+import { subjects, type MoltEvent, type Step } from "@molt/contracts";
+import { createTemplate, type Db, type DatabaseTemplate } from "@molt/db";
+import { createEventStore, ensureEventStream, type EventStore } from "@molt/event-store";
+import { createLogger, parseTokens } from "@molt/runtime";
+import { startNatsServer, waitFor, type NatsServer } from "@molt/testkit";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { buildApp } from "./app.js";
+
+type App = Awaited<ReturnType<typeof buildApp>>;
+
+const VIEWER = "viewer-token-0123456789";
+const tokens = parseTokens(JSON.stringify({ [VIEWER]: { actor: "vera", role: "viewer" } }), "test");
+const auth = { authorization: `Bearer ${VIEWER}` };
+const logger = createLogger("projector-test");
+logger.level = "warn";
+
+let server: NatsServer;
+let nc: NatsConnection;
+let store: EventStore;
+// One PGlite for the file, cloned per test: a fresh PGlite costs seconds.
+let template: DatabaseTemplate;
+const apps: App[] = [];
+
+beforeAll(async () => {
+  [server, template] = await Promise.all([startNatsServer(), createTemplate()]);
+  nc = await connect({ servers: server.url });
+  await ensureEventStream(nc);
+  store = createEventStore(nc);
+});
+afterAll(async () => {
+  await Promise.all(apps.map((a) => a.close()));
+  await template?.close();
+  await nc?.close();
+  await server?.stop();
+});
+
+let n = 0;
+const uniq = () => `${Date.now().toString(36)}${++n}`;
+const PKG = { platform: "linux-amd64", sha256: "a".repeat(64), size: 1024, url: "https://repo.example.com/p.tar.gz" };
+const T0 = Date.parse("2025-03-01T10:00:00.000Z");
+/** A clock in the test's hand: every timestamp is fixed, so views can be compared row for row. */
+const at = (ms: number) => new Date(T0 + ms).toISOString();
+
+/** Appends commits to one subject, tracking its expected sequence as a real writer does. */
+function writer(subject: string, base: number) {
+  let last = 0;
+  let i = 0;
+  return async (...events: Array<{ type: MoltEvent["type"]; data: unknown; ms: number; actor?: string }>) => {
+    const commitId = `${subject}#${++i}`;
+    const envelopes = events.map((e, idx) => ({
+      id: `${commitId}/${idx}`,
+      type: e.type,
+      data: e.data,
+      metadata: { occurredAt: at(base + e.ms), actor: e.actor ?? "allocator", correlationId: "corr-1" },
+    })) as MoltEvent[];
+    const r = await store.append(subject, { commitId, events: envelopes }, { expectedSequence: last });
+    last = r.seq;
+    return r.seq;
+  };
+}
+
+const STEPS_OK: Step[] = ["begin", "backup", "download", "override", "stop", "start", "verify", "end-action"];
+
+/**
+ * A realistic rollout: host A upgrades step by step; host B fails its download and rolls back.
+ * Returns the ids and the last stream sequence appended.
+ */
+let rollouts = 0;
+async function appendRollout() {
+  const id = `d-${uniq()}`;
+  // Each rollout an hour after the previous one, so "newest first" has one right answer.
+  const base = 3_600_000 * ++rollouts;
+  const ts = (ms: number) => at(base + ms);
+  const hostA = `web-1.${id}.example.com`;
+  const hostB = `10.0.${n}.7`;
+  const component = "metrics-agent";
+  const dep = writer(subjects.deployment(id), base);
+  await dep({
+    type: "DeploymentRequested",
+    ms: 0,
+    actor: "alice",
+    data: { deploymentId: id, component, version: "2.1.0", hosts: [hostA, hostB], idempotencyKey: "k", requestHash: "b".repeat(64), taskTimeoutMs: 60_000 },
+  });
+  await dep({
+    type: "DeploymentPlanned",
+    ms: 10,
+    data: {
+      deploymentId: id,
+      batches: [
+        { index: 0, kind: "canary", hosts: [{ hostId: hostA, fromVersion: "2.0.0", package: PKG }] },
+        { index: 1, kind: "batch", hosts: [{ hostId: hostB, fromVersion: "2.0.0", package: PKG }] },
+      ],
+      skipped: [],
+    },
+  });
+  await dep({ type: "BatchStarted", ms: 20, data: { deploymentId: id, index: 0 } });
+
+  const task = (host: string) => `t-${id}-${host.replace(/[^a-z0-9]/g, "")}-1`;
+  const runHost = async (host: string, startMs: number, fail: boolean) => {
+    const taskId = task(host);
+    const slot = writer(subjects.slot(host, component), base);
+    await slot({
+      type: "TaskAllocated",
+      ms: startMs,
+      data: { taskId, deploymentId: id, hostId: host, component, version: "2.1.0", fromVersion: "2.0.0", attempt: 1, deadline: ts(startMs + 60_000), package: PKG },
+    });
+    await slot({ type: "TaskDispatched", ms: startMs + 5, data: { taskId, revision: 1 } });
+    let seq = 1;
+    let t = startMs + 100;
+    await slot({ type: "TaskAccepted", ms: t, actor: `host:${host}`, data: { taskId, seq: seq++, at: ts(t) } });
+    for (const [i, step] of STEPS_OK.entries()) {
+      const start = t + 10;
+      const duration = 100 * (i + 1);
+      t = start + duration;
+      if (fail && step === "download") {
+        await slot(
+          { type: "TaskStepStarted", ms: t, actor: `host:${host}`, data: { taskId, seq: seq++, step, at: ts(start) } },
+          { type: "TaskStepFailed", ms: t, actor: `host:${host}`, data: { taskId, seq: seq++, step, at: ts(t), durationMs: duration, error: "sha256 mismatch: got 00ff, want aaaa" } },
+        );
+        // Reported separately: a start in one commit, its end in the next.
+        await slot({ type: "TaskStepStarted", ms: t + 1, actor: `host:${host}`, data: { taskId, seq: seq++, step: "rollback", at: ts(t + 1) } });
+        await slot({ type: "TaskStepSucceeded", ms: t + 51, actor: `host:${host}`, data: { taskId, seq: seq++, step: "rollback", at: ts(t + 51), durationMs: 50 } });
+        await slot({ type: "TaskRolledBack", ms: t + 52, actor: `host:${host}`, data: { taskId, seq: seq++, at: ts(t + 52), reason: "download failed" } });
+        return slot({ type: "TaskFailed", ms: t + 53, actor: `host:${host}`, data: { taskId, seq: seq++, at: ts(t + 53), reason: "download: sha256 mismatch", step } });
+      }
+      await slot(
+        { type: "TaskStepStarted", ms: t, actor: `host:${host}`, data: { taskId, seq: seq++, step, at: ts(start) } },
+        { type: "TaskStepSucceeded", ms: t, actor: `host:${host}`, data: { taskId, seq: seq++, step, at: ts(t), durationMs: duration, ...(step === "verify" ? { detail: "healthy" } : {}) } },
+      );
+    }
+    return slot({ type: "TaskSucceeded", ms: t + 1, actor: `host:${host}`, data: { taskId, seq: seq++, at: ts(t + 1), version: "2.1.0" } });
+  };
+  await runHost(hostA, 100, false);
+  await dep({ type: "BatchCompleted", ms: 5_000, data: { deploymentId: id, index: 0, succeeded: 1, failed: 0 } });
+  await dep({ type: "BatchStarted", ms: 5_001, data: { deploymentId: id, index: 1 } });
+  const lastSeq = await runHost(hostB, 5_100, true);
+  return { id, hostA, hostB, component, taskA: task(hostA), taskB: task(hostB), dep, lastSeq, ts };
+}
+
+async function start(db: Db): Promise<App> {
+  const app = await buildApp({ db, store, logger, tokens, retryMs: 50 });
+  apps.push(app);
+  return app;
+}
+
+async function close(app: App): Promise<void> {
+  apps.splice(apps.indexOf(app), 1);
+  await app.close();
+}
+
+const get = async (app: App, url: string) => app.inject({ method: "GET", url, headers: auth });
+
+/** Polls the status endpoint until the views hold everything up to `seq`. */
+async function caughtUp(app: App, seq: number): Promise<void> {
+  await waitFor(`projector checkpoint ≥ ${seq}`, async () => {
+    const s = (await get(app, "/v1/projector/status")).json<{ checkpoint: number }>();
+    return s.checkpoint >= seq ? true : undefined;
+  }, { timeoutMs: 15_000 });
+}
+
+/** Every row of every view, in key order: two databases hold the same views when these are equal. */
+async function dump(db: Db) {
+  const q = async (sql: string) => (await db.query(sql)).rows;
+  return {
+    deployments: await q("SELECT * FROM deployments ORDER BY id"),
+    tasks: await q("SELECT * FROM tasks ORDER BY task_id"),
+    steps: await q("SELECT * FROM task_steps ORDER BY task_id, seq"),
+    timeline: await q("SELECT * FROM host_timeline ORDER BY stream_seq, idx"),
+    checkpoints: await q("SELECT * FROM checkpoints ORDER BY name"),
+  };
+}
+
+interface DeploymentView {
+  deployment: Record<string, unknown>;
+  counts: Record<string, number>;
+  tasks: Array<{
+    taskId: string;
+    hostId: string;
+    state: string;
+    error: string | null;
+    currentStep: string | null;
+    finishedAt: string | null;
+    steps: Array<{ seq: number; step: string; state: string; startedAt: string | null; endedAt: string | null; durationMs: number | null; error: string | null }>;
+  }>;
+}
+
+describe("projector: deployments, tasks and host timelines from MOLT_EVENTS", () => {
+  it("[spine] a rollout with one success and one failure: counts, ordered steps with durations, the error, the host timeline", async () => {
+    const app = await start(await template.fresh());
+    const r = await appendRollout();
+    await caughtUp(app, r.lastSeq);
+
+    const res = await get(app, `/v1/deployments/${r.id}`);
+    expect(res.statusCode).toBe(200);
+    const view = res.json<DeploymentView>();
+    expect(view.deployment).toMatchObject({
+      id: r.id,
+      component: "metrics-agent",
+      version: "2.1.0",
+      state: "running",
+      requestedBy: "alice",
+      createdAt: r.ts(0),
+      hostsTotal: 2,
+      skipped: [],
+      completedAt: null,
+      batches: { total: 2, started: 2, completed: 1 },
+    });
+    expect(view.counts).toEqual({ allocated: 0, dispatched: 0, running: 0, succeeded: 1, failed: 1, rejected: 0, "timed-out": 0, cancelled: 0 });
+
+    const a = view.tasks.find((t) => t.hostId === r.hostA)!;
+    const b = view.tasks.find((t) => t.hostId === r.hostB)!;
+    expect(view.tasks.map((t) => t.hostId)).toEqual([r.hostA, r.hostB]);
+    expect(a).toMatchObject({ taskId: r.taskA, state: "succeeded", error: null, fromVersion: "2.0.0", version: "2.1.0", attempt: 1 });
+    expect(a.finishedAt).not.toBeNull();
+    expect(a.steps.map((s) => s.step)).toEqual(STEPS_OK);
+    expect(a.steps.every((s) => s.state === "succeeded")).toBe(true);
+    expect(a.steps.map((s) => s.durationMs)).toEqual(STEPS_OK.map((_, i) => 100 * (i + 1)));
+    expect(a.steps.map((s) => s.seq)).toEqual(STEPS_OK.map((_, i) => 2 + 2 * i));
+    for (const s of a.steps) expect(Date.parse(s.endedAt!) - Date.parse(s.startedAt!)).toBe(s.durationMs);
+
+    expect(b).toMatchObject({ taskId: r.taskB, state: "failed", error: "download: sha256 mismatch", currentStep: "download" });
+    expect(b.steps.map((s) => [s.step, s.state])).toEqual([
+      ["begin", "succeeded"],
+      ["backup", "succeeded"],
+      ["download", "failed"],
+      ["rollback", "succeeded"],
+    ]);
+    expect(b.steps[2]).toMatchObject({ error: "sha256 mismatch: got 00ff, want aaaa", durationMs: 300 });
+
+    const tl = await get(app, `/v1/hosts/${r.hostA}/timeline`);
+    expect(tl.statusCode).toBe(200);
+    const timeline = tl.json<{ hostId: string; events: Array<{ streamSeq: number; type: string; occurredAt: string; taskId: string; component: string; step: string | null }> }>();
+    expect(timeline.hostId).toBe(r.hostA);
+    expect(timeline.events.map((e) => e.type)).toEqual([
+      "TaskAllocated",
+      "TaskDispatched",
+      "TaskAccepted",
+      ...STEPS_OK.flatMap(() => ["TaskStepStarted", "TaskStepSucceeded"]),
+      "TaskSucceeded",
+    ]);
+    expect(timeline.events.filter((e) => e.step !== null).map((e) => e.step)).toEqual(STEPS_OK.flatMap((s) => [s, s]));
+    expect(timeline.events.every((e) => e.taskId === r.taskA && e.component === r.component)).toBe(true);
+    const seqs = timeline.events.map((e) => e.streamSeq);
+    expect([...seqs].sort((x, y) => x - y)).toEqual(seqs);
+    const times = timeline.events.map((e) => Date.parse(e.occurredAt));
+    expect([...times].sort((x, y) => x - y)).toEqual(times);
+    // A step's start and end carry the host's own times.
+    expect(timeline.events[3]).toMatchObject({ type: "TaskStepStarted", step: "begin", occurredAt: r.ts(210) });
+  });
+
+  it("[spine] a restart resumes from the checkpoint: nothing applied twice, new events picked up", async () => {
+    const db = await template.fresh();
+    let app = await start(db);
+    const r = await appendRollout();
+    await caughtUp(app, r.lastSeq);
+    const before = await dump(db);
+    await close(app);
+
+    app = await start(db);
+    const status = (await get(app, "/v1/projector/status")).json<{ checkpoint: number }>();
+    expect(status.checkpoint).toBeGreaterThanOrEqual(r.lastSeq);
+    expect(await dump(db)).toEqual(before);
+
+    const seq = await r.dep({ type: "DeploymentCompleted", ms: 9_000, data: { deploymentId: r.id, succeeded: 1, failed: 1, skipped: 0 } });
+    await caughtUp(app, seq);
+    const view = (await get(app, `/v1/deployments/${r.id}`)).json<DeploymentView>();
+    expect(view.deployment).toMatchObject({ state: "completed", completedAt: r.ts(9_000), batches: { total: 2, started: 2, completed: 1 } });
+    const after = await dump(db);
+    expect(after.tasks).toEqual(before.tasks);
+    expect(after.steps).toEqual(before.steps);
+    expect(after.timeline).toEqual(before.timeline);
+  });
+
+  it("[spine] two workers on one database apply each commit once", async () => {
+    const db = await template.fresh();
+    const one = await start(db);
+    const two = await start(db);
+    const r = await appendRollout();
+    await caughtUp(one, r.lastSeq);
+    await caughtUp(two, r.lastSeq);
+    // batches_started is a counter: a BatchStarted applied twice would show 3 or 4.
+    const view = (await get(one, `/v1/deployments/${r.id}`)).json<DeploymentView>();
+    expect(view.deployment).toMatchObject({ batches: { total: 2, started: 2, completed: 1 } });
+    expect(view.counts).toMatchObject({ succeeded: 1, failed: 1 });
+  });
+
+  it("[spine] a rebuild from sequence 0 into a fresh database gives the same rows", async () => {
+    const db = await template.fresh();
+    const app = await start(db);
+    const r = await appendRollout();
+    const last = await store.lastSequence();
+    expect(last).toBeGreaterThanOrEqual(r.lastSeq);
+    await caughtUp(app, last);
+
+    const fresh = await template.fresh();
+    const rebuilt = await start(fresh);
+    await caughtUp(rebuilt, last);
+    await close(app);
+    await close(rebuilt);
+    const [x, y] = [await dump(db), await dump(fresh)];
+    expect(y.deployments.length).toBeGreaterThan(0);
+    expect(y).toEqual(x);
+  });
+
+  it("[spine] a commit that fails leaves no trace, stops projecting, and is applied once it can be", async () => {
+    const db = await template.fresh();
+    const app = await start(db);
+    await caughtUp(app, await store.lastSequence());
+    await db.exec("ALTER TABLE host_timeline RENAME TO host_timeline_away");
+    const r = await appendRollout();
+    const stuck = await waitFor("a projection error", async () => {
+      const s = (await get(app, "/v1/projector/status")).json<{ checkpoint: number; lag: number; error: string | null }>();
+      return s.error !== null ? s : undefined;
+    });
+    expect(stuck.error).toMatch(/host_timeline/);
+    expect(stuck.lag).toBeGreaterThan(0);
+    // The deployment's own commits landed; the first slot commit rolled back whole, task row included.
+    const tasks = await db.query("SELECT 1 FROM tasks WHERE deployment_id = $1", [r.id]);
+    expect(tasks.rows).toEqual([]);
+
+    await db.exec("ALTER TABLE host_timeline_away RENAME TO host_timeline");
+    await caughtUp(app, r.lastSeq);
+    const view = (await get(app, `/v1/deployments/${r.id}`)).json<DeploymentView>();
+    expect(view.counts).toMatchObject({ succeeded: 1, failed: 1 });
+    expect((await get(app, "/v1/projector/status")).json()).toMatchObject({ error: null, lag: 0 });
+  });
+
+  it("[spine] edges: 400 for a malformed id, 404 for unknown ones, 401 without a token, a newest-first list, status", async () => {
+    const app = await start(await template.fresh());
+    const r = await appendRollout();
+    const r2 = await appendRollout();
+    await caughtUp(app, r2.lastSeq);
+
+    expect((await get(app, "/v1/deployments/Not_An*Id")).json()).toMatchObject({ error: { code: "validation" } });
+    expect((await get(app, "/v1/deployments/Not_An*Id")).statusCode).toBe(400);
+    const missing = await get(app, "/v1/deployments/d-missing");
+    expect(missing.statusCode).toBe(404);
+    expect(missing.json()).toEqual({ error: { code: "not_found", message: "no deployment d-missing" } });
+    expect((await get(app, `/v1/hosts/${encodeURIComponent("bad host")}/timeline`)).statusCode).toBe(400);
+    expect((await get(app, "/v1/hosts/nowhere.example.com/timeline")).statusCode).toBe(404);
+    expect((await app.inject({ method: "GET", url: `/v1/deployments/${r.id}` })).statusCode).toBe(401);
+
+    const list = (await get(app, "/v1/deployments?limit=2")).json<{ deployments: Array<{ deployment: { id: string }; counts: Record<string, number> }> }>();
+    expect(list.deployments).toHaveLength(2);
+    expect(list.deployments.map((d) => d.deployment.id)).toEqual([r2.id, r.id]);
+    expect(list.deployments[0]!.counts).toMatchObject({ succeeded: 1, failed: 1, running: 0 });
+    expect((await get(app, "/v1/deployments?limit=0")).statusCode).toBe(400);
+
+    const page = (await get(app, `/v1/hosts/${r.hostA}/timeline?limit=3`)).json<{ events: Array<{ streamSeq: number }> }>();
+    expect(page.events).toHaveLength(3);
+    const rest = (await get(app, `/v1/hosts/${r.hostA}/timeline?after=${page.events[2]!.streamSeq}`)).json<{ events: unknown[] }>();
+    expect(rest.events).toHaveLength(STEPS_OK.length * 2 + 1);
+
+    const status = (await get(app, "/v1/projector/status")).json<{ checkpoint: number; streamLastSeq: number; lag: number; error: null }>();
+    expect(status.lag).toBe(status.streamLastSeq - status.checkpoint);
+    expect(status.error).toBeNull();
+  });
+});

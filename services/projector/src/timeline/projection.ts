@@ -1,0 +1,112 @@
+import type { MoltEvent } from "@molt/contracts";
+import { unreachable } from "@molt/domain";
+import type { Projection } from "../projection/projection.js";
+
+/** Append-only: add statements, never edit one that has shipped. */
+const MIGRATIONS = [
+  `CREATE TABLE host_timeline (
+    host_id text NOT NULL,
+    stream_seq bigint NOT NULL,
+    -- the event's position inside its commit
+    idx integer NOT NULL,
+    event_id text NOT NULL,
+    type text NOT NULL,
+    -- when it happened: the host's own time for what the host reported, else when it was decided
+    occurred_at timestamptz NOT NULL,
+    task_id text,
+    component text,
+    step text,
+    data jsonb NOT NULL,
+    PRIMARY KEY (stream_seq, idx)
+  );
+  CREATE INDEX host_timeline_by_host ON host_timeline (host_id, stream_seq, idx)`,
+];
+
+interface TimelineFields {
+  taskId: string | null;
+  step: string | null;
+  /** The host's own clock, for what the host reported. */
+  at: string | null;
+}
+
+/** Every event on a host's subjects (its slots and its meta), in stream order: one host's whole story. */
+export function timelineProjection(): Projection {
+  return {
+    name: "timeline",
+    migrations: MIGRATIONS,
+    async apply(tx, c) {
+      if (c.hostId === null) return;
+      const rows = c.commit.events.map((event, idx) => {
+        const f = fieldsOf(event);
+        return {
+          host_id: c.hostId,
+          stream_seq: c.seq,
+          idx,
+          event_id: event.id,
+          type: event.type,
+          occurred_at: f.at ?? event.metadata.occurredAt,
+          task_id: f.taskId,
+          component: c.component ?? componentOf(event),
+          step: f.step,
+          data: event.data,
+        };
+      });
+      // One statement for the whole commit, however many events it holds.
+      await tx.query(
+        `INSERT INTO host_timeline (host_id, stream_seq, idx, event_id, type, occurred_at, task_id, component, step, data)
+         SELECT host_id, stream_seq, idx, event_id, type, occurred_at, task_id, component, step, data
+         FROM jsonb_to_recordset($1::jsonb) AS r(host_id text, stream_seq bigint, idx integer, event_id text, type text,
+           occurred_at timestamptz, task_id text, component text, step text, data jsonb)
+         ON CONFLICT DO NOTHING`,
+        [JSON.stringify(rows)],
+      );
+    },
+  };
+}
+
+function componentOf(event: MoltEvent): string | null {
+  return "component" in event.data ? event.data.component : null;
+}
+
+function fieldsOf(event: MoltEvent): TimelineFields {
+  switch (event.type) {
+    case "TaskAllocated":
+    case "TaskDispatched":
+    case "TaskTimedOut":
+    case "TaskCancelled":
+      return { taskId: event.data.taskId, step: null, at: null };
+    case "TaskAccepted":
+    case "TaskRolledBack":
+    case "TaskSucceeded":
+    case "TaskRejected":
+      return { taskId: event.data.taskId, step: null, at: event.data.at };
+    case "TaskFailed":
+      return { taskId: event.data.taskId, step: event.data.step ?? null, at: event.data.at };
+    case "TaskStepStarted":
+    case "TaskStepSucceeded":
+    case "TaskStepFailed":
+      return { taskId: event.data.taskId, step: event.data.step, at: event.data.at };
+    case "HostRegistered":
+    case "HostLabelsChanged":
+    case "ComponentVersionObserved":
+      return { taskId: null, step: null, at: null };
+    // Deployment and package events never sit on a host subject.
+    case "DeploymentRequested":
+    case "DeploymentPlanned":
+    case "BatchStarted":
+    case "BatchCompleted":
+    case "DeploymentPaused":
+    case "DeploymentResumed":
+    case "DeploymentBraked":
+    case "CanaryAwaitingApproval":
+    case "CanaryApproved":
+    case "DeploymentCancelled":
+    case "DeploymentCompleted":
+    case "DeploymentFailed":
+    case "PackagePublished":
+    case "PackageYanked":
+      return { taskId: null, step: null, at: null };
+    default:
+      return unreachable(event);
+  }
+}

@@ -1,0 +1,58 @@
+import { HostId } from "@molt/contracts";
+import type { Db } from "@molt/db";
+import { HttpError, type App } from "@molt/runtime";
+import { z } from "zod";
+
+interface TimelineRow {
+  stream_seq: number;
+  event_id: string;
+  type: string;
+  occurred_at: Date;
+  task_id: string | null;
+  component: string | null;
+  step: string | null;
+  data: unknown;
+}
+
+export function timelineRoutes(app: App, deps: { db: Db }): void {
+  const { db } = deps;
+  app.get(
+    "/v1/hosts/:hostId/timeline",
+    {
+      schema: {
+        params: z.object({ hostId: HostId }),
+        querystring: z.object({
+          /** Only events after this stream sequence: a follower passes the last streamSeq it has. */
+          after: z.coerce.number().int().min(0).default(0),
+          limit: z.coerce.number().int().min(1).max(10_000).default(1000),
+        }),
+      },
+    },
+    async (req) => {
+      const { hostId } = req.params;
+      const { after, limit } = req.query;
+      const r = await db.query<TimelineRow>(
+        `SELECT stream_seq, event_id, type, occurred_at, task_id, component, step, data FROM host_timeline
+         WHERE host_id = $1 AND stream_seq > $2 ORDER BY stream_seq, idx LIMIT $3`,
+        [hostId, after, limit],
+      );
+      if (r.rows.length === 0) {
+        const known = await db.query("SELECT 1 FROM host_timeline WHERE host_id = $1 LIMIT 1", [hostId]);
+        if (known.rows.length === 0) throw new HttpError(404, "not_found", `no events for host ${hostId}`);
+      }
+      return {
+        hostId,
+        events: r.rows.map((e) => ({
+          streamSeq: e.stream_seq,
+          eventId: e.event_id,
+          type: e.type,
+          occurredAt: e.occurred_at.toISOString(),
+          taskId: e.task_id,
+          component: e.component,
+          step: e.step,
+          data: e.data,
+        })),
+      };
+    },
+  );
+}
