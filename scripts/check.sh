@@ -9,6 +9,7 @@ export MOLT_NATS_SERVER="${MOLT_NATS_SERVER:-$root/.tools/bin/nats-server}"
 export TURBO_TELEMETRY_DISABLED=1 DO_NOT_TRACK=1
 
 declare -a names=() secs=()
+reports="$(mktemp -d)"
 stage() {
   local name="$1"; shift
   local t0=$SECONDS
@@ -20,11 +21,33 @@ stage() {
 summary() {
   echo "--- stage times"
   for i in "${!names[@]}"; do printf '%-10s %5s s\n' "${names[$i]}" "${secs[$i]}"; done
+  if compgen -G "$reports/*.json" >/dev/null; then totals; fi
 }
 trap summary EXIT
 
+pg_stage() {
+  # A real PostgreSQL for the db package's server tests; without one they are skipped (PGlite still runs).
+  if url="$(bash scripts/postgres.sh)"; then
+    export MOLT_TEST_DATABASE_URL="${MOLT_TEST_DATABASE_URL:-$url}"
+    echo "PostgreSQL for tests: $MOLT_TEST_DATABASE_URL"
+  else
+    echo "no local PostgreSQL could be started: its tests are skipped"
+  fi
+}
+totals() {
+  node -e '
+    let p = 0, f = 0, s = 0;
+    for (const file of process.argv.slice(1)) {
+      const r = JSON.parse(require("fs").readFileSync(file, "utf8"));
+      p += r.numPassedTests; f += r.numFailedTests; s += r.numPendingTests + r.numTodoTests;
+    }
+    console.log(`tests: ${p} passed, ${f} failed, ${s} skipped`);
+  ' "$reports"/*.json
+}
+
 stage bootstrap bash scripts/bootstrap.sh
+stage postgres pg_stage
 stage typecheck pnpm -s typecheck --output-logs=errors-only
 stage lint pnpm -s lint
-stage unit pnpm -s vitest run --project unit
-stage scenario pnpm -s vitest run --project scenario
+stage unit pnpm -s vitest run --project unit --reporter=default --reporter=json --outputFile.json="$reports/unit.json"
+stage scenario pnpm -s vitest run --project scenario --reporter=default --reporter=json --outputFile.json="$reports/scenario.json"
