@@ -1,4 +1,4 @@
-import type { z } from "zod";
+import { z } from "zod";
 
 export class ConfigError extends Error {
   readonly code = "config";
@@ -11,3 +11,16 @@ export function loadConfig<S extends z.ZodType>(schema: S, env: NodeJS.ProcessEn
   const lines = parsed.error.issues.map((i) => `  ${i.path.join(".") || "(env)"}: ${i.message}`);
   throw new ConfigError(`invalid configuration:\n${lines.join("\n")}`);
 }
+
+/** Env every service on the bus reads: where NATS is, and the replicas for streams it creates when missing. */
+export const natsEnv = {
+  MOLT_NATS_URL: z.string().min(1).default("nats://127.0.0.1:4222"),
+  /** 1 on one server, 3 on a cluster. Existing streams and buckets are never rewritten. */
+  MOLT_STREAM_REPLICAS: z.coerce.number().int().min(1).max(5).default(1),
+};
+
+/** Env every HTTP service reads. */
+export const httpEnv = {
+  MOLT_HTTP_HOST: z.string().min(1).default("127.0.0.1"),
+  MOLT_HTTP_PORT: z.coerce.number().int().min(0).max(65535),
+};

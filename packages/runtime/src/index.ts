@@ -1,4 +1,4 @@
-export { loadConfig, ConfigError } from "./config.js";
+export { loadConfig, ConfigError, natsEnv, httpEnv } from "./config.js";
 export { createLogger, type Logger } from "./logger.js";
 export { installShutdown, type Closer } from "./shutdown.js";
 export { connectNats, ensureBucket, type NatsConnection } from "./nats.js";

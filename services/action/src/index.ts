@@ -1,16 +1,13 @@
 import { deploymentRepository } from "@molt/aggregates";
 import { createEventStore, ensureAuditStream, ensureEventStream } from "@molt/event-store";
-import { connectNats, createLogger, installShutdown, loadConfig, loadTokens } from "@molt/runtime";
+import { connectNats, createLogger, httpEnv, installShutdown, loadConfig, loadTokens, natsEnv } from "@molt/runtime";
 import { z } from "zod";
 import { commandLog } from "./audit/command-log.js";
 import { buildApp } from "./deployments/routes.js";
 
 const Config = z.object({
-  MOLT_NATS_URL: z.string().default("nats://127.0.0.1:4222"),
-  /** Replicas for streams and buckets this service creates when missing: 1 on one server, 3 on a cluster. */
-  MOLT_STREAM_REPLICAS: z.coerce.number().int().min(1).max(5).default(1),
-  MOLT_HTTP_HOST: z.string().default("127.0.0.1"),
-  MOLT_HTTP_PORT: z.coerce.number().int().min(0).max(65535),
+  ...natsEnv,
+  ...httpEnv,
   MOLT_TASK_TIMEOUT_MS: z.coerce.number().int().positive().default(15 * 60_000),
 });
 

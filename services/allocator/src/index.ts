@@ -2,16 +2,14 @@ import { randomUUID } from "node:crypto";
 import { deploymentRepository, slotRepository } from "@molt/aggregates";
 import { KV_DESIRED, STREAM_EVENTS } from "@molt/contracts";
 import { createEventStore, ensureEventStream } from "@molt/event-store";
-import { connectNats, createLogger, ensureBucket, installShutdown, loadConfig } from "@molt/runtime";
+import { connectNats, createLogger, ensureBucket, installShutdown, loadConfig, natsEnv } from "@molt/runtime";
 import { z } from "zod";
 import { desiredStates } from "./dispatch/desired.js";
 import { runConsumer } from "./engine/consumer.js";
 import { engine } from "./engine/rules.js";
 
 const Config = z.object({
-  MOLT_NATS_URL: z.string().default("nats://127.0.0.1:4222"),
-  /** Replicas for streams and buckets this service creates when missing: 1 on one server, 3 on a cluster. */
-  MOLT_STREAM_REPLICAS: z.coerce.number().int().min(1).max(5).default(1),
+  ...natsEnv,
   /** Base URL hosts download packages from: package-repo, the gateway, or a mirror in front of them. */
   MOLT_PACKAGE_BASE_URL: z.url(),
   MOLT_REPLICA_ID: z.string().default(() => randomUUID().slice(0, 8)),

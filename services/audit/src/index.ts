@@ -1,14 +1,13 @@
 import { join } from "node:path";
 import { openDatabase } from "@molt/db";
 import { ensureAuditStream, ensureEventStream } from "@molt/event-store";
-import { connectNats, createLogger, installShutdown, loadConfig, loadTokens } from "@molt/runtime";
+import { connectNats, createLogger, httpEnv, installShutdown, loadConfig, loadTokens, natsEnv } from "@molt/runtime";
 import { z } from "zod";
 import { buildApp } from "./app.js";
 
 const Config = z.object({
-  MOLT_NATS_URL: z.string().default("nats://127.0.0.1:4222"),
-  MOLT_HTTP_HOST: z.string().default("127.0.0.1"),
-  MOLT_HTTP_PORT: z.coerce.number().int().min(0).max(65535),
+  ...natsEnv,
+  ...httpEnv,
   /** PGlite lives in <dir>/audit unless DATABASE_URL names a PostgreSQL. */
   MOLT_DATA_DIR: z.string().min(1).default(".molt/data"),
   DATABASE_URL: z.string().min(1).optional(),
@@ -23,8 +22,8 @@ const db = await openDatabase({
   onIdleError: (err) => logger.warn({ err }, "idle database connection failed"),
 });
 const nc = await connectNats({ url: config.MOLT_NATS_URL, name: "molt-audit" });
-await ensureEventStream(nc);
-await ensureAuditStream(nc);
+await ensureEventStream(nc, { replicas: config.MOLT_STREAM_REPLICAS });
+await ensureAuditStream(nc, { replicas: config.MOLT_STREAM_REPLICAS });
 const app = await buildApp({ db, nc, logger, tokens });
 // Closed in reverse: HTTP and the followers first, then NATS, then the database.
 installShutdown(logger, [() => db.close(), () => nc.drain(), () => app.close()]);

@@ -1,13 +1,11 @@
 import { KV_PRESENCE, subjects } from "@molt/contracts";
 import { createEventStore, ensureEventStream } from "@molt/event-store";
-import { connectNats, createLogger, ensureBucket, installShutdown, loadConfig } from "@molt/runtime";
+import { connectNats, createLogger, ensureBucket, installShutdown, loadConfig, natsEnv } from "@molt/runtime";
 import { z } from "zod";
 import { startFeedback } from "./service.js";
 
 const Config = z.object({
-  MOLT_NATS_URL: z.string().default("nats://127.0.0.1:4222"),
-  /** Replicas for streams and buckets this service creates when missing: 1 on one server, 3 on a cluster. */
-  MOLT_STREAM_REPLICAS: z.coerce.number().int().min(1).max(5).default(1),
+  ...natsEnv,
   /** How long a host stays online without a heartbeat (the presence bucket's TTL). */
   MOLT_PRESENCE_TTL_MS: z.coerce.number().int().min(1000).default(30_000),
   MOLT_FEEDBACK_CONCURRENCY: z.coerce.number().int().positive().default(64),

@@ -1,10 +1,9 @@
-import { createLogger, installShutdown, loadConfig, loadTokens } from "@molt/runtime";
+import { createLogger, httpEnv, installShutdown, loadConfig, loadTokens } from "@molt/runtime";
 import { z } from "zod";
 import { buildApp } from "./routing/app.js";
 
 const Config = z.object({
-  MOLT_HTTP_HOST: z.string().default("127.0.0.1"),
-  MOLT_HTTP_PORT: z.coerce.number().int().min(0).max(65535),
+  ...httpEnv,
   MOLT_ACTION_URL: z.url(),
   MOLT_PROJECTOR_URL: z.url(),
   MOLT_PACKAGE_REPO_URL: z.url(),

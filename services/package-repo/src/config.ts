@@ -1,3 +1,4 @@
+import { httpEnv, natsEnv } from "@molt/runtime";
 import { z } from "zod";
 
 const MiB = 1024 * 1024;
@@ -8,9 +9,8 @@ const positiveInt = (fallback: number) => z.coerce.number().int().positive().def
 /** The service's environment; loadConfig turns a bad value into one clear startup error. */
 export const Config = z
   .object({
-    MOLT_NATS_URL: z.string().min(1).default("nats://127.0.0.1:4222"),
-    MOLT_HTTP_HOST: z.string().min(1).default("127.0.0.1"),
-    MOLT_HTTP_PORT: z.coerce.number().int().min(0).max(65535),
+    ...natsEnv,
+    ...httpEnv,
     /** Cache root: `<dir>/cache/<sha256>`, temp files in `<dir>/tmp`. */
     MOLT_DATA_DIR: z.string().min(1).default(".molt/package-repo"),
     /** Base URL hosts download from (a mirror or the gateway in front of this service). */
@@ -21,8 +21,6 @@ export const Config = z
     MOLT_MAX_ARCHIVE_ENTRIES: positiveInt(100_000),
     /** ed25519 private key (PEM) that signs manifests; unset publishes unsigned packages. */
     MOLT_PUBLISHER_KEY_FILE: z.string().min(1).optional(),
-    /** Replicas for the stream and bucket this service creates when missing: 1 on one server, 3 on a cluster. */
-    MOLT_STREAM_REPLICAS: z.coerce.number().int().min(1).max(5).default(1),
   })
   .transform((c) => ({ ...c, MOLT_PUBLIC_URL: c.MOLT_PUBLIC_URL ?? `http://${hostForUrl(c.MOLT_HTTP_HOST)}:${c.MOLT_HTTP_PORT}` }));
 export type Config = z.infer<typeof Config>;

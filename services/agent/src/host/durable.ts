@@ -12,19 +12,25 @@ export async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
-/**
- * Replaces `path` with `data` so that after a crash the file holds either the old or the new
- * content, never a torn one: write a temp file, fsync, rename over, fsync the directory.
- */
-export async function writeFileDurable(path: string, data: string): Promise<void> {
+/** Writes `data` to a fresh temp file beside `path` and fsyncs it; returns the temp path. */
+async function writeSyncedTemp(path: string, data: string): Promise<string> {
   const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(4).toString("hex")}.tmp`);
-  const fd = await open(tmp, "w");
+  const fd = await open(tmp, "wx");
   try {
     await fd.writeFile(data);
     await fd.sync();
   } finally {
     await fd.close();
   }
+  return tmp;
+}
+
+/**
+ * Replaces `path` with `data` so that after a crash the file holds either the old or the new
+ * content, never a torn one: write a temp file, fsync, rename over, fsync the directory.
+ */
+export async function writeFileDurable(path: string, data: string): Promise<void> {
+  const tmp = await writeSyncedTemp(path, data);
   try {
     await rename(tmp, path);
   } catch (err) {
@@ -41,14 +47,7 @@ export async function writeFileDurable(path: string, data: string): Promise<void
  * Returns false when it already existed: the caller lost the race or the work was done before.
  */
 export async function createFileDurable(path: string, data: string): Promise<boolean> {
-  const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(4).toString("hex")}.tmp`);
-  const fd = await open(tmp, "wx");
-  try {
-    await fd.writeFile(data);
-    await fd.sync();
-  } finally {
-    await fd.close();
-  }
+  const tmp = await writeSyncedTemp(path, data);
   try {
     await link(tmp, path);
   } catch (err) {
