@@ -25,3 +25,26 @@ export class CorruptCommitError extends EventStoreError {
     super(`message ${seq} on ${subject} is not a valid commit: ${detail}`);
   }
 }
+
+/** A commit that does not match the contracts: refused before it is stored (the stream is immutable). */
+export class InvalidCommitError extends EventStoreError {
+  override readonly code = "invalid_commit";
+  constructor(
+    readonly subject: string,
+    detail: string,
+  ) {
+    super(`refused to append an invalid commit to ${subject}: ${detail}`);
+  }
+}
+
+/** A commit larger than the server accepts in one message. */
+export class CommitTooLargeError extends EventStoreError {
+  override readonly code = "too_large";
+  constructor(
+    readonly subject: string,
+    readonly bytes: number,
+    readonly limit: number,
+  ) {
+    super(`commit for ${subject} is ${bytes} bytes; one commit may hold at most ${limit}`);
+  }
+}

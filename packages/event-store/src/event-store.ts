@@ -1,10 +1,13 @@
 import { DeliverPolicy, jetstream, jetstreamManager, JetStreamApiError, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { Commit, STREAM_EVENTS, type MoltEvent } from "@molt/contracts";
-import { ConcurrencyError, CorruptCommitError, EventStoreError } from "./errors.js";
+import { CommitTooLargeError, ConcurrencyError, CorruptCommitError, EventStoreError, InvalidCommitError } from "./errors.js";
 
 /** JetStream's "wrong last sequence" error code. */
 const WRONG_LAST_SEQUENCE = 10071;
+/** Room left under max_payload for the headers (msgID, expectations). */
+const HEADER_ROOM = 1024;
+const encoder = new TextEncoder();
 
 export interface StoredCommit {
   subject: string;
@@ -39,8 +42,8 @@ export interface EventStore {
    * msgID = commitId. A stale expectation throws ConcurrencyError.
    */
   append(subject: string, commit: NewCommit, opts: { expectedSequence: number }): Promise<AppendResult>;
-  /** The last commit on a subject with one direct get, or null for a new aggregate. */
-  readLast(subject: string): Promise<StoredCommit | null>;
+  /** The last commit on a subject with one direct get (or, `consistent`, from the leader), or null for a new aggregate. */
+  readLast(subject: string, opts?: { consistent?: boolean }): Promise<StoredCommit | null>;
   /** Every commit of one aggregate (or a wildcard filter such as a host timeline), in order. */
   read(filter: string, opts?: { fromSeq?: number }): Promise<StoredCommit[]>;
   /** Catch-up then live: every commit from `fromSeq` on (matching `filter`), in stream order. */
@@ -79,8 +82,12 @@ export function createEventStore(nc: NatsConnection, opts: { stream?: string } =
   const jsm = () => (jsmPromise ??= jetstreamManager(nc));
   const parse = parseCommit;
 
-  const readLast = async (subject: string): Promise<StoredCommit | null> => {
-    const m = await (await jsm()).direct.getMessage(stream, { last_by_subj: subject });
+  const readLast = async (subject: string, opts?: { consistent?: boolean }): Promise<StoredCommit | null> => {
+    // Direct gets may be answered by any replica (fast, possibly a little behind); a consistent
+    // read goes through the stream leader, for answers that must not rest on a stale view.
+    const m = opts?.consistent
+      ? await (await jsm()).streams.getMessage(stream, { last_by_subj: subject })
+      : await (await jsm()).direct.getMessage(stream, { last_by_subj: subject });
     if (!m) return null;
     return { subject: m.subject, seq: m.seq, time: m.time, commit: parse(m.subject, m.seq, m.data) };
   };
@@ -95,11 +102,17 @@ export function createEventStore(nc: NatsConnection, opts: { stream?: string } =
   return {
     stream,
     async append(subject, commit, { expectedSequence }) {
-      const body = JSON.stringify({ commitId: commit.commitId, events: commit.events, state: commit.state });
+      // The stream is immutable: a commit that readers would refuse, or that the server would
+      // refuse for its size, must be stopped here, before it is stored for good.
+      const checked = Commit.safeParse({ commitId: commit.commitId, events: commit.events, state: commit.state });
+      if (!checked.success) throw new InvalidCommitError(subject, checked.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; "));
+      const body = encoder.encode(JSON.stringify(checked.data));
+      const max = nc.info?.max_payload ?? 1024 * 1024;
+      if (body.length > max - HEADER_ROOM) throw new CommitTooLargeError(subject, body.length, max - HEADER_ROOM);
       try {
         const ack = await js.publish(subject, body, {
           msgID: commit.commitId,
-          expect: { lastSubjectSequence: expectedSequence, streamName: stream },
+          expect: { lastSubjectSequence: expectedSequence },
         });
         return { seq: ack.seq, duplicate: ack.duplicate };
       } catch (err) {

@@ -20,6 +20,7 @@ const STATUS_BY_CODE: Record<string, number> = {
   conflict: 409,
   busy: 409,
   concurrency: 412,
+  too_large: 413,
   idempotency_mismatch: 422,
   unavailable: 503,
 };
