@@ -28,8 +28,8 @@ export interface SlotOutcome {
  * slot's state after it, so a decision needs one direct get, not a replay.
  */
 export function slotRepository(store: EventStore) {
-  const load = async (hostId: string, component: string): Promise<LoadedSlot> => {
-    const last = await store.readLast(subjects.slot(hostId, component));
+  const load = async (hostId: string, component: string, opts?: { consistent?: boolean }): Promise<LoadedSlot> => {
+    const last = await store.readLast(subjects.slot(hostId, component), opts);
     if (!last) return { state: initialSlotState(), seq: 0 };
     return { state: SlotState.parse(last.commit.state), seq: last.seq };
   };
@@ -66,8 +66,13 @@ export function slotRepository(store: EventStore) {
       const lastSeq = report.entries[report.entries.length - 1]!.seq;
       const commitId = `${report.taskId}:${lastSeq}`;
       return retryOnConflict(async () => {
-        const loaded = await load(report.hostId, report.component);
-        const result = decideSlot({ type: "RecordReport", data: { report } }, loaded.state);
+        let loaded = await load(report.hostId, report.component);
+        let result = decideSlot({ type: "RecordReport", data: { report } }, loaded.state);
+        if (result.status === "refused") {
+          // A refusal is final for the agent: make sure it does not rest on a replica's stale view.
+          loaded = await load(report.hostId, report.component, { consistent: true });
+          result = decideSlot({ type: "RecordReport", data: { report } }, loaded.state);
+        }
         if (result.status !== "accepted") return result;
         const out = await store.append(
           subjects.slot(report.hostId, report.component),

@@ -3,7 +3,7 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { startNatsServer, type NatsServer } from "@molt/testkit";
 import type { MoltEvent } from "@molt/contracts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ConcurrencyError, createEventStore, ensureEventStream, type EventStore } from "./index.js";
+import { CommitTooLargeError, ConcurrencyError, createEventStore, ensureEventStream, InvalidCommitError, type EventStore } from "./index.js";
 
 let server: NatsServer;
 let nc: NatsConnection;
@@ -121,5 +121,14 @@ describe("event store on JetStream (contract)", () => {
     await expect(jsm.streams.deleteMessage(store.stream, a.seq)).rejects.toThrow();
     await expect(jsm.streams.purge(store.stream)).rejects.toThrow();
     expect(await store.read(subject)).toHaveLength(1);
+  });
+
+  it("[spine] refuses, before storing, a commit that readers would refuse or that is too large", async () => {
+    const subject = `molt.es.deployment.${uniq()}`;
+    const bad = { ...ev("bad"), data: { deploymentId: "Not Valid!" } } as unknown as MoltEvent;
+    await expect(store.append(subject, { commitId: `${subject}-bad`, events: [bad] }, { expectedSequence: 0 })).rejects.toBeInstanceOf(InvalidCommitError);
+    const huge = Array.from({ length: 4000 }, (_, i) => ({ ...ev(`h${i}`), type: "DeploymentPaused" as const, data: { deploymentId: "d1", reason: "x".repeat(400) } }));
+    await expect(store.append(subject, { commitId: `${subject}-huge`, events: huge }, { expectedSequence: 0 })).rejects.toBeInstanceOf(CommitTooLargeError);
+    expect(await store.readLast(subject)).toBeNull();
   });
 });

@@ -57,5 +57,13 @@ const tick = setInterval(() => {
     .catch((err: unknown) => logger.warn({ err }, "tick failed"))
     .finally(() => (ticking = false));
 }, config.MOLT_TICK_MS);
-installShutdown(logger, [() => nc.drain(), () => consumer.stop(), () => clearInterval(tick)]);
+let stopping = false;
+// If the consume loop ends by itself (the durable was deleted, the stream is gone), this replica
+// would tick on without handling events: exit so a supervisor restarts it and it re-binds.
+void consumer.done.then(() => {
+  if (stopping) return;
+  logger.fatal("event consumer ended unexpectedly; exiting");
+  process.exit(1);
+});
+installShutdown(logger, [() => nc.drain(), () => consumer.stop(), () => clearInterval(tick), () => void (stopping = true)]);
 logger.info("allocator running");

@@ -123,6 +123,10 @@ describe("feedback", () => {
     const state = HostState.parse(commits[1]!.commit.state);
     expect(state).toMatchObject({ platform: "linux-amd64", components: { agent: "2.0.0" }, labels: { cluster: "eu-1" } });
     expect(await presence.get(presenceKey(host))).not.toBeNull();
+    const badPlatform = (await nc.request(subjects.heartbeat(host), JSON.stringify({ ...hb("2.0.0"), os: "Linux", arch: "x86-64" }), { timeout: 5000 })).json<{ status: string; reason: string }>();
+    expect(badPlatform.status).toBe("refused");
+    expect(badPlatform.reason).toMatch(/platform/);
+    expect(await store.read(subjects.hostMeta(host))).toHaveLength(2);
     const mismatch = (await nc.request(subjects.heartbeat("other-host"), JSON.stringify(hb("2.0.0")), { timeout: 5000 })).json<{ status: string }>();
     expect(mismatch.status).toBe("refused");
   });

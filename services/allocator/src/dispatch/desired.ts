@@ -41,11 +41,17 @@ export function desiredStates(kv: KV, nc: NatsConnection) {
   };
   return {
     read,
-    /** Puts the task's desired state unless it is already there; returns the KV revision holding it. */
-    async write(desired: DesiredState): Promise<number> {
+    /**
+     * Puts the task's desired state unless it is already there; returns the KV revision holding
+     * it, or null when `stillWanted` says the task moved on (checked after reading the key's
+     * revision, so a late redelivery can neither overwrite the slot's next task nor bring back a
+     * task that already ended).
+     */
+    async write(stillWanted: () => Promise<boolean>, desired: DesiredState): Promise<number | null> {
       for (let attempt = 0; ; attempt++) {
         const cur = await read(desired.hostId, desired.component);
         if (cur.value?.taskId === desired.taskId) return cur.revision;
+        if (!(await stillWanted())) return null;
         try {
           const rev = await casPut(kv, desiredKey(desired.hostId, desired.component), JSON.stringify(desired), cur.revision);
           nc.publish(subjects.nudge(desired.hostId));

@@ -1,8 +1,21 @@
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type JsMsg } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { decodeCommit, type StoredCommit } from "@molt/event-store";
+import { InvalidHostIdError } from "@molt/contracts";
+import { CommitTooLargeError, CorruptCommitError, decodeCommit, InvalidCommitError, type StoredCommit } from "@molt/event-store";
+import { ZodError } from "zod";
 import type { Logger } from "@molt/runtime";
 import { RetryLater } from "./rules.js";
+
+/** Errors that would repeat on every redelivery. */
+function isPermanent(err: unknown): boolean {
+  return (
+    err instanceof CorruptCommitError ||
+    err instanceof InvalidCommitError ||
+    err instanceof CommitTooLargeError ||
+    err instanceof ZodError ||
+    err instanceof InvalidHostIdError
+  );
+}
 
 export interface ConsumerOptions {
   stream: string;
@@ -35,10 +48,15 @@ export async function runConsumer(
     max_ack_pending: 1000,
   };
   try {
-    await jsm.consumers.add(opts.stream, config);
+    await jsm.consumers.info(opts.stream, opts.durable);
   } catch (err) {
-    // Another replica created it first with the same config: bind to it.
-    logger.debug({ err }, "durable consumer exists");
+    if ((err as Error).name !== "ConsumerNotFoundError") throw err;
+    try {
+      await jsm.consumers.add(opts.stream, config);
+    } catch (addErr) {
+      // Another replica created it between our info and add: bind to theirs.
+      logger.debug({ err: addErr }, "durable consumer created by another replica");
+    }
   }
   const consumer = await jetstream(nc).consumers.get(opts.stream, opts.durable);
   const messages = await consumer.consume({ max_messages: Math.max(opts.concurrency * 2, 16) });
@@ -49,6 +67,12 @@ export async function runConsumer(
       await handle(decodeCommit(m));
       m.ack();
     } catch (err) {
+      if (isPermanent(err)) {
+        // Retrying cannot help (the message or what it names is malformed): say so loudly, move on.
+        logger.error({ err, seq: m.seq, subject: m.subject }, "event cannot be handled; terminated");
+        m.term();
+        return;
+      }
       if (err instanceof RetryLater) logger.info({ reason: err.message, seq: m.seq }, "retrying later");
       else logger.error({ err, seq: m.seq, subject: m.subject, deliveries: m.info.deliveryCount }, "event handling failed; will retry");
       m.nak(opts.retryDelayMs);

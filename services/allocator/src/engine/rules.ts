@@ -46,19 +46,31 @@ export function engine(deps: EngineDeps) {
     await deps.deployments.handle(deploymentId, { type: "PlanDeployment", data: planned }, meta(e), `${deploymentId}:planned`);
   }
 
-  async function startNext(deploymentId: string, e: MoltEvent) {
-    const { state } = await deps.deployments.load(deploymentId);
+  /**
+   * A read must include the commit that triggered it; a replica's direct get may lag behind
+   * (R3 clusters). Deciding on such a view could ack a message whose work was never done.
+   */
+  const fresh = <T extends { seq: number }>(loaded: T, atLeast: number, what: string): T => {
+    if (loaded.seq < atLeast) throw new RetryLater(`stale read of ${what}: at ${loaded.seq}, the trigger is ${atLeast}`);
+    return loaded;
+  };
+
+  async function startNext(deploymentId: string, e: MoltEvent, c: StoredCommit) {
+    const { state } = fresh(await deps.deployments.load(deploymentId), c.seq, deploymentId);
     const index = nextBatchToStart(state);
     if (index === undefined) return;
     await deps.deployments.handle(deploymentId, { type: "StartBatch", data: { index } }, meta(e), `${deploymentId}:batch:${index}:started`);
   }
 
-  async function allocateBatch(e: Extract<MoltEvent, { type: "BatchStarted" }>) {
+  async function allocateBatch(e: Extract<MoltEvent, { type: "BatchStarted" }>, c: StoredCommit) {
     const { deploymentId, index } = e.data;
-    const { state } = await deps.deployments.load(deploymentId);
+    const { state } = fresh(await deps.deployments.load(deploymentId), c.seq, deploymentId);
     const batch = state.batches.find((b) => b.index === index);
     if (!batch || !state.component || !state.version || isTerminal(state)) return;
-    const deadline = new Date(Date.parse(e.metadata.occurredAt) + (state.taskTimeoutMs ?? 900_000)).toISOString();
+    // The deadline counts from the allocation, not the batch start: a slot that stayed busy
+    // must not hand its host a task that is already late. Task ids dedupe, so replicas that
+    // compute another deadline for the same task simply append nothing.
+    const deadline = new Date(Date.now() + (state.taskTimeoutMs ?? 900_000)).toISOString();
     let busy = 0;
     for (const h of batch.hosts) {
       const taskId = taskIdFor(deploymentId, h.hostId, 1);
@@ -92,13 +104,17 @@ export function engine(deps: EngineDeps) {
     if (busy > 0) throw new RetryLater(`${busy} slot(s) busy in batch ${index} of ${deploymentId}`);
   }
 
-  async function dispatch(e: Extract<MoltEvent, { type: "TaskAllocated" }>) {
+  async function dispatch(e: Extract<MoltEvent, { type: "TaskAllocated" }>, c: StoredCommit) {
     const d = e.data;
-    const { state } = await deps.slots.load(d.hostId, d.component);
+    const { state } = fresh(await deps.slots.load(d.hostId, d.component), c.seq, c.subject);
     if (state.active?.taskId !== d.taskId || state.active.status !== "allocated") return;
     // TaskAllocated then the KV write is not atomic: whoever handles this message (again)
     // completes the write (a no-op if it is there) and records TaskDispatched.
-    const revision = await deps.desired.write({
+    const stillAllocated = async () => {
+      const now = await deps.slots.load(d.hostId, d.component, { consistent: true });
+      return now.state.active?.taskId === d.taskId && now.state.active.status === "allocated";
+    };
+    const revision = await deps.desired.write(stillAllocated, {
       taskId: d.taskId,
       deploymentId: d.deploymentId,
       hostId: d.hostId,
@@ -109,6 +125,7 @@ export function engine(deps: EngineDeps) {
       deadline: d.deadline,
       package: d.package,
     });
+    if (revision === null) return;
     await deps.slots.handle(d.hostId, d.component, { type: "DispatchTask", data: { taskId: d.taskId, revision } }, meta(e), `${d.taskId}:dispatched`);
   }
 
@@ -132,7 +149,8 @@ export function engine(deps: EngineDeps) {
       let failed = 0;
       let open = false;
       for (const h of batch.hosts) {
-        const { state: slot } = await deps.slots.load(h.hostId, state.component);
+        // Through the leader: two hosts ending at once must not each see the other as running.
+        const { state: slot } = await deps.slots.load(h.hostId, state.component, { consistent: true });
         const outcome = outcomeOf(slot, taskIdFor(deploymentId, h.hostId, 1));
         if (outcome === undefined) {
           open = true;
@@ -162,13 +180,13 @@ export function engine(deps: EngineDeps) {
           case "BatchCompleted":
           case "DeploymentResumed":
           case "CanaryApproved":
-            await startNext(e.data.deploymentId, e);
+            await startNext(e.data.deploymentId, e, c);
             break;
           case "BatchStarted":
-            await allocateBatch(e);
+            await allocateBatch(e, c);
             break;
           case "TaskAllocated":
-            await dispatch(e);
+            await dispatch(e, c);
             break;
           case "TaskSucceeded":
           case "TaskFailed":

@@ -2,6 +2,7 @@ import type { KV } from "@nats-io/kv";
 import {
   Heartbeat,
   HostState,
+  Platform,
   encodeHostToken,
   platformOf,
   presenceKey,
@@ -33,6 +34,10 @@ export async function observeHeartbeat(
   if (encodeHostToken(hb.hostId) !== input.subjectHostToken)
     return { status: "refused", reason: `host mismatch: heartbeat for ${hb.hostId} sent on another host's subject` };
 
+  const platform = platformOf(hb.os, hb.arch);
+  if (!Platform.safeParse(platform).success)
+    return { status: "refused", reason: `os ${JSON.stringify(hb.os)} and arch ${JSON.stringify(hb.arch)} do not make a platform like linux-amd64` };
+
   await deps.presence.put(presenceKey(hb.hostId), JSON.stringify({ at: hb.at, agentVersion: hb.agentVersion }));
 
   const subject = subjects.hostMeta(hb.hostId);
@@ -41,7 +46,6 @@ export async function observeHeartbeat(
     const before = last ? HostState.parse(last.commit.state) : null;
     const meta = { occurredAt: input.receivedAt, actor: `host:${hb.hostId}`, correlationId: `heartbeat:${hb.hostId}` };
     const bodies: Array<Omit<HostEvent, "id" | "metadata">> = [];
-    const platform = platformOf(hb.os, hb.arch);
     if (!before) bodies.push({ type: "HostRegistered", data: { hostId: hb.hostId, os: hb.os, arch: hb.arch, platform, labels: hb.labels } });
     else if (!sameLabels(before.labels, hb.labels)) bodies.push({ type: "HostLabelsChanged", data: { hostId: hb.hostId, labels: hb.labels } });
     for (const [component, version] of Object.entries(hb.components)) {
