@@ -59,10 +59,11 @@ export const PackageRef = z.object({
 });
 export type PackageRef = z.infer<typeof PackageRef>;
 
+/** One planned host; its package is the plan's variant for its platform (stored once per platform). */
 export const PlannedHost = z.object({
   hostId: HostId,
   fromVersion: Version.nullable(),
-  package: PackageRef,
+  platform: Platform,
 });
 export type PlannedHost = z.infer<typeof PlannedHost>;
 
@@ -91,7 +92,13 @@ export const DeploymentRequested = event(
 );
 export const DeploymentPlanned = event(
   "DeploymentPlanned",
-  z.object({ deploymentId: Id, batches: z.array(Batch), skipped: z.array(SkippedHost) }),
+  z.object({
+    deploymentId: Id,
+    /** The package variant per platform, resolved once: a replay never re-resolves. */
+    packages: z.record(Platform, PackageRef),
+    batches: z.array(Batch),
+    skipped: z.array(SkippedHost),
+  }),
 );
 export const BatchStarted = event("BatchStarted", z.object({ deploymentId: Id, index: z.number().int().nonnegative() }));
 export const BatchCompleted = event(

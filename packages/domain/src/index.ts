@@ -30,6 +30,7 @@ export type {
   CancelDeployment,
   CompleteBatch,
   DeploymentCommand,
+  FailDeployment,
   PauseDeployment,
   PlanDeployment,
   RequestDeployment,

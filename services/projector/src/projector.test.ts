@@ -87,9 +87,10 @@ async function appendRollout() {
     ms: 10,
     data: {
       deploymentId: id,
+      packages: { [PKG.platform]: PKG },
       batches: [
-        { index: 0, kind: "canary", hosts: [{ hostId: hostA, fromVersion: "2.0.0", package: PKG }] },
-        { index: 1, kind: "batch", hosts: [{ hostId: hostB, fromVersion: "2.0.0", package: PKG }] },
+        { index: 0, kind: "canary", hosts: [{ hostId: hostA, fromVersion: "2.0.0", platform: PKG.platform }] },
+        { index: 1, kind: "batch", hosts: [{ hostId: hostB, fromVersion: "2.0.0", platform: PKG.platform }] },
       ],
       skipped: [],
     },

@@ -1,4 +1,4 @@
-import type { Batch, EventOf } from "@molt/contracts";
+import type { Batch, EventOf, PackageRef } from "@molt/contracts";
 import { unreachable, type Decider } from "../decider.js";
 import { IdempotencyMismatchError, IllegalStateError, NotFoundError, ValidationError } from "../errors.js";
 import {
@@ -13,7 +13,11 @@ import {
 } from "./state.js";
 
 export type RequestDeployment = { type: "RequestDeployment"; data: EventOf<"DeploymentRequested">["data"] };
-export type PlanDeployment = { type: "PlanDeployment"; data: { batches: Batch[]; skipped: SkippedHost[] } };
+export type PlanDeployment = {
+  type: "PlanDeployment";
+  data: { packages: Record<string, PackageRef>; batches: Batch[]; skipped: SkippedHost[] };
+};
+export type FailDeployment = { type: "FailDeployment"; data: { reason: string } };
 export type StartBatch = { type: "StartBatch"; data: { index: number } };
 export type CompleteBatch = { type: "CompleteBatch"; data: { index: number; succeeded: number; failed: number } };
 export type CancelDeployment = { type: "CancelDeployment"; data: { reason?: string } };
@@ -26,7 +30,8 @@ export type DeploymentCommand =
   | CompleteBatch
   | CancelDeployment
   | PauseDeployment
-  | ResumeDeployment;
+  | ResumeDeployment
+  | FailDeployment;
 
 export function decideDeployment(command: DeploymentCommand, state: DeploymentState): DeploymentEventBody[] {
   switch (command.type) {
@@ -44,6 +49,8 @@ export function decideDeployment(command: DeploymentCommand, state: DeploymentSt
       return pause(command.data.reason, state);
     case "ResumeDeployment":
       return resume(state);
+    case "FailDeployment":
+      return fail(command.data.reason, state);
     default:
       return unreachable(command);
   }
@@ -62,7 +69,7 @@ function plan(data: PlanDeployment["data"], state: DeploymentState): DeploymentE
   if (isTerminal(state)) throw new IllegalStateError(`deployment ${deploymentId} is ${state.status}; it cannot be planned`);
   const planned: DeploymentEventBody = {
     type: "DeploymentPlanned",
-    data: { deploymentId, batches: data.batches, skipped: data.skipped },
+    data: { deploymentId, packages: data.packages, batches: data.batches, skipped: data.skipped },
   };
   // With every host skipped no batch will ever complete, so nothing else would end the deployment.
   if (!data.batches.every((b) => b.hosts.length === 0)) return [planned];
@@ -70,6 +77,15 @@ function plan(data: PlanDeployment["data"], state: DeploymentState): DeploymentE
     planned,
     { type: "DeploymentCompleted", data: { deploymentId, succeeded: 0, failed: 0, skipped: data.skipped.length } },
   ];
+}
+
+/** The deployment cannot go on (e.g. its plan cannot be stored); in-flight tasks still finish. */
+function fail(reason: string, state: DeploymentState): DeploymentEventBody[] {
+  const deploymentId = existing(state);
+  if (isTerminal(state)) return [];
+  const succeeded = state.completedBatches.reduce((n, b) => n + b.succeeded, 0);
+  const failed = state.completedBatches.reduce((n, b) => n + b.failed, 0);
+  return [{ type: "DeploymentFailed", data: { deploymentId, reason, succeeded, failed } }];
 }
 
 function startBatch(index: number, state: DeploymentState): DeploymentEventBody[] {

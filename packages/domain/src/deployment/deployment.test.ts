@@ -16,7 +16,8 @@ import {
 const D = "d1";
 const HASH = "b".repeat(64);
 const pkg = { platform: "linux-amd64", sha256: "a".repeat(64), size: 4096, url: "https://repo.example.com/p/metrics-agent" };
-const host = (hostId: string) => ({ hostId, fromVersion: "2.0.0", package: pkg });
+const host = (hostId: string) => ({ hostId, fromVersion: "2.0.0", platform: pkg.platform });
+const packages = { [pkg.platform]: pkg };
 
 const requestData = (requestHash = HASH): RequestDeployment["data"] => ({
   deploymentId: D,
@@ -37,7 +38,7 @@ const ev = {
   requested: (requestHash = HASH): DeploymentEventBody => ({ type: "DeploymentRequested", data: requestData(requestHash) }),
   planned: (b: Batch[] = batches, s: SkippedHost[] = skipped): DeploymentEventBody => ({
     type: "DeploymentPlanned",
-    data: { deploymentId: D, batches: b, skipped: s },
+    data: { deploymentId: D, packages, batches: b, skipped: s },
   }),
   started: (index: number): DeploymentEventBody => ({ type: "BatchStarted", data: { deploymentId: D, index } }),
   completed: (index: number, succeeded: number, failed = 0): DeploymentEventBody => ({
@@ -62,7 +63,7 @@ const ev = {
 
 const cmd = {
   request: (requestHash = HASH): DeploymentCommand => ({ type: "RequestDeployment", data: requestData(requestHash) }),
-  plan: (b: Batch[] = batches, s: SkippedHost[] = skipped): DeploymentCommand => ({ type: "PlanDeployment", data: { batches: b, skipped: s } }),
+  plan: (b: Batch[] = batches, s: SkippedHost[] = skipped): DeploymentCommand => ({ type: "PlanDeployment", data: { packages, batches: b, skipped: s } }),
   start: (index: number): DeploymentCommand => ({ type: "StartBatch", data: { index } }),
   complete: (index: number, succeeded: number, failed = 0): DeploymentCommand => ({
     type: "CompleteBatch",
@@ -209,6 +210,19 @@ describe("deployment: CompleteBatch", () => {
 
   it("[spine] the last batch finishing while paused still completes the deployment", () => {
     deployment([...lastRunning, ev.paused()]).when(cmd.complete(1, 2)).then([ev.completed(1, 2), ev.done(3, 0, 1)]);
+  });
+});
+
+describe("deployment: FailDeployment", () => {
+  it("[spine] a deployment that cannot go on fails with the reason and the totals so far", () => {
+    deployment(canaryDone)
+      .when({ type: "FailDeployment", data: { reason: "plan too large" } })
+      .then([{ type: "DeploymentFailed", data: { deploymentId: D, reason: "plan too large", succeeded: 1, failed: 0 } }]);
+    expect(fold([...canaryDone, { type: "DeploymentFailed", data: { deploymentId: D, reason: "x", succeeded: 1, failed: 0 } }]).status).toBe("failed");
+  });
+
+  it("[spine] failing a finished deployment is a no-op", () => {
+    deployment([...lastRunning, ev.completed(1, 2), ev.done(3, 0, 1)]).when({ type: "FailDeployment", data: { reason: "late" } }).then([]);
   });
 });
 

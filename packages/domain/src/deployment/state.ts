@@ -1,4 +1,4 @@
-import type { Batch, DeploymentEvent, EventOf } from "@molt/contracts";
+import type { Batch, DeploymentEvent, EventOf, PackageRef } from "@molt/contracts";
 import { unreachable, type EventBody } from "../decider.js";
 
 export type DeploymentEventBody = EventBody<DeploymentEvent>;
@@ -18,6 +18,7 @@ export interface DeploymentState {
   taskTimeoutMs: number | null;
   /** Set by DeploymentPlanned, which can land while paused, so status alone does not tell. */
   planned: boolean;
+  packages: Record<string, PackageRef>;
   batches: Batch[];
   skipped: SkippedHost[];
   startedBatches: number[];
@@ -40,6 +41,7 @@ export function initialDeploymentState(): DeploymentState {
     idempotencyKey: null,
     taskTimeoutMs: null,
     planned: false,
+    packages: {},
     batches: [],
     skipped: [],
     startedBatches: [],
@@ -68,7 +70,7 @@ export function evolveDeployment(state: DeploymentState, event: DeploymentEventB
       };
     }
     case "DeploymentPlanned": {
-      const planned = { ...state, planned: true, batches: event.data.batches, skipped: event.data.skipped };
+      const planned = { ...state, planned: true, packages: event.data.packages, batches: event.data.batches, skipped: event.data.skipped };
       if (state.status === "requested") return { ...planned, status: "planned" };
       if (state.status === "paused") return { ...planned, pausedFrom: "planned" };
       return planned;

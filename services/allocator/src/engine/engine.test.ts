@@ -161,4 +161,26 @@ describe("allocator", () => {
     );
     expect(await rules.tick(new Date(Date.now() + 1000))).toBe(0);
   });
+
+  it("[spine] a plan too large for one commit fails the deployment with the reason instead of retrying forever", async () => {
+    // Long host ids (as FQDNs can be): the request fits in one commit, the plan does not.
+    const hosts = Array.from({ length: 7000 }, (_, i) => `h${String(i).padStart(5, "0")}.${"rack-a".repeat(14)}.example.com`);
+    const queue = [...hosts];
+    await Promise.all(Array.from({ length: 64 }, async () => {
+      for (let h = queue.shift(); h !== undefined; h = queue.shift()) await register(h, "metrics-agent", "1.0.0");
+    }));
+    const deploymentId = "d-toolarge";
+    await deploymentRepository(store).handle(
+      deploymentId,
+      { type: "RequestDeployment", data: { deploymentId, component: "metrics-agent", version: "2.0.0", hosts, idempotencyKey: null, requestHash: "e".repeat(64), taskTimeoutMs: 60_000 } },
+      { now: now(), actor: "otto", correlationId: "z" },
+      `${deploymentId}:requested`,
+    );
+    const failed = await waitFor(
+      "deployment failed",
+      async () => (await store.read(subjects.deployment(deploymentId))).flatMap((c) => c.commit.events).find((e) => e.type === "DeploymentFailed"),
+      { timeoutMs: 60_000 },
+    );
+    expect(failed.type === "DeploymentFailed" && failed.data.reason).toMatch(/does not fit in one commit/);
+  }, 90_000);
 });

@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { decodeHostToken, parseEventSubject, SlotState, type MoltEvent } from "@molt/contracts";
 import { SlotBusyError, isTerminal, nextBatchToStart, outcomeOf } from "@molt/domain";
 import type { DeploymentRepository, SlotRepository } from "@molt/aggregates";
-import type { EventStore, StoredCommit } from "@molt/event-store";
+import { CommitTooLargeError, type EventStore, type StoredCommit } from "@molt/event-store";
 import type { Logger } from "@molt/runtime";
 import type { DesiredStates } from "../dispatch/desired.js";
 import { planDeployment } from "../planning/plan.js";
@@ -43,7 +43,18 @@ export function engine(deps: EngineDeps) {
       loadPackages(deps.store, component, version, (p) => deps.downloadUrl(component, version, p)),
     ]);
     const planned = planDeployment({ component, version, hosts, hostStates, packages });
-    await deps.deployments.handle(deploymentId, { type: "PlanDeployment", data: planned }, meta(e), `${deploymentId}:planned`);
+    try {
+      await deps.deployments.handle(deploymentId, { type: "PlanDeployment", data: planned }, meta(e), `${deploymentId}:planned`);
+    } catch (err) {
+      if (!(err instanceof CommitTooLargeError)) throw err;
+      // Retrying would fail the same way forever: end the deployment with a reason an operator can act on.
+      await deps.deployments.handle(
+        deploymentId,
+        { type: "FailDeployment", data: { reason: `the plan for ${hosts.length} hosts does not fit in one commit (${err.bytes} bytes, limit ${err.limit}): split the deployment` } },
+        meta(e),
+        `${deploymentId}:failed`,
+      );
+    }
   }
 
   /**
@@ -73,6 +84,8 @@ export function engine(deps: EngineDeps) {
     const deadline = new Date(Date.now() + (state.taskTimeoutMs ?? 900_000)).toISOString();
     let busy = 0;
     for (const h of batch.hosts) {
+      const pkg = state.packages[h.platform];
+      if (!pkg) throw new Error(`plan of ${deploymentId} names no package for platform ${h.platform}`);
       const taskId = taskIdFor(deploymentId, h.hostId, 1);
       try {
         await deps.slots.handle(
@@ -89,7 +102,7 @@ export function engine(deps: EngineDeps) {
               fromVersion: h.fromVersion,
               attempt: 1,
               deadline,
-              package: h.package,
+              package: pkg,
             },
           },
           meta(e),

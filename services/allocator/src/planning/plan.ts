@@ -16,7 +16,8 @@ export interface PlanInput {
  * DeploymentPlanned, so a replay never re-resolves. (One batch for now; canary, batch sizes
  * and ordering come with the roll engine.)
  */
-export function planDeployment(input: PlanInput): { batches: Batch[]; skipped: SkippedHost[] } {
+export function planDeployment(input: PlanInput): { packages: Record<string, PackageRef>; batches: Batch[]; skipped: SkippedHost[] } {
+  const packages: Record<string, PackageRef> = {};
   const planned: Batch["hosts"] = [];
   const skipped: SkippedHost[] = [];
   for (const hostId of input.hosts) {
@@ -35,7 +36,8 @@ export function planDeployment(input: PlanInput): { batches: Batch[]; skipped: S
       skipped.push({ hostId, reason: `no package ${input.component} ${input.version} for platform ${host.platform}` });
       continue;
     }
-    planned.push({ hostId, fromVersion, package: pkg });
+    packages[host.platform] = pkg;
+    planned.push({ hostId, fromVersion, platform: host.platform });
   }
-  return { batches: planned.length > 0 ? [{ index: 0, kind: "batch", hosts: planned }] : [], skipped };
+  return { packages, batches: planned.length > 0 ? [{ index: 0, kind: "batch", hosts: planned }] : [], skipped };
 }
