@@ -89,7 +89,7 @@ beforeAll(async () => {
       seed: `${COMPONENT}@1.0.0`,
       env: { MOLT_HEARTBEAT_MS: "500", MOLT_POLL_MS: "2000", ...(hostId === TAMPERED ? { MOLT_PACKAGE_MIRROR: mirrorUrl } : {}) },
     })),
-    env: { MOLT_TICK_MS: "500", MOLT_RETRY_DELAY_MS: "200" },
+    env: { MOLT_TICK_MS: "500", MOLT_RETRY_DELAY_MS: "200", MOLT_ACK_WAIT_MS: "2000" },
   });
   // Every host has registered with its version before anything is planned against it.
   await waitFor("hosts registered", async () => {
@@ -168,5 +168,34 @@ describe("the spine, end to end", () => {
     expect((await api("POST", "/v1/deployments", body, {}, VIEWER)).status).toBe(403);
     const requested = (await store.read(subjects.deployment(a.body.deploymentId))).flatMap((c) => c.commit.events).filter((e) => e.type === "DeploymentRequested");
     expect(requested).toHaveLength(1);
+  });
+
+  it("[spine] an allocator replica killed mid-rollout loses nothing: the other finishes, one allocation per slot", async () => {
+    await upload("2.2.0");
+    const r = await api<{ deploymentId: string }>("POST", "/v1/deployments", { component: COMPONENT, version: "2.2.0", hosts: HOSTS }, { "idempotency-key": "spine-2.2.0" });
+    expect(r.status).toBe(202);
+    const id = r.body.deploymentId;
+    // Kill one replica as soon as the rollout is under way (SIGKILL: no graceful drain, unacked messages stay with the server).
+    await waitFor("tasks allocated", async () => {
+      const commits = await Promise.all(HOSTS.map((h) => store.readLast(subjects.slot(h, COMPONENT))));
+      return commits.some((c) => c?.commit.events.some((e) => e.type === "TaskAllocated" && e.data.deploymentId === id)) ? true : undefined;
+    });
+    await system.processes.find((p) => p.name === "allocator-1")!.kill();
+    const view = await waitFor(
+      "deployment to finish with one replica",
+      async () => {
+        const v = await api<View & { deployment: { state: string } }>("GET", `/v1/deployments/${id}`);
+        return v.body?.deployment?.state === "completed" ? v.body : undefined;
+      },
+      { timeoutMs: 60_000, intervalMs: 200 },
+    );
+    expect(view.counts["succeeded"]).toBe(5);
+    expect(view.counts["failed"]).toBe(0);
+    for (const h of HOSTS) {
+      const allocated = (await store.read(subjects.slot(h, COMPONENT)))
+        .flatMap((c) => c.commit.events)
+        .filter((e) => e.type === "TaskAllocated" && e.data.deploymentId === id);
+      expect(allocated, h).toHaveLength(1);
+    }
   });
 });
