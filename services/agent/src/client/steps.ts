@@ -1,7 +1,7 @@
 import { mkdir, readdir, rename, rm, stat, utimes } from "node:fs/promises";
 import { join } from "node:path";
 import type { DesiredState, Step } from "@molt/contracts";
-import { fsyncDir, isErrno } from "../host/durable.js";
+import { fileExists, fsyncDir, isErrno } from "../host/durable.js";
 import { type ComponentPaths, installedVersion, switchCurrent } from "../host/layout.js";
 import { downloadPackage, type Fetch, viaMirror } from "./download.js";
 import { extractArchive, type ExtractLimits } from "./extract.js";
@@ -118,7 +118,7 @@ async function override(ctx: TaskContext): Promise<string> {
   const summary = await extractArchive(archivePath(ctx), extracted, ctx.limits);
   const target = ctx.paths.version(version);
   const installed = await installedVersion(ctx.root, ctx.task.component);
-  if (await exists(target)) {
+  if (await fileExists(target)) {
     if (installed === version) {
       // The live version is never replaced under running code; it already is what we want.
       await rm(extracted, { recursive: true, force: true });
@@ -186,14 +186,4 @@ async function pruneVersions(ctx: TaskContext): Promise<string[]> {
   const drop = dated.map((d) => d.n).filter((n) => !keep.has(n));
   for (const n of drop) await rm(ctx.paths.version(n), { recursive: true, force: true });
   return drop;
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch (err) {
-    if (isErrno(err, "ENOENT")) return false;
-    throw err;
-  }
 }

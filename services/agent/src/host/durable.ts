@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { link, open, rename, unlink } from "node:fs/promises";
+import { link, open, rename, stat, unlink } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 
 /** fsync a directory so a rename/create/unlink inside it survives a crash. */
@@ -62,4 +62,15 @@ export async function createFileDurable(path: string, data: string): Promise<boo
 
 export function isErrno(err: unknown, code: string): boolean {
   return typeof err === "object" && err !== null && (err as NodeJS.ErrnoException).code === code;
+}
+
+/** True when something exists at `path` (a missing parent counts as missing too). */
+export async function fileExists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch (err) {
+    if (isErrno(err, "ENOENT")) return false;
+    throw err;
+  }
 }

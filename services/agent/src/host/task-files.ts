@@ -1,4 +1,4 @@
-import { mkdir, open, readdir, readFile, stat } from "node:fs/promises";
+import { mkdir, open, readdir, readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { DesiredState, JournalEntry } from "@molt/contracts";
 import { z } from "zod";
@@ -203,14 +203,4 @@ export async function readForwarded(root: string, taskId: string): Promise<numbe
 
 export async function writeForwarded(root: string, taskId: string, seq: number): Promise<void> {
   await writeFileDurable(taskPaths(root, taskId).forwarded, `${seq}\n`);
-}
-
-export async function fileExists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch (err) {
-    if (isErrno(err, "ENOENT")) return false;
-    throw err;
-  }
 }
