@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OBJ_PACKAGES, PackagePublished, subjects, type PackageInfo } from "@molt/contracts";
 import { createEventStore, ensureEventStream, type EventStore } from "@molt/event-store";
 import { createLogger, parseTokens } from "@molt/runtime";
-import { startNatsServer, type NatsServer } from "@molt/testkit";
+import { startNatsServer, waitFor, type NatsServer } from "@molt/testkit";
 import { buildApp } from "./app.js";
 import { canonicalJson, createManifestSigner, keyIdOf } from "./signing.js";
 import { rawTar } from "./testing.js";
@@ -331,10 +331,18 @@ describe("package-repo over HTTP", () => {
       await nothingStored(component, sha256(Buffer.concat(Array.from({ length: 10 }, () => chunk))));
     });
 
-    it("[spine] over real HTTP, an endless oversize stream is cut off; nothing stored", async () => {
+    it("[spine] over real HTTP, a long oversize stream is cut off; nothing stored", async () => {
       const component = uniq();
       const chunk = new Uint8Array(64 * 1024).fill(1);
-      const body = new ReadableStream<Uint8Array>({ pull: (c) => c.enqueue(chunk) });
+      // 256 MiB, far past the limit: bounded so that a server that failed to cut it off fails the
+      // test by its timeout instead of exhausting the worker's memory.
+      let sent = 0;
+      const body = new ReadableStream<Uint8Array>({
+        pull: (c) => {
+          if (sent++ < 4096) c.enqueue(chunk);
+          else c.close();
+        },
+      });
       const res = await upload({ component, version: "1.0.0" }, body).catch((err: unknown) => err);
       // The server answers 413 and closes the connection; a client still writing may see the
       // close before it reads the answer. Either way nothing is kept.
@@ -342,6 +350,10 @@ describe("package-repo over HTTP", () => {
       else expect(res).toBeInstanceOf(TypeError);
       expect(await store.readLast(subjects.package(component))).toBeNull();
       expect(await readdir(join(dataDir, "tmp"))).toEqual([]);
+      // The server cut the connection: the client's body stops being read long before its end.
+      let before = -1;
+      await waitFor("the upload to stop", () => (sent === before ? true : ((before = sent), undefined)), { timeoutMs: 10_000, intervalMs: 300 });
+      expect(sent).toBeLessThan(4096);
     });
 
     it("[spine] a garbage body → 400 and nothing stored", async () => {
