@@ -2,3 +2,4 @@ export * from "./ids.js";
 export * from "./subjects.js";
 export * from "./events.js";
 export * from "./messages.js";
+export * from "./issues.js";

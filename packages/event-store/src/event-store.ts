@@ -1,6 +1,7 @@
 import { DeliverPolicy, jetstream, jetstreamManager, JetStreamApiError, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { Commit, STREAM_EVENTS, type MoltEvent } from "@molt/contracts";
+import { Commit, describeIssues, STREAM_EVENTS, type MoltEvent } from "@molt/contracts";
+import { followStream, type Subscription } from "./follow.js";
 import { CommitTooLargeError, ConcurrencyError, CorruptCommitError, EventStoreError, InvalidCommitError } from "./errors.js";
 
 /** JetStream's "wrong last sequence" error code. */
@@ -29,11 +30,6 @@ export interface AppendResult {
   duplicate: boolean;
 }
 
-export interface Subscription {
-  stop(): Promise<void>;
-  /** Resolves when the subscription ends (stopped or failed). */
-  readonly done: Promise<void>;
-}
 
 export interface EventStore {
   readonly stream: string;
@@ -105,7 +101,7 @@ export function createEventStore(nc: NatsConnection, opts: { stream?: string } =
       // The stream is immutable: a commit that readers would refuse, or that the server would
       // refuse for its size, must be stopped here, before it is stored for good.
       const checked = Commit.safeParse({ commitId: commit.commitId, events: commit.events, state: commit.state });
-      if (!checked.success) throw new InvalidCommitError(subject, checked.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; "));
+      if (!checked.success) throw new InvalidCommitError(subject, describeIssues(checked.error));
       const body = encoder.encode(JSON.stringify(checked.data));
       const max = nc.info?.max_payload ?? 1024 * 1024;
       if (body.length > max - HEADER_ROOM) throw new CommitTooLargeError(subject, body.length, max - HEADER_ROOM);
@@ -150,34 +146,13 @@ export function createEventStore(nc: NatsConnection, opts: { stream?: string } =
       return out;
     },
     subscribe({ filter, fromSeq, handler, onError }) {
-      let stopped = false;
-      let close: (() => Promise<unknown>) | undefined;
-      const done = (async () => {
-        const consumer = await js.consumers.get(stream, {
-          filter_subjects: filter ?? "molt.es.>",
-          ...(fromSeq > 1 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: fromSeq } : {}),
-        });
-        const messages = await consumer.consume();
-        close = () => messages.close();
-        if (stopped) await messages.close();
-        for await (const m of messages) {
-          const commit = parse(m.subject, m.seq, m.data);
-          await handler({ subject: m.subject, seq: m.seq, time: new Date(Math.floor(m.info.timestampNanos / 1e6)), commit });
-          if (stopped) break;
-        }
-      })().catch((err: unknown) => {
-        if (stopped) return;
-        if (onError) onError(err);
-        else throw err;
+      return followStream(nc, {
+        stream,
+        filter: filter ?? "molt.es.>",
+        fromSeq,
+        handler: (m) => handler({ subject: m.subject, seq: m.seq, time: m.time, commit: parse(m.subject, m.seq, m.data) }),
+        ...(onError ? { onError } : {}),
       });
-      return {
-        done,
-        async stop() {
-          stopped = true;
-          await close?.();
-          await done.catch(() => undefined);
-        },
-      };
     },
     lastSequence,
   };

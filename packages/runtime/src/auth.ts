@@ -3,6 +3,7 @@ import type { FastifyInstance, FastifyRequest } from "fastify";
 import fp from "fastify-plugin";
 import { z } from "zod";
 import { HttpError } from "./errors.js";
+import { describeIssues } from "@molt/contracts";
 
 export const Role = z.enum(["viewer", "operator", "admin"]);
 export type Role = z.infer<typeof Role>;
@@ -31,7 +32,7 @@ export function parseTokens(json: string, source: string): TokenMap {
   }
   const parsed = TokenFile.safeParse(raw);
   if (!parsed.success)
-    throw new Error(`${source}: ${parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`);
+    throw new Error(`${source}: ${describeIssues(parsed.error)}`);
   return new Map(Object.entries(parsed.data));
 }
 

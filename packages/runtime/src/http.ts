@@ -10,6 +10,7 @@ import type { Logger } from "pino";
 import { ZodError } from "zod";
 import { bearerAuth, type TokenMap } from "./auth.js";
 import { HttpError, statusForCode } from "./errors.js";
+import { describeIssues } from "@molt/contracts";
 
 export type App = ReturnType<typeof createHttpApp>;
 
@@ -34,8 +35,7 @@ export function createHttpApp(opts: { logger: Logger; tokens: TokenMap; bodyLimi
       return reply.code(400).send({ error: { code: "validation", message: `${err.validationContext ?? "request"} ${message}` } });
     }
     if (err instanceof ZodError) {
-      const message = err.issues.map((i) => `${i.path.join(".") || "(value)"}: ${i.message}`).join("; ");
-      return reply.code(400).send({ error: { code: "validation", message } });
+      return reply.code(400).send({ error: { code: "validation", message: describeIssues(err) } });
     }
     if (err instanceof HttpError) return reply.code(err.statusCode).send({ error: { code: err.code, message: err.message } });
     const code = (err as { code?: unknown }).code;

@@ -2,7 +2,6 @@ import { STREAM_EVENTS, subjects } from "@molt/contracts";
 import { migrate, type Db } from "@molt/db";
 import { STREAM_AUDIT } from "@molt/event-store";
 import { createHttpApp, type Logger, type TokenMap } from "@molt/runtime";
-import { jetstream } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { commandEntries, eventEntries } from "./ingest/entries.js";
 import { createFollower } from "./ingest/follow.js";
@@ -27,11 +26,10 @@ export interface AuditDeps {
 export async function buildApp(deps: AuditDeps) {
   const { db, logger } = deps;
   await migrate(db, "audit", AUDIT_MIGRATIONS);
-  const js = jetstream(deps.nc);
   const retry = deps.retryMs !== undefined ? { retryMs: deps.retryMs } : {};
   const followers = [
-    createFollower({ js, db, logger, stream: STREAM_EVENTS, filter: subjects.all, toEntries: eventEntries, ...retry }),
-    createFollower({ js, db, logger, stream: STREAM_AUDIT, filter: subjects.commands, toEntries: commandEntries, ...retry }),
+    createFollower({ nc: deps.nc, db, logger, stream: STREAM_EVENTS, filter: subjects.all, toEntries: eventEntries, ...retry }),
+    createFollower({ nc: deps.nc, db, logger, stream: STREAM_AUDIT, filter: subjects.commands, toEntries: commandEntries, ...retry }),
   ];
   const app = createHttpApp({ logger, tokens: deps.tokens });
   queryRoutes(app, { db });

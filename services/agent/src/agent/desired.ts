@@ -1,6 +1,6 @@
 import { Kvm, type KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { DesiredState, KV_DESIRED } from "@molt/contracts";
+import { describeIssues, DesiredState, KV_DESIRED } from "@molt/contracts";
 
 /** One read of a desired-state key. */
 export type DesiredRead =
@@ -44,7 +44,7 @@ export function kvDesiredSource(nc: NatsConnection): DesiredSource {
       if (!parsed.success)
         return {
           kind: "invalid",
-          problem: parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; "),
+          problem: describeIssues(parsed.error),
           revision: entry.revision,
         };
       return { kind: "task", task: parsed.data, revision: entry.revision };

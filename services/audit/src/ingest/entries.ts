@@ -2,14 +2,7 @@ import { CommandRecord, Commit, decodeHostToken, parseEventSubject, type MoltEve
 import { pgSafe } from "@molt/db";
 import type { EntryFields } from "../log/chain.js";
 
-/** One JetStream message as read, before any validation. */
-export interface RawMessage {
-  subject: string;
-  seq: number;
-  data: Uint8Array;
-  /** When JetStream stored it. */
-  time: Date;
-}
+import type { RawMessage } from "@molt/event-store";
 
 const RAW_KEPT = 64 * 1024;
 const decoder = new TextDecoder();

@@ -1,9 +1,9 @@
-import { DeliverPolicy, type JetStreamClient } from "@nats-io/jetstream";
-import type { Db } from "@molt/db";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { createCheckpointedFollower, type Db } from "@molt/db";
+import { followStream, type RawMessage } from "@molt/event-store";
 import type { Logger } from "@molt/runtime";
 import { appendEntries } from "../log/append.js";
 import type { EntryFields } from "../log/chain.js";
-import type { RawMessage } from "./entries.js";
 
 export interface FollowerStatus {
   stream: string;
@@ -18,12 +18,11 @@ export interface Follower {
 }
 
 /**
- * Reads one stream from its checkpoint on with an ordered consumer (catch-up, then live) and
- * appends each message's entries together with the checkpoint. On a failure it stops, waits and
- * starts again from the checkpoint, so nothing is skipped and nothing is written twice.
+ * Follows one stream, raw (so a message that fails validation is still recorded, as such), and
+ * appends each message's entries to the chain in the transaction that moves its checkpoint.
  */
 export function createFollower(deps: {
-  js: JetStreamClient;
+  nc: NatsConnection;
   db: Db;
   logger: Logger;
   stream: string;
@@ -31,78 +30,21 @@ export function createFollower(deps: {
   toEntries: (stream: string, m: RawMessage) => EntryFields[];
   retryMs?: number;
 }): Follower {
-  const { js, db, stream, filter, toEntries } = deps;
-  const logger = deps.logger.child({ stream });
-  const firstRetryMs = deps.retryMs ?? 1_000;
-  let retryMs = firstRetryMs;
-  let checkpoint = 0;
-  let lastError: string | null = null;
-  let stopped = false;
-  let close: (() => Promise<void>) | undefined;
-  let loop: Promise<void> | undefined;
-  let retryTimer: NodeJS.Timeout | undefined;
-
-  const readCheckpoint = async () =>
-    (await db.query<{ seq: number }>("SELECT seq FROM checkpoints WHERE name = $1", [stream])).rows[0]?.seq ?? 0;
-
-  const handle = async (m: RawMessage) => {
-    if (m.seq <= checkpoint) return;
-    const written = await appendEntries(db, { name: stream, seq: m.seq }, toEntries(stream, m));
-    checkpoint = written ? m.seq : await readCheckpoint();
-    if (lastError !== null) logger.info({ seq: m.seq }, "auditing again");
-    lastError = null;
-    retryMs = firstRetryMs;
-  };
-
-  const run = async () => {
-    checkpoint = await readCheckpoint();
-    const from = checkpoint + 1;
-    const consumer = await js.consumers.get(stream, {
-      filter_subjects: filter,
-      ...(from > 1 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from } : {}),
-    });
-    const messages = await consumer.consume();
-    close = async () => {
-      await messages.close();
-    };
-    if (stopped) await messages.close();
-    logger.info({ checkpoint }, "following");
-    for await (const m of messages) {
-      await handle({ subject: m.subject, seq: m.seq, data: m.data, time: m.time });
-      if (stopped) break;
-    }
-    if (!stopped) throw new Error(`the consumer on ${stream} ended`);
-  };
-
-  const launch = () => {
-    loop = run().catch(async (err: unknown) => {
-      if (stopped) return;
-      lastError = err instanceof Error ? err.message : String(err);
-      logger.error({ err, checkpoint, retryInMs: retryMs }, "auditing failed; retrying from the checkpoint");
-      await close?.().catch(() => undefined);
-      close = undefined;
-      const delay = retryMs;
-      retryMs = Math.min(retryMs * 2, 30_000);
-      retryTimer = setTimeout(() => {
-        retryTimer = undefined;
-        if (!stopped) launch();
-      }, delay);
-    });
-  };
-
+  const { nc, stream, filter, toEntries } = deps;
+  const follower = createCheckpointedFollower<RawMessage>({
+    db: deps.db,
+    logger: deps.logger,
+    name: stream,
+    open: (fromSeq, handler, onError) => followStream(nc, { stream, filter, fromSeq, handler, onError }),
+    apply: (tx, m) => appendEntries(tx, toEntries(stream, m)),
+    ...(deps.retryMs !== undefined ? { retryMs: deps.retryMs } : {}),
+  });
   return {
-    async start() {
-      checkpoint = await readCheckpoint();
-      launch();
-    },
-    async stop() {
-      stopped = true;
-      if (retryTimer) clearTimeout(retryTimer);
-      await close?.().catch(() => undefined);
-      await loop;
-    },
+    start: () => follower.start(),
+    stop: () => follower.stop(),
     async status() {
-      return { stream, checkpoint: await readCheckpoint(), error: lastError };
+      const s = await follower.status();
+      return { stream, checkpoint: s.checkpoint, error: s.error };
     },
   };
 }

@@ -1,22 +1,15 @@
-import type { Db } from "@molt/db";
+import type { Queryable } from "@molt/db";
 import { entryHash, GENESIS, type EntryFields } from "./chain.js";
 
 /**
- * Appends the entries of one source message and moves that stream's checkpoint, in one
- * transaction. Returns false when the checkpoint had already passed `seq` (nothing written).
+ * Appends the entries of one source message to the chain, inside the transaction that moves that
+ * stream's checkpoint (the follower's).
  */
-export async function appendEntries(db: Db, checkpoint: { name: string; seq: number }, entries: readonly EntryFields[]): Promise<boolean> {
-  return db.transaction(async (tx) => {
+export async function appendEntries(tx: Queryable, entries: readonly EntryFields[]): Promise<void> {
+  {
     // One appender at a time across every process sharing the database: the chain has one head.
     await tx.query("SELECT pg_advisory_xact_lock(hashtext('molt-audit-chain'))");
-    const moved = await tx.query(
-      `INSERT INTO checkpoints (name, seq) VALUES ($1, $2)
-       ON CONFLICT (name) DO UPDATE SET seq = EXCLUDED.seq WHERE checkpoints.seq < EXCLUDED.seq
-       RETURNING seq`,
-      [checkpoint.name, checkpoint.seq],
-    );
-    if (moved.rows.length === 0) return false;
-    if (entries.length === 0) return true;
+    if (entries.length === 0) return;
     const head = await tx.query<{ hash: string }>("SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1");
     let prev = head.rows[0]?.hash ?? GENESIS;
     const rows = entries.map((e) => {
@@ -48,6 +41,5 @@ export async function appendEntries(db: Db, checkpoint: { name: string; seq: num
        ORDER BY e.ord`,
       [JSON.stringify(rows)],
     );
-    return true;
-  });
+  }
 }

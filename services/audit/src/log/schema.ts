@@ -32,12 +32,7 @@ export const AUDIT_MIGRATIONS = [
   CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
     FOR EACH ROW EXECUTE FUNCTION audit_log_refuse_change();
   CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
-    FOR EACH STATEMENT EXECUTE FUNCTION audit_log_refuse_change();
-
-  CREATE TABLE checkpoints (
-    name text PRIMARY KEY,
-    seq bigint NOT NULL
-  )`,
+    FOR EACH STATEMENT EXECUTE FUNCTION audit_log_refuse_change();`,
 ];
 
 /** An audit_log row as both drivers return it (bigint as number, timestamptz as Date, jsonb parsed). */

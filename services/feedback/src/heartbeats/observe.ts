@@ -12,6 +12,7 @@ import {
 } from "@molt/contracts";
 import { retryOnConflict } from "@molt/aggregates";
 import type { EventStore } from "@molt/event-store";
+import { describeIssues } from "@molt/contracts";
 
 type Answer = { status: "ok" } | { status: "refused"; reason: string };
 
@@ -29,7 +30,7 @@ export async function observeHeartbeat(
 ): Promise<Answer> {
   const parsed = Heartbeat.safeParse(input.payload);
   if (!parsed.success)
-    return { status: "refused", reason: `invalid heartbeat: ${parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}` };
+    return { status: "refused", reason: `invalid heartbeat: ${describeIssues(parsed.error)}` };
   const hb = parsed.data;
   if (encodeHostToken(hb.hostId) !== input.subjectHostToken)
     return { status: "refused", reason: `host mismatch: heartbeat for ${hb.hostId} sent on another host's subject` };

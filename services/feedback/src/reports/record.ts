@@ -1,4 +1,4 @@
-import { encodeHostToken, StepReport, type ReportAnswer } from "@molt/contracts";
+import { encodeHostToken, StepReport, type ReportAnswer, describeIssues } from "@molt/contracts";
 import type { SlotRepository } from "@molt/aggregates";
 
 /**
@@ -12,7 +12,7 @@ export async function recordReport(
 ): Promise<ReportAnswer> {
   const parsed = StepReport.safeParse(input.payload);
   if (!parsed.success)
-    return { status: "refused", reason: `invalid report: ${parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}` };
+    return { status: "refused", reason: `invalid report: ${describeIssues(parsed.error)}` };
   const report = parsed.data;
   if (encodeHostToken(report.hostId) !== input.subjectHostToken)
     return { status: "refused", reason: `host mismatch: report for ${report.hostId} sent on another host's subject` };

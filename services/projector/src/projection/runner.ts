@@ -1,15 +1,8 @@
 import { decodeHostToken, parseEventSubject } from "@molt/contracts";
-import { migrate, pgSafe, type Db, type Queryable } from "@molt/db";
-import type { EventStore, StoredCommit, Subscription } from "@molt/event-store";
+import { createCheckpointedFollower, migrate, pgSafe, type Db } from "@molt/db";
+import type { EventStore, StoredCommit } from "@molt/event-store";
 import type { Logger } from "@molt/runtime";
 import type { ProjectedCommit, Projection } from "./projection.js";
-
-const CHECKPOINT_MIGRATIONS = [
-  `CREATE TABLE checkpoints (
-    name text PRIMARY KEY,
-    seq bigint NOT NULL
-  )`,
-];
 
 export interface ProjectorStatus {
   /** The last stream sequence applied to the views. */
@@ -38,11 +31,6 @@ export interface RunnerDeps {
   retryMs?: number;
 }
 
-export async function readCheckpoint(q: Queryable, name: string): Promise<number> {
-  const r = await q.query<{ seq: number }>("SELECT seq FROM checkpoints WHERE name = $1", [name]);
-  return r.rows[0]?.seq ?? 0;
-}
-
 /** Splits the subject once so projections never parse it themselves; cleans what PostgreSQL would refuse. */
 export function toProjected(c: StoredCommit): ProjectedCommit {
   const parsed = parseEventSubject(c.subject);
@@ -61,85 +49,33 @@ export function toProjected(c: StoredCommit): ProjectedCommit {
 }
 
 /**
- * Applies each commit of MOLT_EVENTS to every projection and moves the checkpoint in the same
- * transaction: a crash leaves either all of a commit or none of it, and a restart resumes right
- * after the last commit applied.
+ * Applies each commit of MOLT_EVENTS to every projection, in the transaction that moves the
+ * checkpoint (the shared checkpointed follower): a crash leaves either all of a commit or none
+ * of it, and a restart resumes right after the last commit applied.
  */
 export function createRunner(deps: RunnerDeps): ProjectionRunner {
-  const { db, store, logger, projections } = deps;
+  const { db, store, projections } = deps;
   const name = deps.name ?? "projector";
-  const firstRetryMs = deps.retryMs ?? 1_000;
-  let checkpoint = 0;
-  let subscription: Subscription | undefined;
-  let retryTimer: NodeJS.Timeout | undefined;
-  let retryMs = firstRetryMs;
-  let lastError: string | null = null;
-  let stopped = false;
-
-  const apply = async (stored: StoredCommit): Promise<void> => {
-    // A resubscription can hand back commits we already hold: skip them cheaply.
-    if (stored.seq <= checkpoint) return;
-    const c = toProjected(stored);
-    const applied = await db.transaction(async (tx) => {
-      // The checkpoint moves first: its row lock orders concurrent workers on one PostgreSQL,
-      // and a worker that finds it already past this commit applies nothing.
-      const moved = await tx.query(
-        `INSERT INTO checkpoints (name, seq) VALUES ($1, $2)
-         ON CONFLICT (name) DO UPDATE SET seq = EXCLUDED.seq WHERE checkpoints.seq < EXCLUDED.seq
-         RETURNING seq`,
-        [name, c.seq],
-      );
-      if (moved.rows.length === 0) return false;
+  const follower = createCheckpointedFollower<StoredCommit>({
+    db,
+    logger: deps.logger,
+    name,
+    open: (fromSeq, handler, onError) => store.subscribe({ fromSeq, handler, onError }),
+    apply: async (tx, stored) => {
+      const c = toProjected(stored);
       for (const p of projections) await p.apply(tx, c);
-      return true;
-    });
-    checkpoint = applied ? c.seq : await readCheckpoint(db, name);
-    if (lastError !== null) {
-      logger.info({ seq: c.seq }, "projecting again");
-      lastError = null;
-    }
-    retryMs = firstRetryMs;
-  };
-
-  const subscribe = async (): Promise<void> => {
-    checkpoint = await readCheckpoint(db, name);
-    logger.info({ checkpoint }, "following the event stream");
-    subscription = store.subscribe({ fromSeq: checkpoint + 1, handler: apply, onError: onFailure });
-  };
-
-  function onFailure(err: unknown): void {
-    lastError = err instanceof Error ? err.message : String(err);
-    logger.error({ err, checkpoint, retryInMs: retryMs }, "projection failed; retrying from the checkpoint");
-    const failed = subscription;
-    subscription = undefined;
-    const delay = retryMs;
-    retryMs = Math.min(retryMs * 2, 30_000);
-    // stop() closes the consumer the failed loop left open.
-    void (failed?.stop() ?? Promise.resolve()).finally(() => {
-      if (stopped) return;
-      retryTimer = setTimeout(() => {
-        retryTimer = undefined;
-        if (stopped) return;
-        subscribe().catch(onFailure);
-      }, delay);
-    });
-  }
-
+    },
+    ...(deps.retryMs !== undefined ? { retryMs: deps.retryMs } : {}),
+  });
   return {
     async start() {
-      await migrate(db, `${name}.checkpoints`, CHECKPOINT_MIGRATIONS);
       for (const p of projections) await migrate(db, `${name}.${p.name}`, p.migrations);
-      await subscribe();
+      await follower.start();
     },
-    async stop() {
-      stopped = true;
-      if (retryTimer) clearTimeout(retryTimer);
-      await subscription?.stop();
-      subscription = undefined;
-    },
+    stop: () => follower.stop(),
     async status() {
-      const [cp, last] = await Promise.all([readCheckpoint(db, name), store.lastSequence()]);
-      return { checkpoint: cp, streamLastSeq: last, lag: Math.max(0, last - cp), error: lastError };
+      const [s, last] = await Promise.all([follower.status(), store.lastSequence()]);
+      return { checkpoint: s.checkpoint, streamLastSeq: last, lag: Math.max(0, last - s.checkpoint), error: s.error };
     },
   };
 }
