@@ -1,21 +1,9 @@
 import type { NatsConnection } from "@nats-io/transport-node";
-import { createCheckpointedFollower, type Db } from "@molt/db";
+import { createCheckpointedFollower, type CheckpointedFollower, type Db } from "@molt/db";
 import { followStream, type RawMessage } from "@molt/event-store";
 import type { Logger } from "@molt/runtime";
 import { appendEntries } from "../log/append.js";
 import type { EntryFields } from "../log/chain.js";
-
-export interface FollowerStatus {
-  stream: string;
-  checkpoint: number;
-  error: string | null;
-}
-
-export interface Follower {
-  start(): Promise<void>;
-  stop(): Promise<void>;
-  status(): Promise<FollowerStatus>;
-}
 
 /**
  * Follows one stream, raw (so a message that fails validation is still recorded, as such), and
@@ -29,9 +17,10 @@ export function createFollower(deps: {
   filter: string;
   toEntries: (stream: string, m: RawMessage) => EntryFields[];
   retryMs?: number;
-}): Follower {
+}): CheckpointedFollower {
   const { nc, stream, filter, toEntries } = deps;
-  const follower = createCheckpointedFollower<RawMessage>({
+  // The checkpoint is named after the stream it follows.
+  return createCheckpointedFollower<RawMessage>({
     db: deps.db,
     logger: deps.logger,
     name: stream,
@@ -39,12 +28,4 @@ export function createFollower(deps: {
     apply: (tx, m) => appendEntries(tx, toEntries(stream, m)),
     ...(deps.retryMs !== undefined ? { retryMs: deps.retryMs } : {}),
   });
-  return {
-    start: () => follower.start(),
-    stop: () => follower.stop(),
-    async status() {
-      const s = await follower.status();
-      return { stream, checkpoint: s.checkpoint, error: s.error };
-    },
-  };
 }
