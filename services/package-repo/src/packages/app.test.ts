@@ -1,5 +1,6 @@
 import { createHash, createPublicKey, generateKeyPairSync, verify } from "node:crypto";
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { connect as connectTcp } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
@@ -354,6 +355,39 @@ describe("package-repo over HTTP", () => {
       let before = -1;
       await waitFor("the upload to stop", () => (sent === before ? true : ((before = sent), undefined)), { timeoutMs: 10_000, intervalMs: 300 });
       expect(sent).toBeLessThan(4096);
+    });
+
+    it("[spine] a raw client that never stops sending gets the 413 and is cut off after a bounded linger", async () => {
+      const component = uniq();
+      const { port } = new URL(base);
+      const socket = connectTcp(Number(port), "127.0.0.1");
+      const body = Buffer.alloc(64 * 1024, 1);
+      const chunk = Buffer.concat([Buffer.from(`${body.length.toString(16)}\r\n`), body, Buffer.from("\r\n")]);
+      let written = 0;
+      let answer = "";
+      socket.setEncoding("utf8");
+      socket.on("data", (d: string) => (answer += d));
+      const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
+      socket.on("error", () => undefined);
+      socket.write(
+        `POST /v1/packages?component=${component}&version=1.0.0&platform=linux-amd64 HTTP/1.1\r\n` +
+          `host: x\r\nauthorization: Bearer ${OPERATOR}\r\ncontent-type: application/gzip\r\ntransfer-encoding: chunked\r\n\r\n`,
+      );
+      // Writes for as long as the server takes them, ignoring its answer (as a hostile client does);
+      // 1 GiB at most so a server that never cuts off fails the test instead of filling the disk.
+      const pump = () => {
+        while (!socket.destroyed && written < 1024 * 1024 * 1024) {
+          written += chunk.length;
+          if (!socket.write(chunk)) return void socket.once("drain", pump);
+        }
+      };
+      pump();
+      await closed;
+      expect(answer).toMatch(/^HTTP\/1\.1 413 /);
+      expect(answer).toContain("payload_too_large");
+      // The limit, the linger bound (8 MiB) and what the kernel buffers on both sides; far below 1 GiB.
+      expect(written).toBeLessThan(64 * 1024 * 1024);
+      expect(await store.readLast(subjects.package(component))).toBeNull();
     });
 
     it("[spine] a garbage body → 400 and nothing stored", async () => {

@@ -11,7 +11,7 @@ import { createPackageCatalog, type PublishedPackage } from "./catalog.js";
 import { serveBlob } from "./download.js";
 import { publishPackage } from "./publish.js";
 import type { ManifestSigner } from "./signing.js";
-import { PackageTooLargeError, receiveToFile } from "./upload.js";
+import { PackageTooLargeError, receiveToFile, refuseOversizeUpload, type LingerLimits } from "./upload.js";
 
 export interface PackageRepoDeps {
   logger: Logger;
@@ -26,6 +26,8 @@ export interface PackageRepoDeps {
   archiveLimits: ArchiveLimits;
   /** Signs each new manifest; null publishes unsigned packages. */
   signer: ManifestSigner | null;
+  /** How much of a refused oversize upload is still read so the client sees the 413. */
+  linger?: LingerLimits;
   now?: () => Date;
 }
 
@@ -77,9 +79,8 @@ export function buildApp(deps: PackageRepoDeps) {
       throw new HttpError(415, "unsupported_media_type", `send the archive as ${UPLOAD_TYPES.join(" or ")}`);
     const declared = Number(req.headers["content-length"]);
     if (Number.isFinite(declared) && declared > deps.maxPackageBytes) {
-      // Closing the connection after the answer spares reading a body we will not keep.
-      void reply.header("connection", "close");
-      throw new PackageTooLargeError(deps.maxPackageBytes);
+      refuseOversizeUpload(reply, body, new PackageTooLargeError(deps.maxPackageBytes), deps.linger);
+      return reply;
     }
     const file = await blobs.tempPath("upload");
     try {
@@ -87,8 +88,9 @@ export function buildApp(deps: PackageRepoDeps) {
       try {
         received = await receiveToFile(body, file, deps.maxPackageBytes);
       } catch (err) {
-        if (err instanceof PackageTooLargeError) void reply.header("connection", "close");
-        throw err;
+        if (!(err instanceof PackageTooLargeError)) throw err;
+        refuseOversizeUpload(reply, body, err, deps.linger);
+        return reply;
       }
       const archive = await inspectArchive(file, deps.archiveLimits);
       const manifest = PackageManifest.parse({ component, version, platform, ...received, ...archive });
