@@ -26,17 +26,31 @@ export const ErrorBody = z.object({ error: z.object({ code: z.string(), message:
 export type ErrorBody = z.infer<typeof ErrorBody>;
 
 // ---------- desired state (KV molt_desired, key <host>.<component>) ----------
-export const DesiredState = z.object({
-  taskId: Id,
-  deploymentId: Id,
-  hostId: HostId,
-  component: ComponentName,
-  version: Version,
-  fromVersion: Version.nullable(),
-  attempt: z.number().int().positive(),
-  deadline: z.iso.datetime(),
-  package: PackageRef,
-});
+/**
+ * What a task does on the host. `upgrade` and `install` download `package`; `rollback` switches
+ * back to `version` from the copy kept on the host (versions/<version>), with no download;
+ * `uninstall` stops and removes the component. Only upgrade and install carry a package.
+ */
+export const TaskKind = z.enum(["upgrade", "install", "rollback", "uninstall"]);
+export type TaskKind = z.infer<typeof TaskKind>;
+
+export const DesiredState = z
+  .object({
+    taskId: Id,
+    deploymentId: Id,
+    hostId: HostId,
+    component: ComponentName,
+    kind: TaskKind.default("upgrade"),
+    version: Version,
+    fromVersion: Version.nullable(),
+    attempt: z.number().int().positive(),
+    deadline: z.iso.datetime(),
+    package: PackageRef.optional(),
+  })
+  .refine((d) => d.package !== undefined || d.kind === "rollback" || d.kind === "uninstall", {
+    message: "package is required for upgrade and install tasks",
+    path: ["package"],
+  });
 export type DesiredState = z.infer<typeof DesiredState>;
 
 // ---------- host → feedback ----------

@@ -97,6 +97,7 @@ async function backup(ctx: TaskContext): Promise<string> {
 
 async function download(ctx: TaskContext): Promise<string> {
   const pkg = ctx.task.package;
+  if (pkg === undefined) throw new Error(`a ${ctx.task.kind} task has no package to download`);
   const url = viaMirror(pkg.url, ctx.mirror);
   const res = await downloadPackage({
     url,

@@ -147,6 +147,7 @@ export function desiredTask(over: Partial<DesiredState> & Pick<DesiredState, "ho
   return {
     taskId: `t-${randomBytes(6).toString("hex")}`,
     deploymentId: "d-1",
+    kind: "upgrade",
     component: "metrics-agent",
     version: "2.0.0",
     fromVersion: "1.0.0",

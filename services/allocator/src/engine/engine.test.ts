@@ -103,7 +103,7 @@ describe("allocator", () => {
       expect(types).toEqual(["TaskAllocated", "TaskDispatched"]);
       const desired = DesiredState.parse((await kv.get(desiredKey(h, "metrics-agent")))!.json());
       expect(desired).toMatchObject({ taskId: taskIdFor(deploymentId, h, 1), version: "2.0.0", fromVersion: "1.0.0" });
-      expect(desired.package.url).toContain("/v1/packages/metrics-agent/2.0.0/linux-amd64/download");
+      expect(desired.package?.url).toContain("/v1/packages/metrics-agent/2.0.0/linux-amd64/download");
     }
     const planned = (await store.read(subjects.deployment(deploymentId))).flatMap((c) => c.commit.events).find((e) => e.type === "DeploymentPlanned");
     expect(planned?.type === "DeploymentPlanned" && planned.data.skipped.map((s) => s.hostId).sort()).toEqual(["already-there", "unknown-host"]);

@@ -132,6 +132,7 @@ export function engine(deps: EngineDeps) {
       deploymentId: d.deploymentId,
       hostId: d.hostId,
       component: d.component,
+      kind: "upgrade",
       version: d.version,
       fromVersion: d.fromVersion,
       attempt: d.attempt,
