@@ -15,6 +15,8 @@ export interface ProjectorDeps {
   tokens: TokenMap;
   /** First retry delay after a projection failure. */
   retryMs?: number;
+  /** Failures in a row after which a commit is dead-lettered. */
+  deadLetterAfter?: number;
 }
 
 /**
@@ -29,6 +31,7 @@ export async function buildApp(deps: ProjectorDeps) {
     logger,
     projections: [deploymentsProjection(), timelineProjection()],
     ...(deps.retryMs !== undefined ? { retryMs: deps.retryMs } : {}),
+    ...(deps.deadLetterAfter !== undefined ? { deadLetterAfter: deps.deadLetterAfter } : {}),
   });
   const app = createHttpApp({ logger, tokens: deps.tokens });
   deploymentRoutes(app, { db });
