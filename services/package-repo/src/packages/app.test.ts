@@ -9,12 +9,12 @@ import { Objm, StorageType, type ObjectStore } from "@nats-io/obj";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { create as createTar } from "tar";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { OBJ_PACKAGES, PackagePublished, subjects, type PackageInfo } from "@molt/contracts";
+import { canonicalJson, keyIdOf, OBJ_PACKAGES, PackagePublished, subjects, type PackageInfo } from "@molt/contracts";
 import { createEventStore, ensureEventStream, type EventStore } from "@molt/event-store";
 import { createLogger, parseTokens } from "@molt/runtime";
 import { startNatsServer, waitFor, type NatsServer } from "@molt/testkit";
 import { buildApp } from "./app.js";
-import { canonicalJson, createManifestSigner, keyIdOf } from "./signing.js";
+import { createManifestSigner } from "./signing.js";
 import { rawTar } from "./testing.js";
 
 const OPERATOR = "operator-token-0123456789";
