@@ -7,7 +7,7 @@
  */
 import { parseArgs } from "node:util";
 import { claimTask, openJournal, readTask, taskPaths } from "../host/task-files.js";
-import { runTask } from "./run-task.js";
+import { cancelled, runTask } from "./run-task.js";
 
 async function main(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -32,6 +32,11 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
   if (!(await claimTask(root, taskId, { owner: "client", pid: process.pid }))) return 3;
+  // SIGTERM is how the agent cancels a withdrawn task: the run stops cleanly before anything on
+  // the host changes and journals why; once the switch is under way the run finishes instead.
+  const cancel = new AbortController();
+  process.on("SIGTERM", () => cancel.abort(cancelled("the upgrade client got SIGTERM (task withdrawn)")));
+  const faultFile = process.env["MOLT_SIM_FAULT_FILE"];
   const journal = await openJournal(taskPaths(root, taskId).journal);
   try {
     await runTask({
@@ -39,6 +44,8 @@ async function main(argv: string[]): Promise<number> {
       task,
       journal,
       stepDelayMs: Number(values["step-delay-ms"] ?? 0) || 0,
+      signal: cancel.signal,
+      ...(faultFile ? { faultFile } : {}),
       ...(values.mirror ? { mirror: values.mirror } : {}),
     });
   } finally {

@@ -1,0 +1,25 @@
+import { acquireLock, LockBusyError } from "../lock.js";
+import { type StepContext, type StepResult, TaskRejectedError } from "../machine.js";
+import { discardLeftovers } from "../staging.js";
+
+/** BEGIN: the deadline, then the component lock; a busy lock rejects the task, touching nothing. */
+export async function begin({ input }: StepContext): Promise<StepResult> {
+  const { task, paths, now } = input;
+  if (Date.parse(task.deadline) <= now().getTime()) throw new TaskRejectedError(`deadline ${task.deadline} has passed`);
+  let lock;
+  try {
+    lock = await acquireLock(paths.lock, task.taskId, now);
+  } catch (err) {
+    if (err instanceof LockBusyError) throw new TaskRejectedError(err.message);
+    throw err;
+  }
+  try {
+    // Holding the lock, anything in staging or a temp `current` link was left by a run that died
+    // before its switch: the recovery rule is to discard it (the old version stays).
+    await discardLeftovers(paths);
+  } catch (err) {
+    await lock.release();
+    throw err;
+  }
+  return { detail: `lock taken (pid ${process.pid})`, facts: { lock } };
+}

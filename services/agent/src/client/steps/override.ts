@@ -1,0 +1,38 @@
+import { mkdir, rename, rm, utimes } from "node:fs/promises";
+import { fileExists, fsyncDir } from "../../host/durable.js";
+import { installedVersion, switchCurrent } from "../../host/layout.js";
+import { extractArchive } from "../extract.js";
+import type { StepContext, StepResult } from "../machine.js";
+import { archivePath, extractPath } from "../staging.js";
+
+/**
+ * OVERRIDE: extract into staging (checked and bounded), fsync the tree, rename it to
+ * versions/<version>, then switch `current` atomically. Until the switch the old version is
+ * untouched; the deadline is checked once more right before it.
+ */
+export async function override({ input, signal }: StepContext): Promise<StepResult> {
+  const { task, paths } = input;
+  const { version } = task;
+  const extracted = extractPath(paths, task.taskId);
+  await rm(extracted, { recursive: true, force: true });
+  const summary = await extractArchive(archivePath(paths, task.taskId), extracted, input.limits);
+  const target = paths.version(version);
+  const installed = await installedVersion(input.root, task.component);
+  if (await fileExists(target)) {
+    if (installed === version) {
+      // The live version is never replaced under running code; it already is what we want.
+      await rm(extracted, { recursive: true, force: true });
+      return { detail: `version ${version} already current` };
+    }
+    await rm(target, { recursive: true, force: true }); // left by an earlier attempt, not live
+  }
+  await mkdir(paths.versions, { recursive: true });
+  await rename(extracted, target);
+  // mtime = install time: pruning keeps the most recently installed versions.
+  const now = input.now();
+  await utimes(target, now, now);
+  await fsyncDir(paths.versions);
+  signal.throwIfAborted();
+  await switchCurrent(paths, version, task.taskId);
+  return { detail: `${summary.files} files, ${summary.bytes} bytes; current → versions/${version}`, facts: { switched: true } };
+}
