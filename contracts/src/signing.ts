@@ -48,6 +48,13 @@ export const ManifestSignatureText = z
 export const ManifestSignature = z.object({ signature: ManifestSignatureText, keyId: KeyId });
 export type ManifestSignature = z.infer<typeof ManifestSignature>;
 
+/**
+ * How a publisher's detached signature travels with an upload (`POST /v1/packages`): two headers,
+ * so the body stays the raw archive that package-repo streams to disk.
+ */
+export const PUBLISHER_SIGNATURE_HEADER = "x-molt-signature";
+export const PUBLISHER_KEY_ID_HEADER = "x-molt-key-id";
+
 /** A manifest with its publisher's signature: what a host needs to trust the bytes it downloads. */
 export const SignedManifest = z.object({ manifest: PackageManifest, signature: ManifestSignatureText, keyId: KeyId });
 export type SignedManifest = z.infer<typeof SignedManifest>;
