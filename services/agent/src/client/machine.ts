@@ -47,6 +47,8 @@ export interface StepContext {
   readonly facts: Facts;
   /** Aborted when the step must stop (see StepSpec.stopsOn); a step passes it to its I/O. */
   readonly signal: AbortSignal;
+  /** An earlier step failed: this step runs on the failure path. */
+  readonly failing: boolean;
 }
 
 /**

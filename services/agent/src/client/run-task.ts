@@ -76,7 +76,7 @@ export async function runTask(opts: RunTaskOptions): Promise<Verdict> {
       signal.throwIfAborted();
       const fault = await injectedFault(opts.faultFile, task.hostId, spec.step);
       if (fault !== undefined) throw new Error(fault);
-      const result = await spec.run({ input, facts, signal });
+      const result = await spec.run({ input, facts, signal, failing: failure !== null });
       facts = { ...facts, ...result.facts };
       const durationMs = Math.round(performance.now() - started);
       const detail = result.detail ? { detail: result.detail.slice(0, 1000) } : {};

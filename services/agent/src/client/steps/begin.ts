@@ -15,8 +15,9 @@ export async function begin({ input }: StepContext): Promise<StepResult> {
   }
   try {
     // Holding the lock, anything in staging or a temp `current` link was left by a run that died
-    // before its switch: the recovery rule is to discard it (the old version stays).
-    await discardLeftovers(paths);
+    // before its switch: the recovery rule is to discard it (the old version stays), except a
+    // partial download of this very package, which the download resumes.
+    await discardLeftovers(paths, task.package?.sha256);
   } catch (err) {
     await lock.release();
     throw err;

@@ -10,7 +10,7 @@ export async function download({ input, signal }: StepContext): Promise<StepResu
   const url = viaMirror(pkg.url, mirror);
   const res = await downloadPackage({
     url,
-    dest: archivePath(input.paths, task.taskId),
+    dest: archivePath(input.paths, pkg.sha256),
     size: pkg.size,
     sha256: pkg.sha256,
     fetch: input.fetch,

@@ -1,11 +1,12 @@
 import type { StepContext, StepResult } from "../machine.js";
 import { discardLeftovers, pruneVersions } from "../staging.js";
 
-/** END_ACTION never fails: a cleanup problem must not turn a done upgrade into a failure; it is reported as detail. */
-export async function endAction({ input, facts }: StepContext): Promise<StepResult> {
+/** END_ACTION (release the lock, clean up) never fails: a cleanup problem must not turn a done upgrade into a failure; it is reported as detail. */
+export async function endAction({ input, facts, failing }: StepContext): Promise<StepResult> {
   const notes: string[] = [];
   try {
-    await discardLeftovers(input.paths);
+    // A failed run keeps its (partial) download, so the retry of the same package resumes it.
+    await discardLeftovers(input.paths, failing ? input.task.package?.sha256 : undefined);
   } catch (err) {
     notes.push(`staging cleanup failed: ${(err as Error).message}`);
   }

@@ -12,10 +12,11 @@ import { archivePath, extractPath } from "../staging.js";
  */
 export async function override({ input, signal }: StepContext): Promise<StepResult> {
   const { task, paths } = input;
+  if (task.package === undefined) throw new Error(`a ${task.kind} task has no package to install`);
   const { version } = task;
   const extracted = extractPath(paths, task.taskId);
   await rm(extracted, { recursive: true, force: true });
-  const summary = await extractArchive(archivePath(paths, task.taskId), extracted, input.limits);
+  const summary = await extractArchive(archivePath(paths, task.package.sha256), extracted, input.limits, signal);
   const target = paths.version(version);
   const installed = await installedVersion(input.root, task.component);
   if (await fileExists(target)) {
