@@ -51,6 +51,8 @@ export function processRunner(opts: {
   mirror?: string;
   clientEntry?: string;
   tsx?: string;
+  /** Extra environment for the client (tests: MOLT_CRASH_AT, MOLT_SIM_FAULT_FILE). */
+  env?: Readonly<Record<string, string>>;
 }): TaskRunner {
   const entry = opts.clientEntry ?? defaultClientEntry();
   // Resolved from this package, not from the cwd the agent happens to run in.
@@ -68,7 +70,7 @@ export function processRunner(opts: {
       } catch (err) {
         return { pid: undefined, exited: Promise.resolve({ code: null, signal: null, error: errorMessage(err) }), stop: () => undefined };
       }
-      const child = spawnDetached(args, fd);
+      const child = spawnDetached(args, fd, opts.env);
       closeSync(fd);
       const exited = new Promise<ClientExit>((resolve) => {
         child.once("error", (err) => resolve({ code: null, signal: null, error: errorMessage(err) }));
@@ -97,8 +99,12 @@ export function processRunner(opts: {
  * started. Unreferenced: the agent may exit while the client works; while the agent lives it
  * still hears the client's exit.
  */
-function spawnDetached(args: string[], stderrFd: number): ChildProcess {
-  const child = spawn(process.execPath, args, { detached: true, stdio: ["ignore", "ignore", stderrFd] });
+function spawnDetached(args: string[], stderrFd: number, env: Readonly<Record<string, string>> | undefined): ChildProcess {
+  const child = spawn(process.execPath, args, {
+    detached: true,
+    stdio: ["ignore", "ignore", stderrFd],
+    ...(env ? { env: { ...process.env, ...env } } : {}),
+  });
   child.unref();
   return child;
 }

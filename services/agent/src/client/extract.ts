@@ -105,7 +105,13 @@ function safeRelative(path: string): string | { reason: string } {
  * re-checked on disk (defence in depth) and fsynced, so a later `current` switch never points at
  * files a crash could leave empty.
  */
-export async function extractArchive(file: string, dest: string, limits: ExtractLimits, signal?: AbortSignal): Promise<ArchiveSummary> {
+export async function extractArchive(
+  file: string,
+  dest: string,
+  limits: ExtractLimits,
+  opts: { signal?: AbortSignal; onEntry?: () => void } = {},
+): Promise<ArchiveSummary> {
+  const { signal } = opts;
   const summary = await inspectArchive(file, limits);
   signal?.throwIfAborted();
   await mkdir(dest, { recursive: true });
@@ -118,6 +124,7 @@ export async function extractArchive(file: string, dest: string, limits: Extract
     filter: (_path, entry) => {
       // The deadline stops extraction too: the remaining entries are skipped, and the step fails below.
       if (signal?.aborted) return false;
+      opts.onEntry?.();
       if (typeof entry.mode === "number") entry.mode &= 0o777;
       return true;
     },

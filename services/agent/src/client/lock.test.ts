@@ -61,8 +61,8 @@ describe("component lock", () => {
         await plant(join(dir, "lock"), { pid: 2 ** 22 + 999, taskId: "t-dead", token: `dead-${r}`, at: "2026-01-01T00:00:00Z" });
         await writeFile(join(dir, `go-${r}`), "");
         await waitFor(`round ${r} decided`, async () => ((await results()).filter((l) => l.startsWith(`${r} `)).length === contenders ? true : undefined), { timeoutMs: 20_000, intervalMs: 5 });
-        // Wait for the holder to let go before the next round plants a dead holder again.
-        await waitFor(`round ${r} released`, async () => ((await readdir(join(dir, "lock")).catch(() => [])).length === 0 ? true : undefined), { timeoutMs: 5_000, intervalMs: 5 });
+        // Wait for the holder to let go (its release removes the dir) before the next round plants a dead holder.
+        await waitFor(`round ${r} released`, async () => ((await readdir(join(dir, "lock")).then(() => false, () => true)) ? true : undefined), { timeoutMs: 5_000, intervalMs: 5 });
       }
     } finally {
       for (const p of procs) if (p.exitCode === null) p.kill("SIGKILL");

@@ -112,9 +112,9 @@ export async function acquireLock(dir: string, taskId: string, now: () => Date =
       if (holder !== null && (await holderAlive(holder))) throw new LockBusyError(holder);
     }
     const mine = (top ?? 0) + 1;
-    await mkdir(dir, { recursive: true });
     let created: boolean;
     try {
+      await mkdir(dir, { recursive: true });
       created = await createFileDurable(join(dir, genName(mine)), body);
     } catch (err) {
       if (isErrno(err, "ENOENT")) continue; // the dir was removed by a release in between

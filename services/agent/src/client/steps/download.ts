@@ -15,6 +15,7 @@ export async function download({ input, signal }: StepContext): Promise<StepResu
     sha256: pkg.sha256,
     fetch: input.fetch,
     signal,
+    onChunk: () => input.crash("download"),
   });
   const resumed = res.resumedBytes > 0 ? `, resumed ${res.resumedBytes} bytes` : "";
   const via = mirror ? ` via ${new URL(url).origin}` : "";
