@@ -1,4 +1,4 @@
-import { spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -51,6 +51,8 @@ export function processRunner(opts: {
   mirror?: string;
   clientEntry?: string;
   tsx?: string;
+  /** Extra environment for the client (tests: MOLT_CRASH_AT, MOLT_SIM_FAULT_FILE). */
+  env?: Readonly<Record<string, string>>;
 }): TaskRunner {
   const entry = opts.clientEntry ?? defaultClientEntry();
   // Resolved from this package, not from the cwd the agent happens to run in.
@@ -68,7 +70,7 @@ export function processRunner(opts: {
       } catch (err) {
         return { pid: undefined, exited: Promise.resolve({ code: null, signal: null, error: errorMessage(err) }), stop: () => undefined };
       }
-      const child = spawn(process.execPath, args, { detached: false, stdio: ["ignore", "ignore", fd] });
+      const child = spawnDetached(args, fd, opts.env);
       closeSync(fd);
       const exited = new Promise<ClientExit>((resolve) => {
         child.once("error", (err) => resolve({ code: null, signal: null, error: errorMessage(err) }));
@@ -89,6 +91,22 @@ export function processRunner(opts: {
       return { pid: child.pid, exited, stop };
     },
   };
+}
+
+/**
+ * The client runs in its own session and process group, so whatever ends the agent (a service
+ * manager stopping its group, a terminal's Ctrl-C, a self-upgrade) does not end the upgrade it
+ * started. Unreferenced: the agent may exit while the client works; while the agent lives it
+ * still hears the client's exit.
+ */
+function spawnDetached(args: string[], stderrFd: number, env: Readonly<Record<string, string>> | undefined): ChildProcess {
+  const child = spawn(process.execPath, args, {
+    detached: true,
+    stdio: ["ignore", "ignore", stderrFd],
+    ...(env ? { env: { ...process.env, ...env } } : {}),
+  });
+  child.unref();
+  return child;
 }
 
 async function readTail(path: string, max: number): Promise<string> {

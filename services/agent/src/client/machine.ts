@@ -2,6 +2,7 @@ import type { DesiredState, Step, TaskKind } from "@molt/contracts";
 import type { ComponentPaths } from "../host/layout.js";
 import type { Fetch } from "./download.js";
 import type { ExtractLimits } from "./extract.js";
+import type { Crash } from "./crash.js";
 import type { ComponentLock } from "./lock.js";
 import { backup } from "./steps/backup.js";
 import { begin } from "./steps/begin.js";
@@ -20,6 +21,8 @@ export interface TaskInput {
   /** A mirror base URL this host downloads through instead of the package URL's origin. */
   readonly mirror: string | undefined;
   readonly now: () => Date;
+  /** Crash points (MOLT_CRASH_AT) for the crash proofs; a no-op outside them. */
+  readonly crash: Crash;
 }
 
 /**
@@ -47,6 +50,8 @@ export interface StepContext {
   readonly facts: Facts;
   /** Aborted when the step must stop (see StepSpec.stopsOn); a step passes it to its I/O. */
   readonly signal: AbortSignal;
+  /** An earlier step failed: this step runs on the failure path. */
+  readonly failing: boolean;
 }
 
 /**

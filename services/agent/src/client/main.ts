@@ -7,6 +7,7 @@
  */
 import { parseArgs } from "node:util";
 import { claimTask, openJournal, readTask, taskPaths } from "../host/task-files.js";
+import { crashFromSpec } from "./crash.js";
 import { cancelled, runTask } from "./run-task.js";
 
 async function main(argv: string[]): Promise<number> {
@@ -37,7 +38,8 @@ async function main(argv: string[]): Promise<number> {
   const cancel = new AbortController();
   process.on("SIGTERM", () => cancel.abort(cancelled("the upgrade client got SIGTERM (task withdrawn)")));
   const faultFile = process.env["MOLT_SIM_FAULT_FILE"];
-  const journal = await openJournal(taskPaths(root, taskId).journal);
+  const crash = crashFromSpec(process.env["MOLT_CRASH_AT"]);
+  const journal = await openJournal(taskPaths(root, taskId).journal, { afterWrite: () => crash("journal:written") });
   try {
     await runTask({
       root,
@@ -45,6 +47,7 @@ async function main(argv: string[]): Promise<number> {
       journal,
       stepDelayMs: Number(values["step-delay-ms"] ?? 0) || 0,
       signal: cancel.signal,
+      crash,
       ...(faultFile ? { faultFile } : {}),
       ...(values.mirror ? { mirror: values.mirror } : {}),
     });

@@ -3,6 +3,7 @@ import type { JournalWriter } from "../host/task-files.js";
 import { componentPaths } from "../host/layout.js";
 import type { Fetch } from "./download.js";
 import type { ExtractLimits } from "./extract.js";
+import { type Crash, noCrash } from "./crash.js";
 import { injectedFault } from "./fault.js";
 import { type Facts, machineFor, NO_FACTS, type StepMachine, type StepSpec, type TaskInput, TaskRejectedError } from "./machine.js";
 
@@ -25,6 +26,7 @@ export interface RunTaskOptions {
   /** `MOLT_SIM_FAULT_FILE`: a JSON file naming hosts and a step to fail (re-read at every step). */
   readonly faultFile?: string;
   readonly machine?: StepMachine;
+  readonly crash?: Crash;
 }
 
 export type Verdict = Extract<JournalEntry, { kind: "succeeded" | "failed" | "rejected" }>;
@@ -60,6 +62,7 @@ export async function runTask(opts: RunTaskOptions): Promise<Verdict> {
     limits: opts.limits ?? DEFAULT_LIMITS,
     mirror: opts.mirror,
     now,
+    crash: opts.crash ?? noCrash,
   };
   let facts: Facts = NO_FACTS;
   await journal.append({ kind: "accepted" });
@@ -76,7 +79,7 @@ export async function runTask(opts: RunTaskOptions): Promise<Verdict> {
       signal.throwIfAborted();
       const fault = await injectedFault(opts.faultFile, task.hostId, spec.step);
       if (fault !== undefined) throw new Error(fault);
-      const result = await spec.run({ input, facts, signal });
+      const result = await spec.run({ input, facts, signal, failing: failure !== null });
       facts = { ...facts, ...result.facts };
       const durationMs = Math.round(performance.now() - started);
       const detail = result.detail ? { detail: result.detail.slice(0, 1000) } : {};

@@ -6,13 +6,24 @@ import { type ComponentPaths, installedVersion } from "../host/layout.js";
 /** How many version dirs a component keeps (current and the previous one always among them). */
 export const KEEP_VERSIONS = 3;
 
-export const archivePath = (paths: ComponentPaths, taskId: string) => join(paths.staging, `${taskId}.tar.gz`);
+/**
+ * The download is named by the package's sha256, not by the task: a retry (a new attempt, so a
+ * new task id) of the same package after a crash or a failed download resumes the partial file.
+ */
+const downloadName = (sha256: string) => `${sha256}.download`;
+export const archivePath = (paths: ComponentPaths, sha256: string) => join(paths.staging, downloadName(sha256));
 export const extractPath = (paths: ComponentPaths, taskId: string) => join(paths.staging, `${taskId}.extract`);
 
-/** Empties staging/ and removes temp `current` links: what a run that died before its switch left. */
-export async function discardLeftovers(paths: ComponentPaths): Promise<void> {
-  await rm(paths.staging, { recursive: true, force: true });
+/**
+ * Removes what runs that died or failed left in staging/ (extraction dirs, other packages'
+ * downloads) and temp `current` links; `keepSha256` names the one download to keep, so it resumes.
+ */
+export async function discardLeftovers(paths: ComponentPaths, keepSha256?: string): Promise<void> {
   await mkdir(paths.staging, { recursive: true });
+  const keep = keepSha256 === undefined ? undefined : downloadName(keepSha256);
+  for (const name of await readdir(paths.staging)) {
+    if (name !== keep) await rm(join(paths.staging, name), { recursive: true, force: true });
+  }
   for (const name of await readdir(paths.dir)) {
     if (name.startsWith("current.tmp-")) await rm(join(paths.dir, name), { force: true });
   }

@@ -10,11 +10,12 @@ export async function download({ input, signal }: StepContext): Promise<StepResu
   const url = viaMirror(pkg.url, mirror);
   const res = await downloadPackage({
     url,
-    dest: archivePath(input.paths, task.taskId),
+    dest: archivePath(input.paths, pkg.sha256),
     size: pkg.size,
     sha256: pkg.sha256,
     fetch: input.fetch,
     signal,
+    onChunk: () => input.crash("download"),
   });
   const resumed = res.resumedBytes > 0 ? `, resumed ${res.resumedBytes} bytes` : "";
   const via = mirror ? ` via ${new URL(url).origin}` : "";

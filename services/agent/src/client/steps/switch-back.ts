@@ -1,6 +1,7 @@
 import { fileExists } from "../../host/durable.js";
 import { switchCurrent } from "../../host/layout.js";
 import type { StepContext, StepResult } from "../machine.js";
+import { writeSwitchRecord } from "../recovery.js";
 
 /**
  * OVERRIDE of a rollback task: `current` back to the kept versions/<version>, no download. The
@@ -13,6 +14,8 @@ export async function switchBack({ input, facts, signal }: StepContext): Promise
   if (!(await fileExists(paths.version(version))))
     throw new Error(`version ${version} is not kept on this host (no ${paths.version(version)}); nothing to roll back to`);
   signal.throwIfAborted();
-  await switchCurrent(paths, version, task.taskId);
+  await writeSwitchRecord(paths, { taskId: task.taskId, from: facts.previousVersion, to: version });
+  await switchCurrent(paths, version, task.taskId, () => input.crash("switch:linked"));
+  input.crash("override:switched");
   return { detail: `current → versions/${version} (the copy kept on the host, no download)`, facts: { switched: true } };
 }
