@@ -1,4 +1,4 @@
-import { subjects, type MoltEvent, type Step } from "@molt/contracts";
+import { DeploymentList, DeploymentView as DeploymentViewSchema, TaskList, TaskView, subjects, type MoltEvent, type Step } from "@molt/contracts";
 import { createTemplate, type Db, type DatabaseTemplate } from "@molt/db";
 import { createEventStore, ensureEventStream, type EventStore } from "@molt/event-store";
 import { createLogger, parseTokens } from "@molt/runtime";
@@ -356,5 +356,44 @@ describe("projector: deployments, tasks and host timelines from MOLT_EVENTS", ()
     const status = (await get(app, "/v1/projector/status")).json<{ checkpoint: number; streamLastSeq: number; lag: number; error: null }>();
     expect(status.lag).toBe(status.streamLastSeq - status.checkpoint);
     expect(status.error).toBeNull();
+  });
+
+  it("[views] task queries: a deployment's tasks by state and failed step, one task by id, deployments by state and component in cursor pages", async () => {
+    const app = await start(await template.fresh());
+    const r = await appendRollout();
+    await caughtUp(app, r.lastSeq);
+
+    // Every answer parses with the view schemas the dashboard and the CLI use.
+    const whole = DeploymentViewSchema.parse((await get(app, `/v1/deployments/${r.id}`)).json());
+    expect(whole.tasks.map((t) => t.hostId).sort()).toEqual([r.hostA, r.hostB].sort());
+    const failed = TaskList.parse((await get(app, `/v1/deployments/${r.id}/tasks?state=failed`)).json());
+    expect(failed.tasks.map((t) => [t.hostId, t.currentStep, t.error])).toEqual([[r.hostB, "download", "download: sha256 mismatch"]]);
+    const atDownload = TaskList.parse((await get(app, `/v1/deployments/${r.id}/tasks?step=download`)).json());
+    expect(atDownload.tasks.map((t) => t.taskId)).toEqual([r.taskB]);
+    expect(TaskList.parse((await get(app, `/v1/deployments/${r.id}/tasks?state=succeeded`)).json()).tasks.map((t) => t.taskId)).toEqual([r.taskA]);
+    // Pages of one: both tasks, each once.
+    const first = TaskList.parse((await get(app, `/v1/deployments/${r.id}/tasks?limit=1`)).json());
+    const second = TaskList.parse((await get(app, `/v1/deployments/${r.id}/tasks?limit=1&cursor=${first.next}`)).json());
+    expect([...first.tasks, ...second.tasks].map((t) => t.taskId).sort()).toEqual([r.taskA, r.taskB].sort());
+    expect(second.next).toBeNull();
+
+    const one = TaskView.parse((await get(app, `/v1/tasks/${r.taskB}`)).json());
+    expect(one).toMatchObject({ deploymentId: r.id, hostId: r.hostB, component: r.component, state: "failed" });
+    expect(one.steps.find((x) => x.step === "download")).toMatchObject({ state: "failed", error: "sha256 mismatch: got 00ff, want aaaa" });
+
+    const r2 = await appendRollout();
+    await caughtUp(app, r2.lastSeq);
+    const p1 = DeploymentList.parse((await get(app, "/v1/deployments?component=metrics-agent&limit=1")).json());
+    expect(p1.deployments.map((d) => d.deployment.id)).toEqual([r2.id]);
+    const p2 = DeploymentList.parse((await get(app, `/v1/deployments?component=metrics-agent&limit=1&cursor=${p1.next}`)).json());
+    expect(p2.deployments.map((d) => d.deployment.id)).toEqual([r.id]);
+    expect(DeploymentList.parse((await get(app, "/v1/deployments?component=other-thing")).json()).deployments).toEqual([]);
+    const running = DeploymentList.parse((await get(app, "/v1/deployments?state=running&limit=1000")).json());
+    expect(running.deployments.map((d) => d.deployment.id)).toEqual(expect.arrayContaining([r.id, r2.id]));
+
+    expect((await get(app, `/v1/deployments?cursor=not-a-cursor`)).statusCode).toBe(400);
+    expect((await get(app, `/v1/deployments/${r.id}/tasks?state=bogus`)).statusCode).toBe(400);
+    expect((await get(app, "/v1/deployments/d-missing/tasks")).statusCode).toBe(404);
+    expect((await get(app, "/v1/tasks/t-missing")).statusCode).toBe(404);
   });
 });
