@@ -4,7 +4,7 @@ import { HttpError, type App } from "@molt/runtime";
 import { z } from "zod";
 import { TASK_STATES, type TaskState } from "./projection.js";
 
-interface DeploymentRow {
+export interface DeploymentRow {
   id: string;
   component: string;
   version: string;
@@ -24,7 +24,7 @@ interface DeploymentRow {
   counts: Partial<Record<TaskState, number>> | null;
 }
 
-interface TaskRow {
+export interface TaskRow {
   task_id: string;
   deployment_id: string;
   component: string;
@@ -54,7 +54,7 @@ interface StepJson {
 }
 
 // Counts follow each host's latest attempt, so a host retried after a failure counts once.
-const DEPLOYMENT_SELECT = `
+export const DEPLOYMENT_SELECT = `
   SELECT d.*, c.counts FROM deployments d
   LEFT JOIN LATERAL (
     SELECT jsonb_object_agg(state, n) AS counts FROM (
@@ -68,11 +68,11 @@ const iso = (d: Date | null) => (d === null ? null : d.toISOString());
 const isoOf = (d: Date) => d.toISOString();
 const isoText = (t: string | null) => (t === null ? null : new Date(t).toISOString());
 
-function counts(row: DeploymentRow): Record<TaskState, number> {
+export function counts(row: DeploymentRow): Record<TaskState, number> {
   return Object.fromEntries(TASK_STATES.map((s) => [s, row.counts?.[s] ?? 0])) as Record<TaskState, number>;
 }
 
-function deployment(row: DeploymentRow) {
+export function deployment(row: DeploymentRow) {
   return {
     id: row.id,
     component: row.component,
@@ -92,7 +92,7 @@ function deployment(row: DeploymentRow) {
 }
 
 // Steps ride along as JSON so a task and its steps come from one snapshot.
-const TASK_SELECT = `
+export const TASK_SELECT = `
   SELECT t.task_id, t.deployment_id, t.component, t.host_id, t.version, t.from_version, t.attempt, t.state, t.current_step,
     t.error, t.allocated_at, t.updated_at, t.finished_at,
     COALESCE((
@@ -103,7 +103,7 @@ const TASK_SELECT = `
     ), '[]'::jsonb) AS steps
   FROM tasks t`;
 
-function task(t: TaskRow): TaskView {
+export function task(t: TaskRow): TaskView {
   return {
     taskId: t.task_id,
     deploymentId: t.deployment_id,
