@@ -21,6 +21,7 @@ const RULES: readonly Rule[] = [
   { methods: READ, prefix: "/v1/deployments", owner: "projector" },
   { methods: "*", prefix: "/v1/deployments", owner: "action" },
   { methods: READ, prefix: "/v1/hosts", owner: "projector" },
+  { methods: "*", prefix: "/v1/hosts", owner: "action" },
   { methods: READ, prefix: "/v1/projector", owner: "projector" },
   { methods: "*", prefix: "/v1/packages", owner: "packageRepo" },
   { methods: "*", prefix: "/v1/blobs", owner: "packageRepo" },
