@@ -83,16 +83,32 @@ async function appendRollout() {
     data: { deploymentId: id, component, version: "2.1.0", hosts: [hostA, hostB], idempotencyKey: "k", requestHash: "b".repeat(64), taskTimeoutMs: 60_000 },
   });
   await dep({
+    type: "PlanPartRecorded",
+    ms: 10,
+    data: {
+      deploymentId: id,
+      planId: "p1",
+      part: 0,
+      batches: [
+        { index: 0, hosts: [{ hostId: hostA, fromVersion: "2.0.0", platform: PKG.platform }] },
+        { index: 1, hosts: [{ hostId: hostB, fromVersion: "2.0.0", platform: PKG.platform }] },
+      ],
+      skipped: [],
+    },
+  });
+  await dep({
     type: "DeploymentPlanned",
     ms: 10,
     data: {
       deploymentId: id,
+      planId: "p1",
+      parts: 1,
       packages: { [PKG.platform]: PKG },
       batches: [
-        { index: 0, kind: "canary", hosts: [{ hostId: hostA, fromVersion: "2.0.0", platform: PKG.platform }] },
-        { index: 1, kind: "batch", hosts: [{ hostId: hostB, fromVersion: "2.0.0", platform: PKG.platform }] },
+        { index: 0, kind: "canary", size: 1 },
+        { index: 1, kind: "batch", size: 1 },
       ],
-      skipped: [],
+      skipped: 0,
     },
   });
   await dep({ type: "BatchStarted", ms: 20, data: { deploymentId: id, index: 0 } });

@@ -21,6 +21,7 @@ const RULES: readonly Rule[] = [
   { methods: READ, prefix: "/v1/deployments", owner: "projector" },
   { methods: "*", prefix: "/v1/deployments", owner: "action" },
   { methods: READ, prefix: "/v1/hosts", owner: "projector" },
+  { methods: "*", prefix: "/v1/hosts", owner: "action" },
   { methods: READ, prefix: "/v1/projector", owner: "projector" },
   { methods: READ, prefix: "/v1/fleet", owner: "projector" },
   { methods: READ, prefix: "/v1/tasks", owner: "projector" },
