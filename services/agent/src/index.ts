@@ -18,7 +18,8 @@ export { kvDesiredSource, type DesiredSource, type DesiredRead } from "./agent/d
 export { processRunner, inProcessRunner, type TaskRunner, type ClientRun, type ClientExit } from "./agent/runners.js";
 export { startSim, type Sim, type SimDeps } from "./sim/sim.js";
 export { runTask, type RunTaskOptions, type Verdict } from "./client/run-task.js";
-export { UPGRADE_MACHINE, ROLLBACK_TASK_MACHINE, type StepMachine, type StepSpec, type StepId } from "./client/machine.js";
+export { machineFor, type StepMachine, type StepSpec, type StepId } from "./client/machine.js";
+export { AgentConfigFile, ComponentConfig, loadAgentConfigFile } from "./agent/components.js";
 export { AgentEnv, simHostIds } from "./agent/config.js";
 
 const agentVersion = z

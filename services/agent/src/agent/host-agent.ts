@@ -16,6 +16,7 @@ import {
   tasksDir,
 } from "../host/task-files.js";
 import { errorMessage, type Log } from "../log.js";
+import type { ComponentConfig } from "./components.js";
 import type { DesiredSource } from "./desired.js";
 import { type ClientState, type TaskWatch, watchTask } from "./forwarder.js";
 import { buildHeartbeat, sendHeartbeat } from "./heartbeat.js";
@@ -42,6 +43,8 @@ export interface HostAgentDeps {
   readonly root: string;
   /** Configured components; the managed set also holds every component dir found under the root. */
   readonly components: readonly string[];
+  /** How configured components run (process, health, hooks); a component without one is files only. */
+  readonly componentConfigs?: readonly ComponentConfig[];
   readonly labels: Readonly<Record<string, string>>;
   readonly seeds: readonly Seed[];
   readonly agentVersion: string;
@@ -109,7 +112,8 @@ export function createHostAgent(deps: HostAgentDeps): HostAgent {
     log[level]({ component, ...fields }, text);
   };
 
-  const managedComponents = async () => [...new Set([...deps.components, ...(await listComponents(root))])].sort();
+  const configs = new Map((deps.componentConfigs ?? []).map((c) => [c.name, c]));
+  const managedComponents = async () => [...new Set([...deps.components, ...configs.keys(), ...(await listComponents(root))])].sort();
 
   const track = (task: DesiredState, client: ClientState, forwarded: number) => {
     const watch = watchTask(forwarderDeps, task, client, forwarded);
@@ -190,7 +194,7 @@ export function createHostAgent(deps: HostAgentDeps): HostAgent {
       return;
     }
     // Durable before the spawn: after a crash the file says "launched", and it is never run again.
-    if (!(await recordLaunch(root, task))) {
+    if (!(await recordLaunch(root, task, configs.get(component)))) {
       known.add(task.taskId);
       return;
     }

@@ -6,7 +6,7 @@
  * journals `failed` on its behalf).
  */
 import { parseArgs } from "node:util";
-import { claimTask, openJournal, readTask, taskPaths } from "../host/task-files.js";
+import { claimTask, openJournal, readComponent, readTask, taskPaths } from "../host/task-files.js";
 import { crashFromSpec } from "./crash.js";
 import { cancelled, runTask } from "./run-task.js";
 
@@ -48,6 +48,7 @@ async function main(argv: string[]): Promise<number> {
       stepDelayMs: Number(values["step-delay-ms"] ?? 0) || 0,
       signal: cancel.signal,
       crash,
+      component: await readComponent(root, task),
       ...(faultFile ? { faultFile } : {}),
       ...(values.mirror ? { mirror: values.mirror } : {}),
     });

@@ -2,7 +2,8 @@ import { mkdir, open, readdir, readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { DesiredState, JournalEntry } from "@molt/contracts";
 import { z } from "zod";
-import { createFileDurable, fsyncDir, isErrno, writeFileDurable } from "./durable.js";
+import { ComponentConfig, filesOnly } from "../agent/components.js";
+import { createFileDurable, fileExists, fsyncDir, isErrno, writeFileDurable } from "./durable.js";
 
 /**
  * The agent's durable state for one task, under `<root>/agent/tasks/<taskId>/`:
@@ -14,6 +15,7 @@ import { createFileDurable, fsyncDir, isErrno, writeFileDurable } from "./durabl
 export interface TaskPaths {
   readonly dir: string;
   readonly taskJson: string;
+  readonly component: string;
   readonly claim: string;
   readonly journal: string;
   readonly forwarded: string;
@@ -28,6 +30,7 @@ export function taskPaths(root: string, taskId: string): TaskPaths {
   return {
     dir,
     taskJson: join(dir, "task.json"),
+    component: join(dir, "component.json"),
     claim: join(dir, "claim"),
     journal: join(dir, "journal.jsonl"),
     forwarded: join(dir, "forwarded"),
@@ -47,11 +50,24 @@ export async function listTaskIds(root: string): Promise<string[]> {
  * Records durably that this task was launched. Returns false if it already was (by this agent
  * before a restart, or by a racing read): the caller must then not launch it again.
  */
-export async function recordLaunch(root: string, task: DesiredState): Promise<boolean> {
+export async function recordLaunch(root: string, task: DesiredState, component?: ComponentConfig): Promise<boolean> {
   const p = taskPaths(root, task.taskId);
   await mkdir(p.dir, { recursive: true });
   await fsyncDir(dirname(p.dir));
+  // How the component runs goes with the task (before task.json, which means "launched"), so the
+  // client and a recovering agent act on the config the task was launched with.
+  if (component !== undefined && !(await fileExists(p.taskJson))) await writeFileDurable(p.component, `${JSON.stringify(component)}\n`);
   return createFileDurable(p.taskJson, `${JSON.stringify(task)}\n`);
+}
+
+/** The component config a task was launched with; files only when none was recorded. */
+export async function readComponent(root: string, task: DesiredState): Promise<ComponentConfig> {
+  try {
+    return ComponentConfig.parse(JSON.parse(await readFile(taskPaths(root, task.taskId).component, "utf8")));
+  } catch (err) {
+    if (isErrno(err, "ENOENT")) return filesOnly(task.component);
+    throw err;
+  }
 }
 
 /** The launched task, validated (a file read from disk is an edge); null if never launched. */
