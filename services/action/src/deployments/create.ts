@@ -1,18 +1,7 @@
 import { createHash, randomUUID } from "node:crypto";
-import type { CreateDeploymentBody, DeploymentAccepted } from "@molt/contracts";
+import { canonicalJson, type CreateDeploymentBody, type DeploymentAccepted } from "@molt/contracts";
 import type { DeploymentRepository } from "@molt/aggregates";
 import { HttpError } from "@molt/runtime";
-
-/** Canonical JSON (sorted keys) so the same request hashes the same whatever its key order. */
-export function canonicalJson(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
-  if (value && typeof value === "object")
-    return `{${Object.keys(value)
-      .sort()
-      .map((k) => `${JSON.stringify(k)}:${canonicalJson((value as Record<string, unknown>)[k])}`)
-      .join(",")}}`;
-  return JSON.stringify(value);
-}
 
 const sha256 = (s: string) => createHash("sha256").update(s).digest("hex");
 
