@@ -1,6 +1,6 @@
 import { mkdir } from "node:fs/promises";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
-import { type DesiredState, desiredKey, subjects } from "@molt/contracts";
+import { type DesiredState, desiredKey, subjects, type TrustedKeyConfig } from "@molt/contracts";
 import { pidAlive } from "../client/lock.js";
 import { listComponents, type Seed, seedComponent } from "../host/layout.js";
 import {
@@ -16,7 +16,7 @@ import {
   tasksDir,
 } from "../host/task-files.js";
 import { errorMessage, type Log } from "../log.js";
-import type { ComponentConfig } from "./components.js";
+import { type ComponentConfig, filesOnly } from "./components.js";
 import type { DesiredSource } from "./desired.js";
 import { type ClientState, type TaskWatch, watchTask } from "./forwarder.js";
 import { buildHeartbeat, sendHeartbeat } from "./heartbeat.js";
@@ -45,6 +45,8 @@ export interface HostAgentDeps {
   readonly components: readonly string[];
   /** How configured components run (process, health, hooks); a component without one is files only. */
   readonly componentConfigs?: readonly ComponentConfig[];
+  /** Publisher keys this host trusts; with any configured, only signed packages are installed. */
+  readonly trustedKeys?: readonly TrustedKeyConfig[];
   readonly labels: Readonly<Record<string, string>>;
   readonly seeds: readonly Seed[];
   readonly agentVersion: string;
@@ -194,7 +196,8 @@ export function createHostAgent(deps: HostAgentDeps): HostAgent {
       return;
     }
     // Durable before the spawn: after a crash the file says "launched", and it is never run again.
-    if (!(await recordLaunch(root, task, configs.get(component)))) {
+    const context = { component: configs.get(component) ?? filesOnly(component), trustedKeys: [...(deps.trustedKeys ?? [])] };
+    if (!(await recordLaunch(root, task, context))) {
       known.add(task.taskId);
       return;
     }

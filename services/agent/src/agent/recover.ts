@@ -3,7 +3,7 @@ import { componentPaths, installedVersion } from "../host/layout.js";
 import { acquireLock, LockBusyError } from "../client/lock.js";
 import { startProcess, stopProcess } from "../client/process.js";
 import { readSwitchRecord, undoSwitch } from "../client/recovery.js";
-import { readComponent } from "../host/task-files.js";
+import { readLaunch } from "../host/task-files.js";
 import { errorMessage, type Log } from "../log.js";
 
 /** What the host runs after a client died mid-task, as the agent's verdict must say it. */
@@ -32,7 +32,7 @@ export async function recoverDeadRun(root: string, task: DesiredState, entries: 
         if (undone) {
           const notes = [`current → ${undone.record.from === null ? "none (install undone)" : `versions/${undone.record.from}`}`];
           // The old version must run again, whether the dead client had stopped it or started the new one.
-          const component = await readComponent(root, task);
+          const { component } = await readLaunch(root, task);
           if (component.start !== undefined && undone.record.from !== null) {
             notes.push(await stopProcess(component, paths, undone.record.to));
             const pid = await startProcess(component, paths, undone.record.from);

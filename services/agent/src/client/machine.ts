@@ -1,4 +1,4 @@
-import type { DesiredState, Step, TaskKind } from "@molt/contracts";
+import type { DesiredState, PackageManifest, Step, TaskKind, TrustedKeys } from "@molt/contracts";
 import type { ComponentPaths } from "../host/layout.js";
 import type { Fetch } from "./download.js";
 import type { ExtractLimits } from "./extract.js";
@@ -30,6 +30,8 @@ export interface TaskInput {
   readonly now: () => Date;
   /** How this component is run (process, health, hooks); files only when not configured. */
   readonly component: ComponentConfig;
+  /** Publisher keys this host trusts; null: none configured (unsigned packages are taken on their sha256). */
+  readonly trust: TrustedKeys | null;
   /** Crash points (MOLT_CRASH_AT) for the crash proofs; a no-op outside them. */
   readonly crash: Crash;
 }
@@ -49,9 +51,11 @@ export interface Facts {
   /** This run started the new version's process (ROLLBACK stops it); its pid when known. */
   readonly started: boolean;
   readonly startedPid: number | null;
+  /** The publisher's manifest, verified by DOWNLOAD: OVERRIDE extracts within its limits. */
+  readonly manifest: PackageManifest | null;
 }
 
-export const NO_FACTS: Facts = { lock: null, previousVersion: null, switched: false, stopped: false, started: false, startedPid: null };
+export const NO_FACTS: Facts = { lock: null, previousVersion: null, switched: false, stopped: false, started: false, startedPid: null, manifest: null };
 
 export interface StepResult {
   /** One line for the journal's step-succeeded. */

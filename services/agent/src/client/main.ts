@@ -6,7 +6,8 @@
  * journals `failed` on its behalf).
  */
 import { parseArgs } from "node:util";
-import { claimTask, openJournal, readComponent, readTask, taskPaths } from "../host/task-files.js";
+import { claimTask, openJournal, readTask, taskPaths } from "../host/task-files.js";
+import { launchOptions } from "./launch.js";
 import { crashFromSpec } from "./crash.js";
 import { cancelled, runTask } from "./run-task.js";
 
@@ -48,7 +49,7 @@ async function main(argv: string[]): Promise<number> {
       stepDelayMs: Number(values["step-delay-ms"] ?? 0) || 0,
       signal: cancel.signal,
       crash,
-      component: await readComponent(root, task),
+      ...(await launchOptions(root, task)),
       ...(faultFile ? { faultFile } : {}),
       ...(values.mirror ? { mirror: values.mirror } : {}),
     });

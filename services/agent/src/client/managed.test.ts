@@ -79,7 +79,7 @@ function task(version: string, over: Partial<DesiredState> = {}): DesiredState {
 }
 
 async function run(root: string, t: DesiredState, component: ComponentConfig, env: Record<string, string> = {}): Promise<JournalEntry[]> {
-  await recordLaunch(root, t, component);
+  await recordLaunch(root, t, { component });
   expect((await processRunner({ log: silentLog(), env }).start(root, t, () => undefined).exited).code).toBe(0);
   return (await readJournal(taskPaths(root, t.taskId).journal, 0)).entries;
 }

@@ -1,4 +1,4 @@
-import type { DesiredState, JournalEntry, Step } from "@molt/contracts";
+import type { DesiredState, JournalEntry, Step, TrustedKeys } from "@molt/contracts";
 import type { JournalWriter } from "../host/task-files.js";
 import { componentPaths } from "../host/layout.js";
 import type { Fetch } from "./download.js";
@@ -30,6 +30,8 @@ export interface RunTaskOptions {
   readonly crash?: Crash;
   /** How the component runs (process, health, hooks); files only when absent. */
   readonly component?: ComponentConfig;
+  /** Publisher keys this host trusts; null or absent: none configured. */
+  readonly trust?: TrustedKeys | null;
 }
 
 export type Verdict = Extract<JournalEntry, { kind: "succeeded" | "failed" | "rejected" }>;
@@ -62,6 +64,7 @@ export async function runTask(opts: RunTaskOptions): Promise<Verdict> {
     mirror: opts.mirror,
     now,
     component,
+    trust: opts.trust ?? null,
     crash: opts.crash ?? noCrash,
   };
   let facts: Facts = NO_FACTS;

@@ -1,6 +1,6 @@
 import { mkdir, open, readdir, readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import { DesiredState, JournalEntry } from "@molt/contracts";
+import { DesiredState, JournalEntry, TrustedKeyConfig } from "@molt/contracts";
 import { z } from "zod";
 import { ComponentConfig, filesOnly } from "../agent/components.js";
 import { createFileDurable, fileExists, fsyncDir, isErrno, writeFileDurable } from "./durable.js";
@@ -15,7 +15,7 @@ import { createFileDurable, fileExists, fsyncDir, isErrno, writeFileDurable } fr
 export interface TaskPaths {
   readonly dir: string;
   readonly taskJson: string;
-  readonly component: string;
+  readonly launch: string;
   readonly claim: string;
   readonly journal: string;
   readonly forwarded: string;
@@ -30,7 +30,7 @@ export function taskPaths(root: string, taskId: string): TaskPaths {
   return {
     dir,
     taskJson: join(dir, "task.json"),
-    component: join(dir, "component.json"),
+    launch: join(dir, "launch.json"),
     claim: join(dir, "claim"),
     journal: join(dir, "journal.jsonl"),
     forwarded: join(dir, "forwarded"),
@@ -50,22 +50,32 @@ export async function listTaskIds(root: string): Promise<string[]> {
  * Records durably that this task was launched. Returns false if it already was (by this agent
  * before a restart, or by a racing read): the caller must then not launch it again.
  */
-export async function recordLaunch(root: string, task: DesiredState, component?: ComponentConfig): Promise<boolean> {
+/**
+ * What the host's configuration says about a task's component, recorded with the task: how the
+ * component runs, and the publisher keys this host trusts (public keys, from the host's config).
+ */
+export const LaunchContext = z.object({
+  component: ComponentConfig,
+  trustedKeys: z.array(TrustedKeyConfig).default([]),
+});
+export type LaunchContext = z.infer<typeof LaunchContext>;
+
+export async function recordLaunch(root: string, task: DesiredState, context?: z.input<typeof LaunchContext>): Promise<boolean> {
   const p = taskPaths(root, task.taskId);
   await mkdir(p.dir, { recursive: true });
   await fsyncDir(dirname(p.dir));
-  // How the component runs goes with the task (before task.json, which means "launched"), so the
-  // client and a recovering agent act on the config the task was launched with.
-  if (component !== undefined && !(await fileExists(p.taskJson))) await writeFileDurable(p.component, `${JSON.stringify(component)}\n`);
+  // Written before task.json (which means "launched"), so the client and a recovering agent act
+  // on the configuration the task was launched with.
+  if (context !== undefined && !(await fileExists(p.taskJson))) await writeFileDurable(p.launch, `${JSON.stringify(context)}\n`);
   return createFileDurable(p.taskJson, `${JSON.stringify(task)}\n`);
 }
 
-/** The component config a task was launched with; files only when none was recorded. */
-export async function readComponent(root: string, task: DesiredState): Promise<ComponentConfig> {
+/** The launch context of a task; files only and no trusted keys when none was recorded. */
+export async function readLaunch(root: string, task: DesiredState): Promise<LaunchContext> {
   try {
-    return ComponentConfig.parse(JSON.parse(await readFile(taskPaths(root, task.taskId).component, "utf8")));
+    return LaunchContext.parse(JSON.parse(await readFile(taskPaths(root, task.taskId).launch, "utf8")));
   } catch (err) {
-    if (isErrno(err, "ENOENT")) return filesOnly(task.component);
+    if (isErrno(err, "ENOENT")) return { component: filesOnly(task.component), trustedKeys: [] };
     throw err;
   }
 }
