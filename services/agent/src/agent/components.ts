@@ -1,5 +1,5 @@
 import { readFile } from "node:fs/promises";
-import { ComponentName, HostId, Labels } from "@molt/contracts";
+import { ComponentName, HostId, Labels, TrustedKeyConfig, trustedKeys } from "@molt/contracts";
 import { z } from "zod";
 
 const ms = (fallback: number) => z.number().int().min(0).max(86_400_000).default(fallback);
@@ -100,9 +100,7 @@ export const AgentConfigFile = z
       })
       .strict(),
     /** Publisher keys whose signatures this host accepts (never fetched at run time). */
-    trustedKeys: z
-      .array(z.object({ keyId: z.string().optional(), publicKey: z.string().min(1).max(1000), revoked: z.boolean().default(false), comment: z.string().max(500).optional() }).strict())
-      .default([]),
+    trustedKeys: z.array(TrustedKeyConfig).default([]),
     packageMirror: z.url().optional(),
     components: z.array(ComponentConfig).refine((cs) => new Set(cs.map((c) => c.name)).size === cs.length, "component names must not repeat"),
   })
@@ -121,6 +119,11 @@ export async function loadAgentConfigFile(path: string): Promise<AgentConfigFile
   if (!parsed.success) {
     const lines = parsed.error.issues.map((i) => `  ${i.path.join(".") || "(file)"}: ${i.message}`);
     throw new Error(`agent config ${path} is invalid:\n${lines.join("\n")}`);
+  }
+  try {
+    trustedKeys(parsed.data.trustedKeys);
+  } catch (err) {
+    throw new Error(`agent config ${path} is invalid:\n  trustedKeys: ${(err as Error).message}`);
   }
   return parsed.data;
 }
