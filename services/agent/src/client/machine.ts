@@ -30,6 +30,8 @@ export interface TaskInput {
   readonly now: () => Date;
   /** How this component is run (process, health, hooks); files only when not configured. */
   readonly component: ComponentConfig;
+  /** Download tries and the first pause between them (doubled each time, up to 30 s). */
+  readonly retry: { readonly attempts: number; readonly delayMs: number };
   /** Publisher keys this host trusts; null: none configured (unsigned packages are taken on their sha256). */
   readonly trust: TrustedKeys | null;
   /** Crash points (MOLT_CRASH_AT) for the crash proofs; a no-op outside them. */

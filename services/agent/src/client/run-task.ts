@@ -8,6 +8,9 @@ import { filesOnly, type ComponentConfig } from "../agent/components.js";
 import { injectedFault } from "./fault.js";
 import { type Facts, machineFor, NO_FACTS, type StepMachine, type StepSpec, type TaskInput, TaskRejectedError } from "./machine.js";
 
+/** A repository away for a minute or so is ridden out; the deadline ends the tries in any case. */
+export const DEFAULT_RETRY = { attempts: 8, delayMs: 1_000 } as const;
+
 export const DEFAULT_LIMITS: ExtractLimits = { maxEntries: 100_000, maxBytes: 8 * 1024 ** 3 };
 
 export interface RunTaskOptions {
@@ -28,6 +31,8 @@ export interface RunTaskOptions {
   readonly faultFile?: string;
   readonly machine?: StepMachine;
   readonly crash?: Crash;
+  /** Download retries: tries (each resuming the last) and the first pause, doubled each time up to 30 s. */
+  readonly retry?: { readonly attempts: number; readonly delayMs: number };
   /** How the component runs (process, health, hooks); files only when absent. */
   readonly component?: ComponentConfig;
   /** Publisher keys this host trusts; null or absent: none configured. */
@@ -65,6 +70,7 @@ export async function runTask(opts: RunTaskOptions): Promise<Verdict> {
     now,
     component,
     trust: opts.trust ?? null,
+    retry: opts.retry ?? DEFAULT_RETRY,
     crash: opts.crash ?? noCrash,
   };
   let facts: Facts = NO_FACTS;

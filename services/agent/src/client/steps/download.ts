@@ -21,10 +21,13 @@ export async function download({ input, signal }: StepContext): Promise<StepResu
     sha256: pkg.sha256,
     fetch: input.fetch,
     signal,
+    attempts: input.retry.attempts,
+    retryDelayMs: input.retry.delayMs,
     onChunk: () => input.crash("download"),
   });
   const resumed = res.resumedBytes > 0 ? `, resumed ${res.resumedBytes} bytes` : "";
+  const tries = res.tries > 1 ? `, ${res.tries} tries` : "";
   const via = mirror ? ` via ${new URL(url).origin}` : "";
   const signedBy = manifest ? `, signed by ${pkg.signed?.keyId ?? ""}` : "";
-  return { detail: `${res.bytes} bytes, sha256 ok${signedBy}${resumed}${via}`, facts: { manifest } };
+  return { detail: `${res.bytes} bytes, sha256 ok${signedBy}${resumed}${tries}${via}`, facts: { manifest } };
 }
