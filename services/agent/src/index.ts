@@ -47,6 +47,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
     heartbeatMs: config.MOLT_HEARTBEAT_MS,
     reportRetryMs: config.MOLT_REPORT_RETRY_MS,
     reportTimeoutMs: config.MOLT_REPORT_TIMEOUT_MS,
+    keepTasks: config.MOLT_KEEP_TASKS,
   };
   const labels = file ? { ...file.labels, ...(file.cluster ? { cluster: file.cluster } : {}) } : config.MOLT_LABELS;
   const mirror = file?.packageMirror ?? config.MOLT_PACKAGE_MIRROR;

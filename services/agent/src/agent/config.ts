@@ -54,6 +54,8 @@ export const AgentEnv = z
     MOLT_HEARTBEAT_MS: millis(5_000),
     MOLT_REPORT_RETRY_MS: millis(500),
     MOLT_REPORT_TIMEOUT_MS: millis(5_000),
+    /** Finished task dirs kept (the newest); older ones go once their deadline has passed. */
+    MOLT_KEEP_TASKS: z.coerce.number().int().min(0).default(20),
     MOLT_SEED: seeds,
     /** Download packages through this base URL (same path and query) instead of the package URL's origin. */
     MOLT_PACKAGE_MIRROR: z.url().optional(),

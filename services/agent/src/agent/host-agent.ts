@@ -1,4 +1,4 @@
-import { mkdir } from "node:fs/promises";
+import { mkdir, rm } from "node:fs/promises";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import { type DesiredState, desiredKey, subjects, type TrustedKeyConfig } from "@molt/contracts";
 import { pidAlive } from "../client/lock.js";
@@ -32,6 +32,8 @@ export interface HostAgentTiming {
   readonly startDelayMs?: number;
   /** Each poll moves by up to ± this fraction of pollMs, so many hosts drift apart. */
   readonly pollJitter?: number;
+  /** Finished task dirs kept for inspection (the newest); older ones are pruned once their deadline has passed. */
+  readonly keepTasks?: number;
 }
 
 export interface HostAgentDeps {
@@ -130,8 +132,36 @@ export function createHostAgent(deps: HostAgentDeps): HostAgent {
     }
     void watch.done.then(() => {
       if (watches.get(task.taskId) === watch) watches.delete(task.taskId);
+      if (!stopped) void pruneTasks();
     });
     return watch;
+  };
+
+  /**
+   * Removes the dirs of finished tasks beyond the newest `keepTasks`. Only a task whose deadline
+   * has passed goes: the agent never starts such a task again, so forgetting that it ran cannot
+   * make it run twice even if its desired state still names it.
+   */
+  const pruneTasks = async () => {
+    try {
+      const done: Array<{ taskId: string; deadline: number }> = [];
+      for (const taskId of await listTaskIds(root)) {
+        if (watches.has(taskId)) continue;
+        const task = await readTask(root, taskId).catch(() => null);
+        if (!task) continue;
+        const journal = await readJournal(taskPaths(root, taskId).journal, 0);
+        const last = journal.entries.at(-1);
+        if (!last || !isTerminal(last) || last.seq > (await readForwarded(root, taskId))) continue;
+        done.push({ taskId, deadline: Date.parse(task.deadline) });
+      }
+      done.sort((a, b) => b.deadline - a.deadline);
+      const nowMs = now().getTime();
+      const pruned = done.slice(timing.keepTasks ?? 20).filter((t) => t.deadline < nowMs);
+      for (const t of pruned) await rm(taskPaths(root, t.taskId).dir, { recursive: true, force: true });
+      if (pruned.length > 0) log.debug({ pruned: pruned.length }, "old task dirs pruned");
+    } catch (err) {
+      log.warn({ err: errorMessage(err) }, "could not prune old task dirs");
+    }
   };
 
   /**
@@ -308,6 +338,7 @@ export function createHostAgent(deps: HostAgentDeps): HostAgent {
         if (await seedComponent(root, seed)) log.info({ component: seed.component, version: seed.version }, "seeded component");
       }
       await resume();
+      await pruneTasks();
       sub = deps.nc.subscribe(subjects.nudge(hostId), { callback: () => void readDesired() });
       later(timing.startDelayMs ?? 0, () => {
         heartbeat();
