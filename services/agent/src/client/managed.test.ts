@@ -4,6 +4,8 @@ import type { DesiredState, JournalEntry } from "@molt/contracts";
 import { freePort, waitFor } from "@molt/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ComponentConfig } from "../agent/components.js";
+import { verdictFor } from "../agent/forwarder.js";
+import { recoverDeadRun } from "../agent/recover.js";
 import { processRunner } from "../agent/runners.js";
 import { pidAlive } from "./lock.js";
 import { componentPaths } from "../host/layout.js";
@@ -193,5 +195,29 @@ describe("a managed component (a real process serving its version over HTTP)", (
     await waitFor("the process gone", () => (pidAlive(oldPid) ? undefined : true), { timeoutMs: 5_000 });
     const dir = componentPaths(root, COMPONENT).dir;
     expect(await readdir(dir)).toEqual([]);
+  });
+
+  it("[upgrade-client] SIGKILL while the old process is stopped: the agent's recovery switches back and the old version runs and answers", async () => {
+    const { root, port, component, oldPid } = await hostWith100();
+    const t = task("2.0.0");
+    await recordLaunch(root, t, { component });
+    const exit = await processRunner({ log: silentLog(), env: { MOLT_CRASH_AT: "stop:stopped" } }).start(root, t, () => undefined).exited;
+    expect(exit.signal).toBe("SIGKILL");
+    expect(pidAlive(oldPid)).toBe(false);
+    expect(await answers(port)).toBeNull();
+    // What the agent does for a client that died without a verdict.
+    const entries = (await readJournal(taskPaths(root, t.taskId).journal, 0)).entries;
+    const outcome = await recoverDeadRun(root, t, entries, silentLog());
+    expect(outcome).toMatchObject({ kind: "rolled-back", detail: expect.stringContaining("old version started") as unknown });
+    expect(verdictFor(entries, "upgrade client was killed by SIGKILL", Date.now(), outcome).map((r) => r.kind)).toEqual([
+      "step-failed",
+      "step-started",
+      "step-succeeded",
+      "rolled-back",
+      "failed",
+    ]);
+    expect(await readlink(componentPaths(root, COMPONENT).current)).toBe(join("versions", "1.0.0"));
+    await waitFor("the old version answering", async () => ((await answers(port)) === "1.0.0" ? true : undefined), { timeoutMs: 5_000 });
+    pids.add(await runningPid(root));
   });
 });
