@@ -1,25 +1,15 @@
 import { spawn, spawnSync } from "node:child_process";
-import { readFile, rm } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { defaultClientEntry } from "../agent/runners.js";
 import { componentPaths, seedComponent } from "../host/layout.js";
 import { readJournal, recordLaunch, taskPaths } from "../host/task-files.js";
-import { buildPackage, type BuiltPackage, desiredTask, type PackageServer, startPackageServer, tempDir } from "../testing/fixtures.js";
+import { desiredTask } from "../testing/fixtures.js";
+import { packageSuite } from "../testing/suite.js";
 
 const strace = spawnSync("strace", ["-V"]).status === 0;
-let server: PackageServer;
-let pkg: BuiltPackage;
-const roots: string[] = [];
-
-beforeAll(async () => {
-  server = await startPackageServer();
-  pkg = await buildPackage({ VERSION: "2.0.0\n" });
-});
-afterAll(async () => {
-  await server.close();
-  await Promise.all(roots.map((r) => rm(r, { recursive: true, force: true })));
-});
+const suite = packageSuite({ VERSION: "2.0.0\n" });
 
 /** One traced syscall: its name and the paths strace -y printed for its fd or path arguments. */
 interface Call {
@@ -29,11 +19,10 @@ interface Call {
 
 describe.skipIf(!strace)("durability under strace (skipped where strace is absent: scripts/bootstrap.sh installs it)", () => {
   it("[upgrade-client] the journal is written then fsynced; the switch record and `current` are written, fsynced, renamed, then their directory fsynced", async () => {
-    const root = await tempDir("strace");
-    roots.push(root);
+    const root = await suite.tempRoot("strace");
     await seedComponent(root, { component: "metrics-agent", version: "1.0.0" });
-    const url = server.serve("/traced.tar.gz", { body: pkg.bytes });
-    const task = desiredTask({ hostId: "trace-1", package: { platform: "linux-amd64", sha256: pkg.sha256, size: pkg.size, url } });
+    const url = suite.server.serve("/traced.tar.gz", { body: suite.pkg.bytes });
+    const task = desiredTask({ hostId: "trace-1", package: { platform: "linux-amd64", sha256: suite.pkg.sha256, size: suite.pkg.size, url } });
     await recordLaunch(root, task);
     const out = join(root, "strace.out");
     const child = spawn(
