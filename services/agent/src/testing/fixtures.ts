@@ -86,6 +86,8 @@ export interface Served {
   hold?: Promise<void>;
   /** When set, only this many bytes of a full (non-Range) response are sent, then the response hangs open. */
   cutAfter?: number;
+  /** When set, the first full (non-Range) response breaks off after this many bytes (the connection is cut). */
+  dropFirstAfter?: number;
 }
 
 export interface PackageServer {
@@ -125,6 +127,12 @@ export async function startPackageServer(): Promise<PackageServer> {
       return;
     }
     res.writeHead(200, { "content-length": served.body.length });
+    if (served.dropFirstAfter !== undefined) {
+      const n = served.dropFirstAfter;
+      delete served.dropFirstAfter;
+      res.write(served.body.subarray(0, n), () => res.destroy());
+      return;
+    }
     if (served.cutAfter !== undefined) {
       res.write(served.body.subarray(0, served.cutAfter));
       return;
