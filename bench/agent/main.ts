@@ -21,8 +21,8 @@ import { parseArgs, promisify } from "node:util";
 import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
 import { create as createTar } from "tar";
-import { desiredKey, type DesiredState, KV_DESIRED, StepReport, subjects } from "@molt/contracts";
-import { startNatsServer, waitFor } from "@molt/testkit";
+import { desiredKey, type DesiredState, KV_DESIRED, subjects } from "@molt/contracts";
+import { startFeedbackStandIn, startNatsServer, waitFor } from "@molt/testkit";
 
 const { values } = parseArgs({
   options: {
@@ -103,21 +103,7 @@ try {
   // ---- the pieces around the agent: nats-server, feedback's stand-in, a package server
   const nats = await startNatsServer();
   const nc = await connect({ servers: nats.url });
-  const reports: StepReport[] = [];
-  let heartbeats = 0;
-  nc.subscribe("molt.feedback.report.>", {
-    callback: (_e, msg) => {
-      reports.push(StepReport.parse(msg.json()));
-      msg.respond(JSON.stringify({ status: "accepted" }));
-    },
-  });
-  nc.subscribe("molt.feedback.heartbeat.>", {
-    callback: (_e, msg) => {
-      heartbeats++;
-      msg.respond(JSON.stringify({ status: "ok" }));
-    },
-  });
-  await nc.flush();
+  const feedback = await startFeedbackStandIn(nc);
   const served = new Map<string, Buffer>();
   const http = createServer((req, res) => {
     const body = served.get(req.url ?? "");
@@ -148,7 +134,7 @@ try {
       if (pid) clientPids.push(Number(pid));
     }
   });
-  await waitFor("the agent's first heartbeat", () => (heartbeats > 0 ? true : undefined), { timeoutMs: 30_000 });
+  await waitFor("the agent's first heartbeat", () => (feedback.heartbeats.length > 0 ? true : undefined), { timeoutMs: 30_000 });
   // Let start-up garbage be collected and the heap settle, then measure.
   await new Promise((r) => setTimeout(r, 1000));
   const agentIdleRss = await settledRss(agent.pid!, idleMs);
@@ -188,7 +174,7 @@ try {
     clientPeaks.push(await peakOf(pid));
     const verdict = await waitFor(
       `task ${task.taskId}'s verdict`,
-      () => reports.filter((r) => r.taskId === task.taskId).flatMap((r) => r.entries).find((e) => ["succeeded", "failed", "rejected"].includes(e.kind)),
+      () => feedback.entriesOf(task.taskId).find((e) => ["succeeded", "failed", "rejected"].includes(e.kind)),
       { timeoutMs: 60_000 },
     );
     if (verdict.kind !== "succeeded") throw new Error(`upgrade ${i} ended ${verdict.kind}: ${JSON.stringify(verdict)}`);

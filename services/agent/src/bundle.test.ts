@@ -5,8 +5,8 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { desiredKey, type Heartbeat, KV_DESIRED, StepReport, subjects } from "@molt/contracts";
-import { type NatsServer, startNatsServer, waitFor } from "@molt/testkit";
+import { desiredKey, KV_DESIRED, subjects } from "@molt/contracts";
+import { type FeedbackStandIn, type NatsServer, startFeedbackStandIn, startNatsServer, waitFor } from "@molt/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { componentPaths } from "./host/layout.js";
 import { buildPackage, desiredTask, type PackageServer, startPackageServer, tempDir } from "./testing/fixtures.js";
@@ -25,8 +25,7 @@ let nc: NatsConnection;
 let http: PackageServer;
 let work: string;
 let bundle: string;
-const reports: StepReport[] = [];
-const heartbeats: Heartbeat[] = [];
+let feedback: FeedbackStandIn;
 const children: ChildProcess[] = [];
 
 /** Only what a host's service manager would set: no NODE_OPTIONS, no loaders, no repository paths. */
@@ -50,20 +49,7 @@ beforeAll(async () => {
   nats = await startNatsServer();
   nc = await connect({ servers: nats.url });
   http = await startPackageServer();
-  // Feedback's stand-in: accepts every report and heartbeat (as host-agent.test.ts does).
-  nc.subscribe("molt.feedback.report.>", {
-    callback: (_err, msg) => {
-      reports.push(StepReport.parse(msg.json()));
-      msg.respond(JSON.stringify({ status: "accepted" }));
-    },
-  });
-  nc.subscribe("molt.feedback.heartbeat.>", {
-    callback: (_err, msg) => {
-      heartbeats.push(msg.json<Heartbeat>());
-      msg.respond(JSON.stringify({ status: "ok" }));
-    },
-  });
-  await nc.flush();
+  feedback = await startFeedbackStandIn(nc);
 }, 120_000);
 
 afterAll(async () => {
@@ -106,7 +92,7 @@ describe("the bundled agent", () => {
     const first = await waitFor("a heartbeat from the bundled agent, or its exit", () =>
       agent.exitCode !== null
         ? { exited: agent.exitCode }
-        : heartbeats.find((h) => h.hostId === hostId && h.agentVersion === VERSION && h.components["metrics-agent"] === "1.0.0"),
+        : feedback.heartbeats.find((h) => h.hostId === hostId && h.agentVersion === VERSION && h.components["metrics-agent"] === "1.0.0"),
     { timeoutMs: 20_000 });
     expect(first, output).not.toHaveProperty("exited");
 
@@ -117,7 +103,7 @@ describe("the bundled agent", () => {
     await kv.put(desiredKey(hostId, task.component), JSON.stringify(task));
     nc.publish(subjects.nudge(hostId));
 
-    const entries = () => reports.filter((r) => r.taskId === task.taskId).flatMap((r) => r.entries);
+    const entries = () => feedback.entriesOf(task.taskId);
     const verdict = await waitFor(
       "the client's verdict reported",
       () => entries().find((e) => e.kind === "succeeded" || e.kind === "failed" || e.kind === "rejected"),
@@ -127,7 +113,7 @@ describe("the bundled agent", () => {
     expect(entries().map((e) => e.seq)).toEqual(entries().map((_, i) => i + 1));
     expect(http.requests.filter((r) => r.path === "/bundle/metrics-agent-2.0.0.tar.gz").length).toBeGreaterThan(0);
     expect(await readlink(componentPaths(root, "metrics-agent").current)).toBe(join("versions", "2.0.0"));
-    await waitFor("a heartbeat showing 2.0.0", () => heartbeats.find((h) => h.hostId === hostId && h.components["metrics-agent"] === "2.0.0"));
+    await waitFor("a heartbeat showing 2.0.0", () => feedback.heartbeats.find((h) => h.hostId === hostId && h.components["metrics-agent"] === "2.0.0"));
 
     agent.kill("SIGTERM");
     expect(await exited).toBe(0);
