@@ -4,3 +4,4 @@ export * from "./events.js";
 export * from "./messages.js";
 export * from "./issues.js";
 export * from "./signing.js";
+export * from "./views.js";

@@ -22,6 +22,7 @@ const RULES: readonly Rule[] = [
   { methods: "*", prefix: "/v1/deployments", owner: "action" },
   { methods: READ, prefix: "/v1/hosts", owner: "projector" },
   { methods: READ, prefix: "/v1/projector", owner: "projector" },
+  { methods: READ, prefix: "/v1/fleet", owner: "projector" },
   { methods: "*", prefix: "/v1/packages", owner: "packageRepo" },
   { methods: "*", prefix: "/v1/blobs", owner: "packageRepo" },
   { methods: READ, prefix: "/v1/audit", owner: "audit" },

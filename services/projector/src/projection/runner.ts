@@ -1,6 +1,6 @@
 import { decodeHostToken, parseEventSubject } from "@molt/contracts";
-import { createCheckpointedFollower, migrate, pgSafe, type Db } from "@molt/db";
-import type { EventStore, StoredCommit } from "@molt/event-store";
+import { createCheckpointedFollower, migrate, pgSafe, readDeadLetters, refusedByDatabase, type Db, type DeadLetter } from "@molt/db";
+import { CorruptCommitError, storedCommitOf, type EventStore, type RawMessage, type StoredCommit } from "@molt/event-store";
 import type { Logger } from "@molt/runtime";
 import type { ProjectedCommit, Projection } from "./projection.js";
 
@@ -11,6 +11,8 @@ export interface ProjectorStatus {
   lag: number;
   /** Why projecting is stuck (it retries with backoff), or null. */
   error: string | null;
+  /** Commits given up on (kept in the dead-letter table); the projection went on past them. */
+  deadLetters: number;
 }
 
 export interface ProjectionRunner {
@@ -18,6 +20,7 @@ export interface ProjectionRunner {
   start(): Promise<void>;
   stop(): Promise<void>;
   status(): Promise<ProjectorStatus>;
+  deadLetters(limit?: number): Promise<DeadLetter[]>;
 }
 
 export interface RunnerDeps {
@@ -29,6 +32,8 @@ export interface RunnerDeps {
   name?: string;
   /** First retry delay after a failure (doubles up to 30 s). */
   retryMs?: number;
+  /** A commit no reader can parse, or whose rows the database refuses, this many times in a row is dead-lettered (default 3). */
+  deadLetterAfter?: number;
 }
 
 /** Splits the subject once so projections never parse it themselves; cleans what PostgreSQL would refuse. */
@@ -56,14 +61,22 @@ export function toProjected(c: StoredCommit): ProjectedCommit {
 export function createRunner(deps: RunnerDeps): ProjectionRunner {
   const { db, store, projections } = deps;
   const name = deps.name ?? "projector";
-  const follower = createCheckpointedFollower<StoredCommit>({
+  const decoder = new TextDecoder();
+  // Raw messages, parsed inside apply: a commit no reader can parse, like a row the database
+  // refuses, fails that one message (and is dead-lettered), not the whole subscription forever.
+  const follower = createCheckpointedFollower<RawMessage>({
     db,
     logger: deps.logger,
     name,
-    open: (fromSeq, handler, onError) => store.subscribe({ fromSeq, handler, onError }),
-    apply: async (tx, stored) => {
-      const c = toProjected(stored);
+    open: (fromSeq, handler, onError) => store.subscribeRaw({ fromSeq, handler, onError }),
+    apply: async (tx, raw) => {
+      const c = toProjected(storedCommitOf(raw));
       for (const p of projections) await p.apply(tx, c);
+    },
+    deadLetter: {
+      after: deps.deadLetterAfter ?? 3,
+      describe: (m) => ({ subject: m.subject, payload: decoder.decode(m.data) }),
+      isPoison: (err) => err instanceof CorruptCommitError || refusedByDatabase(err),
     },
     ...(deps.retryMs !== undefined ? { retryMs: deps.retryMs } : {}),
   });
@@ -75,7 +88,8 @@ export function createRunner(deps: RunnerDeps): ProjectionRunner {
     stop: () => follower.stop(),
     async status() {
       const [s, last] = await Promise.all([follower.status(), store.lastSequence()]);
-      return { checkpoint: s.checkpoint, streamLastSeq: last, lag: Math.max(0, last - s.checkpoint), error: s.error };
+      return { checkpoint: s.checkpoint, streamLastSeq: last, lag: Math.max(0, last - s.checkpoint), error: s.error, deadLetters: s.deadLetters };
     },
+    deadLetters: (limit) => readDeadLetters(db, name, limit),
   };
 }
