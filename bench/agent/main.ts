@@ -9,20 +9,19 @@
  * Every figure is read from /proc/<pid>/status of a real process (Linux only), the same way for
  * the baseline and the measured processes.
  */
-import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
-import { parseArgs, promisify } from "node:util";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
 import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
 import { create as createTar } from "tar";
 import { desiredKey, type DesiredState, KV_DESIRED, subjects } from "@molt/contracts";
-import { startFeedbackStandIn, startNatsServer, waitFor } from "@molt/testkit";
+import { buildAgentBundle, startFeedbackStandIn, startNatsServer, waitFor } from "@molt/testkit";
 
 const { values } = parseArgs({
   options: {
@@ -37,8 +36,6 @@ const idleMs = Number(values["idle-ms"]);
 const IDLE_TARGET_MB = 30;
 const CLIENT_TARGET_MB = 80;
 const MB = 1024 * 1024;
-const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
-const run = promisify(execFile);
 
 /** VmRSS and VmHWM of a live process, in bytes; null once it is gone. */
 async function memoryOf(pid: number): Promise<{ rss: number; hwm: number } | null> {
@@ -86,7 +83,7 @@ const processes: ChildProcess[] = [];
 try {
   // ---- the bundle, alone in a directory, as on a host
   const built = join(work, "build", "molt-agent.mjs");
-  await run(process.execPath, ["--import", "tsx", join(repoRoot, "scripts", "build-agent.ts"), "--outfile", built, "--version", "0.0.0-bench"], { cwd: repoRoot });
+  await buildAgentBundle(built, { version: "0.0.0-bench" });
   const hostDir = join(work, "host");
   await mkdir(hostDir);
   const bundle = join(hostDir, "molt-agent.mjs");

@@ -1,12 +1,11 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { copyFile, mkdir, readdir, readlink, rm, stat } from "node:fs/promises";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { dirname, join } from "node:path";
 import { promisify } from "node:util";
 import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { desiredKey, KV_DESIRED, subjects } from "@molt/contracts";
-import { type FeedbackStandIn, type NatsServer, startFeedbackStandIn, startNatsServer, waitFor } from "@molt/testkit";
+import { buildAgentBundle, type FeedbackStandIn, type NatsServer, startFeedbackStandIn, startNatsServer, waitFor } from "@molt/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { componentPaths } from "./host/layout.js";
 import { buildPackage, desiredTask, type PackageServer, startPackageServer, tempDir } from "./testing/fixtures.js";
@@ -16,7 +15,6 @@ import { buildPackage, desiredTask, type PackageServer, startPackageServer, temp
  * directory with no node_modules above it, runs the agent and (as `node <bundle> client …`) the
  * upgrade client of a real upgrade, against a real nats-server and a real HTTP package server.
  */
-const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
 const VERSION = "9.9.9-bundle";
 const run = promisify(execFile);
 
@@ -36,10 +34,7 @@ function hostEnv(extra: Record<string, string>): Record<string, string> {
 beforeAll(async () => {
   work = await tempDir("bundle");
   const built = join(work, "build", "molt-agent.mjs");
-  const { stdout } = await run(process.execPath, ["--import", "tsx", join(repoRoot, "scripts", "build-agent.ts"), "--outfile", built, "--version", VERSION], {
-    cwd: repoRoot,
-  });
-  expect(JSON.parse(stdout)).toMatchObject({ outfile: built, version: VERSION });
+  expect(await buildAgentBundle(built, { version: VERSION })).toMatchObject({ outfile: built, version: VERSION });
   // The host: one directory holding the bundle and nothing else.
   const host = join(work, "host");
   await mkdir(host);
