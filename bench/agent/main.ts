@@ -67,11 +67,11 @@ async function settledRss(pid: number, forMs: number, everyMs = 100): Promise<nu
 /** Follows a process until it exits, keeping its last VmHWM (the kernel's peak RSS so far). */
 async function peakOf(pid: number): Promise<number> {
   let peak = 0;
-  const t0 = Date.now();
   for (;;) {
     const m = await memoryOf(pid);
     if (!m) return peak;
-    if (process.env["BENCH_DEBUG"] && m.hwm > peak) process.stderr.write(`client +${Date.now() - t0} ms: VmRSS ${mb(m.rss).toFixed(1)} MB, VmHWM ${mb(m.hwm).toFixed(1)} MB\n`);
+    // BENCH_DEBUG=1: the client's growth over time, to set against its steps (printed at the end).
+    if (process.env["BENCH_DEBUG"] && m.hwm > peak + MB) process.stderr.write(`client ${new Date().toISOString()}: VmRSS ${mb(m.rss).toFixed(1)} MB, VmHWM ${mb(m.hwm).toFixed(1)} MB\n`);
     peak = Math.max(peak, m.hwm);
     await new Promise((r) => setTimeout(r, 2));
   }
@@ -174,6 +174,7 @@ try {
       () => feedback.entriesOf(task.taskId).find((e) => ["succeeded", "failed", "rejected"].includes(e.kind)),
       { timeoutMs: 60_000 },
     );
+    if (process.env["BENCH_DEBUG"]) for (const e of feedback.entriesOf(task.taskId)) process.stderr.write(`step   ${e.at}: ${e.kind} ${"step" in e ? e.step : ""}\n`);
     if (verdict.kind !== "succeeded") throw new Error(`upgrade ${i} ended ${verdict.kind}: ${JSON.stringify(verdict)}`);
     await rm(src, { recursive: true, force: true });
   }
