@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { processRunner } from "../agent/runners.js";
 import { componentPaths, seedComponent } from "../host/layout.js";
 import { readJournal, recordLaunch, taskPaths } from "../host/task-files.js";
+import { archivePath } from "./staging.js";
 import { silentLog } from "../log.js";
 import { buildPackage, type BuiltPackage, desiredTask, type PackageServer, startPackageServer, tempDir } from "../testing/fixtures.js";
 
@@ -241,7 +242,9 @@ describe("upgrade client process", () => {
   it("[upgrade-client] a download cut half way resumes with Range in the same run (the server sees the Range request)", async () => {
     const root = await seededRoot();
     const half = Math.floor(pkg.size / 2);
-    const url = server.serve("/dropped.tar.gz", { body: pkg.bytes, dropFirstAfter: half });
+    const partial = archivePath(componentPaths(root, "metrics-agent"), pkg.sha256);
+    const onDisk = () => waitFor("the first half on the client's disk", async () => ((await stat(partial).catch(() => null))?.size === half ? true : undefined));
+    const url = server.serve("/dropped.tar.gz", { body: pkg.bytes, dropFirstAfter: half, dropWhen: onDisk });
     const task = desiredTask({ hostId: HOST, package: { platform: "linux-amd64", sha256: pkg.sha256, size: pkg.size, url } });
     await recordLaunch(root, task);
     const run = processRunner({ log: silentLog(), env: { MOLT_DOWNLOAD_RETRY_MS: "20" } }).start(root, task, () => undefined);

@@ -88,6 +88,12 @@ export interface Served {
   cutAfter?: number;
   /** When set, the first full (non-Range) response breaks off after this many bytes (the connection is cut). */
   dropFirstAfter?: number;
+  /**
+   * With dropFirstAfter: the cut waits for this (e.g. the bytes being on the client's disk). A
+   * stream that errors drops the chunks its reader has not taken yet, so cutting at once would
+   * test how fast the client reads, not whether it resumes.
+   */
+  dropWhen?: () => Promise<unknown>;
 }
 
 export interface PackageServer {
@@ -130,7 +136,8 @@ export async function startPackageServer(): Promise<PackageServer> {
     if (served.dropFirstAfter !== undefined) {
       const n = served.dropFirstAfter;
       delete served.dropFirstAfter;
-      res.write(served.body.subarray(0, n), () => res.destroy());
+      const when = served.dropWhen ?? (() => Promise.resolve());
+      res.write(served.body.subarray(0, n), () => void when().finally(() => res.destroy()));
       return;
     }
     if (served.cutAfter !== undefined) {
