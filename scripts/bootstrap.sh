@@ -50,6 +50,12 @@ if [ "$got" != "$want" ]; then
   fi
 fi
 
+# strace: the upgrade client's durability test reads the order of fsync and rename from it.
+if ! command -v strace >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "bootstrap: installing Debian's strace"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq strace >/dev/null) || echo "bootstrap: strace could not be installed; its test is skipped" >&2
+fi
+
 cd "$root"
 export PATH="$tools/bin:$PATH"
 if [ ! -d node_modules/.pnpm ] || [ pnpm-lock.yaml -nt node_modules/.modules.yaml ]; then

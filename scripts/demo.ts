@@ -12,6 +12,7 @@ import { parseArgs } from "node:util";
 import { connect } from "@nats-io/transport-node";
 import { subjects } from "@molt/contracts";
 import { createEventStore } from "@molt/event-store";
+import { generatePublisherKey, signAndPush, writePublisherKey } from "@molt/publisher";
 import { buildPackage, startNatsServer, startSystem, waitFor } from "@molt/testkit";
 
 const { values } = parseArgs({
@@ -34,11 +35,16 @@ const hosts = Array.from({ length: hostCount }, (_, i) => `sim-${String(i + 1).p
 const t0 = Date.now();
 const stamp = () => `[${((Date.now() - t0) / 1000).toFixed(1).padStart(6)}s]`;
 
+// The demo plays the publisher too: package-repo trusts this key and takes only packages it signed.
+const publisher = generatePublisherKey();
+const publisherFiles = await writePublisherKey(dataDir, "publisher", publisher);
+
 console.log(`${stamp()} starting nats-server and the services (logs in ${join(dataDir, "logs")})`);
 const nats = await startNatsServer({ dataDir: join(dataDir, "nats") });
 const system = await startSystem({
   natsUrl: nats.url,
   dataDir,
+  trustedPublisherKeys: [{ keyId: publisher.keyId, publicKey: publisher.publicKey, comment: "demo publisher" }],
   tokens: { [operatorToken]: { actor: "demo-operator", role: "operator" }, [viewerToken]: { actor: "demo-viewer", role: "viewer" } },
   allocatorReplicas: 2,
   sim: { count: hostCount, seed: `${component}@1.0.0`, stepDelayMs: Number(values["step-delay-ms"]) },
@@ -61,6 +67,7 @@ console.log(`${stamp()} gateway:        ${system.gatewayUrl}`);
 console.log(`${stamp()} operator token: ${operatorToken}`);
 console.log(`${stamp()} viewer token:   ${viewerToken}`);
 console.log(`${stamp()} nats:           ${nats.url}`);
+console.log(`${stamp()} publisher key:  ${publisher.keyId} (${publisherFiles.privateKeyFile}; push more with pnpm molt-publish push --key …)`);
 
 const nc = await connect({ servers: nats.url });
 const store = createEventStore(nc);
@@ -75,14 +82,16 @@ await waitFor(
 console.log(`${stamp()} ${hostCount} simulated hosts registered at ${component} 1.0.0`);
 
 const pkg = await buildPackage({ VERSION: "2.0.0\n", "bin/run.sh": `#!/bin/sh\necho ${component} 2.0.0\n` });
-const up = await fetch(`${system.gatewayUrl}/v1/packages?component=${component}&version=2.0.0&platform=linux-amd64`, {
-  method: "POST",
-  headers: { ...auth, "content-type": "application/gzip" },
-  body: new Uint8Array(pkg),
+const up = await signAndPush({
+  url: system.gatewayUrl,
+  token: operatorToken,
+  ids: { component, version: "2.0.0", platform: "linux-amd64" },
+  archive: pkg,
+  privateKey: publisher.privateKeyPem,
 });
-if (!up.ok) throw new Error(`upload failed: ${up.status} ${await up.text()}`);
-const info = (await up.json()) as { sha256: string; size: number };
-console.log(`${stamp()} uploaded ${component} 2.0.0 (${info.size} B, sha256 ${info.sha256.slice(0, 12)}…)`);
+if (up.status !== 201) throw new Error(`upload failed: ${up.status} ${JSON.stringify(up.body)}`);
+const info = up.body as { sha256: string; size: number };
+console.log(`${stamp()} uploaded ${component} 2.0.0 signed by ${up.signature.keyId} (${info.size} B, sha256 ${info.sha256.slice(0, 12)}…)`);
 
 const dep = await fetch(`${system.gatewayUrl}/v1/deployments`, {
   method: "POST",

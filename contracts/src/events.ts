@@ -1,9 +1,9 @@
 import { z } from "zod";
-import { ComponentName, HostId, Id, Platform, Sha256, Version } from "./ids.js";
+import { ComponentName, HostId, Id, Platform, Sha256, Timestamp, Version } from "./ids.js";
 
 /** Envelope metadata: time and ids come from whoever decided the event, never from a clock inside a decider. */
 export const EventMetadata = z.object({
-  occurredAt: z.iso.datetime(),
+  occurredAt: Timestamp,
   actor: z.string().min(1).max(200),
   correlationId: z.string().min(1).max(200),
   causationId: z.string().max(200).optional(),
@@ -281,7 +281,7 @@ export const Step = z.enum(STEPS);
 export type Step = z.infer<typeof Step>;
 
 const Seq = z.number().int().positive();
-const At = z.iso.datetime();
+const At = Timestamp;
 const ErrorText = z.string().max(4000);
 
 export const TaskAllocated = event(
@@ -434,6 +434,6 @@ export const HostState = z.object({
   platform: Platform,
   labels: Labels,
   components: z.record(ComponentName, Version.nullable()),
-  registeredAt: z.iso.datetime(),
+  registeredAt: Timestamp,
 });
 export type HostState = z.infer<typeof HostState>;

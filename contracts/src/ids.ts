@@ -57,3 +57,13 @@ export class InvalidHostIdError extends Error {
     super(`invalid host id ${JSON.stringify(value.slice(0, 300))}: must be 1-253 characters of A-Z a-z 0-9 . _ : -`);
   }
 }
+
+/**
+ * A point in time as ISO 8601 UTC. `z.iso.datetime()` alone takes `0000-01-01T00:00:00Z`, which
+ * PostgreSQL refuses (there is no year 0), so a report carrying it would be stored on the
+ * immutable stream and then refused by every view: years 1970 to 9999 only.
+ */
+export const Timestamp = z.iso.datetime().refine((s) => {
+  const year = Number(s.slice(0, 4));
+  return year >= 1970 && year <= 9999 && !Number.isNaN(Date.parse(s));
+}, "must be a date-time between 1970 and 9999");

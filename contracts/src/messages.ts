@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { Labels, PackageRef, Selector, SkippedHost, Step, Strategy } from "./events.js";
-import { ComponentName, HostId, Id, Platform, Sha256, Version } from "./ids.js";
+import { ComponentName, HostId, Id, Platform, Sha256, Timestamp, Version } from "./ids.js";
 
 // ---------- operator HTTP bodies ----------
 export const CreateDeploymentBody = z
@@ -79,7 +79,7 @@ export const DesiredState = z
     version: Version,
     fromVersion: Version.nullable(),
     attempt: z.number().int().positive(),
-    deadline: z.iso.datetime(),
+    deadline: Timestamp,
     package: PackageRef.optional(),
   })
   .refine((d) => d.package !== undefined || d.kind === "rollback" || d.kind === "uninstall", {
@@ -89,7 +89,7 @@ export const DesiredState = z
 export type DesiredState = z.infer<typeof DesiredState>;
 
 // ---------- host → feedback ----------
-const At = z.iso.datetime();
+const At = Timestamp;
 export const JournalEntry = z.discriminatedUnion("kind", [
   z.object({ kind: z.literal("accepted"), seq: z.number().int().positive(), at: At }),
   z.object({ kind: z.literal("step-started"), seq: z.number().int().positive(), at: At, step: Step }),

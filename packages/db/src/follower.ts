@@ -1,12 +1,34 @@
 import type { Db, Queryable } from "./db.js";
 import { migrate } from "./migrate.js";
+import { pgSafe } from "./text.js";
 
 const CHECKPOINT_MIGRATIONS = [
   `CREATE TABLE IF NOT EXISTS checkpoints (
     name text PRIMARY KEY,
     seq bigint NOT NULL
   )`,
+  // Messages a follower gave up on (poison): kept whole with the error, so nothing is lost and an
+  // operator can see, fix and replay them.
+  `CREATE TABLE IF NOT EXISTS dead_letters (
+    name text NOT NULL,
+    seq bigint NOT NULL,
+    subject text NOT NULL,
+    error text NOT NULL,
+    payload text NOT NULL,
+    attempts int NOT NULL,
+    at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (name, seq)
+  )`,
 ];
+
+/**
+ * A value the database refuses (SQLSTATE class 22, data exception: a date out of range, bytes
+ * that are not text; class 23, an integrity violation): retrying the same message cannot help.
+ */
+export function refusedByDatabase(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === "string" && /^2[23][0-9A-Z]{3}$/.test(code);
+}
 
 export async function readCheckpoint(q: Queryable, name: string): Promise<number> {
   const r = await q.query<{ seq: number }>("SELECT seq FROM checkpoints WHERE name = $1", [name]);
@@ -36,10 +58,29 @@ export interface FollowerLogger {
 
 export interface FollowerStatus {
   name: string;
-  /** The last source sequence applied. */
+  /** The last source sequence applied (or dead-lettered). */
   checkpoint: number;
   /** Why following is stuck (it retries with backoff), or null. */
   error: string | null;
+  /** How many messages were given up on and kept in `dead_letters`. */
+  deadLetters: number;
+}
+
+export interface DeadLetter {
+  seq: number;
+  subject: string;
+  error: string;
+  payload: string;
+  attempts: number;
+  at: string;
+}
+
+export async function readDeadLetters(q: Queryable, name: string, limit = 100): Promise<DeadLetter[]> {
+  const r = await q.query<{ seq: string | number; subject: string; error: string; payload: string; attempts: number; at: Date | string }>(
+    "SELECT seq, subject, error, payload, attempts, at FROM dead_letters WHERE name = $1 ORDER BY seq LIMIT $2",
+    [name, limit],
+  );
+  return r.rows.map((row) => ({ ...row, seq: Number(row.seq), at: new Date(row.at).toISOString() }));
 }
 
 export interface CheckpointedFollower {
@@ -54,6 +95,12 @@ export interface CheckpointedFollower {
  * restart resumes right after the last one applied. A failure rolls the message back whole, then
  * the source is reopened from the checkpoint after a backoff (doubling up to 30 s): nothing is
  * skipped, nothing is applied twice.
+ *
+ * With `deadLetter`, a message that fails `deadLetter.after` times in a row with an error that
+ * belongs to the message (`isPoison`: by default a value the database refuses, SQLSTATE classes 22
+ * and 23) is stored in `dead_letters` with its error, in the transaction that moves the checkpoint
+ * past it, and following goes on. Any other failure (the database away, a table missing) is the
+ * environment's: the follower waits it out however long it takes, as before.
  */
 export function createCheckpointedFollower<M extends { seq: number }>(deps: {
   db: Db;
@@ -65,6 +112,15 @@ export function createCheckpointedFollower<M extends { seq: number }>(deps: {
   /** Writes one message's rows; runs after the checkpoint moved, in the same transaction. */
   apply: (tx: Queryable, m: M) => Promise<void>;
   retryMs?: number;
+  /** Told of each message once its transaction has committed (live views: SSE, metrics). */
+  onApplied?: (m: M) => void;
+  /** Give up on a message after this many failures in a row, keeping it as a dead letter. */
+  deadLetter?: {
+    after: number;
+    describe: (m: M) => { subject: string; payload: string };
+    /** Whether the error is the message's own; `refusedByDatabase` when not given. */
+    isPoison?: (err: unknown) => boolean;
+  };
 }): CheckpointedFollower {
   const { db, name } = deps;
   const { logger } = deps;
@@ -75,16 +131,46 @@ export function createCheckpointedFollower<M extends { seq: number }>(deps: {
   let stopped = false;
   let source: { stop(): Promise<void> } | undefined;
   let retryTimer: NodeJS.Timeout | undefined;
+  /** Consecutive failures of the message at `failing.seq`. */
+  let failing = { seq: 0, attempts: 0 };
+
+  /** Stores `m` as a dead letter and moves the checkpoint past it. */
+  const bury = async (dead: NonNullable<typeof deps.deadLetter>, m: M, err: unknown, attempts: number): Promise<void> => {
+    const { subject, payload } = dead.describe(m);
+    const error = err instanceof Error ? err.message : String(err);
+    await db.transaction(async (tx) => {
+      if (!(await advanceCheckpoint(tx, name, m.seq))) return;
+      await tx.query(
+        `INSERT INTO dead_letters (name, seq, subject, error, payload, attempts) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (name, seq) DO NOTHING`,
+        [name, m.seq, pgSafe(subject), pgSafe(error), pgSafe(payload), attempts],
+      );
+    });
+    logger.error({ follower: name, seq: m.seq, subject, err, attempts }, "gave up on a message: kept as a dead letter");
+  };
 
   const handle = async (m: M): Promise<void> => {
     // A reopened source can hand back messages already applied: skip them cheaply.
     if (m.seq <= checkpoint) return;
-    const applied = await db.transaction(async (tx) => {
-      if (!(await advanceCheckpoint(tx, name, m.seq))) return false;
-      await deps.apply(tx, m);
-      return true;
-    });
+    let applied: boolean;
+    let buried = false;
+    try {
+      applied = await db.transaction(async (tx) => {
+        if (!(await advanceCheckpoint(tx, name, m.seq))) return false;
+        await deps.apply(tx, m);
+        return true;
+      });
+    } catch (err) {
+      const dead = deps.deadLetter;
+      if (!dead || !(dead.isPoison ?? refusedByDatabase)(err)) throw err;
+      const attempts = failing.seq === m.seq ? failing.attempts + 1 : 1;
+      failing = { seq: m.seq, attempts };
+      if (attempts < dead.after) throw err;
+      await bury(dead, m, err, attempts);
+      applied = buried = true;
+    }
     checkpoint = applied ? m.seq : await readCheckpoint(db, name);
+    if (applied && !buried) deps.onApplied?.(m);
     if (lastError !== null) logger.info({ follower: name, seq: m.seq }, "following again");
     lastError = null;
     retryMs = firstRetryMs;
@@ -125,7 +211,8 @@ export function createCheckpointedFollower<M extends { seq: number }>(deps: {
       source = undefined;
     },
     async status() {
-      return { name, checkpoint: await readCheckpoint(db, name), error: lastError };
+      const dead = await db.query<{ n: string | number }>("SELECT count(*) AS n FROM dead_letters WHERE name = $1", [name]);
+      return { name, checkpoint: await readCheckpoint(db, name), error: lastError, deadLetters: Number(dead.rows[0]?.n ?? 0) };
     },
   };
 }

@@ -3,4 +3,14 @@ export { migrate } from "./migrate.js";
 export { DataDirBusyError } from "./owner-lock.js";
 export { createTemplate, type DatabaseTemplate } from "./template.js";
 export { pgSafe } from "./text.js";
-export { advanceCheckpoint, createCheckpointedFollower, readCheckpoint, type CheckpointedFollower, type FollowerLogger, type FollowerStatus } from "./follower.js";
+export {
+  advanceCheckpoint,
+  createCheckpointedFollower,
+  readCheckpoint,
+  readDeadLetters,
+  refusedByDatabase,
+  type CheckpointedFollower,
+  type DeadLetter,
+  type FollowerLogger,
+  type FollowerStatus,
+} from "./follower.js";

@@ -1,7 +1,7 @@
 import { DeliverPolicy, jetstream, jetstreamManager, JetStreamApiError, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { Commit, describeIssues, STREAM_EVENTS, type MoltEvent } from "@molt/contracts";
-import { followStream, type Subscription } from "./follow.js";
+import { followStream, type RawMessage, type Subscription } from "./follow.js";
 import { CommitTooLargeError, ConcurrencyError, CorruptCommitError, EventStoreError, InvalidCommitError } from "./errors.js";
 
 /** JetStream's "wrong last sequence" error code. */
@@ -49,6 +49,17 @@ export interface EventStore {
     handler: (c: StoredCommit) => Promise<void> | void;
     onError?: (err: unknown) => void;
   }): Subscription;
+  /**
+   * The same, unparsed: for followers that decide themselves what to do with a message no reader
+   * can parse (a projection keeps it as a dead letter) instead of failing the subscription.
+   * Parse with {@link storedCommitOf}.
+   */
+  subscribeRaw(opts: {
+    filter?: string;
+    fromSeq: number;
+    handler: (m: RawMessage) => Promise<void> | void;
+    onError?: (err: unknown) => void;
+  }): Subscription;
   /** The stream's last sequence now (0 when empty). */
   lastSequence(filter?: string): Promise<number>;
 }
@@ -56,6 +67,11 @@ export interface EventStore {
 /** A JetStream message of the event stream as a validated commit (for services with their own durable consumers). */
 export function decodeCommit(m: { subject: string; seq: number; data: Uint8Array; info: { timestampNanos: number } }): StoredCommit {
   return { subject: m.subject, seq: m.seq, time: new Date(Math.floor(m.info.timestampNanos / 1e6)), commit: parseCommit(m.subject, m.seq, m.data) };
+}
+
+/** A raw stream message as a validated commit; throws CorruptCommitError. */
+export function storedCommitOf(m: RawMessage): StoredCommit {
+  return { subject: m.subject, seq: m.seq, time: m.time, commit: parseCommit(m.subject, m.seq, m.data) };
 }
 
 const sharedDecoder = new TextDecoder();
@@ -150,9 +166,12 @@ export function createEventStore(nc: NatsConnection, opts: { stream?: string } =
         stream,
         filter: filter ?? "molt.es.>",
         fromSeq,
-        handler: (m) => handler({ subject: m.subject, seq: m.seq, time: m.time, commit: parse(m.subject, m.seq, m.data) }),
+        handler: (m) => handler(storedCommitOf(m)),
         ...(onError ? { onError } : {}),
       });
+    },
+    subscribeRaw({ filter, fromSeq, handler, onError }) {
+      return followStream(nc, { stream, filter: filter ?? "molt.es.>", fromSeq, handler, ...(onError ? { onError } : {}) });
     },
     lastSequence,
   };

@@ -3,6 +3,7 @@ import { createWriteStream, type WriteStream } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import type { TrustedKeyConfig } from "@molt/contracts";
 import { freePort } from "./nats-server.js";
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
@@ -36,6 +37,11 @@ export interface SystemOptions {
   agents?: AgentSpec[];
   /** One agent process simulating this many hosts (`--sim`). */
   sim?: { count: number; prefix?: string; seed?: string; stepDelayMs?: number };
+  /**
+   * Publisher keys package-repo trusts (`MOLT_TRUSTED_PUBLISHER_KEYS`): with any, it takes only
+   * uploads signed by one of them. Unset, it takes unsigned uploads as before.
+   */
+  trustedPublisherKeys?: TrustedKeyConfig[];
   /** Extra env for every process (timings for tests: MOLT_TICK_MS, MOLT_POLL_MS, …). */
   env?: Record<string, string>;
 }
@@ -134,7 +140,17 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
     await Promise.all([
       start("action", "action", { MOLT_HTTP_PORT: pAction }, LISTENING),
       start("projector", "projector", { MOLT_HTTP_PORT: pProjector, MOLT_DATA_DIR: join(opts.dataDir, "projector") }, LISTENING),
-      start("package-repo", "package-repo", { MOLT_HTTP_PORT: pRepo, MOLT_DATA_DIR: join(opts.dataDir, "package-repo"), MOLT_PUBLIC_URL: gatewayUrl }, LISTENING),
+      start(
+        "package-repo",
+        "package-repo",
+        {
+          MOLT_HTTP_PORT: pRepo,
+          MOLT_DATA_DIR: join(opts.dataDir, "package-repo"),
+          MOLT_PUBLIC_URL: gatewayUrl,
+          ...(opts.trustedPublisherKeys ? { MOLT_TRUSTED_PUBLISHER_KEYS: JSON.stringify(opts.trustedPublisherKeys) } : {}),
+        },
+        LISTENING,
+      ),
       start("audit", "audit", { MOLT_HTTP_PORT: pAudit, MOLT_DATA_DIR: join(opts.dataDir, "audit") }, LISTENING),
       start("feedback", "feedback", {}, /feedback ready/),
       ...Array.from({ length: opts.allocatorReplicas ?? 1 }, (_, i) =>

@@ -18,7 +18,7 @@ export { kvDesiredSource, type DesiredSource, type DesiredRead } from "./agent/d
 export { processRunner, inProcessRunner, type TaskRunner, type ClientRun, type ClientExit } from "./agent/runners.js";
 export { startSim, type Sim, type SimDeps } from "./sim/sim.js";
 export { runTask, type RunTaskOptions, type Verdict } from "./client/run-task.js";
-export { FILES_ONLY_MACHINE, type StepMachine, type StepSpec, type StepId } from "./client/steps.js";
+export { UPGRADE_MACHINE, ROLLBACK_TASK_MACHINE, type StepMachine, type StepSpec, type StepId } from "./client/machine.js";
 export { AgentEnv, simHostIds } from "./agent/config.js";
 
 const agentVersion = z
@@ -58,6 +58,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
       timing,
       stepDelayMs: config.MOLT_SIM_STEP_DELAY_MS,
       ...(config.MOLT_PACKAGE_MIRROR ? { mirror: config.MOLT_PACKAGE_MIRROR } : {}),
+      ...(config.MOLT_SIM_FAULT_FILE ? { faultFile: config.MOLT_SIM_FAULT_FILE } : {}),
     });
     stop = () => s.stop();
   } else {

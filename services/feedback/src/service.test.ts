@@ -110,6 +110,17 @@ describe("feedback", () => {
     expect(await store.lastSequence(subjects.slot(host, "agent"))).toBe(before);
   });
 
+  it("[views] refuses a report dated where no database can store it (year 0000); nothing is appended", async () => {
+    const host = "10.0.0.9";
+    const taskId = await dispatchedTask(host);
+    const before = await store.lastSequence(subjects.slot(host, "agent"));
+    const report = { hostId: host, taskId, component: "agent", entries: [{ kind: "accepted" as const, seq: 1, at: "0000-01-01T00:00:00Z" }] };
+    const answer = ReportAnswer.parse((await nc.request(subjects.report(host), JSON.stringify(report), { timeout: 5000 })).json());
+    expect(answer.status).toBe("refused");
+    expect(answer.reason).toMatch(/between 1970 and 9999/);
+    expect(await store.lastSequence(subjects.slot(host, "agent"))).toBe(before);
+  });
+
   it("[spine] heartbeats register a host once, record version changes only, and refresh presence", async () => {
     const host = "i-0abc123";
     const hb = (v: string) => ({ hostId: host, at: now(), os: "linux", arch: "x64", labels: { cluster: "eu-1" }, components: { agent: v }, agentVersion: "0.1.0" });

@@ -3,7 +3,7 @@ import { Objm, StorageType } from "@nats-io/obj";
 import { OBJ_PACKAGES } from "@molt/contracts";
 import { createEventStore, ensureEventStream } from "@molt/event-store";
 import { connectNats, createLogger, installShutdown, loadConfig, loadTokens } from "@molt/runtime";
-import { Config } from "./config.js";
+import { Config, loadPublisherKeys } from "./config.js";
 import { buildApp } from "./packages/app.js";
 import { sweepTemp } from "./packages/blobs.js";
 import { createManifestSigner } from "./packages/signing.js";
@@ -12,6 +12,7 @@ import { createManifestSigner } from "./packages/signing.js";
 const config = loadConfig(Config);
 const logger = createLogger("package-repo");
 const tokens = loadTokens();
+const publisherKeys = loadPublisherKeys(config);
 const signer = config.MOLT_PUBLISHER_KEY_FILE ? createManifestSigner(readFileSync(config.MOLT_PUBLISHER_KEY_FILE, "utf8")) : null;
 
 const nc = await connectNats({ url: config.MOLT_NATS_URL, name: "package-repo" });
@@ -29,11 +30,12 @@ const app = buildApp({
   publicUrl: config.MOLT_PUBLIC_URL,
   maxPackageBytes: config.MOLT_MAX_PACKAGE_BYTES,
   archiveLimits: { maxEntries: config.MOLT_MAX_ARCHIVE_ENTRIES, maxUnpackedBytes: config.MOLT_MAX_UNPACKED_BYTES },
+  publisherKeys,
   signer,
 });
 installShutdown(logger, [() => nc.drain(), () => app.close()]);
 const url = await app.listen({ host: config.MOLT_HTTP_HOST, port: config.MOLT_HTTP_PORT });
 logger.info(
-  { url, publicUrl: config.MOLT_PUBLIC_URL, dataDir: config.MOLT_DATA_DIR, keyId: signer?.keyId ?? null, sweptTempFiles: swept },
+  { url, publicUrl: config.MOLT_PUBLIC_URL, dataDir: config.MOLT_DATA_DIR, keyId: signer?.keyId ?? null, publisherKeys: [...publisherKeys.keys()], sweptTempFiles: swept },
   "listening",
 );

@@ -3,10 +3,16 @@ import type { EventStore } from "@molt/event-store";
 import { createHttpApp, type Logger, type TokenMap } from "@molt/runtime";
 import { deploymentsProjection } from "./deployments/projection.js";
 import { deploymentRoutes } from "./deployments/routes.js";
+import { fleetProjection } from "./fleet/projection.js";
+import type { Presence } from "./fleet/presence.js";
+import { fleetRoutes } from "./fleet/routes.js";
 import { statusRoutes } from "./projection/routes.js";
 import { createRunner } from "./projection/runner.js";
 import { timelineProjection } from "./timeline/projection.js";
 import { timelineRoutes } from "./timeline/routes.js";
+import { deploymentLiveRoutes } from "./deployments/live.js";
+import { timelineLiveRoutes } from "./timeline/live.js";
+import type { SseStream } from "./projection/sse.js";
 
 export interface ProjectorDeps {
   db: Db;
@@ -15,6 +21,12 @@ export interface ProjectorDeps {
   tokens: TokenMap;
   /** First retry delay after a projection failure. */
   retryMs?: number;
+  /** Failures in a row after which a commit is dead-lettered. */
+  deadLetterAfter?: number;
+  /** Who is heartbeating (KV molt_presence); without it every host reads as offline. */
+  presence?: Presence;
+  /** Live updates (SSE): how long one subscriber's updates are gathered, and the keep-alive period. */
+  live?: { throttleMs?: number; keepAliveMs?: number };
 }
 
 /**
@@ -27,13 +39,24 @@ export async function buildApp(deps: ProjectorDeps) {
     db,
     store,
     logger,
-    projections: [deploymentsProjection(), timelineProjection()],
+    projections: [deploymentsProjection(), timelineProjection(), fleetProjection()],
     ...(deps.retryMs !== undefined ? { retryMs: deps.retryMs } : {}),
+    ...(deps.deadLetterAfter !== undefined ? { deadLetterAfter: deps.deadLetterAfter } : {}),
   });
   const app = createHttpApp({ logger, tokens: deps.tokens });
   deploymentRoutes(app, { db });
   timelineRoutes(app, { db });
+  fleetRoutes(app, { db, presence: deps.presence ?? null });
   statusRoutes(app, { runner });
+  // Open event streams are ended before the server closes (it would wait for them forever).
+  const streams = new Set<SseStream>();
+  const keepAliveMs = deps.live?.keepAliveMs ?? 15_000;
+  deploymentLiveRoutes(app, { db, runner, streams, opts: { throttleMs: deps.live?.throttleMs ?? 250, keepAliveMs } });
+  timelineLiveRoutes(app, { db, runner, streams, keepAliveMs });
+  app.addHook("preClose", (done) => {
+    for (const s of streams) s.end();
+    done();
+  });
   app.addHook("onClose", () => runner.stop());
   await runner.start();
   return app;

@@ -4,6 +4,7 @@ import { createEventStore, ensureEventStream } from "@molt/event-store";
 import { connectNats, createLogger, httpEnv, installShutdown, loadConfig, loadTokens, natsEnv } from "@molt/runtime";
 import { z } from "zod";
 import { buildApp } from "./app.js";
+import { watchPresence } from "./fleet/presence.js";
 
 const Config = z.object({
   ...natsEnv,
@@ -23,8 +24,9 @@ const db = await openDatabase({
 });
 const nc = await connectNats({ url: config.MOLT_NATS_URL, name: "molt-projector" });
 await ensureEventStream(nc, { replicas: config.MOLT_STREAM_REPLICAS });
-const app = await buildApp({ db, store: createEventStore(nc), logger, tokens });
+const presence = watchPresence(nc, logger);
+const app = await buildApp({ db, store: createEventStore(nc), logger, tokens, presence });
 // Closed in reverse: HTTP and the projection first, then NATS, then the database.
-installShutdown(logger, [() => db.close(), () => nc.drain(), () => app.close()]);
+installShutdown(logger, [() => db.close(), () => nc.drain(), () => presence.stop(), () => app.close()]);
 const url = await app.listen({ host: config.MOLT_HTTP_HOST, port: config.MOLT_HTTP_PORT });
 logger.info({ url, database: db.kind }, "listening");

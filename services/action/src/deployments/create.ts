@@ -1,19 +1,8 @@
 import { createHash, randomUUID } from "node:crypto";
-import { Strategy, type CreateDeploymentBody, type DeploymentAccepted, type PlanPreview } from "@molt/contracts";
+import { canonicalJson, Strategy, type CreateDeploymentBody, type DeploymentAccepted, type PlanPreview } from "@molt/contracts";
 import type { DeploymentRepository } from "@molt/aggregates";
 import { HttpError } from "@molt/runtime";
 import type { PlanPreviews } from "./preview.js";
-
-/** Canonical JSON (sorted keys) so the same request hashes the same whatever its key order. */
-export function canonicalJson(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
-  if (value && typeof value === "object")
-    return `{${Object.keys(value)
-      .sort()
-      .map((k) => `${JSON.stringify(k)}:${canonicalJson((value as Record<string, unknown>)[k])}`)
-      .join(",")}}`;
-  return JSON.stringify(value);
-}
 
 export const sha256 = (s: string) => createHash("sha256").update(s).digest("hex");
 

@@ -62,6 +62,8 @@ export const AgentEnv = z
       .regex(/^[A-Za-z0-9._:-]{0,240}$/, "MOLT_SIM_PREFIX must be host-id characters (A-Z a-z 0-9 . _ : -)")
       .default("sim-"),
     MOLT_SIM_STEP_DELAY_MS: z.coerce.number().int().min(0).default(0),
+    /** Fault injection for the simulator and tests: a JSON file `{hosts, step, message}`, re-read at every step. */
+    MOLT_SIM_FAULT_FILE: z.string().min(1).optional(),
   })
   .superRefine((env, ctx) => {
     if (env.MOLT_SIM === undefined && env.MOLT_HOST_ID === undefined)

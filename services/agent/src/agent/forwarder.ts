@@ -3,6 +3,7 @@ import { type DesiredState, type JournalEntry, ReportAnswer, type Step, type Ste
 import { pidAlive } from "../client/lock.js";
 import { isTerminal, type JournalRecord, openJournal, readJournal, taskPaths, writeForwarded } from "../host/task-files.js";
 import { errorMessage, type Log } from "../log.js";
+import { type DeadRunOutcome, recoverDeadRun } from "./recover.js";
 import type { ClientExit, ClientRun } from "./runners.js";
 
 /** Entries per report: the contract's bound. */
@@ -74,7 +75,8 @@ export function watchTask(deps: ForwarderDeps, task: DesiredState, client: Clien
     if (stopped) return;
     try {
       const all = await readJournal(paths.journal, 0);
-      const records = all.corrupt ? [] : verdictFor(all.entries, reason, Date.now());
+      const outcome = all.corrupt || all.entries.some(isTerminal) ? undefined : await recoverDeadRun(deps.root, task, all.entries, log);
+      const records = all.corrupt ? [] : verdictFor(all.entries, reason, Date.now(), outcome);
       if (records.length > 0) {
         const journal = await openJournal(paths.journal);
         try {
@@ -189,9 +191,15 @@ export function watchTask(deps: ForwarderDeps, task: DesiredState, client: Clien
 /**
  * What the agent journals for a client that ended without a verdict, shaped so feedback accepts
  * it as a transition: nothing if there is a verdict; `rejected` if the client never accepted
- * (it touched nothing); else the open step is closed as failed, then `failed`.
+ * (it touched nothing); else the open step is closed as failed, then what recovery found: a
+ * rollback step and `rolled-back` then `failed`, or `succeeded` (the switch was confirmed), or `failed`.
  */
-export function verdictFor(entries: readonly JournalEntry[], reason: string, nowMs: number): JournalRecord[] {
+export function verdictFor(
+  entries: readonly JournalEntry[],
+  reason: string,
+  nowMs: number,
+  outcome: DeadRunOutcome = { kind: "failed" },
+): JournalRecord[] {
   if (entries.some(isTerminal)) return [];
   if (!entries.some((e) => e.kind === "accepted")) return [{ kind: "rejected", reason }];
   let open: Extract<JournalEntry, { kind: "step-started" }> | undefined;
@@ -204,6 +212,24 @@ export function verdictFor(entries: readonly JournalEntry[], reason: string, now
   }
   const out: JournalRecord[] = [];
   if (open) out.push({ kind: "step-failed", step: open.step, durationMs: Math.max(0, nowMs - Date.parse(open.at)), error: reason });
+  switch (outcome.kind) {
+    case "succeeded":
+      out.push({ kind: "succeeded", version: outcome.version });
+      return out;
+    case "rolled-back":
+      out.push(
+        { kind: "step-started", step: "rollback" },
+        { kind: "step-succeeded", step: "rollback", durationMs: 0, detail: outcome.detail },
+        { kind: "rolled-back", reason },
+      );
+      break;
+    case "failed":
+      break;
+    default: {
+      const never: never = outcome;
+      throw new Error(`unexpected outcome ${JSON.stringify(never)}`);
+    }
+  }
   out.push({ kind: "failed", reason, ...(lastStep ? { step: lastStep } : {}) });
   return out;
 }

@@ -176,7 +176,7 @@ describe("host agent", () => {
           await j.close();
           return { code: 7, signal: null };
         })();
-        return { pid: undefined, exited };
+        return { pid: undefined, exited, stop: () => undefined };
       },
     };
     const agent = makeAgent(root, hostId, crashing);
@@ -265,6 +265,50 @@ describe("host agent", () => {
     expect(seqs).toEqual(journal.map((e) => e.seq));
     expect(await readForwarded(root, task.taskId)).toBe(journal.length);
     expect(http.requests.filter((r) => r.path === `/${hostId}.tar.gz`)).toHaveLength(1);
+  });
+
+  it("[upgrade-client] a withdrawn task stops a client that has not reached OVERRIDE: journaled as cancelled, nothing touched", async () => {
+    const hostId = "web-21.eu-1.example.com";
+    const root = await newRoot();
+    const hold = new Promise<void>(() => undefined); // the download never completes by itself
+    const url = http.serve(`/${hostId}.tar.gz`, { body: pkg.bytes, hold });
+    const task = desiredTask({ hostId, package: { platform: "linux-amd64", sha256: pkg.sha256, size: pkg.size, url } });
+    const agent = makeAgent(root, hostId);
+    await agent.start();
+    const kv = await putDesired(task);
+    await waitFor("the client downloading", () =>
+      entriesOf(task.taskId).some((e) => e.kind === "step-started" && e.step === "download") ? true : undefined,
+    );
+    await kv.delete(desiredKey(hostId, "metrics-agent"));
+    nc.publish(subjects.nudge(hostId));
+    await waitFor("the verdict reported", () => terminalReported(task.taskId), { timeoutMs: 10_000 });
+    await agent.stop();
+    const journal = (await readJournal(taskPaths(root, task.taskId).journal, 0)).entries;
+    expect(journal.find((e) => e.kind === "step-failed")).toMatchObject({ step: "download", error: expect.stringMatching(/^cancelled: .*SIGTERM/) as unknown });
+    expect(journal.at(-1)).toMatchObject({ kind: "failed", step: "download", reason: expect.stringMatching(/^cancelled/) as unknown });
+    const paths = componentPaths(root, "metrics-agent");
+    expect(await readlink(paths.current)).toBe(join("versions", "1.0.0"));
+    expect(await readdir(paths.versions)).toEqual(["1.0.0"]);
+    expect(await readdir(paths.staging)).toEqual([]);
+  });
+
+  it("[upgrade-client] a task withdrawn once its client is past OVERRIDE finishes: the host runs what the journal says", async () => {
+    const hostId = "web-22.eu-1.example.com";
+    const root = await newRoot();
+    const task = taskFor(hostId);
+    // Each step pauses, so the withdrawal lands while OVERRIDE is under way.
+    const agent = makeAgent(root, hostId, processRunner({ log, stepDelayMs: 400 }));
+    await agent.start();
+    const kv = await putDesired(task);
+    await waitFor("the client in OVERRIDE", () =>
+      entriesOf(task.taskId).some((e) => e.kind === "step-started" && e.step === "override") ? true : undefined,
+    { timeoutMs: 10_000 });
+    await kv.purge(desiredKey(hostId, "metrics-agent"));
+    nc.publish(subjects.nudge(hostId));
+    await waitFor("the verdict reported", () => terminalReported(task.taskId), { timeoutMs: 10_000 });
+    await agent.stop();
+    expect(entriesOf(task.taskId).at(-1)).toMatchObject({ kind: "succeeded", version: "2.0.0" });
+    expect(await readlink(componentPaths(root, "metrics-agent").current)).toBe(join("versions", "2.0.0"));
   });
 
   it("[spine] --sim: many hosts on one connection, same step machine in-process", async () => {

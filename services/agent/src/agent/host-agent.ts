@@ -71,6 +71,8 @@ export function createHostAgent(deps: HostAgentDeps): HostAgent {
   const log = deps.log;
   const now = deps.now ?? (() => new Date());
   const watches = new Map<string, TaskWatch>();
+  /** The client running per component, so a withdrawn task's client can be told to stop (once). */
+  const clients = new Map<string, { taskId: string; stop: (reason: string) => void; stopping: boolean }>();
   /** Task ids this agent has decided about (launched now or before, or expired): never launched again. */
   const known = new Set<string>();
   /** Last thing logged per component, so a slow poll does not repeat the same warning forever. */
@@ -112,10 +114,31 @@ export function createHostAgent(deps: HostAgentDeps): HostAgent {
   const track = (task: DesiredState, client: ClientState, forwarded: number) => {
     const watch = watchTask(forwarderDeps, task, client, forwarded);
     watches.set(task.taskId, watch);
+    const stop = stopperOf(client);
+    if (stop) {
+      const entry = { taskId: task.taskId, stop, stopping: false };
+      clients.set(task.component, entry);
+      void clientEnded(client).then(() => {
+        if (clients.get(task.component) === entry) clients.delete(task.component);
+      });
+    }
     void watch.done.then(() => {
       if (watches.get(task.taskId) === watch) watches.delete(task.taskId);
     });
     return watch;
+  };
+
+  /**
+   * The allocator withdrew the component's task (deleted or purged its key, or replaced it with
+   * another task): a client still running it is asked to stop. It stops only if it has not reached
+   * OVERRIDE; past that it finishes, and feedback refuses its late reports.
+   */
+  const withdraw = (component: string, why: string) => {
+    const client = clients.get(component);
+    if (!client || client.stopping) return;
+    client.stopping = true;
+    log.info({ component, taskId: client.taskId, why }, "task withdrawn; stopping its upgrade client");
+    client.stop(`task ${client.taskId} withdrawn (${why})`);
   };
 
   /** After a restart: keep forwarding every task whose journal is not fully answered. */
@@ -186,14 +209,17 @@ export function createHostAgent(deps: HostAgentDeps): HostAgent {
         const read = await deps.desired.read(desiredKey(hostId, component));
         switch (read.kind) {
           case "absent":
+            withdraw(component, "no desired state");
             break;
           case "withdrawn":
             note(component, "desired state withdrawn", "info", { revision: read.revision });
+            withdraw(component, "desired state deleted");
             break;
           case "invalid":
             note(component, "desired state is not a valid DesiredState; ignored", "warn", { revision: read.revision, problem: read.problem });
             break;
           case "task":
+            if (clients.has(component) && clients.get(component)?.taskId !== read.task.taskId) withdraw(component, `replaced by task ${read.task.taskId}`);
             await consider(component, read.task, read.revision);
             break;
           default: {
@@ -290,4 +316,31 @@ export function createHostAgent(deps: HostAgentDeps): HostAgent {
       await Promise.all([...watches.values()].map((w) => w.stop()));
     },
   };
+}
+
+/** How to ask a task's client to stop: its run's stop, or SIGTERM to a client found after a restart. */
+function stopperOf(client: ClientState): ((reason: string) => void) | undefined {
+  switch (client.kind) {
+    case "running":
+      return (reason) => client.run.stop(reason);
+    case "pid":
+      return () => {
+        if (pidAlive(client.pid)) process.kill(client.pid, "SIGTERM");
+      };
+    case "gone":
+      return undefined;
+    default: {
+      const never: never = client;
+      throw new Error(`unexpected client ${JSON.stringify(never)}`);
+    }
+  }
+}
+
+/** Resolves when the client has ended (a pid found after a restart is polled). */
+async function clientEnded(client: ClientState): Promise<void> {
+  if (client.kind === "running") {
+    await client.run.exited;
+    return;
+  }
+  while (client.kind === "pid" && pidAlive(client.pid)) await new Promise((r) => setTimeout(r, 500));
 }

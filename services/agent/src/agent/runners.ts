@@ -1,11 +1,11 @@
-import { spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { DesiredState } from "@molt/contracts";
 import type { Fetch } from "../client/download.js";
-import { runTask } from "../client/run-task.js";
+import { cancelled, runTask } from "../client/run-task.js";
 import { claimTask, openJournal, taskPaths } from "../host/task-files.js";
 import { errorMessage, type Log } from "../log.js";
 
@@ -19,6 +19,11 @@ export interface ClientExit {
 export interface ClientRun {
   readonly pid: number | undefined;
   readonly exited: Promise<ClientExit>;
+  /**
+   * Asks the client to stop (its task was withdrawn): a process gets SIGTERM, an in-process run
+   * its abort signal. A client that has not reached OVERRIDE stops and journals why; one past it finishes.
+   */
+  stop(reason: string): void;
 }
 
 /**
@@ -46,6 +51,8 @@ export function processRunner(opts: {
   mirror?: string;
   clientEntry?: string;
   tsx?: string;
+  /** Extra environment for the client (tests: MOLT_CRASH_AT, MOLT_SIM_FAULT_FILE). */
+  env?: Readonly<Record<string, string>>;
 }): TaskRunner {
   const entry = opts.clientEntry ?? defaultClientEntry();
   // Resolved from this package, not from the cwd the agent happens to run in.
@@ -61,9 +68,9 @@ export function processRunner(opts: {
       try {
         fd = openSync(logFile, "a");
       } catch (err) {
-        return { pid: undefined, exited: Promise.resolve({ code: null, signal: null, error: errorMessage(err) }) };
+        return { pid: undefined, exited: Promise.resolve({ code: null, signal: null, error: errorMessage(err) }), stop: () => undefined };
       }
-      const child = spawn(process.execPath, args, { detached: false, stdio: ["ignore", "ignore", fd] });
+      const child = spawnDetached(args, fd, opts.env);
       closeSync(fd);
       const exited = new Promise<ClientExit>((resolve) => {
         child.once("error", (err) => resolve({ code: null, signal: null, error: errorMessage(err) }));
@@ -74,9 +81,32 @@ export function processRunner(opts: {
         return exit;
       });
       log.info({ clientPid: child.pid }, "upgrade client started");
-      return { pid: child.pid, exited };
+      let running = true;
+      void exited.then(() => (running = false));
+      const stop = (reason: string) => {
+        if (!running) return;
+        log.info({ clientPid: child.pid, reason }, "stopping the upgrade client");
+        child.kill("SIGTERM");
+      };
+      return { pid: child.pid, exited, stop };
     },
   };
+}
+
+/**
+ * The client runs in its own session and process group, so whatever ends the agent (a service
+ * manager stopping its group, a terminal's Ctrl-C, a self-upgrade) does not end the upgrade it
+ * started. Unreferenced: the agent may exit while the client works; while the agent lives it
+ * still hears the client's exit.
+ */
+function spawnDetached(args: string[], stderrFd: number, env: Readonly<Record<string, string>> | undefined): ChildProcess {
+  const child = spawn(process.execPath, args, {
+    detached: true,
+    stdio: ["ignore", "ignore", stderrFd],
+    ...(env ? { env: { ...process.env, ...env } } : {}),
+  });
+  child.unref();
+  return child;
 }
 
 async function readTail(path: string, max: number): Promise<string> {
@@ -92,9 +122,10 @@ async function readTail(path: string, max: number): Promise<string> {
  * The simulator: the same step machine in this process (no child per task), writing the same
  * journal files, and poking the forwarder on each append instead of being polled.
  */
-export function inProcessRunner(opts: { stepDelayMs?: number; mirror?: string; fetch?: Fetch } = {}): TaskRunner {
+export function inProcessRunner(opts: { stepDelayMs?: number; mirror?: string; fetch?: Fetch; faultFile?: string } = {}): TaskRunner {
   return {
     start(root, task, onJournal) {
+      const cancel = new AbortController();
       const exited = (async (): Promise<ClientExit> => {
         if (!(await claimTask(root, task.taskId, { owner: "client", pid: process.pid }))) return { code: 3, signal: null };
         const journal = await openJournal(taskPaths(root, task.taskId).journal, { onAppend: onJournal });
@@ -106,13 +137,15 @@ export function inProcessRunner(opts: { stepDelayMs?: number; mirror?: string; f
             stepDelayMs: opts.stepDelayMs ?? 0,
             ...(opts.mirror ? { mirror: opts.mirror } : {}),
             ...(opts.fetch ? { fetch: opts.fetch } : {}),
+            ...(opts.faultFile ? { faultFile: opts.faultFile } : {}),
+            signal: cancel.signal,
           });
           return { code: 0, signal: null };
         } finally {
           await journal.close();
         }
       })().catch((err: unknown) => ({ code: 1, signal: null, error: errorMessage(err) }));
-      return { pid: process.pid, exited };
+      return { pid: process.pid, exited, stop: (reason) => cancel.abort(cancelled(reason)) };
     },
   };
 }

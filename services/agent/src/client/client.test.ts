@@ -1,5 +1,7 @@
-import { lstat, readdir, readFile, readlink, rm } from "node:fs/promises";
+import { spawn } from "node:child_process";
+import { lstat, readdir, readFile, readlink, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import type { DesiredState, JournalEntry } from "@molt/contracts";
 import { waitFor } from "@molt/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -158,5 +160,80 @@ describe("upgrade client process", () => {
     expect(entries.at(-1)).toMatchObject({ kind: "succeeded", version: "2.0.0" });
     expect(entries.find((e) => e.kind === "step-succeeded" && e.step === "download")).toMatchObject({ detail: expect.stringContaining("via") as unknown });
   });
-});
 
+  it("[upgrade-client] the client outlives its agent: killing the agent's whole process group leaves the client running to its verdict", async () => {
+    const root = await seededRoot();
+    let release!: () => void;
+    const hold = new Promise<void>((r) => (release = r));
+    const url = server.serve("/outlive.tar.gz", { body: pkg.bytes, hold });
+    const task = desiredTask({ hostId: HOST, package: { platform: "linux-amd64", sha256: pkg.sha256, size: pkg.size, url } });
+    await recordLaunch(root, task);
+    const launcher = fileURLToPath(new URL("../testing/launch-client.ts", import.meta.url));
+    // The stand-in agent gets its own process group, as a service manager or a shell would give it.
+    const agent = spawn(process.execPath, ["--import", import.meta.resolve("tsx"), launcher, root, task.taskId], {
+      detached: true,
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    let out = "";
+    agent.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    await waitFor("the client launched", () => (/launched \d+/.test(out) ? true : undefined), { timeoutMs: 15_000 });
+    await waitFor("the client downloading", async () =>
+      shape(await journalOf(root, task.taskId)).includes("step-started:download") ? true : undefined,
+    { timeoutMs: 15_000 });
+    // What a terminal's Ctrl-C or a service manager's group kill does to the agent.
+    process.kill(-agent.pid!, "SIGKILL");
+    await new Promise((r) => agent.once("exit", r));
+    release();
+    const verdict = await waitFor("the client's verdict", async () => (await journalOf(root, task.taskId)).find((e) => e.kind === "succeeded" || e.kind === "failed"), { timeoutMs: 15_000 });
+    expect(verdict).toMatchObject({ kind: "succeeded", version: "2.0.0" });
+  });
+
+  it("[upgrade-client] a download cut by a client crash resumes with Range in the next attempt (BEGIN keeps the partial file)", async () => {
+    const root = await seededRoot();
+    const half = Math.floor(pkg.size / 2);
+    const cutUrl = server.serve("/cut.tar.gz", { body: pkg.bytes, cutAfter: half });
+    const first = desiredTask({ hostId: HOST, package: { platform: "linux-amd64", sha256: pkg.sha256, size: pkg.size, url: cutUrl } });
+    const a = await runClient(root, first);
+    const paths = componentPaths(root, "metrics-agent");
+    await waitFor("half the package on disk", async () => {
+      for (const name of await readdir(paths.staging).catch(() => [])) if ((await stat(join(paths.staging, name))).size >= half) return true;
+      return undefined;
+    }, { timeoutMs: 15_000 });
+    process.kill(a.run.pid!, "SIGKILL");
+    await a.run.exited;
+    // The retry is a new attempt (a new task id) for the same package; the repository is whole again.
+    const url = server.serve("/cut-retry.tar.gz", { body: pkg.bytes });
+    const second = desiredTask({ hostId: HOST, attempt: 2, package: { platform: "linux-amd64", sha256: pkg.sha256, size: pkg.size, url } });
+    const b = await runClient(root, second);
+    expect((await b.run.exited).code).toBe(0);
+    expect((await b.journal()).at(-1)).toMatchObject({ kind: "succeeded", version: "2.0.0" });
+    expect(server.requests.filter((r) => r.path === "/cut-retry.tar.gz").map((r) => r.range)).toEqual([`bytes=${half}-`]);
+  });
+
+  it("[upgrade-client] the deadline stops OVERRIDE before the switch: no switch after the deadline, the old version stays", async () => {
+    const root = await seededRoot();
+    let release!: () => void;
+    const hold = new Promise<void>((r) => (release = r));
+    const url = server.serve("/late.tar.gz", { body: pkg.bytes, hold });
+    const deadline = Date.now() + 5_000;
+    const task = desiredTask({
+      hostId: HOST,
+      deadline: new Date(deadline).toISOString(),
+      package: { platform: "linux-amd64", sha256: pkg.sha256, size: pkg.size, url },
+    });
+    await recordLaunch(root, task);
+    // Every step pauses 800 ms; the download is let through just before the deadline, so the
+    // deadline falls while OVERRIDE is under way.
+    const run = processRunner({ log: silentLog(), stepDelayMs: 800 }).start(root, task, () => undefined);
+    await waitFor("the download requested", () => (server.requests.some((r) => r.path === "/late.tar.gz") ? true : undefined), { timeoutMs: 4_500 });
+    await waitFor("just before the deadline", () => (Date.now() >= deadline - 400 ? true : undefined), { timeoutMs: 6_000, intervalMs: 10 });
+    release();
+    expect((await run.exited).code).toBe(0);
+    const entries = await journalOf(root, task.taskId);
+    expect(shape(entries)).toContain("step-started:override");
+    expect(entries.at(-1)).toMatchObject({ kind: "failed", reason: expect.stringMatching(/deadline .* reached/) as unknown });
+    const paths = componentPaths(root, "metrics-agent");
+    expect(await readlink(paths.current)).toBe(join("versions", "1.0.0"));
+    expect(await readdir(paths.versions)).toEqual(["1.0.0"]);
+  });
+});

@@ -20,6 +20,8 @@ export interface DownloadRequest {
   /** Tries (each resuming where the last stopped) before a network error fails the step. */
   readonly attempts?: number;
   readonly retryDelayMs?: number;
+  /** Called after each chunk is written (a crash point). */
+  readonly onChunk?: () => void;
 }
 
 export interface DownloadResult {
@@ -105,6 +107,7 @@ async function fetchInto(req: DownloadRequest): Promise<number> {
         throw new DownloadRefusedError(`body larger than the package size: more than ${req.size} bytes`);
       }
       await fd.write(chunk);
+      req.onChunk?.();
     }
     await fd.sync();
   } finally {

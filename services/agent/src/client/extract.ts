@@ -99,13 +99,21 @@ function safeRelative(path: string): string | { reason: string } {
 }
 
 /**
- * Checks, then unpacks `file` into `dest` (which must not exist yet or be empty): ownership never
+ * Checks, then unpacks `file` into `dest` (which must not exist yet or be empty), stopping when
+ * `signal` aborts: ownership never
  * taken from the archive, setuid/setgid/sticky bits stripped, then every extracted path is
  * re-checked on disk (defence in depth) and fsynced, so a later `current` switch never points at
  * files a crash could leave empty.
  */
-export async function extractArchive(file: string, dest: string, limits: ExtractLimits): Promise<ArchiveSummary> {
+export async function extractArchive(
+  file: string,
+  dest: string,
+  limits: ExtractLimits,
+  opts: { signal?: AbortSignal; onEntry?: () => void } = {},
+): Promise<ArchiveSummary> {
+  const { signal } = opts;
   const summary = await inspectArchive(file, limits);
+  signal?.throwIfAborted();
   await mkdir(dest, { recursive: true });
   await extract({
     file,
@@ -114,10 +122,14 @@ export async function extractArchive(file: string, dest: string, limits: Extract
     preserveOwner: false,
     preservePaths: false,
     filter: (_path, entry) => {
+      // The deadline stops extraction too: the remaining entries are skipped, and the step fails below.
+      if (signal?.aborted) return false;
+      opts.onEntry?.();
       if (typeof entry.mode === "number") entry.mode &= 0o777;
       return true;
     },
   });
+  signal?.throwIfAborted();
   await verifyTree(dest);
   return summary;
 }

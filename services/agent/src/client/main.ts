@@ -7,7 +7,8 @@
  */
 import { parseArgs } from "node:util";
 import { claimTask, openJournal, readTask, taskPaths } from "../host/task-files.js";
-import { runTask } from "./run-task.js";
+import { crashFromSpec } from "./crash.js";
+import { cancelled, runTask } from "./run-task.js";
 
 async function main(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -32,13 +33,22 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
   if (!(await claimTask(root, taskId, { owner: "client", pid: process.pid }))) return 3;
-  const journal = await openJournal(taskPaths(root, taskId).journal);
+  // SIGTERM is how the agent cancels a withdrawn task: the run stops cleanly before anything on
+  // the host changes and journals why; once the switch is under way the run finishes instead.
+  const cancel = new AbortController();
+  process.on("SIGTERM", () => cancel.abort(cancelled("the upgrade client got SIGTERM (task withdrawn)")));
+  const faultFile = process.env["MOLT_SIM_FAULT_FILE"];
+  const crash = crashFromSpec(process.env["MOLT_CRASH_AT"]);
+  const journal = await openJournal(taskPaths(root, taskId).journal, { afterWrite: () => crash("journal:written") });
   try {
     await runTask({
       root,
       task,
       journal,
       stepDelayMs: Number(values["step-delay-ms"] ?? 0) || 0,
+      signal: cancel.signal,
+      crash,
+      ...(faultFile ? { faultFile } : {}),
       ...(values.mirror ? { mirror: values.mirror } : {}),
     });
   } finally {

@@ -3,7 +3,9 @@ import type { JournalWriter } from "../host/task-files.js";
 import { componentPaths } from "../host/layout.js";
 import type { Fetch } from "./download.js";
 import type { ExtractLimits } from "./extract.js";
-import { FILES_ONLY_MACHINE, type StepMachine, type TaskContext, TaskRejectedError } from "./steps.js";
+import { type Crash, noCrash } from "./crash.js";
+import { injectedFault } from "./fault.js";
+import { type Facts, machineFor, NO_FACTS, type StepMachine, type StepSpec, type TaskInput, TaskRejectedError } from "./machine.js";
 
 export const DEFAULT_LIMITS: ExtractLimits = { maxEntries: 100_000, maxBytes: 8 * 1024 ** 3 };
 
@@ -19,14 +21,18 @@ export interface RunTaskOptions {
   /** Download through this mirror base URL (same path and query) instead of the package URL's origin. */
   readonly mirror?: string;
   readonly now?: () => Date;
+  /** Cancel (the task was withdrawn): honoured only by steps before anything on the host changes. */
   readonly signal?: AbortSignal;
+  /** `MOLT_SIM_FAULT_FILE`: a JSON file naming hosts and a step to fail (re-read at every step). */
+  readonly faultFile?: string;
   readonly machine?: StepMachine;
+  readonly crash?: Crash;
 }
 
 export type Verdict = Extract<JournalEntry, { kind: "succeeded" | "failed" | "rejected" }>;
 
 /**
- * Runs one task through the step machine, journaling every transition: `accepted`, then
+ * Runs one task through its step machine, journaling every transition: `accepted`, then
  * step-started / step-succeeded / step-failed per step, then exactly one verdict. Resolves with
  * the verdict entry; rejects only if the journal itself cannot be written (then whoever watches
  * the run, the agent, writes the verdict).
@@ -35,36 +41,49 @@ export async function runTask(opts: RunTaskOptions): Promise<Verdict> {
   const { journal, task } = opts;
   if (journal.lastSeq !== 0) throw new Error(`task ${task.taskId} already has a journal (seq ${journal.lastSeq}); it runs at most once`);
   const now = opts.now ?? (() => new Date());
-  const machine = opts.machine ?? FILES_ONLY_MACHINE;
+  let machine: StepMachine;
+  try {
+    machine = opts.machine ?? machineFor(task.kind);
+  } catch (err) {
+    return (await journal.append({ kind: "rejected", reason: (err as Error).message })) as Verdict;
+  }
   // Capped: timers overflow past 2^31 ms (about 24 days) and would fire at once.
   const untilDeadline = Math.min(2 ** 31 - 1, Math.max(0, Date.parse(task.deadline) - now().getTime()));
   const deadline = AbortSignal.timeout(untilDeadline);
-  const signal = opts.signal ? AbortSignal.any([opts.signal, deadline]) : deadline;
-  const ctx: TaskContext = {
+  const cancelOrDeadline = opts.signal ? AbortSignal.any([opts.signal, deadline]) : deadline;
+  const never = new AbortController().signal;
+  const signalFor = (spec: StepSpec): AbortSignal =>
+    spec.stopsOn === "cancel-or-deadline" ? cancelOrDeadline : spec.stopsOn === "deadline" ? deadline : never;
+  const input: TaskInput = {
     root: opts.root,
     task,
     paths: componentPaths(opts.root, task.component),
     fetch: opts.fetch ?? globalThis.fetch,
-    signal,
     limits: opts.limits ?? DEFAULT_LIMITS,
     mirror: opts.mirror,
     now,
-    lock: null,
-    previousVersion: null,
-    switched: false,
+    crash: opts.crash ?? noCrash,
   };
+  let facts: Facts = NO_FACTS;
   await journal.append({ kind: "accepted" });
   let failure: { step: Step; error: string; rejected: boolean } | null = null;
   let at = machine.start as keyof StepMachine["steps"] | "END";
   while (at !== "END") {
     const spec = machine.steps[at];
+    if (spec === undefined) throw new Error(`step machine has no step ${at}`);
+    const signal = signalFor(spec);
     await journal.append({ kind: "step-started", step: spec.step });
     const started = performance.now();
     try {
       if (opts.stepDelayMs) await new Promise((r) => setTimeout(r, opts.stepDelayMs));
-      const detail = await spec.run(ctx);
+      signal.throwIfAborted();
+      const fault = await injectedFault(opts.faultFile, task.hostId, spec.step);
+      if (fault !== undefined) throw new Error(fault);
+      const result = await spec.run({ input, facts, signal, failing: failure !== null });
+      facts = { ...facts, ...result.facts };
       const durationMs = Math.round(performance.now() - started);
-      await journal.append({ kind: "step-succeeded", step: spec.step, durationMs, ...(detail ? { detail: detail.slice(0, 1000) } : {}) });
+      const detail = result.detail ? { detail: result.detail.slice(0, 1000) } : {};
+      await journal.append({ kind: "step-succeeded", step: spec.step, durationMs, ...detail });
       at = spec.onSuccess;
     } catch (err) {
       const durationMs = Math.round(performance.now() - started);
@@ -75,17 +94,22 @@ export async function runTask(opts: RunTaskOptions): Promise<Verdict> {
       at = spec.onFailure;
     }
   }
-  const verdict: Verdict =
-    failure === null
-      ? ((await journal.append({ kind: "succeeded", version: task.version })) as Verdict)
-      : failure.rejected
-        ? ((await journal.append({ kind: "rejected", reason: failure.error })) as Verdict)
-        : ((await journal.append({ kind: "failed", reason: failure.error, step: failure.step })) as Verdict);
-  return verdict;
+  if (failure === null) return (await journal.append({ kind: "succeeded", version: task.version })) as Verdict;
+  if (failure.rejected) return (await journal.append({ kind: "rejected", reason: failure.error })) as Verdict;
+  return (await journal.append({ kind: "failed", reason: failure.error, step: failure.step })) as Verdict;
 }
 
+/** A step stopped by the deadline or a cancel says so, not "This operation was aborted". */
 function describe(err: unknown, signal: AbortSignal, deadline: string): string {
-  const reason: unknown = signal.aborted ? signal.reason : undefined;
-  if (reason instanceof DOMException && reason.name === "TimeoutError") return `deadline ${deadline} reached`;
+  if (signal.aborted) {
+    const reason: unknown = signal.reason;
+    if (reason instanceof DOMException && reason.name === "TimeoutError") return `deadline ${deadline} reached`;
+    if (reason instanceof Error) return reason.message;
+  }
   return err instanceof Error ? err.message : String(err);
+}
+
+/** The abort reason a cancelled client uses, so the journal says why it stopped. */
+export function cancelled(why: string): Error {
+  return new Error(`cancelled: ${why}`);
 }

@@ -58,10 +58,11 @@ export async function listComponents(root: string): Promise<string[]> {
  * (rename is atomic, so readers see the old or the new target, never none), then the component
  * dir is fsynced so the switch survives a crash.
  */
-export async function switchCurrent(paths: ComponentPaths, version: string, tag: string): Promise<void> {
+export async function switchCurrent(paths: ComponentPaths, version: string, tag: string, beforeRename?: () => void): Promise<void> {
   const tmp = join(paths.dir, `current.tmp-${tag}`);
   await rm(tmp, { force: true });
   await symlink(join("versions", version), tmp);
+  beforeRename?.();
   await rename(tmp, paths.current);
   await fsyncDir(paths.dir);
 }

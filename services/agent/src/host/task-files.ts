@@ -109,7 +109,7 @@ export interface JournalWriter {
  */
 export async function openJournal(
   path: string,
-  opts: { now?: () => Date; onAppend?: (e: JournalEntry) => void } = {},
+  opts: { now?: () => Date; onAppend?: (e: JournalEntry) => void; afterWrite?: () => void } = {},
 ): Promise<JournalWriter> {
   const now = opts.now ?? (() => new Date());
   const existing = await readJournal(path, 0);
@@ -128,6 +128,7 @@ export async function openJournal(
       if (closed) throw new Error("journal closed");
       const entry = JournalEntry.parse({ ...record, seq: lastSeq + 1, at: now().toISOString() });
       await fd.write(`${JSON.stringify(entry)}\n`);
+      opts.afterWrite?.(); // a crash point: written, not yet fsynced
       await fd.sync();
       lastSeq = entry.seq;
       opts.onAppend?.(entry);

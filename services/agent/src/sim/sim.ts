@@ -22,6 +22,8 @@ export interface SimDeps {
   readonly stepDelayMs: number;
   readonly mirror?: string;
   readonly fetch?: Fetch;
+  /** `MOLT_SIM_FAULT_FILE`: hosts and a step to fail, re-read at every step. */
+  readonly faultFile?: string;
 }
 
 export interface Sim {
@@ -39,6 +41,7 @@ export async function startSim(deps: SimDeps): Promise<Sim> {
     stepDelayMs: deps.stepDelayMs,
     ...(deps.mirror ? { mirror: deps.mirror } : {}),
     ...(deps.fetch ? { fetch: deps.fetch } : {}),
+    ...(deps.faultFile ? { faultFile: deps.faultFile } : {}),
   });
   const count = deps.hostIds.length;
   const hosts = deps.hostIds.map((hostId, i) =>

@@ -84,6 +84,8 @@ export interface Served {
   body: Buffer;
   /** When set, the response waits for it before sending the body. */
   hold?: Promise<void>;
+  /** When set, only this many bytes of a full (non-Range) response are sent, then the response hangs open. */
+  cutAfter?: number;
 }
 
 export interface PackageServer {
@@ -123,6 +125,10 @@ export async function startPackageServer(): Promise<PackageServer> {
       return;
     }
     res.writeHead(200, { "content-length": served.body.length });
+    if (served.cutAfter !== undefined) {
+      res.write(served.body.subarray(0, served.cutAfter));
+      return;
+    }
     res.end(served.body);
   };
   const server = createServer((req, res) => void handle(req, res));

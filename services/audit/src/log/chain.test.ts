@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { canonicalJson, entryHash, GENESIS, type EntryFields } from "./chain.js";
+import { canonicalJson } from "@molt/contracts";
+import { entryHash, GENESIS, type EntryFields } from "./chain.js";
 
 const entry: EntryFields = {
   source: "command",

@@ -23,6 +23,8 @@ const RULES: readonly Rule[] = [
   { methods: READ, prefix: "/v1/hosts", owner: "projector" },
   { methods: "*", prefix: "/v1/hosts", owner: "action" },
   { methods: READ, prefix: "/v1/projector", owner: "projector" },
+  { methods: READ, prefix: "/v1/fleet", owner: "projector" },
+  { methods: READ, prefix: "/v1/tasks", owner: "projector" },
   { methods: "*", prefix: "/v1/packages", owner: "packageRepo" },
   { methods: "*", prefix: "/v1/blobs", owner: "packageRepo" },
   { methods: READ, prefix: "/v1/audit", owner: "audit" },

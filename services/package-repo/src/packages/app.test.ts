@@ -9,13 +9,13 @@ import { Objm, StorageType, type ObjectStore } from "@nats-io/obj";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { create as createTar } from "tar";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { OBJ_PACKAGES, PackagePublished, subjects, type PackageInfo } from "@molt/contracts";
+import { canonicalJson, keyIdOf, OBJ_PACKAGES, PackagePublished, subjects, type PackageInfo } from "@molt/contracts";
 import { createEventStore, ensureEventStream, type EventStore } from "@molt/event-store";
 import { createLogger, parseTokens } from "@molt/runtime";
 import { startNatsServer, waitFor, type NatsServer } from "@molt/testkit";
 import { buildApp } from "./app.js";
-import { canonicalJson, createManifestSigner, keyIdOf } from "./signing.js";
-import { rawTar } from "./testing.js";
+import { createManifestSigner } from "./signing.js";
+import { rawTar } from "@molt/testkit";
 
 const OPERATOR = "operator-token-0123456789";
 const VIEWER = "viewer-token-0123456789";
@@ -91,6 +91,7 @@ beforeAll(async () => {
     publicUrl: "https://mirror.example/",
     maxPackageBytes: MAX_BYTES,
     archiveLimits: { maxEntries: 1000, maxUnpackedBytes: 64 * 1024 * 1024 },
+    publisherKeys: new Map(),
     signer: createManifestSigner(keys.privateKey.export({ format: "pem", type: "pkcs8" }).toString()),
   });
   base = await app.listen({ host: "127.0.0.1", port: 0 });

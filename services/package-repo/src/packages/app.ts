@@ -2,10 +2,23 @@ import { rm } from "node:fs/promises";
 import { Readable } from "node:stream";
 import type { ObjectStore } from "@nats-io/obj";
 import { z } from "zod";
-import { ComponentName, PackageManifest, PackageUploadQuery, Platform, Sha256, Version, type PackageInfo } from "@molt/contracts";
+import {
+  ComponentName,
+  PackageManifest,
+  PackageUploadQuery,
+  Platform,
+  PUBLISHER_KEY_ID_HEADER,
+  PUBLISHER_SIGNATURE_HEADER,
+  Sha256,
+  verifyManifest,
+  Version,
+  type ManifestSignature,
+  type PackageInfo,
+  type TrustedKeys,
+} from "@molt/contracts";
 import type { EventStore } from "@molt/event-store";
+import { inspectArchive, type ArchiveLimits } from "@molt/publisher";
 import { createHttpApp, HttpError, type Logger, type TokenMap } from "@molt/runtime";
-import { inspectArchive, type ArchiveLimits } from "./archive.js";
 import { createBlobStore } from "./blobs.js";
 import { createPackageCatalog, type PublishedPackage } from "./catalog.js";
 import { serveBlob } from "./download.js";
@@ -24,7 +37,12 @@ export interface PackageRepoDeps {
   publicUrl: string;
   maxPackageBytes: number;
   archiveLimits: ArchiveLimits;
-  /** Signs each new manifest; null publishes unsigned packages. */
+  /**
+   * Publisher keys an upload's signature must verify against. When any are set, an upload
+   * without a signature is refused unless `signer` signs it here.
+   */
+  publisherKeys: TrustedKeys;
+  /** Server-side signer for uploads that come unsigned (the demo); null leaves them unsigned. */
   signer: ManifestSigner | null;
   /** How much of a refused oversize upload is still read so the client sees the 413. */
   linger?: LingerLimits;
@@ -69,6 +87,38 @@ export function buildApp(deps: PackageRepoDeps) {
     ...(p.yanked ? { yanked: p.yanked } : {}),
   });
 
+  /**
+   * The signature the event will carry. A publisher's (two headers) is checked against the
+   * manifest recomputed here from the bytes, so it signs exactly what hosts will download; a
+   * refusal is answered before anything is stored. Unsigned uploads are signed by the
+   * server-side signer when there is one, refused when publisher keys are configured, and
+   * published unsigned otherwise (hosts refuse those anyway).
+   */
+  const signatureFor = (manifest: PackageManifest, headers: Record<string, string | string[] | undefined>): ManifestSignature | null => {
+    const signature = headers[PUBLISHER_SIGNATURE_HEADER];
+    const keyId = headers[PUBLISHER_KEY_ID_HEADER];
+    if (signature === undefined && keyId === undefined) {
+      if (deps.signer) return deps.signer.sign(manifest);
+      if (deps.publisherKeys.size > 0)
+        throw new HttpError(400, "validation", `this repository takes publisher-signed packages only: send ${PUBLISHER_SIGNATURE_HEADER} and ${PUBLISHER_KEY_ID_HEADER} (molt-publish push)`);
+      return null;
+    }
+    if (typeof signature !== "string" || typeof keyId !== "string")
+      throw new HttpError(400, "validation", `send ${PUBLISHER_SIGNATURE_HEADER} and ${PUBLISHER_KEY_ID_HEADER} together, once each`);
+    const verdict = verifyManifest(manifest, signature, keyId, deps.publisherKeys);
+    if (verdict.ok) return { signature, keyId: verdict.keyId };
+    switch (verdict.reason) {
+      case "malformed":
+        throw new HttpError(400, "validation", `publisher signature: ${verdict.message}`);
+      case "unknown-key":
+      case "revoked-key":
+      case "bad-signature":
+        throw new HttpError(403, "signature_refused", `publisher signature refused (${verdict.reason}): ${verdict.message}`);
+      default:
+        return verdict.reason satisfies never;
+    }
+  };
+
   app.post("/v1/packages", { schema: { querystring: UploadQuery } }, async (req, reply) => {
     const { component, version, platform } = req.query;
     // The shared auth hook has already refused anonymous and viewer writes; this narrows the type.
@@ -94,12 +144,13 @@ export function buildApp(deps: PackageRepoDeps) {
       }
       const archive = await inspectArchive(file, deps.archiveLimits);
       const manifest = PackageManifest.parse({ component, version, platform, ...received, ...archive });
+      const signature = signatureFor(manifest, req.headers);
       const outcome = await publishPackage(
-        { store: deps.store, catalog, blobs, signer: deps.signer },
-        { manifest, file, meta: { now: now().toISOString(), actor: principal.actor, correlationId: req.id } },
+        { store: deps.store, catalog, blobs },
+        { manifest, signature, file, meta: { now: now().toISOString(), actor: principal.actor, correlationId: req.id } },
       );
       req.log.info(
-        { component, version, platform, sha256: manifest.sha256, size: manifest.size, outcome: outcome.status },
+        { component, version, platform, sha256: manifest.sha256, size: manifest.size, keyId: signature?.keyId ?? null, outcome: outcome.status },
         outcome.status === "published" ? "package published" : "package upload replayed",
       );
       return await reply.code(outcome.status === "published" ? 201 : 200).send(infoOf(outcome.pkg));

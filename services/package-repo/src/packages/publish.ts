@@ -1,16 +1,14 @@
 import { createHash } from "node:crypto";
-import { subjects, type PackageManifest } from "@molt/contracts";
+import { subjects, type ManifestSignature, type PackageManifest } from "@molt/contracts";
 import { toEnvelopes, type CommandMeta } from "@molt/domain";
 import { ConcurrencyError, type EventStore } from "@molt/event-store";
 import type { BlobStore } from "./blobs.js";
 import { decidePublish, variantKey, type PackageCatalog, type PublishedPackage } from "./catalog.js";
-import type { ManifestSigner } from "./signing.js";
 
 export interface PublishDeps {
   store: EventStore;
   catalog: PackageCatalog;
   blobs: BlobStore;
-  signer: ManifestSigner | null;
 }
 
 export type PublishOutcome = { status: "published" | "replayed"; pkg: PublishedPackage };
@@ -35,10 +33,10 @@ export function publishCommitId(m: Pick<PackageManifest, "component" | "version"
  */
 export async function publishPackage(
   deps: PublishDeps,
-  input: { manifest: PackageManifest; file: string; meta: CommandMeta },
+  input: { manifest: PackageManifest; signature: ManifestSignature | null; file: string; meta: CommandMeta },
 ): Promise<PublishOutcome> {
   const { manifest, meta } = input;
-  const signed = deps.signer?.sign(manifest);
+  const signed = input.signature ?? {};
   const subject = subjects.package(manifest.component);
   const commitId = publishCommitId(manifest);
   let stored = false;

@@ -1,10 +1,10 @@
-import type { MoltEvent } from "@molt/contracts";
+import { TASK_STATES, type MoltEvent, type TaskStateView } from "@molt/contracts";
 import type { Queryable } from "@molt/db";
 import { unreachable } from "@molt/domain";
 import type { Projection } from "../projection/projection.js";
 
-export const TASK_STATES = ["allocated", "dispatched", "running", "succeeded", "failed", "rejected", "timed-out", "cancelled"] as const;
-export type TaskState = (typeof TASK_STATES)[number];
+export { TASK_STATES };
+export type TaskState = TaskStateView;
 const ACTIVE = "('allocated', 'dispatched', 'running')";
 
 /** Append-only: add statements, never edit one that has shipped. */

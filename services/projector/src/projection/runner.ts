@@ -1,6 +1,6 @@
 import { decodeHostToken, parseEventSubject } from "@molt/contracts";
-import { createCheckpointedFollower, migrate, pgSafe, type Db } from "@molt/db";
-import type { EventStore, StoredCommit } from "@molt/event-store";
+import { createCheckpointedFollower, migrate, pgSafe, readDeadLetters, refusedByDatabase, type Db, type DeadLetter } from "@molt/db";
+import { CorruptCommitError, storedCommitOf, type EventStore, type RawMessage, type StoredCommit } from "@molt/event-store";
 import type { Logger } from "@molt/runtime";
 import type { ProjectedCommit, Projection } from "./projection.js";
 
@@ -11,6 +11,8 @@ export interface ProjectorStatus {
   lag: number;
   /** Why projecting is stuck (it retries with backoff), or null. */
   error: string | null;
+  /** Commits given up on (kept in the dead-letter table); the projection went on past them. */
+  deadLetters: number;
 }
 
 export interface ProjectionRunner {
@@ -18,6 +20,11 @@ export interface ProjectionRunner {
   start(): Promise<void>;
   stop(): Promise<void>;
   status(): Promise<ProjectorStatus>;
+  deadLetters(limit?: number): Promise<DeadLetter[]>;
+  /** The last stream sequence applied, as this runner knows it (no query). */
+  checkpoint(): number;
+  /** Told of every commit once it is in the views (live updates); returns the unsubscribe. */
+  onApplied(listener: (c: ProjectedCommit) => void): () => void;
 }
 
 export interface RunnerDeps {
@@ -29,6 +36,8 @@ export interface RunnerDeps {
   name?: string;
   /** First retry delay after a failure (doubles up to 30 s). */
   retryMs?: number;
+  /** A commit no reader can parse, or whose rows the database refuses, this many times in a row is dead-lettered (default 3). */
+  deadLetterAfter?: number;
 }
 
 /** Splits the subject once so projections never parse it themselves; cleans what PostgreSQL would refuse. */
@@ -56,14 +65,40 @@ export function toProjected(c: StoredCommit): ProjectedCommit {
 export function createRunner(deps: RunnerDeps): ProjectionRunner {
   const { db, store, projections } = deps;
   const name = deps.name ?? "projector";
-  const follower = createCheckpointedFollower<StoredCommit>({
+  const decoder = new TextDecoder();
+  const listeners = new Set<(c: ProjectedCommit) => void>();
+  /** The commit being applied, handed to listeners once its transaction has committed. */
+  let pending: ProjectedCommit | null = null;
+  let applied = 0;
+  // Raw messages, parsed inside apply: a commit no reader can parse, like a row the database
+  // refuses, fails that one message (and is dead-lettered), not the whole subscription forever.
+  const follower = createCheckpointedFollower<RawMessage>({
     db,
     logger: deps.logger,
     name,
-    open: (fromSeq, handler, onError) => store.subscribe({ fromSeq, handler, onError }),
-    apply: async (tx, stored) => {
-      const c = toProjected(stored);
+    open: (fromSeq, handler, onError) => store.subscribeRaw({ fromSeq, handler, onError }),
+    apply: async (tx, raw) => {
+      const c = toProjected(storedCommitOf(raw));
       for (const p of projections) await p.apply(tx, c);
+      pending = c;
+    },
+    onApplied: (raw) => {
+      applied = raw.seq;
+      const c = pending;
+      pending = null;
+      if (c?.seq !== raw.seq) return;
+      for (const listener of listeners) {
+        try {
+          listener(c);
+        } catch (err) {
+          deps.logger.warn({ err }, "a live-update listener failed");
+        }
+      }
+    },
+    deadLetter: {
+      after: deps.deadLetterAfter ?? 3,
+      describe: (m) => ({ subject: m.subject, payload: decoder.decode(m.data) }),
+      isPoison: (err) => err instanceof CorruptCommitError || refusedByDatabase(err),
     },
     ...(deps.retryMs !== undefined ? { retryMs: deps.retryMs } : {}),
   });
@@ -71,11 +106,18 @@ export function createRunner(deps: RunnerDeps): ProjectionRunner {
     async start() {
       for (const p of projections) await migrate(db, `${name}.${p.name}`, p.migrations);
       await follower.start();
+      applied = Math.max(applied, (await follower.status()).checkpoint);
     },
     stop: () => follower.stop(),
     async status() {
       const [s, last] = await Promise.all([follower.status(), store.lastSequence()]);
-      return { checkpoint: s.checkpoint, streamLastSeq: last, lag: Math.max(0, last - s.checkpoint), error: s.error };
+      return { checkpoint: s.checkpoint, streamLastSeq: last, lag: Math.max(0, last - s.checkpoint), error: s.error, deadLetters: s.deadLetters };
+    },
+    deadLetters: (limit) => readDeadLetters(db, name, limit),
+    checkpoint: () => applied,
+    onApplied(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
     },
   };
 }

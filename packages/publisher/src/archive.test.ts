@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ArchiveRefusedError, inspectArchive } from "./archive.js";
-import { rawTar, type RawEntry } from "./testing.js";
+import { rawTar, type RawEntry } from "@molt/testkit";
 
 let dir: string;
 let n = 0;

@@ -1,4 +1,4 @@
-// Test helpers (imported by *.test.ts only).
+// Archives built header by header, for tests of what a careful tar tool never writes.
 import { Header, type HeaderData } from "tar";
 
 export type RawEntry = HeaderData & { body?: string };

@@ -1,0 +1,103 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createCheckpointedFollower, readDeadLetters } from "./follower.js";
+import { createTemplate, type DatabaseTemplate } from "./template.js";
+import type { Db } from "./db.js";
+
+interface Msg {
+  seq: number;
+  at: string;
+}
+
+let template: DatabaseTemplate;
+beforeAll(async () => {
+  template = await createTemplate();
+});
+afterAll(async () => {
+  await template?.close();
+});
+
+/** A source in the follower's own terms: the messages from a sequence on, in order; a throw ends it. */
+function source(messages: Msg[], opened = { count: 0 }) {
+  return (fromSeq: number, handler: (m: Msg) => Promise<void>, onError: (err: unknown) => void) => {
+    let stopped = false;
+    opened.count++;
+    void (async () => {
+      for (const m of messages.filter((x) => x.seq >= fromSeq)) {
+        if (stopped) return;
+        await handler(m);
+      }
+    })().catch((err: unknown) => {
+      if (!stopped) onError(err);
+    });
+    return {
+      stop: () => {
+        stopped = true;
+        return Promise.resolve();
+      },
+    };
+  };
+}
+
+const quiet = { info: () => undefined, error: () => undefined };
+
+async function until<T>(what: string, probe: () => Promise<T | undefined>): Promise<T> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+function follower(db: Db, messages: Msg[], name: string, opened = { count: 0 }) {
+  return createCheckpointedFollower<Msg>({
+    db,
+    logger: quiet,
+    name,
+    retryMs: 10,
+    open: source(messages, opened),
+    apply: async (tx, m) => {
+      await tx.query("INSERT INTO seen (seq, at) VALUES ($1, $2::timestamptz)", [m.seq, m.at]);
+    },
+    deadLetter: { after: 3, describe: (m) => ({ subject: `test.${m.seq}`, payload: JSON.stringify(m) }) },
+  });
+}
+
+describe("checkpointed follower: dead letters", () => {
+  it("[views] a message the database refuses is kept as a dead letter after 3 tries and the next ones are applied", async () => {
+    const db = await template.fresh();
+    await db.exec("CREATE TABLE seen (seq int PRIMARY KEY, at timestamptz NOT NULL)");
+    const messages = [
+      { seq: 1, at: "2026-01-01T00:00:00Z" },
+      { seq: 2, at: "0000-01-01T00:00:00Z" },
+      { seq: 3, at: "2026-01-02T00:00:00Z" },
+    ];
+    const f = follower(db, messages, "poison");
+    await f.start();
+    const status = await until("the follower to pass the poison", async () => {
+      const s = await f.status();
+      return s.checkpoint === 3 ? s : undefined;
+    });
+    await f.stop();
+    expect(status).toMatchObject({ checkpoint: 3, deadLetters: 1 });
+    expect((await db.query("SELECT seq FROM seen ORDER BY seq")).rows).toEqual([{ seq: 1 }, { seq: 3 }]);
+    const [dead] = await readDeadLetters(db, "poison");
+    expect(dead).toMatchObject({ seq: 2, subject: "test.2", attempts: 3, payload: JSON.stringify(messages[1]) });
+    expect(dead?.error).toMatch(/out of range|invalid|0000/i);
+  });
+
+  it("[views] a failure that is not the message's (a missing table) is waited out, never dead-lettered", async () => {
+    const db = await template.fresh();
+    const opened = { count: 0 };
+    const f = follower(db, [{ seq: 1, at: "2026-01-01T00:00:00Z" }], "env", opened);
+    await f.start();
+    // Twice as many tries as `after`: a poison would have been buried by now.
+    await until("6 tries", () => Promise.resolve(opened.count >= 6 ? true : undefined));
+    expect(await f.status()).toMatchObject({ checkpoint: 0, deadLetters: 0 });
+    await db.exec("CREATE TABLE seen (seq int PRIMARY KEY, at timestamptz NOT NULL)");
+    await until("the message to be applied", async () => ((await f.status()).checkpoint === 1 ? true : undefined));
+    await f.stop();
+    expect((await f.status()).error).toBeNull();
+  });
+});

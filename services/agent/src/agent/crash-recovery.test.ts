@@ -1,0 +1,175 @@
+import { readlink, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { type DesiredState, type JournalEntry, StepReport } from "@molt/contracts";
+import { type NatsServer, startNatsServer, waitFor } from "@molt/testkit";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { componentPaths, seedComponent } from "../host/layout.js";
+import { isTerminal, readJournal, recordLaunch, taskPaths } from "../host/task-files.js";
+import { silentLog } from "../log.js";
+import { buildPackage, type BuiltPackage, desiredTask, type PackageServer, startPackageServer, tempDir } from "../testing/fixtures.js";
+import { treeDigest } from "../testing/tree.js";
+import { kvDesiredSource } from "./desired.js";
+import { verdictFor } from "./forwarder.js";
+import { createHostAgent } from "./host-agent.js";
+import { recoverDeadRun } from "./recover.js";
+import { processRunner } from "./runners.js";
+
+const HOST = "crash-1.example.com";
+const log = silentLog();
+let nats: NatsServer;
+let nc: NatsConnection;
+let server: PackageServer;
+let pkg: BuiltPackage;
+let oldDigest: string;
+let newDigest: string;
+/** How long a clean run takes from `accepted` to its verdict: random kills spread over it. */
+let runMs: number;
+const roots: string[] = [];
+const reports: StepReport[] = [];
+
+beforeAll(async () => {
+  nats = await startNatsServer();
+  nc = await connect({ servers: nats.url });
+  server = await startPackageServer();
+  const files: Record<string, string> = { VERSION: "2.0.0\n" };
+  for (let i = 0; i < 40; i++) files[`lib/part-${i}.txt`] = `part ${i} of 2.0.0\n`.repeat(50);
+  pkg = await buildPackage(files);
+  nc.subscribe(`molt.feedback.report.>`, {
+    callback: (_err, msg) => {
+      reports.push(StepReport.parse(msg.json()));
+      msg.respond(JSON.stringify({ status: "accepted" }));
+    },
+  });
+  // The digests of the two versions, from a clean install of each.
+  const clean = await seededRoot();
+  oldDigest = await treeDigest(componentPaths(clean, "metrics-agent").current);
+  const t = task("/crash-clean.tar.gz");
+  await recordLaunch(clean, t);
+  expect((await processRunner({ log }).start(clean, t, () => undefined).exited).code).toBe(0);
+  newDigest = await treeDigest(componentPaths(clean, "metrics-agent").current);
+  const cleanEntries = await journalOf(clean, t.taskId);
+  runMs = Date.parse(cleanEntries.at(-1)!.at) - Date.parse(cleanEntries[0]!.at);
+  expect(newDigest).not.toBe(oldDigest);
+});
+afterAll(async () => {
+  await nc?.close();
+  await nats?.stop();
+  await server?.close();
+  await Promise.all(roots.map((r) => rm(r, { recursive: true, force: true })));
+});
+
+async function seededRoot(): Promise<string> {
+  const root = await tempDir("crash");
+  roots.push(root);
+  await seedComponent(root, { component: "metrics-agent", version: "1.0.0" });
+  return root;
+}
+
+function task(path: string): DesiredState {
+  const url = server.serve(path, { body: pkg.bytes });
+  return desiredTask({ hostId: HOST, package: { platform: "linux-amd64", sha256: pkg.sha256, size: pkg.size, url } });
+}
+
+const journalOf = async (root: string, taskId: string): Promise<JournalEntry[]> => (await readJournal(taskPaths(root, taskId).journal, 0)).entries;
+
+/** The tree under `current` is exactly one version, and the verdict names that one. */
+async function expectConsistent(root: string, verdict: JournalEntry | undefined) {
+  const digest = await treeDigest(componentPaths(root, "metrics-agent").current);
+  const running = digest === newDigest ? "2.0.0" : digest === oldDigest ? "1.0.0" : "neither";
+  expect(running).not.toBe("neither");
+  expect(await readlink(componentPaths(root, "metrics-agent").current)).toBe(join("versions", running));
+  if (verdict?.kind === "succeeded") expect(running).toBe("2.0.0");
+  else expect(running).toBe("1.0.0");
+  return running;
+}
+
+describe("crash recovery", () => {
+  it.each([
+    ["download:1", "failed"],
+    ["extract:5", "failed"],
+    ["override:renamed", "failed"],
+    ["switch:linked", "failed"],
+    ["override:switched", "rolled-back"],
+    ["journal:written:9", "rolled-back"],
+    ["journal:written:11", "succeeded"],
+  ] as const)(
+    "[upgrade-client] SIGKILL at %s: after the agent restarts, the tree is exactly one version, that one is current, and the reported events end %s",
+    async (point, expected) => {
+      const root = await seededRoot();
+      const t = task(`/crash-${point.replaceAll(":", "-")}.tar.gz`);
+      await recordLaunch(root, t);
+      const exit = await processRunner({ log, env: { MOLT_CRASH_AT: point } }).start(root, t, () => undefined).exited;
+      expect(exit.signal).toBe("SIGKILL");
+      // The restarted agent finds the dead client's task, recovers the component and reports.
+      const agent = createHostAgent({
+        nc,
+        desired: kvDesiredSource(nc),
+        runner: processRunner({ log }),
+        log,
+        hostId: HOST,
+        root,
+        components: ["metrics-agent"],
+        labels: {},
+        seeds: [],
+        agentVersion: "0.1.0-test",
+        timing: { pollMs: 60_000, heartbeatMs: 60_000, reportRetryMs: 50, reportTimeoutMs: 500, journalPollMs: 50 },
+      });
+      await agent.start();
+      const entries = await waitFor(
+        "the final event reported",
+        () => {
+          const got = reports.filter((r) => r.taskId === t.taskId).flatMap((r) => r.entries);
+          return got.some(isTerminal) ? got : undefined;
+        },
+        { timeoutMs: 10_000 },
+      );
+      await agent.stop();
+      const verdict = entries.at(-1);
+      if (expected === "rolled-back") {
+        expect(entries.map((e) => e.kind).slice(-4)).toEqual(["step-started", "step-succeeded", "rolled-back", "failed"]);
+        expect(entries.at(-3)).toMatchObject({ step: "rollback", detail: "current → versions/1.0.0" });
+      } else expect(verdict?.kind).toBe(expected);
+      await expectConsistent(root, verdict);
+      // A new run on the component is not blocked by anything the crash left behind.
+      const next = task(`/crash-next-${point.replaceAll(":", "-")}.tar.gz`);
+      await recordLaunch(root, next);
+      expect((await processRunner({ log }).start(root, next, () => undefined).exited).code).toBe(0);
+      expect((await journalOf(root, next.taskId)).at(-1)).toMatchObject({ kind: "succeeded" });
+      expect(await treeDigest(componentPaths(root, "metrics-agent").current)).toBe(newDigest);
+    },
+  );
+
+  it("[upgrade-client] SIGKILL at random times over 50 runs: recovery always leaves exactly the old or the new version, and the verdict says which", async ({ annotate }) => {
+    const runs = Number(process.env["MOLT_CRASH_RUNS"] ?? 50);
+    const seen: Record<string, number> = { "1.0.0": 0, "2.0.0": 0 };
+    for (let i = 0; i < runs; i++) {
+      const root = await seededRoot();
+      const t = task(`/random-${i}.tar.gz`);
+      await recordLaunch(root, t);
+      const run = processRunner({ log }).start(root, t, () => undefined);
+      // Killed from outside at a random moment once the client is journaling.
+      await waitFor("accepted", async () => ((await journalOf(root, t.taskId)).length > 0 ? true : undefined), { intervalMs: 2 });
+      await new Promise((r) => setTimeout(r, Math.random() * runMs * 1.2));
+      try {
+        process.kill(run.pid!, "SIGKILL");
+      } catch {
+        // It finished before the kill: its own verdict stands.
+      }
+      await run.exited;
+      const entries = await journalOf(root, t.taskId);
+      // What the restarted agent does for a dead client (the forwarder's verdict), without the bus.
+      const outcome = entries.some(isTerminal) ? undefined : await recoverDeadRun(root, t, entries, log);
+      const records = verdictFor(entries, "upgrade client was killed by SIGKILL", Date.now(), outcome);
+      const verdict = records.at(-1) ?? entries.at(-1);
+      const running = await expectConsistent(root, verdict as JournalEntry);
+      seen[running] = (seen[running] ?? 0) + 1;
+      await rm(root, { recursive: true, force: true });
+    }
+    // Both outcomes happen, so the kills really landed before and after the switch.
+    expect((seen["1.0.0"] ?? 0) + (seen["2.0.0"] ?? 0)).toBe(runs);
+    await annotate(`random crashes over ${runs} runs (clean run ${runMs} ms): ${JSON.stringify(seen)}`);
+    expect(seen["1.0.0"]).toBeGreaterThan(0);
+    expect(seen["2.0.0"]).toBeGreaterThan(0);
+  }, 240_000);
+});

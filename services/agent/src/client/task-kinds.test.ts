@@ -1,0 +1,100 @@
+import { readdir, readlink, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { DesiredState, JournalEntry } from "@molt/contracts";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { inProcessRunner, processRunner } from "../agent/runners.js";
+import { componentPaths, seedComponent } from "../host/layout.js";
+import { readJournal, recordLaunch, taskPaths } from "../host/task-files.js";
+import { silentLog } from "../log.js";
+import { buildPackage, type BuiltPackage, desiredTask, type PackageServer, startPackageServer, tempDir } from "../testing/fixtures.js";
+
+let server: PackageServer;
+let pkg: BuiltPackage;
+const roots: string[] = [];
+
+beforeAll(async () => {
+  server = await startPackageServer();
+  pkg = await buildPackage({ VERSION: "2.0.0\n" });
+});
+afterAll(async () => {
+  await server.close();
+  await Promise.all(roots.map((r) => rm(r, { recursive: true, force: true })));
+});
+
+async function seededRoot(): Promise<string> {
+  const root = await tempDir("kinds");
+  roots.push(root);
+  await seedComponent(root, { component: "metrics-agent", version: "1.0.0" });
+  return root;
+}
+
+function upgradeTask(hostId: string, path: string): DesiredState {
+  const url = server.serve(path, { body: pkg.bytes });
+  return desiredTask({ hostId, package: { platform: "linux-amd64", sha256: pkg.sha256, size: pkg.size, url } });
+}
+
+async function run(root: string, task: DesiredState, runner = processRunner({ log: silentLog() })): Promise<JournalEntry[]> {
+  await recordLaunch(root, task);
+  expect((await runner.start(root, task, () => undefined).exited).code).toBe(0);
+  return (await readJournal(taskPaths(root, task.taskId).journal, 0)).entries;
+}
+
+describe("task kinds and injected faults", () => {
+  it("[upgrade-client] a rollback task switches back to the kept previous version with no download, journaled like any task", async () => {
+    const root = await seededRoot();
+    const hostId = "web-31.example.com";
+    expect((await run(root, upgradeTask(hostId, "/k-up.tar.gz"))).at(-1)).toMatchObject({ kind: "succeeded", version: "2.0.0" });
+    const requests = server.requests.length;
+    const rollback = desiredTask({ hostId, kind: "rollback", version: "1.0.0", fromVersion: "2.0.0", package: undefined });
+    delete (rollback as { package?: unknown }).package;
+    const entries = await run(root, rollback);
+    expect(entries.map((e) => ("step" in e && e.kind !== "failed" ? `${e.kind}:${e.step}` : e.kind))).toEqual([
+      "accepted",
+      "step-started:begin",
+      "step-succeeded:begin",
+      "step-started:backup",
+      "step-succeeded:backup",
+      "step-started:override",
+      "step-succeeded:override",
+      "step-started:end-action",
+      "step-succeeded:end-action",
+      "succeeded",
+    ]);
+    expect(entries.at(-1)).toMatchObject({ version: "1.0.0" });
+    expect(entries.find((e) => e.kind === "step-succeeded" && e.step === "override")).toMatchObject({ detail: expect.stringContaining("no download") as unknown });
+    expect(server.requests.length).toBe(requests);
+    const paths = componentPaths(root, "metrics-agent");
+    expect(await readlink(paths.current)).toBe(join("versions", "1.0.0"));
+    // The version rolled away from stays kept, so a later redeploy needs no download either.
+    expect((await readdir(paths.versions)).sort()).toEqual(["1.0.0", "2.0.0"]);
+  });
+
+  it("[upgrade-client] a rollback task to a version the host does not keep fails with the reason and changes nothing", async () => {
+    const root = await seededRoot();
+    const rollback = desiredTask({ hostId: "web-32.example.com", kind: "rollback", version: "0.9.0", fromVersion: "1.0.0", package: undefined });
+    delete (rollback as { package?: unknown }).package;
+    const entries = await run(root, rollback);
+    expect(entries.at(-1)).toMatchObject({ kind: "failed", step: "override", reason: expect.stringContaining("0.9.0 is not kept on this host") as unknown });
+    expect(await readlink(componentPaths(root, "metrics-agent").current)).toBe(join("versions", "1.0.0"));
+  });
+
+  it("[upgrade-client] MOLT_SIM_FAULT_FILE fails the named step on the named hosts only, re-read at every step, absent = no fault", async () => {
+    const dir = await tempDir("fault");
+    roots.push(dir);
+    const faultFile = join(dir, "fault.json");
+    const runner = inProcessRunner({ faultFile });
+    await writeFile(faultFile, JSON.stringify({ hosts: ["sim-003"], step: "download", message: "injected" }));
+    const faulty = await run(await seededRoot(), upgradeTask("sim-003", "/f-3.tar.gz"), runner);
+    expect(faulty.at(-1)).toMatchObject({ kind: "failed", step: "download", reason: "injected" });
+    const other = await run(await seededRoot(), upgradeTask("sim-004", "/f-4.tar.gz"), runner);
+    expect(other.at(-1)).toMatchObject({ kind: "succeeded" });
+    // Cleared: the same host succeeds with its next task.
+    await rm(faultFile);
+    const cleared = await run(await seededRoot(), upgradeTask("sim-003", "/f-3b.tar.gz"), runner);
+    expect(cleared.at(-1)).toMatchObject({ kind: "succeeded" });
+    // A broken fault file fails loudly rather than running without the fault a test asked for.
+    await writeFile(faultFile, JSON.stringify({ hosts: ["sim-003"], step: "dowload" }));
+    const broken = await run(await seededRoot(), upgradeTask("sim-003", "/f-3c.tar.gz"), runner);
+    expect(broken.at(-1)).toMatchObject({ kind: "failed", step: "begin", reason: expect.stringContaining("is invalid: step") as unknown });
+  });
+});
