@@ -176,4 +176,47 @@ describe("roll engine with 60 simulated hosts", () => {
     const outcomes = [...(await h.events(a)), ...(await h.events(b))].flatMap(({ e }) => (e.type === "HostOutcomeRecorded" ? [e.data.outcome] : []));
     expect(outcomes.filter((o) => o === "busy").length).toBeGreaterThan(0);
   }, 90_000);
+
+  it("[roll-engine] plan preview: dryRun answers the plan and records nothing; an all-skipped plan is 422 with the reasons unless allowEmpty; a quarantined host is skipped until cleared", async () => {
+    const before = await store.lastSequence();
+    const dry = await op.api<{ dryRun: boolean; plan: { planned: number; batches: Array<{ kind: string; size: number }>; skipped: number } }>(
+      "POST",
+      "/v1/deployments?dryRun=true",
+      { component: COMPONENT, version: "7.0.0", selector: { cluster: "us-1" }, strategy: { canary: { size: { hosts: 2 } }, maxUnavailable: { percent: 25 } } },
+    );
+    expect(dry.status, JSON.stringify(dry.body)).toBe(200);
+    // 7.0.0 is not published: every host is skipped for want of a package.
+    expect(dry.body.plan).toMatchObject({ planned: 0, skipped: 20 });
+    await op.upload("7.0.0");
+    const dry2 = await op.api<{ plan: { planned: number; batches: Array<{ kind: string; size: number }> } }>("POST", "/v1/deployments?dryRun=true", {
+      component: COMPONENT,
+      version: "7.0.0",
+      selector: { cluster: "us-1" },
+      strategy: { canary: { size: { hosts: 2 } }, maxUnavailable: { percent: 25 } },
+    });
+    expect(dry2.body.plan.planned).toBe(20);
+    expect(dry2.body.plan.batches[0]).toMatchObject({ kind: "canary", size: 2 });
+    expect(dry2.body.plan.batches.reduce((n, b) => n + b.size, 0)).toBe(20);
+    // Only the upload above was recorded: a dry run appends nothing to the event store.
+    const events = (await store.read("molt.es.deployment.>", { fromSeq: before + 1 })).length;
+    expect(events).toBe(0);
+
+    const empty = await op.api<{ error: { code: string; message: string } }>("POST", "/v1/deployments", { component: COMPONENT, version: "7.0.0", hosts: ["nobody.example.com"] }, { "idempotency-key": "empty-1" });
+    expect(empty.status).toBe(422);
+    expect(empty.body.error.code).toBe("empty_plan");
+    expect(empty.body.error.message).toContain("nobody.example.com: not registered");
+    const allowed = await op.deploy({ version: "7.0.0", hosts: ["nobody.example.com"], allowEmpty: true }, "empty-2");
+    await h.waitFor(allowed, "DeploymentCompleted");
+
+    const drained = US[0]!;
+    const q = await op.api<{ quarantined: boolean }>("POST", `/v1/hosts/${drained}/quarantine`, { component: COMPONENT, reason: "disk replaced" });
+    expect(q.status, JSON.stringify(q.body)).toBe(200);
+    expect(q.body.quarantined).toBe(true);
+    const plan = await op.api<{ plan: { skips: Array<{ hostId: string; reason: string }> } }>("POST", "/v1/deployments?dryRun=true", { component: COMPONENT, version: "7.0.0", hosts: [drained, US[1]!] });
+    expect(plan.body.plan.skips).toEqual([{ hostId: drained, reason: "quarantined: disk replaced" }]);
+    expect((await op.api("POST", `/v1/hosts/${drained}/clear`, { component: COMPONENT })).status).toBe(200);
+    const cleared = await op.api<{ plan: { planned: number } }>("POST", "/v1/deployments?dryRun=true", { component: COMPONENT, version: "7.0.0", hosts: [drained, US[1]!] });
+    expect(cleared.body.plan.planned).toBe(2);
+    expect((await op.api("POST", `/v1/hosts/${drained}/clear`, { component: COMPONENT })).status).toBe(409);
+  }, 60_000);
 });
