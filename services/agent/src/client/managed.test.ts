@@ -69,6 +69,7 @@ function config(port: number, over: Partial<ComponentConfig> = {}): ComponentCon
       intervalMs: 50,
       startTimeoutMs: 5_000,
       probeTimeoutMs: 1_000,
+      heartbeatStaleMs: 15_000,
     },
     ...over,
   };
