@@ -278,4 +278,31 @@ describe("upgrade client process", () => {
     expect(served).toBe(1);
     expect(entries.find((e) => e.kind === "step-succeeded" && e.step === "download")).toMatchObject({ detail: expect.stringMatching(/, \d+ tries/) as unknown });
   });
+
+  it("[upgrade-client] two real clients started together for one component: one runs, the other is rejected and touches nothing", async () => {
+    const root = await seededRoot();
+    // Whoever wins holds the lock in DOWNLOAD until the other has its verdict, however their starts interleave.
+    let release!: () => void;
+    const hold = new Promise<void>((r) => (release = r));
+    const [a, b] = ["/race-a.tar.gz", "/race-b.tar.gz"].map((path) =>
+      desiredTask({ hostId: HOST, package: { platform: "linux-amd64", sha256: pkg.sha256, size: pkg.size, url: server.serve(path, { body: pkg.bytes, hold }) } }),
+    ) as [DesiredState, DesiredState];
+    await recordLaunch(root, a);
+    await recordLaunch(root, b);
+    const runs = [runner.start(root, a, () => undefined), runner.start(root, b, () => undefined)];
+    await waitFor("one client rejected", async () => {
+      for (const t of [a, b]) if ((await journalOf(root, t.taskId)).at(-1)?.kind === "rejected") return true;
+      return undefined;
+    }, { timeoutMs: 15_000 });
+    release();
+    expect((await Promise.all(runs.map((r) => r.exited))).map((e) => e.code)).toEqual([0, 0]);
+    const verdicts = await Promise.all([a, b].map(async (t) => (await journalOf(root, t.taskId)).at(-1)));
+    expect(verdicts.map((v) => v?.kind).sort()).toEqual(["rejected", "succeeded"]);
+    const loser = verdicts[0]?.kind === "rejected" ? a : b;
+    const loserEntries = await journalOf(root, loser.taskId);
+    expect(shape(loserEntries)).toEqual(["accepted", "step-started:begin", "step-failed:begin", "rejected"]);
+    // The loser never downloaded; the winner's upgrade is what the host runs.
+    expect(server.requests.some((r) => r.path === (loser === a ? "/race-a.tar.gz" : "/race-b.tar.gz"))).toBe(false);
+    expect(await readlink(componentPaths(root, "metrics-agent").current)).toBe(join("versions", "2.0.0"));
+  });
 });
