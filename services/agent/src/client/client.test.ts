@@ -216,7 +216,7 @@ describe("upgrade client process", () => {
     let release!: () => void;
     const hold = new Promise<void>((r) => (release = r));
     const url = server.serve("/late.tar.gz", { body: pkg.bytes, hold });
-    const deadline = Date.now() + 5_000;
+    const deadline = Date.now() + 8_000;
     const task = desiredTask({
       hostId: HOST,
       deadline: new Date(deadline).toISOString(),
@@ -226,8 +226,8 @@ describe("upgrade client process", () => {
     // Every step pauses 800 ms; the download is let through just before the deadline, so the
     // deadline falls while OVERRIDE is under way.
     const run = processRunner({ log: silentLog(), stepDelayMs: 800 }).start(root, task, () => undefined);
-    await waitFor("the download requested", () => (server.requests.some((r) => r.path === "/late.tar.gz") ? true : undefined), { timeoutMs: 4_500 });
-    await waitFor("just before the deadline", () => (Date.now() >= deadline - 400 ? true : undefined), { timeoutMs: 6_000, intervalMs: 10 });
+    await waitFor("the download requested", () => (server.requests.some((r) => r.path === "/late.tar.gz") ? true : undefined), { timeoutMs: 7_500 });
+    await waitFor("just before the deadline", () => (Date.now() >= deadline - 400 ? true : undefined), { timeoutMs: 9_000, intervalMs: 10 });
     release();
     expect((await run.exited).code).toBe(0);
     const entries = await journalOf(root, task.taskId);
@@ -241,10 +241,18 @@ describe("upgrade client process", () => {
   it("[upgrade-client] a download cut half way resumes with Range in the same run (the server sees the Range request)", async () => {
     const root = await seededRoot();
     const half = Math.floor(pkg.size / 2);
-    const url = server.serve("/dropped.tar.gz", { body: pkg.bytes, dropFirstAfter: half });
+    let cut!: () => void;
+    const url = server.serve("/dropped.tar.gz", { body: pkg.bytes, dropFirst: { after: half, when: new Promise<void>((r) => (cut = r)) } });
     const task = desiredTask({ hostId: HOST, package: { platform: "linux-amd64", sha256: pkg.sha256, size: pkg.size, url } });
     await recordLaunch(root, task);
     const run = processRunner({ log: silentLog(), env: { MOLT_DOWNLOAD_RETRY_MS: "20" } }).start(root, task, () => undefined);
+    // The connection is cut only once the client has written the first half.
+    const paths = componentPaths(root, "metrics-agent");
+    await waitFor("half the package on disk", async () => {
+      for (const name of await readdir(paths.staging).catch(() => [])) if ((await stat(join(paths.staging, name))).size >= half) return true;
+      return undefined;
+    }, { timeoutMs: 15_000 });
+    cut();
     expect((await run.exited).code).toBe(0);
     const entries = await journalOf(root, task.taskId);
     expect(entries.at(-1)).toMatchObject({ kind: "succeeded", version: "2.0.0" });

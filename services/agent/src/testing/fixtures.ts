@@ -86,8 +86,11 @@ export interface Served {
   hold?: Promise<void>;
   /** When set, only this many bytes of a full (non-Range) response are sent, then the response hangs open. */
   cutAfter?: number;
-  /** When set, the first full (non-Range) response breaks off after this many bytes (the connection is cut). */
-  dropFirstAfter?: number;
+  /**
+   * When set, the first full (non-Range) response sends `after` bytes, then breaks off (the
+   * connection is cut) once `when` resolves, so a test can wait until the client has those bytes.
+   */
+  dropFirst?: { after: number; when: Promise<void> };
 }
 
 export interface PackageServer {
@@ -127,10 +130,12 @@ export async function startPackageServer(): Promise<PackageServer> {
       return;
     }
     res.writeHead(200, { "content-length": served.body.length });
-    if (served.dropFirstAfter !== undefined) {
-      const n = served.dropFirstAfter;
-      delete served.dropFirstAfter;
-      res.write(served.body.subarray(0, n), () => res.destroy());
+    if (served.dropFirst !== undefined) {
+      const { after, when } = served.dropFirst;
+      delete served.dropFirst;
+      res.write(served.body.subarray(0, after));
+      await when;
+      res.destroy();
       return;
     }
     if (served.cutAfter !== undefined) {
