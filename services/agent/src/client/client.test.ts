@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { processRunner } from "../agent/runners.js";
 import { componentPaths, seedComponent } from "../host/layout.js";
 import { readJournal, recordLaunch, taskPaths } from "../host/task-files.js";
+import { archivePath } from "./staging.js";
 import { silentLog } from "../log.js";
 import { buildPackage, type BuiltPackage, desiredTask, type PackageServer, startPackageServer, tempDir } from "../testing/fixtures.js";
 
@@ -241,18 +242,12 @@ describe("upgrade client process", () => {
   it("[upgrade-client] a download cut half way resumes with Range in the same run (the server sees the Range request)", async () => {
     const root = await seededRoot();
     const half = Math.floor(pkg.size / 2);
-    let cut!: () => void;
-    const url = server.serve("/dropped.tar.gz", { body: pkg.bytes, dropFirst: { after: half, when: new Promise<void>((r) => (cut = r)) } });
+    const partial = archivePath(componentPaths(root, "metrics-agent"), pkg.sha256);
+    const onDisk = () => waitFor("the first half on the client's disk", async () => ((await stat(partial).catch(() => null))?.size === half ? true : undefined));
+    const url = server.serve("/dropped.tar.gz", { body: pkg.bytes, dropFirstAfter: half, dropWhen: onDisk });
     const task = desiredTask({ hostId: HOST, package: { platform: "linux-amd64", sha256: pkg.sha256, size: pkg.size, url } });
     await recordLaunch(root, task);
     const run = processRunner({ log: silentLog(), env: { MOLT_DOWNLOAD_RETRY_MS: "20" } }).start(root, task, () => undefined);
-    // The connection is cut only once the client has written the first half.
-    const paths = componentPaths(root, "metrics-agent");
-    await waitFor("half the package on disk", async () => {
-      for (const name of await readdir(paths.staging).catch(() => [])) if ((await stat(join(paths.staging, name))).size >= half) return true;
-      return undefined;
-    }, { timeoutMs: 15_000 });
-    cut();
     expect((await run.exited).code).toBe(0);
     const entries = await journalOf(root, task.taskId);
     expect(entries.at(-1)).toMatchObject({ kind: "succeeded", version: "2.0.0" });

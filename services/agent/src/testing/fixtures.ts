@@ -86,11 +86,14 @@ export interface Served {
   hold?: Promise<void>;
   /** When set, only this many bytes of a full (non-Range) response are sent, then the response hangs open. */
   cutAfter?: number;
+  /** When set, the first full (non-Range) response breaks off after this many bytes (the connection is cut). */
+  dropFirstAfter?: number;
   /**
-   * When set, the first full (non-Range) response sends `after` bytes, then breaks off (the
-   * connection is cut) once `when` resolves, so a test can wait until the client has those bytes.
+   * With dropFirstAfter: the cut waits for this (e.g. the bytes being on the client's disk). A
+   * stream that errors drops the chunks its reader has not taken yet, so cutting at once would
+   * test how fast the client reads, not whether it resumes.
    */
-  dropFirst?: { after: number; when: Promise<void> };
+  dropWhen?: () => Promise<unknown>;
 }
 
 export interface PackageServer {
@@ -130,12 +133,11 @@ export async function startPackageServer(): Promise<PackageServer> {
       return;
     }
     res.writeHead(200, { "content-length": served.body.length });
-    if (served.dropFirst !== undefined) {
-      const { after, when } = served.dropFirst;
-      delete served.dropFirst;
-      res.write(served.body.subarray(0, after));
-      await when;
-      res.destroy();
+    if (served.dropFirstAfter !== undefined) {
+      const n = served.dropFirstAfter;
+      delete served.dropFirstAfter;
+      const when = served.dropWhen ?? (() => Promise.resolve());
+      res.write(served.body.subarray(0, n), () => void when().finally(() => res.destroy()));
       return;
     }
     if (served.cutAfter !== undefined) {
