@@ -1,34 +1,23 @@
 import { spawn } from "node:child_process";
 import { mkdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { type DesiredState, desiredKey, type Heartbeat, KV_DESIRED, StepReport, subjects } from "@molt/contracts";
-import { type NatsServer, startNatsServer, waitFor } from "@molt/testkit";
+import { buildAgentBundle, type NatsServer, startNatsServer, waitFor } from "@molt/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { pidAlive } from "../client/lock.js";
 import { isTerminal } from "../host/task-files.js";
 import { buildPackage, type BuiltPackage, desiredTask, type PackageServer, startPackageServer, tempDir } from "../testing/fixtures.js";
 
 /**
- * The agent as a versioned component: a launcher that sets the version the agent reports and runs
- * the real agent (its sources, with tsx). MODE makes a version exit at once or stop heartbeating.
+ * The agent as a versioned component, shipped as what hosts run: the real one-file bundle
+ * (`pnpm build:agent --version V`), with the release's `agent.env` sourced by the start command.
+ * 2.0.1 is a broken artifact (a truncated bundle: it exits at once); 2.0.2 is a real bundle whose
+ * release env stops its heartbeats.
  */
-const LAUNCHER = `
-import { readFileSync } from "node:fs";
-const here = (f) => readFileSync(new URL(f, import.meta.url), "utf8").trim();
-process.env.MOLT_AGENT_VERSION = here("./VERSION");
-const mode = here("./MODE");
-if (mode === "exit") process.exit(1);
-if (mode === "silent") process.env.MOLT_HEARTBEAT_MS = "600000";
-const { main } = await import(process.env.MOLT_AGENT_ENTRY);
-await main([], process.env);
-`;
-
 const SELF = "molt-agent";
-const tsx = import.meta.resolve("tsx");
-const agentEntry = fileURLToPath(new URL("../index.ts", import.meta.url));
+let bundle100: string;
 let nats: NatsServer;
 let nc: NatsConnection;
 let server: PackageServer;
@@ -42,8 +31,14 @@ beforeAll(async () => {
   nats = await startNatsServer();
   nc = await connect({ servers: nats.url });
   server = await startPackageServer();
-  for (const [version, mode] of [["2.0.0", "ok"], ["2.0.1", "exit"], ["2.0.2", "silent"]] as const)
-    packages.set(version, await buildPackage({ VERSION: `${version}\n`, MODE: `${mode}\n`, "agent.mjs": LAUNCHER }));
+  const builds = await tempDir("bundles");
+  roots.push(builds);
+  const bundleOf = async (version: string) => readFile((await buildAgentBundle(join(builds, `${version}.mjs`), { version })).outfile, "utf8");
+  bundle100 = await bundleOf("1.0.0");
+  const bundle200 = await bundleOf("2.0.0");
+  packages.set("2.0.0", await buildPackage({ "molt-agent.mjs": bundle200, "agent.env": "" }));
+  packages.set("2.0.1", await buildPackage({ "molt-agent.mjs": bundle200.slice(0, Math.floor(bundle200.length / 2)), "agent.env": "" }));
+  packages.set("2.0.2", await buildPackage({ "molt-agent.mjs": await bundleOf("2.0.2"), "agent.env": "export MOLT_HEARTBEAT_MS=600000\n" }));
   nc.subscribe("molt.feedback.report.>", {
     callback: (_e, msg) => {
       reports.push(StepReport.parse(msg.json()));
@@ -72,9 +67,8 @@ async function hostRunning100(hostId: string) {
   roots.push(root);
   const dir = join(root, "components", SELF);
   await mkdir(join(dir, "versions", "1.0.0"), { recursive: true });
-  await writeFile(join(dir, "versions", "1.0.0", "VERSION"), "1.0.0\n");
-  await writeFile(join(dir, "versions", "1.0.0", "MODE"), "ok\n");
-  await writeFile(join(dir, "versions", "1.0.0", "agent.mjs"), LAUNCHER);
+  await writeFile(join(dir, "versions", "1.0.0", "molt-agent.mjs"), bundle100);
+  await writeFile(join(dir, "versions", "1.0.0", "agent.env"), "");
   await symlink(join("versions", "1.0.0"), join(dir, "current"));
   const config = join(root, "agent.json");
   await writeFile(
@@ -87,7 +81,7 @@ async function hostRunning100(hostId: string) {
         {
           name: SELF,
           kind: "self",
-          start: { command: `exec "${process.execPath}" --import "${tsx}" agent.mjs` },
+          start: { command: `. ./agent.env; exec "${process.execPath}" molt-agent.mjs` },
           stop: { graceMs: 3_000 },
           pidFile: join(root, "agent", "agent.pid"),
           health: { watchMs: 1_500, intervalMs: 100, startTimeoutMs: 20_000, heartbeatStaleMs: 1_000 },
@@ -95,14 +89,13 @@ async function hostRunning100(hostId: string) {
       ],
     }),
   );
-  const agent = spawn(process.execPath, ["--import", tsx, "agent.mjs"], {
+  const agent = spawn(process.execPath, ["molt-agent.mjs"], {
     cwd: join(dir, "current"),
     detached: true,
     stdio: "ignore",
     env: {
       ...process.env,
       MOLT_CONFIG: config,
-      MOLT_AGENT_ENTRY: agentEntry,
       MOLT_HEARTBEAT_MS: "200",
       MOLT_REPORT_RETRY_MS: "100",
       MOLT_LOG_LEVEL: "error",
@@ -136,7 +129,7 @@ async function trackPid(root: string) {
   return pid;
 }
 
-describe("self-upgrade of the agent (real agent processes; the client outlives the agent it replaces)", () => {
+describe("self-upgrade with the real bundle (real agent processes; the client outlives the agent it replaces)", () => {
   it("[upgrade-client] success: the client stops agent 1.0.0, starts 2.0.0, which heartbeats its version and reports the task", async () => {
     const hostId = "self-1.example.com";
     const { root, oldPid } = await hostRunning100(hostId);
