@@ -86,12 +86,9 @@ export async function inspectArchive(path: string, limits: ArchiveLimits): Promi
       if (settled) return;
       settled = true;
       if (summary.entries === 0) return reject(new ArchiveRefusedError("the archive is empty"));
-      try {
-        tree.finish();
-      } catch (err) {
-        return reject(err);
-      }
-      resolve(summary);
+      const refusal = tree.finish();
+      if (refusal) reject(refusal);
+      else resolve(summary);
     });
     input.pipe(parser);
   });
@@ -127,12 +124,12 @@ class TreeCheck {
   private readonly dirs = new Set<string>();
 
   /**
-   * Each link's target followed through the archive's other links, `..` applied to where a link
+   * Follows each link's target through the archive's other links, `..` applied to where a link
    * really leads (as the kernel does), not to the text: `a/b -> ..` then `z -> a/b/..` reads as
    * "a" but is the root's parent on disk. Run after the last entry, because a later link changes
-   * what an earlier one resolves to.
+   * what an earlier one resolves to. Returns the refusal, or null when every link stays inside.
    */
-  finish(): void {
+  finish(): ArchiveRefusedError | null {
     for (const [path, target] of this.links) {
       const at = path.split("/").slice(0, -1);
       // The target's segments still to walk, next one last.
@@ -144,19 +141,20 @@ class TreeCheck {
         if (segment === "" || segment === ".") continue;
         if (segment === "..") {
           if (at.length === 0)
-            throw new ArchiveRefusedError(`symlink ${JSON.stringify(path)} resolves outside the package${via === null ? "" : ` (through ${JSON.stringify(via)})`}`);
+            return new ArchiveRefusedError(`symlink ${JSON.stringify(path)} resolves outside the package${via === null ? "" : ` (through ${JSON.stringify(via)})`}`);
           at.pop();
           continue;
         }
         at.push(segment);
         const next = this.links.get(at.join("/"));
         if (next === undefined) continue;
-        if (++hops > MAX_LINK_HOPS) throw new ArchiveRefusedError(`symlink ${JSON.stringify(path)}: too many levels of symlinks`);
+        if (++hops > MAX_LINK_HOPS) return new ArchiveRefusedError(`symlink ${JSON.stringify(path)}: too many levels of symlinks`);
         via = at.join("/");
         at.pop();
         todo.push(...next.split("/").reverse());
       }
     }
+    return null;
   }
 
   check(entry: ReadEntry): void {
