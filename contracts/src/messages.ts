@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { Labels, PackageRef, Step } from "./events.js";
+import { Labels, PackageRef, Selector, SkippedHost, Step, Strategy } from "./events.js";
 import { ComponentName, HostId, Id, Platform, Sha256, Timestamp, Version } from "./ids.js";
 
 // ---------- operator HTTP bodies ----------
@@ -7,19 +7,54 @@ export const CreateDeploymentBody = z
   .object({
     component: ComponentName,
     version: Version,
+    /** Explicit targets; with a selector as well, only the named hosts that match. */
     hosts: z
       .array(HostId)
       .min(1, "hosts must name at least one host")
       .max(10_000)
-      .refine((h) => new Set(h).size === h.length, "hosts must not repeat"),
+      .refine((h) => new Set(h).size === h.length, "hosts must not repeat")
+      .optional(),
+    selector: Selector.optional(),
+    strategy: Strategy.optional(),
     /** How long one host may take before its task is timed out. */
     taskTimeoutMs: z.number().int().min(1).max(86_400_000).optional(),
+    /** Accept a plan in which every host is skipped (otherwise 422 with the reasons). */
+    allowEmpty: z.boolean().optional(),
   })
-  .strict();
+  .strict()
+  .refine((b) => b.hosts !== undefined || b.selector !== undefined, { message: "name the hosts or give a selector", path: ["hosts"] });
 export type CreateDeploymentBody = z.infer<typeof CreateDeploymentBody>;
 
 export const DeploymentAccepted = z.object({ deploymentId: Id, status: z.literal("accepted"), location: z.string() });
 export type DeploymentAccepted = z.infer<typeof DeploymentAccepted>;
+
+/** Operator commands on a deployment: `POST /v1/deployments/:id/<command>`. */
+export const OperatorCommandName = z.enum(["approve", "pause", "resume", "cancel", "retry", "rollback"]);
+export type OperatorCommandName = z.infer<typeof OperatorCommandName>;
+export const OperatorCommandBody = z.object({ reason: z.string().max(500).optional() }).strict();
+export const QuarantineBody = z.object({ component: ComponentName, reason: z.string().min(1).max(500).optional() }).strict();
+
+/** NATS request/reply `molt.allocator.plan`: the plan the allocator would record, computed by the same planner. */
+export const PlanPreviewRequest = z.object({
+  component: ComponentName,
+  version: Version,
+  hosts: z.array(HostId),
+  selector: Selector.nullable(),
+  strategy: Strategy,
+  kind: z.enum(["upgrade", "rollback"]).default("upgrade"),
+  origin: z.string().nullable().default(null),
+});
+export type PlanPreviewRequest = z.infer<typeof PlanPreviewRequest>;
+/** Host lists are cut to the first ones (the counts are whole), so a 100,000-host preview fits one reply. */
+export const PlanPreview = z.object({
+  planned: z.number().int(),
+  batches: z.array(z.object({ index: z.number().int(), kind: z.string(), size: z.number().int(), hosts: z.array(z.string()) })),
+  skipped: z.number().int(),
+  skips: z.array(SkippedHost),
+});
+export type PlanPreview = z.infer<typeof PlanPreview>;
+export const PlanAnswer = z.union([z.object({ status: z.literal("ok"), plan: PlanPreview }), z.object({ status: z.literal("error"), reason: z.string() })]);
+export type PlanAnswer = z.infer<typeof PlanAnswer>;
 
 /** Error body every service answers with. */
 export const ErrorBody = z.object({ error: z.object({ code: z.string(), message: z.string() }) });

@@ -23,6 +23,8 @@ export const subjects = {
   reports: "molt.feedback.report.*",
   heartbeat: (hostId: string) => `molt.feedback.heartbeat.${encodeHostToken(hostId)}`,
   heartbeats: "molt.feedback.heartbeat.*",
+  /** NATS request/reply: the allocator's plan preview (queue group of all replicas). */
+  planPreview: "molt.allocator.plan",
   /** Operator commands for the audit log: JetStream stream MOLT_AUDIT, one record per command (accepted, replayed or refused). */
   command: (kind: string) => `molt.audit.command.${kind}`,
   commands: "molt.audit.command.>",

@@ -41,3 +41,72 @@ export type VersionDistribution = z.infer<typeof VersionDistribution>;
 
 export const FleetVersions = z.object({ components: z.array(VersionDistribution) });
 export type FleetVersions = z.infer<typeof FleetVersions>;
+
+export const TASK_STATES = ["allocated", "dispatched", "running", "succeeded", "failed", "rejected", "timed-out", "cancelled"] as const;
+export const TaskStateView = z.enum(TASK_STATES);
+export type TaskStateView = z.infer<typeof TaskStateView>;
+
+export const StepView = z.object({
+  seq: z.number().int(),
+  step: z.string(),
+  state: z.enum(["running", "succeeded", "failed"]),
+  startedAt: Timestamp.nullable(),
+  endedAt: Timestamp.nullable(),
+  durationMs: z.number().nullable(),
+  error: z.string().nullable(),
+  detail: z.string().nullable(),
+});
+export type StepView = z.infer<typeof StepView>;
+
+/** One task: one host in one attempt of one deployment, with every step it reported. */
+export const TaskView = z.object({
+  taskId: z.string(),
+  deploymentId: z.string(),
+  hostId: HostId,
+  component: ComponentName,
+  version: Version,
+  fromVersion: Version.nullable(),
+  attempt: z.number().int(),
+  state: TaskStateView,
+  currentStep: z.string().nullable(),
+  error: z.string().nullable(),
+  allocatedAt: Timestamp,
+  updatedAt: Timestamp,
+  finishedAt: Timestamp.nullable(),
+  steps: z.array(StepView),
+});
+export type TaskView = z.infer<typeof TaskView>;
+
+export const DeploymentSummary = z.object({
+  id: z.string(),
+  component: ComponentName,
+  version: Version,
+  state: z.string(),
+  requestedBy: z.string(),
+  createdAt: Timestamp,
+  updatedAt: Timestamp,
+  completedAt: Timestamp.nullable(),
+  hostsTotal: z.number().int(),
+  skipped: z.array(z.object({ hostId: HostId, reason: z.string() })),
+  batches: z.object({ total: z.number().int(), started: z.number().int(), completed: z.number().int() }),
+  awaitingApproval: z.number().int().nullable(),
+  braked: z.object({ failed: z.number(), finished: z.number(), threshold: z.number() }).nullable(),
+  reason: z.string().nullable(),
+});
+export type DeploymentSummary = z.infer<typeof DeploymentSummary>;
+
+/** Tasks per state, following each host's latest attempt (a host retried after a failure counts once). */
+export const TaskCounts = z.record(TaskStateView, z.number().int());
+
+export const DeploymentView = z.object({ deployment: DeploymentSummary, counts: TaskCounts, tasks: z.array(TaskView) });
+export type DeploymentView = z.infer<typeof DeploymentView>;
+
+export const DeploymentList = z.object({
+  deployments: z.array(z.object({ deployment: DeploymentSummary, counts: TaskCounts })),
+  /** Pass as `cursor` for the next (older) page; null on the last page. */
+  next: z.string().nullable(),
+});
+export type DeploymentList = z.infer<typeof DeploymentList>;
+
+export const TaskList = z.object({ tasks: z.array(TaskView), next: z.string().nullable() });
+export type TaskList = z.infer<typeof TaskList>;

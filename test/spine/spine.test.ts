@@ -157,7 +157,8 @@ describe("the spine, end to end", () => {
   });
 
   it("[spine] through the gateway: same key twice → one deployment; other body → 422; no token → 401; viewer write → 403", async () => {
-    const body = { component: COMPONENT, version: "2.1.0", hosts: [HOSTS[1]!] };
+    // The host is already at 2.1.0: an empty plan is refused (422) unless the request allows it.
+    const body = { component: COMPONENT, version: "2.1.0", hosts: [HOSTS[1]!], allowEmpty: true };
     const a = await api<{ deploymentId: string }>("POST", "/v1/deployments", body, { "idempotency-key": "gw-1" });
     const b = await api<{ deploymentId: string }>("POST", "/v1/deployments", body, { "idempotency-key": "gw-1" });
     expect(a.status).toBe(202);

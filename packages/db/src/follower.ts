@@ -112,6 +112,8 @@ export function createCheckpointedFollower<M extends { seq: number }>(deps: {
   /** Writes one message's rows; runs after the checkpoint moved, in the same transaction. */
   apply: (tx: Queryable, m: M) => Promise<void>;
   retryMs?: number;
+  /** Told of each message once its transaction has committed (live views: SSE, metrics). */
+  onApplied?: (m: M) => void;
   /** Give up on a message after this many failures in a row, keeping it as a dead letter. */
   deadLetter?: {
     after: number;
@@ -151,6 +153,7 @@ export function createCheckpointedFollower<M extends { seq: number }>(deps: {
     // A reopened source can hand back messages already applied: skip them cheaply.
     if (m.seq <= checkpoint) return;
     let applied: boolean;
+    let buried = false;
     try {
       applied = await db.transaction(async (tx) => {
         if (!(await advanceCheckpoint(tx, name, m.seq))) return false;
@@ -164,9 +167,10 @@ export function createCheckpointedFollower<M extends { seq: number }>(deps: {
       failing = { seq: m.seq, attempts };
       if (attempts < dead.after) throw err;
       await bury(dead, m, err, attempts);
-      applied = true;
+      applied = buried = true;
     }
     checkpoint = applied ? m.seq : await readCheckpoint(db, name);
+    if (applied && !buried) deps.onApplied?.(m);
     if (lastError !== null) logger.info({ follower: name, seq: m.seq }, "following again");
     lastError = null;
     retryMs = firstRetryMs;

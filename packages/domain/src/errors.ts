@@ -33,8 +33,11 @@ export class ConflictError extends DomainError {
 export class IdempotencyMismatchError extends DomainError {
   readonly code = "idempotency_mismatch";
 
-  constructor(readonly deploymentId: string) {
-    super(`deployment ${deploymentId} was already requested with a different body for this idempotency key`);
+  constructor(
+    readonly deploymentId: string,
+    message = `deployment ${deploymentId} was already requested with a different body for this idempotency key`,
+  ) {
+    super(message);
   }
 }
 

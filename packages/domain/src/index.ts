@@ -15,25 +15,41 @@ export { evolveSlot, initialSlotState, isActive, outcomeOf, SLOT_RECENT_LIMIT } 
 export type { SlotEventBody } from "./slot/state.js";
 export type { ReportResult } from "./slot/report.js";
 export { decideSlot, slotDecider } from "./slot/decide.js";
-export type { AllocateTask, CancelTask, DispatchTask, RecordReport, SlotCommand, SlotDecision, TimeOutTask } from "./slot/decide.js";
+export type { AllocateTask, CancelTask, ClearQuarantine, DispatchTask, QuarantineSlot, RecordReport, SlotCommand, SlotDecision, TimeOutTask } from "./slot/decide.js";
 
-export { evolveDeployment, initialDeploymentState, isTerminal, nextBatchToStart } from "./deployment/state.js";
-export type {
-  CompletedBatch,
-  DeploymentEventBody,
-  DeploymentState,
-  DeploymentStatus,
-  SkippedHost,
+export {
+  brakeFigures,
+  DEFAULT_STRATEGY,
+  evolveDeployment,
+  inFlightHosts,
+  initialDeploymentState,
+  isCompleted,
+  isFailure,
+  isTerminal,
+  totals,
 } from "./deployment/state.js";
-export { decideDeployment, deploymentDecider } from "./deployment/decide.js";
+export type { BatchState, DeploymentEventBody, DeploymentState, DeploymentStatus, HostEntry, SkippedHost } from "./deployment/state.js";
+export { decideDeployment, deploymentDecider, describe as describeDeployment, startBlocker } from "./deployment/decide.js";
 export type {
+  ApproveCanary,
+  AssignHosts,
+  AwaitApproval,
+  BrakeDeployment,
   CancelDeployment,
   CompleteBatch,
+  CompleteDeployment,
   DeploymentCommand,
+  EngineCommand,
   FailDeployment,
+  OperatorCommand,
   PauseDeployment,
-  PlanDeployment,
+  RecordHostOutcome,
+  RecordPlanPart,
   RequestDeployment,
   ResumeDeployment,
+  RetryDeployment,
+  SealPlan,
   StartBatch,
 } from "./deployment/decide.js";
+export { ASSIGN_CHUNK, countOf, nextCommands } from "./deployment/next.js";
+export type { NextStep } from "./deployment/next.js";

@@ -1,14 +1,17 @@
-import { deploymentRepository } from "@molt/aggregates";
+import { deploymentRepository, slotRepository } from "@molt/aggregates";
 import { createEventStore, ensureAuditStream, ensureEventStream } from "@molt/event-store";
 import { connectNats, createLogger, httpEnv, installShutdown, loadConfig, loadTokens, natsEnv } from "@molt/runtime";
 import { z } from "zod";
 import { commandLog } from "./audit/command-log.js";
+import { planPreviews } from "./deployments/preview.js";
 import { buildApp } from "./deployments/routes.js";
 
 const Config = z.object({
   ...natsEnv,
   ...httpEnv,
   MOLT_TASK_TIMEOUT_MS: z.coerce.number().int().positive().default(15 * 60_000),
+  /** How long a create waits for the allocator's plan preview before accepting without it. */
+  MOLT_PLAN_PREVIEW_TIMEOUT_MS: z.coerce.number().int().positive().default(10_000),
 });
 
 const config = loadConfig(Config);
@@ -16,10 +19,13 @@ const logger = createLogger("action");
 const nc = await connectNats({ url: config.MOLT_NATS_URL, name: "molt-action" });
 await ensureEventStream(nc, { replicas: config.MOLT_STREAM_REPLICAS });
 await ensureAuditStream(nc, { replicas: config.MOLT_STREAM_REPLICAS });
+const store = createEventStore(nc);
 const app = buildApp({
   logger,
   tokens: loadTokens(),
-  deployments: deploymentRepository(createEventStore(nc)),
+  deployments: deploymentRepository(store),
+  slots: slotRepository(store),
+  previews: planPreviews(nc, logger, config.MOLT_PLAN_PREVIEW_TIMEOUT_MS),
   commands: commandLog(nc, logger),
   defaultTaskTimeoutMs: config.MOLT_TASK_TIMEOUT_MS,
 });

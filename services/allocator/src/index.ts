@@ -1,22 +1,27 @@
 import { randomUUID } from "node:crypto";
 import { deploymentRepository, slotRepository } from "@molt/aggregates";
-import { KV_DESIRED, STREAM_EVENTS } from "@molt/contracts";
+import { KV_DESIRED, KV_PRESENCE, STREAM_EVENTS, subjects } from "@molt/contracts";
 import { createEventStore, ensureEventStream } from "@molt/event-store";
 import { connectNats, createLogger, ensureBucket, installShutdown, loadConfig, natsEnv } from "@molt/runtime";
 import { z } from "zod";
 import { desiredStates } from "./dispatch/desired.js";
 import { runConsumer } from "./engine/consumer.js";
 import { engine } from "./engine/rules.js";
+import { fleetReader } from "./planning/resolve.js";
+import { planPreviews } from "./preview/respond.js";
 
 const Config = z.object({
   ...natsEnv,
   /** Base URL hosts download packages from: package-repo, the gateway, or a mirror in front of them. */
   MOLT_PACKAGE_BASE_URL: z.url(),
   MOLT_REPLICA_ID: z.string().default(() => randomUUID().slice(0, 8)),
-  MOLT_TICK_MS: z.coerce.number().int().min(1).default(1000),
   MOLT_ALLOCATOR_CONCURRENCY: z.coerce.number().int().positive().default(32),
   MOLT_RETRY_DELAY_MS: z.coerce.number().int().min(1).default(1000),
   MOLT_ACK_WAIT_MS: z.coerce.number().int().min(100).default(30_000),
+  /** Tasks in flight whose deadlines the deadline consumer holds at once (across replicas). */
+  MOLT_MAX_TASKS_IN_FLIGHT: z.coerce.number().int().positive().default(100_000),
+  /** Quarantine a host's slot after this many failed tasks in a row (0: never). */
+  MOLT_QUARANTINE_AFTER: z.coerce.number().int().min(0).default(3),
 });
 
 const config = loadConfig(Config);
@@ -34,36 +39,27 @@ const rules = engine({
   logger,
   downloadUrl: (c, v, p) => `${base}/v1/packages/${encodeURIComponent(c)}/${encodeURIComponent(v)}/${encodeURIComponent(p)}/download`,
   replicaId: config.MOLT_REPLICA_ID,
+  fleet: fleetReader(nc, KV_PRESENCE),
+  quarantineAfter: config.MOLT_QUARANTINE_AFTER,
 });
-const consumer = await runConsumer(
+const common = { stream: STREAM_EVENTS, retryDelayMs: config.MOLT_RETRY_DELAY_MS, ackWaitMs: config.MOLT_ACK_WAIT_MS };
+const consumer = await runConsumer(nc, { ...common, durable: "molt-allocator", concurrency: config.MOLT_ALLOCATOR_CONCURRENCY }, (c, ctx) => rules.handle(c, ctx), logger);
+const deadlines = await runConsumer(
   nc,
-  {
-    stream: STREAM_EVENTS,
-    durable: "molt-allocator",
-    concurrency: config.MOLT_ALLOCATOR_CONCURRENCY,
-    retryDelayMs: config.MOLT_RETRY_DELAY_MS,
-    ackWaitMs: config.MOLT_ACK_WAIT_MS,
-  },
-  (c) => rules.handle(c),
+  { ...common, durable: "molt-allocator-deadlines", filter: subjects.slots, concurrency: config.MOLT_ALLOCATOR_CONCURRENCY, maxAckPending: config.MOLT_MAX_TASKS_IN_FLIGHT },
+  rules.deadlines,
   logger,
 );
-let ticking = false;
-const tick = setInterval(() => {
-  if (ticking) return;
-  ticking = true;
-  rules
-    .tick(new Date())
-    .then((n) => n > 0 && logger.info({ timedOut: n }, "timed out tasks"))
-    .catch((err: unknown) => logger.warn({ err }, "tick failed"))
-    .finally(() => (ticking = false));
-}, config.MOLT_TICK_MS);
+const previews = planPreviews(nc, logger, rules.plans.compute);
 let stopping = false;
-// If the consume loop ends by itself (the durable was deleted, the stream is gone), this replica
-// would tick on without handling events: exit so a supervisor restarts it and it re-binds.
-void consumer.done.then(() => {
-  if (stopping) return;
-  logger.fatal("event consumer ended unexpectedly; exiting");
-  process.exit(1);
-});
-installShutdown(logger, [() => nc.drain(), () => consumer.stop(), () => clearInterval(tick), () => void (stopping = true)]);
+// If a consume loop ends by itself (the durable was deleted, the stream is gone), this replica
+// would go on half-deaf: exit so a supervisor restarts it and it re-binds.
+for (const c of [consumer, deadlines])
+  void c.done.then(() => {
+    if (stopping) return;
+    logger.fatal("event consumer ended unexpectedly; exiting");
+    process.exit(1);
+  });
+// Closed last to first: stop answering, stop both consumers, then drain.
+installShutdown(logger, [() => nc.drain(), () => deadlines.stop(), () => consumer.stop(), () => previews.stop(), () => void (stopping = true)]);
 logger.info("allocator running");

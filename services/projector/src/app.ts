@@ -10,6 +10,9 @@ import { statusRoutes } from "./projection/routes.js";
 import { createRunner } from "./projection/runner.js";
 import { timelineProjection } from "./timeline/projection.js";
 import { timelineRoutes } from "./timeline/routes.js";
+import { deploymentLiveRoutes } from "./deployments/live.js";
+import { timelineLiveRoutes } from "./timeline/live.js";
+import type { SseStream } from "./projection/sse.js";
 
 export interface ProjectorDeps {
   db: Db;
@@ -22,6 +25,8 @@ export interface ProjectorDeps {
   deadLetterAfter?: number;
   /** Who is heartbeating (KV molt_presence); without it every host reads as offline. */
   presence?: Presence;
+  /** Live updates (SSE): how long one subscriber's updates are gathered, and the keep-alive period. */
+  live?: { throttleMs?: number; keepAliveMs?: number };
 }
 
 /**
@@ -43,6 +48,15 @@ export async function buildApp(deps: ProjectorDeps) {
   timelineRoutes(app, { db });
   fleetRoutes(app, { db, presence: deps.presence ?? null });
   statusRoutes(app, { runner });
+  // Open event streams are ended before the server closes (it would wait for them forever).
+  const streams = new Set<SseStream>();
+  const keepAliveMs = deps.live?.keepAliveMs ?? 15_000;
+  deploymentLiveRoutes(app, { db, runner, streams, opts: { throttleMs: deps.live?.throttleMs ?? 250, keepAliveMs } });
+  timelineLiveRoutes(app, { db, runner, streams, keepAliveMs });
+  app.addHook("preClose", (done) => {
+    for (const s of streams) s.end();
+    done();
+  });
   app.addHook("onClose", () => runner.stop());
   await runner.start();
   return app;

@@ -1,4 +1,4 @@
-import { subjects, type MoltEvent, type Step } from "@molt/contracts";
+import { DeploymentList, DeploymentView as DeploymentViewSchema, TaskList, TaskView, subjects, type MoltEvent, type Step } from "@molt/contracts";
 import { createTemplate, type Db, type DatabaseTemplate } from "@molt/db";
 import { createEventStore, ensureEventStream, type EventStore } from "@molt/event-store";
 import { createLogger, parseTokens } from "@molt/runtime";
@@ -83,16 +83,32 @@ async function appendRollout() {
     data: { deploymentId: id, component, version: "2.1.0", hosts: [hostA, hostB], idempotencyKey: "k", requestHash: "b".repeat(64), taskTimeoutMs: 60_000 },
   });
   await dep({
+    type: "PlanPartRecorded",
+    ms: 10,
+    data: {
+      deploymentId: id,
+      planId: "p1",
+      part: 0,
+      batches: [
+        { index: 0, hosts: [{ hostId: hostA, fromVersion: "2.0.0", platform: PKG.platform }] },
+        { index: 1, hosts: [{ hostId: hostB, fromVersion: "2.0.0", platform: PKG.platform }] },
+      ],
+      skipped: [],
+    },
+  });
+  await dep({
     type: "DeploymentPlanned",
     ms: 10,
     data: {
       deploymentId: id,
+      planId: "p1",
+      parts: 1,
       packages: { [PKG.platform]: PKG },
       batches: [
-        { index: 0, kind: "canary", hosts: [{ hostId: hostA, fromVersion: "2.0.0", platform: PKG.platform }] },
-        { index: 1, kind: "batch", hosts: [{ hostId: hostB, fromVersion: "2.0.0", platform: PKG.platform }] },
+        { index: 0, kind: "canary", size: 1 },
+        { index: 1, kind: "batch", size: 1 },
       ],
-      skipped: [],
+      skipped: 0,
     },
   });
   await dep({ type: "BatchStarted", ms: 20, data: { deploymentId: id, index: 0 } });
@@ -357,4 +373,133 @@ describe("projector: deployments, tasks and host timelines from MOLT_EVENTS", ()
     expect(status.lag).toBe(status.streamLastSeq - status.checkpoint);
     expect(status.error).toBeNull();
   });
+
+  it("[views] task queries: a deployment's tasks by state and failed step, one task by id, deployments by state and component in cursor pages", async () => {
+    const app = await start(await template.fresh());
+    const r = await appendRollout();
+    await caughtUp(app, r.lastSeq);
+
+    // Every answer parses with the view schemas the dashboard and the CLI use.
+    const whole = DeploymentViewSchema.parse((await get(app, `/v1/deployments/${r.id}`)).json());
+    expect(whole.tasks.map((t) => t.hostId).sort()).toEqual([r.hostA, r.hostB].sort());
+    const failed = TaskList.parse((await get(app, `/v1/deployments/${r.id}/tasks?state=failed`)).json());
+    expect(failed.tasks.map((t) => [t.hostId, t.currentStep, t.error])).toEqual([[r.hostB, "download", "download: sha256 mismatch"]]);
+    const atDownload = TaskList.parse((await get(app, `/v1/deployments/${r.id}/tasks?step=download`)).json());
+    expect(atDownload.tasks.map((t) => t.taskId)).toEqual([r.taskB]);
+    expect(TaskList.parse((await get(app, `/v1/deployments/${r.id}/tasks?state=succeeded`)).json()).tasks.map((t) => t.taskId)).toEqual([r.taskA]);
+    // Pages of one: both tasks, each once.
+    const first = TaskList.parse((await get(app, `/v1/deployments/${r.id}/tasks?limit=1`)).json());
+    const second = TaskList.parse((await get(app, `/v1/deployments/${r.id}/tasks?limit=1&cursor=${first.next}`)).json());
+    expect([...first.tasks, ...second.tasks].map((t) => t.taskId).sort()).toEqual([r.taskA, r.taskB].sort());
+    expect(second.next).toBeNull();
+
+    const one = TaskView.parse((await get(app, `/v1/tasks/${r.taskB}`)).json());
+    expect(one).toMatchObject({ deploymentId: r.id, hostId: r.hostB, component: r.component, state: "failed" });
+    expect(one.steps.find((x) => x.step === "download")).toMatchObject({ state: "failed", error: "sha256 mismatch: got 00ff, want aaaa" });
+
+    const r2 = await appendRollout();
+    await caughtUp(app, r2.lastSeq);
+    const p1 = DeploymentList.parse((await get(app, "/v1/deployments?component=metrics-agent&limit=1")).json());
+    expect(p1.deployments.map((d) => d.deployment.id)).toEqual([r2.id]);
+    const p2 = DeploymentList.parse((await get(app, `/v1/deployments?component=metrics-agent&limit=1&cursor=${p1.next}`)).json());
+    expect(p2.deployments.map((d) => d.deployment.id)).toEqual([r.id]);
+    expect(DeploymentList.parse((await get(app, "/v1/deployments?component=other-thing")).json()).deployments).toEqual([]);
+    const running = DeploymentList.parse((await get(app, "/v1/deployments?state=running&limit=1000")).json());
+    expect(running.deployments.map((d) => d.deployment.id)).toEqual(expect.arrayContaining([r.id, r2.id]));
+
+    expect((await get(app, `/v1/deployments?cursor=not-a-cursor`)).statusCode).toBe(400);
+    expect((await get(app, `/v1/deployments/${r.id}/tasks?state=bogus`)).statusCode).toBe(400);
+    expect((await get(app, "/v1/deployments/d-missing/tasks")).statusCode).toBe(404);
+    expect((await get(app, "/v1/tasks/t-missing")).statusCode).toBe(404);
+  });
+
+  it("[views] live over SSE: a host's timeline replays after Last-Event-ID then follows; a deployment streams snapshots then changes", async () => {
+    const app = await start(await template.fresh());
+    const base = await app.listen({ host: "127.0.0.1", port: 0 });
+    const r = await appendRollout();
+    await caughtUp(app, r.lastSeq);
+    const timeline = (await get(app, `/v1/hosts/${r.hostA}/timeline`)).json<{ events: Array<{ streamSeq: number; type: string }> }>();
+    const seqs = [...new Set(timeline.events.map((e) => e.streamSeq))];
+
+    // Everything from the start, one message per commit, ids in stream order.
+    const all = await sse(`${base}/v1/hosts/${r.hostA}/events`);
+    const replayed = await all.take(seqs.length);
+    expect(replayed.map((m) => [m.event, m.id])).toEqual(seqs.map((q) => ["commit", String(q)]));
+    // A reconnect after the third commit gets exactly the rest.
+    const resumed = await sse(`${base}/v1/hosts/${r.hostA}/events`, { "last-event-id": String(seqs[2]) });
+    expect((await resumed.take(seqs.length - 3)).map((m) => Number(m.id))).toEqual(seqs.slice(3));
+    // Live: a new commit on the host reaches both, once.
+    const meta = writer(subjects.hostMeta(r.hostA), 0);
+    const liveSeq = await meta({ type: "HostRegistered", ms: 1, data: { hostId: r.hostA, os: "linux", arch: "amd64", platform: "linux-amd64", labels: {} } });
+    for (const client of [all, resumed]) {
+      const [m] = await client.take(1);
+      expect(m).toMatchObject({ event: "commit", id: String(liveSeq) });
+      expect((JSON.parse(m!.data) as { events: Array<{ type: string }> }).events.map((e) => e.type)).toEqual(["HostRegistered"]);
+    }
+    all.close();
+    resumed.close();
+
+    // A deployment: a snapshot (each task, then progress) ...
+    const live = await sse(`${base}/v1/deployments/${r.id}/events`);
+    const snapshot = await live.take(3);
+    expect(snapshot.map((m) => m.event)).toEqual(["task", "task", "progress"]);
+    expect(DeploymentList.shape.deployments.element.parse(JSON.parse(snapshot[2]!.data))).toMatchObject({ deployment: { state: "running" }, counts: { succeeded: 1, failed: 1 } });
+    live.close();
+    // ... and a client that reconnects up to date gets no snapshot again, only the change that follows.
+    const again = await sse(`${base}/v1/deployments/${r.id}/events`, { "last-event-id": snapshot[2]!.id! });
+    const done = await r.dep(
+      { type: "BatchCompleted", ms: 9_000, data: { deploymentId: r.id, index: 1, succeeded: 0, failed: 1 } },
+      { type: "DeploymentCompleted", ms: 9_000, data: { deploymentId: r.id, succeeded: 1, failed: 1, skipped: 0 } },
+    );
+    const [change] = await again.take(1);
+    expect(change).toMatchObject({ event: "progress", id: String(done) });
+    expect(JSON.parse(change!.data)).toMatchObject({ deployment: { state: "completed" } });
+    again.close();
+    expect((await get(app, `/v1/deployments/nope/events`)).statusCode).toBe(404);
+  });
 });
+
+/** A minimal server-sent-events reader over fetch: messages in order, comments skipped. */
+async function sse(url: string, extra: Record<string, string> = {}) {
+  const controller = new AbortController();
+  const res = await fetch(url, { headers: { ...auth, ...extra }, signal: controller.signal });
+  expect(res.status).toBe(200);
+  expect(res.headers.get("content-type")).toMatch(/text\/event-stream/);
+  const reader: ReadableStreamDefaultReader<Uint8Array> = res.body!.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  const queue: Array<{ id?: string; event?: string; data: string }> = [];
+  const readMore = async () => {
+    const { value, done } = await reader.read();
+    if (done) throw new Error("the event stream ended");
+    buffer += decoder.decode(value, { stream: true });
+    let cut: number;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, cut);
+      buffer = buffer.slice(cut + 2);
+      const m: { id?: string; event?: string; data: string } = { data: "" };
+      let any = false;
+      for (const line of block.split("\n")) {
+        if (line.startsWith(":")) continue;
+        const [field, ...rest] = line.split(": ");
+        const value = rest.join(": ");
+        if (field === "id") m.id = value;
+        else if (field === "event") m.event = value;
+        else if (field === "data") m.data += value;
+        any = true;
+      }
+      if (any) queue.push(m);
+    }
+  };
+  return {
+    async take(n: number) {
+      const deadline = Date.now() + 15_000;
+      while (queue.length < n) {
+        if (Date.now() > deadline) throw new Error(`only ${queue.length} of ${n} events arrived`);
+        await readMore();
+      }
+      return queue.splice(0, n);
+    },
+    close: () => controller.abort(),
+  };
+}

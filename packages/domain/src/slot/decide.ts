@@ -10,7 +10,9 @@ export type RecordReport = { type: "RecordReport"; data: { report: StepReport } 
 /** `now` is an ISO 8601 date-time from the caller's clock. */
 export type TimeOutTask = { type: "TimeOutTask"; data: { taskId: string; now: string } };
 export type CancelTask = { type: "CancelTask"; data: { taskId: string; reason: string } };
-export type SlotCommand = AllocateTask | DispatchTask | RecordReport | TimeOutTask | CancelTask;
+export type QuarantineSlot = { type: "QuarantineSlot"; data: { hostId: string; component: string; reason: string; by: "failures" | "operator" } };
+export type ClearQuarantine = { type: "ClearQuarantine"; data: { hostId: string; component: string } };
+export type SlotCommand = AllocateTask | DispatchTask | RecordReport | TimeOutTask | CancelTask | QuarantineSlot | ClearQuarantine;
 
 export type SlotDecision = SlotEventBody[] | ReportResult;
 
@@ -29,6 +31,11 @@ export function decideSlot(command: SlotCommand, state: SlotState): SlotDecision
       return timeOut(command.data, state);
     case "CancelTask":
       return cancel(command.data, state);
+    case "QuarantineSlot":
+      return state.quarantined ? [] : [{ type: "HostQuarantined", data: command.data }];
+    case "ClearQuarantine":
+      if (!state.quarantined) throw new IllegalStateError(`${command.data.hostId} (${command.data.component}) is not quarantined`);
+      return [{ type: "HostQuarantineCleared", data: command.data }];
     default:
       return unreachable(command);
   }

@@ -315,7 +315,7 @@ describe("slot: RecordReport transitions", () => {
     }
     expect(state).toEqual({
       active: null,
-      recent: [{ taskId: T, deploymentId: "d1", outcome: "succeeded", lastSeq: 18 }],
+      recent: [{ taskId: T, deploymentId: "d1", outcome: "succeeded", lastSeq: 18, attempt: 1 }],
       version: "2.1.0",
     });
   });
@@ -329,7 +329,7 @@ describe("slot: terminal entries move the task into recent", () => {
     if (result.status !== "accepted") return;
     expect(fold(result.events, state)).toEqual({
       active: null,
-      recent: [{ taskId: T, deploymentId: "d1", outcome: "succeeded", lastSeq: 4 }],
+      recent: [{ taskId: T, deploymentId: "d1", outcome: "succeeded", lastSeq: 4, attempt: 1 }],
       version: "2.1.0",
     });
   });
@@ -337,15 +337,15 @@ describe("slot: terminal entries move the task into recent", () => {
   it("[spine] failed and rejected move the task into recent and keep the slot version", () => {
     expect(fold([...running, ev.failed(2)])).toEqual({
       active: null,
-      recent: [{ taskId: T, deploymentId: "d1", outcome: "failed", lastSeq: 2 }],
+      recent: [{ taskId: T, deploymentId: "d1", outcome: "failed", lastSeq: 2, attempt: 1 }],
       version: null,
     });
-    expect(fold([ev.allocated(), ev.rejected(1)]).recent).toEqual([{ taskId: T, deploymentId: "d1", outcome: "rejected", lastSeq: 1 }]);
+    expect(fold([ev.allocated(), ev.rejected(1)]).recent).toEqual([{ taskId: T, deploymentId: "d1", outcome: "rejected", lastSeq: 1, attempt: 1 }]);
   });
 
   it("[spine] timed-out and cancelled tasks keep the last seq they had reached", () => {
-    expect(fold([...inStep, ev.timedOut()]).recent).toEqual([{ taskId: T, deploymentId: "d1", outcome: "timed-out", lastSeq: 2 }]);
-    expect(fold([ev.allocated(), ev.cancelled()]).recent).toEqual([{ taskId: T, deploymentId: "d1", outcome: "cancelled", lastSeq: 0 }]);
+    expect(fold([...inStep, ev.timedOut()]).recent).toEqual([{ taskId: T, deploymentId: "d1", outcome: "timed-out", lastSeq: 2, attempt: 1 }]);
+    expect(fold([ev.allocated(), ev.cancelled()]).recent).toEqual([{ taskId: T, deploymentId: "d1", outcome: "cancelled", lastSeq: 0, attempt: 1 }]);
   });
 
   it("[spine] recent keeps only the newest tasks, newest first", () => {

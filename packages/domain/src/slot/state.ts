@@ -54,6 +54,10 @@ export function evolveSlot(state: SlotState, event: SlotEventBody): SlotState {
       return finish(state, event.data.taskId, "timed-out");
     case "TaskCancelled":
       return finish(state, event.data.taskId, "cancelled");
+    case "HostQuarantined":
+      return { ...state, quarantined: { reason: event.data.reason, by: event.data.by } };
+    case "HostQuarantineCleared":
+      return { ...state, quarantined: null };
     default:
       return unreachable(event);
   }
@@ -67,7 +71,7 @@ function updateActive(state: SlotState, taskId: string, f: (active: ActiveTask) 
 function finish(state: SlotState, taskId: string, outcome: TaskOutcome, lastSeq?: number): SlotState {
   const a = state.active;
   if (a === null || a.taskId !== taskId) return state;
-  const done = { taskId, deploymentId: a.deploymentId, outcome, lastSeq: lastSeq ?? a.lastSeq };
+  const done = { taskId, deploymentId: a.deploymentId, outcome, lastSeq: lastSeq ?? a.lastSeq, attempt: a.attempt };
   return { ...state, active: null, recent: [done, ...state.recent].slice(0, SLOT_RECENT_LIMIT) };
 }
 

@@ -7,6 +7,7 @@ import type { DesiredState } from "@molt/contracts";
 import type { Fetch } from "../client/download.js";
 import { cancelled, runTask } from "../client/run-task.js";
 import { claimTask, openJournal, taskPaths } from "../host/task-files.js";
+import { launchOptions } from "../client/launch.js";
 import { errorMessage, type Log } from "../log.js";
 
 /** How a client run ended, as far as the agent can tell. */
@@ -142,6 +143,7 @@ export function inProcessRunner(opts: { stepDelayMs?: number; mirror?: string; f
             ...(opts.fetch ? { fetch: opts.fetch } : {}),
             ...(opts.faultFile ? { faultFile: opts.faultFile } : {}),
             signal: cancel.signal,
+            ...(await launchOptions(root, task)),
           });
           return { code: 0, signal: null };
         } finally {

@@ -20,11 +20,23 @@ function isPermanent(err: unknown): boolean {
 export interface ConsumerOptions {
   stream: string;
   durable: string;
+  /** Subjects this durable reads (default every event). */
+  filter?: string;
+  /** Messages delivered and not acked at once across replicas (default 1000). */
+  maxAckPending?: number;
   /** Messages handled at once by this replica. */
   concurrency: number;
   /** Redelivery delay after a failure or a busy slot. */
   retryDelayMs: number;
   ackWaitMs: number;
+}
+
+/** What a handler may ask of the message it handles. */
+export interface MessageContext {
+  /** Hand the message back for a later look (a pause or a deadline): redelivered after `at`, ISO 8601. */
+  redeliverAt(at: string): void;
+  /** The reader's clock, for the one kind of rule that needs it: has a wake-up time passed. */
+  clock(): Date;
 }
 
 /**
@@ -35,17 +47,17 @@ export interface ConsumerOptions {
 export async function runConsumer(
   nc: NatsConnection,
   opts: ConsumerOptions,
-  handle: (c: StoredCommit) => Promise<void>,
+  handle: (c: StoredCommit, ctx: MessageContext) => Promise<void>,
   logger: Logger,
 ): Promise<{ stop(): Promise<void>; done: Promise<void> }> {
   const jsm = await jetstreamManager(nc);
   const config = {
     durable_name: opts.durable,
-    filter_subject: "molt.es.>",
+    filter_subject: opts.filter ?? "molt.es.>",
     ack_policy: AckPolicy.Explicit,
     deliver_policy: DeliverPolicy.All,
     ack_wait: opts.ackWaitMs * 1_000_000,
-    max_ack_pending: 1000,
+    max_ack_pending: opts.maxAckPending ?? 1000,
   };
   try {
     await jsm.consumers.info(opts.stream, opts.durable);
@@ -63,9 +75,21 @@ export async function runConsumer(
   const running = new Set<Promise<void>>();
 
   const process = async (m: JsMsg) => {
+    // A long decision (thousands of appends) must not outlive ack_wait, or the server hands the
+    // same message to a second replica while the first is still at it.
+    const progress = setInterval(() => m.working(), Math.max(50, Math.floor(opts.ackWaitMs / 3)));
+    let wakeAt: number | null = null;
+    const ctx: MessageContext = {
+      redeliverAt: (at) => {
+        const t = Date.parse(at);
+        wakeAt = wakeAt === null ? t : Math.min(wakeAt, t);
+      },
+      clock: () => new Date(),
+    };
     try {
-      await handle(decodeCommit(m));
-      m.ack();
+      await handle(decodeCommit(m), ctx);
+      if (wakeAt === null) m.ack();
+      else m.nak(Math.max(1, wakeAt - Date.now()));
     } catch (err) {
       if (isPermanent(err)) {
         // Retrying cannot help (the message or what it names is malformed): say so loudly, move on.
@@ -76,6 +100,8 @@ export async function runConsumer(
       if (err instanceof RetryLater) logger.info({ reason: err.message, seq: m.seq }, "retrying later");
       else logger.error({ err, seq: m.seq, subject: m.subject, deliveries: m.info.deliveryCount }, "event handling failed; will retry");
       m.nak(opts.retryDelayMs);
+    } finally {
+      clearInterval(progress);
     }
   };
 

@@ -1,10 +1,10 @@
-import type { MoltEvent } from "@molt/contracts";
+import { TASK_STATES, type MoltEvent, type TaskStateView } from "@molt/contracts";
 import type { Queryable } from "@molt/db";
 import { unreachable } from "@molt/domain";
 import type { Projection } from "../projection/projection.js";
 
-export const TASK_STATES = ["allocated", "dispatched", "running", "succeeded", "failed", "rejected", "timed-out", "cancelled"] as const;
-export type TaskState = (typeof TASK_STATES)[number];
+export { TASK_STATES };
+export type TaskState = TaskStateView;
 const ACTIVE = "('allocated', 'dispatched', 'running')";
 
 /** Append-only: add statements, never edit one that has shipped. */
@@ -91,20 +91,42 @@ async function applyEvent(tx: Queryable, event: MoltEvent): Promise<void> {
       );
       return;
     }
+    case "PlanPartRecorded": {
+      // Parts of one plan arrive in order from part 0; a re-plan (another plan id) starts again at 0.
+      const d = event.data;
+      await tx.query(
+        `UPDATE deployments SET skipped = CASE WHEN $2 = 0 THEN $3::jsonb ELSE skipped || $3::jsonb END, updated_at = $4::timestamptz WHERE id = $1`,
+        [d.deploymentId, d.part, JSON.stringify(d.skipped), at],
+      );
+      return;
+    }
     case "DeploymentPlanned": {
       const d = event.data;
-      const planned = d.batches.reduce((n, b) => n + b.hosts.length, 0);
+      const planned = d.batches.reduce((n, b) => n + b.size, 0);
       await tx.query(
         `UPDATE deployments SET
            planned = true,
            state = CASE WHEN state = 'requested' THEN 'planned' ELSE state END,
            paused_from = CASE WHEN state = 'paused' THEN 'planned' ELSE paused_from END,
-           hosts_total = $2, skipped = $3::jsonb, batches_total = $4, updated_at = $5::timestamptz
+           hosts_total = $2, batches_total = $3, updated_at = $4::timestamptz
          WHERE id = $1`,
-        [d.deploymentId, planned + d.skipped.length, JSON.stringify(d.skipped), d.batches.length, at],
+        [d.deploymentId, planned + d.skipped, d.batches.length, at],
       );
       return;
     }
+    case "HostsAssigned":
+    case "HostOutcomeRecorded":
+      // The tasks table holds each host's task; these only feed the roll engine's counters.
+      await tx.query(`UPDATE deployments SET updated_at = $2::timestamptz WHERE id = $1`, [event.data.deploymentId, at]);
+      return;
+    case "DeploymentRetried":
+      await tx.query(
+        `UPDATE deployments SET state = CASE WHEN state IN ('completed', 'failed') THEN 'running' ELSE state END,
+           braked = NULL, completed_at = NULL, batches_total = batches_total + 1, updated_at = $2::timestamptz
+         WHERE id = $1`,
+        [event.data.deploymentId, at],
+      );
+      return;
     case "BatchStarted":
       await tx.query(
         `UPDATE deployments SET
@@ -258,6 +280,8 @@ async function applyEvent(tx: Queryable, event: MoltEvent): Promise<void> {
       return finishTask(tx, { taskId: event.data.taskId, state: "cancelled", error: event.data.reason, finishedAt: at, at });
 
     // Not projected here (yet): the fleet and package views will take these.
+    case "HostQuarantined":
+    case "HostQuarantineCleared":
     case "HostRegistered":
     case "HostLabelsChanged":
     case "ComponentVersionObserved":

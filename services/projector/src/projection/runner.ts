@@ -21,6 +21,10 @@ export interface ProjectionRunner {
   stop(): Promise<void>;
   status(): Promise<ProjectorStatus>;
   deadLetters(limit?: number): Promise<DeadLetter[]>;
+  /** The last stream sequence applied, as this runner knows it (no query). */
+  checkpoint(): number;
+  /** Told of every commit once it is in the views (live updates); returns the unsubscribe. */
+  onApplied(listener: (c: ProjectedCommit) => void): () => void;
 }
 
 export interface RunnerDeps {
@@ -62,6 +66,10 @@ export function createRunner(deps: RunnerDeps): ProjectionRunner {
   const { db, store, projections } = deps;
   const name = deps.name ?? "projector";
   const decoder = new TextDecoder();
+  const listeners = new Set<(c: ProjectedCommit) => void>();
+  /** The commit being applied, handed to listeners once its transaction has committed. */
+  let pending: ProjectedCommit | null = null;
+  let applied = 0;
   // Raw messages, parsed inside apply: a commit no reader can parse, like a row the database
   // refuses, fails that one message (and is dead-lettered), not the whole subscription forever.
   const follower = createCheckpointedFollower<RawMessage>({
@@ -72,6 +80,20 @@ export function createRunner(deps: RunnerDeps): ProjectionRunner {
     apply: async (tx, raw) => {
       const c = toProjected(storedCommitOf(raw));
       for (const p of projections) await p.apply(tx, c);
+      pending = c;
+    },
+    onApplied: (raw) => {
+      applied = raw.seq;
+      const c = pending;
+      pending = null;
+      if (c?.seq !== raw.seq) return;
+      for (const listener of listeners) {
+        try {
+          listener(c);
+        } catch (err) {
+          deps.logger.warn({ err }, "a live-update listener failed");
+        }
+      }
     },
     deadLetter: {
       after: deps.deadLetterAfter ?? 3,
@@ -84,6 +106,7 @@ export function createRunner(deps: RunnerDeps): ProjectionRunner {
     async start() {
       for (const p of projections) await migrate(db, `${name}.${p.name}`, p.migrations);
       await follower.start();
+      applied = Math.max(applied, (await follower.status()).checkpoint);
     },
     stop: () => follower.stop(),
     async status() {
@@ -91,5 +114,10 @@ export function createRunner(deps: RunnerDeps): ProjectionRunner {
       return { checkpoint: s.checkpoint, streamLastSeq: last, lag: Math.max(0, last - s.checkpoint), error: s.error, deadLetters: s.deadLetters };
     },
     deadLetters: (limit) => readDeadLetters(db, name, limit),
+    checkpoint: () => applied,
+    onApplied(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
   };
 }

@@ -89,10 +89,16 @@ function fieldsOf(event: MoltEvent): TimelineFields {
     case "HostRegistered":
     case "HostLabelsChanged":
     case "ComponentVersionObserved":
+    case "HostQuarantined":
+    case "HostQuarantineCleared":
       return { taskId: null, step: null, at: null };
     // Deployment and package events never sit on a host subject.
     case "DeploymentRequested":
+    case "PlanPartRecorded":
     case "DeploymentPlanned":
+    case "HostsAssigned":
+    case "HostOutcomeRecorded":
+    case "DeploymentRetried":
     case "BatchStarted":
     case "BatchCompleted":
     case "DeploymentPaused":

@@ -3,7 +3,7 @@ import type { Db } from "@molt/db";
 import { HttpError, type App } from "@molt/runtime";
 import { z } from "zod";
 
-interface TimelineRow {
+export interface TimelineRow {
   stream_seq: number;
   event_id: string;
   type: string;
@@ -12,6 +12,21 @@ interface TimelineRow {
   component: string | null;
   step: string | null;
   data: unknown;
+}
+
+export const TIMELINE_SELECT = "SELECT stream_seq, event_id, type, occurred_at, task_id, component, step, data FROM host_timeline";
+
+export function timelineEvent(e: TimelineRow) {
+  return {
+    streamSeq: Number(e.stream_seq),
+    eventId: e.event_id,
+    type: e.type,
+    occurredAt: e.occurred_at.toISOString(),
+    taskId: e.task_id,
+    component: e.component,
+    step: e.step,
+    data: e.data,
+  };
 }
 
 export function timelineRoutes(app: App, deps: { db: Db }): void {
@@ -32,8 +47,7 @@ export function timelineRoutes(app: App, deps: { db: Db }): void {
       const { hostId } = req.params;
       const { after, limit } = req.query;
       const r = await db.query<TimelineRow>(
-        `SELECT stream_seq, event_id, type, occurred_at, task_id, component, step, data FROM host_timeline
-         WHERE host_id = $1 AND stream_seq > $2 ORDER BY stream_seq, idx LIMIT $3`,
+        `${TIMELINE_SELECT} WHERE host_id = $1 AND stream_seq > $2 ORDER BY stream_seq, idx LIMIT $3`,
         [hostId, after, limit],
       );
       if (r.rows.length === 0) {
@@ -42,16 +56,7 @@ export function timelineRoutes(app: App, deps: { db: Db }): void {
       }
       return {
         hostId,
-        events: r.rows.map((e) => ({
-          streamSeq: e.stream_seq,
-          eventId: e.event_id,
-          type: e.type,
-          occurredAt: e.occurred_at.toISOString(),
-          taskId: e.task_id,
-          component: e.component,
-          step: e.step,
-          data: e.data,
-        })),
+        events: r.rows.map(timelineEvent),
       };
     },
   );
