@@ -23,6 +23,11 @@ const plan = (candidates: Candidate[], strategy: Parameters<typeof Strategy.pars
 
 describe("planner [roll-engine]", () => {
   it("[roll-engine] batch membership by the ring: +10 % hosts moves at most ~10 % of the others; every host in exactly one batch", () => {
+    // One batch more takes ~1/(B+1) of the hosts: 9 % on average here. A single case varies with
+    // the ring's arcs and the sample (simulated over 400 cases: mean 0.090, max 0.162, 0.5 % above
+    // 0.15), so each case is bounded at 0.2 and the mean over the cases at 0.11: a ring that
+    // reshuffled hosts would fail both, and sampling noise fails neither.
+    const movedShares: number[] = [];
     fc.assert(
       fc.property(
         fc.uniqueArray(fc.stringMatching(/^[a-z0-9.-]{3,40}$/), { minLength: 300, maxLength: 800 }),
@@ -31,13 +36,14 @@ describe("planner [roll-engine]", () => {
           const extra = hosts.map((h) => `${h}.new`).slice(0, Math.ceil(hosts.length / 10));
           const before = ringAssign(hosts, Math.ceil(hosts.length / batchSize));
           const after = ringAssign([...hosts, ...extra], Math.ceil((hosts.length + extra.length) / batchSize));
-          const moved = hosts.filter((_, i) => before[i] !== after[i]).length;
-          // One batch more takes ~1/(B+1) of the hosts; allow sampling noise on top of 10 %.
-          expect(moved / hosts.length).toBeLessThanOrEqual(0.15);
+          const moved = hosts.filter((_, i) => before[i] !== after[i]).length / hosts.length;
+          movedShares.push(moved);
+          expect(moved).toBeLessThanOrEqual(0.2);
         },
       ),
       { numRuns: 60 },
     );
+    expect(movedShares.reduce((a, b) => a + b, 0) / movedShares.length).toBeLessThanOrEqual(0.11);
     fc.assert(
       fc.property(fc.uniqueArray(fc.stringMatching(/^[a-z0-9.-]{3,40}$/), { minLength: 1, maxLength: 300 }), fc.integer({ min: 1, max: 50 }), (hosts, pct) => {
         const p = plan(hosts.map((h) => online(h)), { maxUnavailable: { percent: Math.min(50, pct) }, canary: { size: { hosts: 1 } } });
