@@ -15,7 +15,7 @@ describe("the agent's configuration file", () => {
       ["geoip-db", "third-party"],
     ]);
     // Defaults are filled in, in milliseconds.
-    expect(config.components[2]).toEqual({ name: "geoip-db", kind: "third-party" });
+    expect(config.components[2]).toEqual({ name: "geoip-db", kind: "third-party", root: "/opt/geoip" });
     expect(config.components[1]?.stop?.graceMs).toBe(15_000);
   });
 

@@ -16,6 +16,11 @@ export const ComponentConfig = z
   .object({
     name: ComponentName,
     kind: z.enum(["self", "managed", "third-party"]),
+    /**
+     * Where the component lives (versions/, current, shared/…), if not `<host root>/components/<name>`:
+     * the agent links `<host root>/components/<name>` to it at start.
+     */
+    root: z.string().regex(/^\//, "root must be an absolute path").max(1000).optional(),
     stop: z
       .object({
         command: Command.optional(),

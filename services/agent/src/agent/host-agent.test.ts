@@ -348,6 +348,36 @@ describe("host agent", () => {
     expect((await readdir(join(root, "agent", "tasks"))).sort()).toEqual([live, newest].sort());
   });
 
+  it("[upgrade-client] a component configured with its own root is installed there (linked from the host root)", async () => {
+    const hostId = "web-24.eu-1.example.com";
+    const root = await newRoot();
+    const elsewhere = join(await newRoot(), "opt", "geo");
+    const agent = createHostAgent({
+      nc,
+      desired: kvDesiredSource(nc),
+      runner: processRunner({ log }),
+      log,
+      hostId,
+      root,
+      components: [],
+      componentConfigs: [{ name: "geo-db", kind: "third-party", root: elsewhere }],
+      labels: {},
+      seeds: [],
+      agentVersion: "0.1.0-test",
+      timing,
+    });
+    await agent.start();
+    expect(await agent.managedComponents()).toEqual(["geo-db"]);
+    const task = taskFor(hostId, { component: "geo-db", kind: "install", fromVersion: null });
+    await putDesired(task);
+    await waitFor("the verdict reported", () => terminalReported(task.taskId), { timeoutMs: 15_000 });
+    await agent.stop();
+    expect(entriesOf(task.taskId).at(-1)).toMatchObject({ kind: "succeeded", version: "2.0.0" });
+    expect(await readlink(join(elsewhere, "current"))).toBe(join("versions", "2.0.0"));
+    expect(await readFile(join(elsewhere, "current", "VERSION"), "utf8")).toBe("2.0.0\n");
+    expect(await readlink(join(root, "components", "geo-db"))).toBe(elsewhere);
+  });
+
   it("[spine] --sim: many hosts on one connection, same step machine in-process", async () => {
     const rootBase = await newRoot();
     const hostIds = simHostIds("simt-", 1000);

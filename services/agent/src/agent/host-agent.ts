@@ -3,7 +3,7 @@ import { join } from "node:path";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import { type DesiredState, desiredKey, subjects, type TrustedKeyConfig } from "@molt/contracts";
 import { pidAlive } from "../client/lock.js";
-import { listComponents, type Seed, seedComponent } from "../host/layout.js";
+import { linkComponentRoot, listComponents, type Seed, seedComponent } from "../host/layout.js";
 import {
   claimTask,
   isTerminal,
@@ -341,6 +341,7 @@ export function createHostAgent(deps: HostAgentDeps): HostAgent {
     openTasks: () => [...watches.keys()],
     async start() {
       await mkdir(tasksDir(root), { recursive: true });
+      for (const c of configs.values()) if (c.root !== undefined) await linkComponentRoot(root, c.name, c.root);
       for (const seed of deps.seeds) {
         if (await seedComponent(root, seed)) log.info({ component: seed.component, version: seed.version }, "seeded component");
       }

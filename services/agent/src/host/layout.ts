@@ -54,7 +54,8 @@ export async function installedVersion(root: string, component: string): Promise
 export async function listComponents(root: string): Promise<string[]> {
   try {
     const entries = await readdir(join(root, "components"), { withFileTypes: true });
-    return entries.filter((e) => e.isDirectory() && ComponentName.safeParse(e.name).success).map((e) => e.name);
+    // A link is a component kept elsewhere (its configured root).
+    return entries.filter((e) => (e.isDirectory() || e.isSymbolicLink()) && ComponentName.safeParse(e.name).success).map((e) => e.name);
   } catch (err) {
     if (isErrno(err, "ENOENT")) return [];
     throw err;
@@ -73,6 +74,27 @@ export async function switchCurrent(paths: ComponentPaths, version: string, tag:
   beforeRename?.();
   await rename(tmp, paths.current);
   await fsyncDir(paths.dir);
+}
+
+/**
+ * A component configured with its own root: `<host root>/components/<c>` becomes a link to it,
+ * so every path of the layout (and the lock, and recovery) works unchanged through the link.
+ * Refuses to replace anything that is not already that link.
+ */
+export async function linkComponentRoot(root: string, component: string, target: string): Promise<void> {
+  const link = componentPaths(root, component).dir;
+  await mkdir(target, { recursive: true });
+  try {
+    const existing = await readlink(link);
+    if (existing === target) return;
+    throw new Error(`component ${component}: ${link} links to ${existing}, not to its configured root ${target}`);
+  } catch (err) {
+    if (isErrno(err, "EINVAL")) throw new Error(`component ${component}: ${link} is a directory; move it to ${target} or drop the configured root`);
+    if (!isErrno(err, "ENOENT")) throw err;
+  }
+  await mkdir(join(root, "components"), { recursive: true });
+  await symlink(target, link);
+  await fsyncDir(join(root, "components"));
 }
 
 export interface Seed {
