@@ -49,6 +49,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
     reportTimeoutMs: config.MOLT_REPORT_TIMEOUT_MS,
     keepTasks: config.MOLT_KEEP_TASKS,
   };
+  const version = config.MOLT_AGENT_VERSION ?? agentVersion;
   const labels = file ? { ...file.labels, ...(file.cluster ? { cluster: file.cluster } : {}) } : config.MOLT_LABELS;
   const mirror = file?.packageMirror ?? config.MOLT_PACKAGE_MIRROR;
   const common = {
@@ -57,7 +58,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
     components: config.MOLT_COMPONENTS,
     labels,
     seeds: config.MOLT_SEED,
-    agentVersion,
+    agentVersion: version,
   };
   let stop: () => Promise<void>;
   if (sim) {
@@ -84,11 +85,12 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
       root,
       componentConfigs: file?.components ?? [],
       trustedKeys: file?.trustedKeys ?? [],
+      localHeartbeat: true,
       runner: processRunner({ log: hostLog, ...(mirror ? { mirror } : {}) }),
       timing: { ...timing, journalPollMs: 50 },
     });
     await agent.start();
-    log.info({ hostId, root, agentVersion, config: config.MOLT_CONFIG ?? null }, "agent started");
+    log.info({ hostId, root, agentVersion: version, config: config.MOLT_CONFIG ?? null }, "agent started");
     stop = () => agent.stop();
   }
   // Reverse order on shutdown: stop the agent first (it still needs the connection), then drain.

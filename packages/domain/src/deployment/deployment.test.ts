@@ -293,6 +293,13 @@ describe("deployment decider: operator commands [roll-engine]", () => {
     deployment([...failed, ev.cancelled()]).when(cmd.retry()).thenThrows(IllegalStateError);
   });
 
+  it("[roll-engine] a retry is not braked again by the failures it runs again: the brake counts from the retry on", () => {
+    const brake = { maxUnavailable: { hosts: 4 }, brake: { threshold: 0.1, minFinished: 1 } };
+    const failed = [...canaryRunning(brake), ev.outcome("web-1", "failed"), ev.braked(1, 1), ev.completed(0, 0, 1)];
+    expect(next(failed).command).toBeNull();
+    expect(next([...failed, ev.retried(2, 3, 1)]).command).toEqual({ type: "StartBatch", data: { index: 1 } });
+  });
+
   it("[roll-engine] a retried host is assigned with the new attempt; an old attempt's late outcome does not count", () => {
     const failed = [...canaryRunning({ maxUnavailable: { hosts: 4 } }), ev.outcome("web-1", "failed"), ev.completed(0, 0, 1)];
     const retried = [...failed, ev.retried(2, 3, 1)];

@@ -80,6 +80,8 @@ export interface DeploymentState {
   braked: { failed: number; finished: number; threshold: number } | null;
   /** When the last batch completed (from its event), for the pause before the next one. */
   lastCompletedAt: string | null;
+  /** The brake's figures when the current attempt began: a retry judges only its own results. */
+  brakeBase: { failed: number; finished: number };
   /** Operator commands already applied, by idempotency key → event type. */
   commandKeys: Map<string, string>;
 }
@@ -115,6 +117,7 @@ export function initialDeploymentState(): DeploymentState {
     braked: null,
     lastCompletedAt: null,
     commandKeys: new Map(),
+    brakeBase: { failed: 0, finished: 0 },
   };
 }
 
@@ -239,6 +242,7 @@ export function evolveDeployment(state: DeploymentState, event: DeploymentEventB
         status: reopened,
         attempt,
         braked: null,
+        brakeBase: countedFigures(state),
         batches: [...state.batches, newBatch(index, "retry", hosts)],
       };
     }
@@ -305,8 +309,16 @@ export function totals(state: DeploymentState): { succeeded: number; failed: num
   return { succeeded, failed };
 }
 
-/** Hosts the brake looks at: finished with a verdict on the package (not busy, not cancelled). */
+/**
+ * Hosts the brake looks at: finished with a verdict on the package (not busy, not cancelled),
+ * since the current attempt began (the failures a retry runs again do not brake it at once).
+ */
 export function brakeFigures(state: DeploymentState): { failed: number; finished: number } {
+  const all = countedFigures(state);
+  return { failed: all.failed - state.brakeBase.failed, finished: all.finished - state.brakeBase.finished };
+}
+
+function countedFigures(state: DeploymentState): { failed: number; finished: number } {
   let failed = 0;
   let finished = 0;
   for (const b of state.batches) {

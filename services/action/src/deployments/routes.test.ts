@@ -109,3 +109,80 @@ describe("action: POST /v1/deployments", () => {
     expect(records.find((r) => r.outcome === "accepted")?.actor).toBe("otto");
   });
 });
+
+describe("action: operator commands [roll-engine]", () => {
+  const D_BODY = { component: "metrics-agent", version: "3.0.0", hosts: ["cmd-1.example.com"] };
+  const create = async (key: string) =>
+    (await app.inject({ method: "POST", url: "/v1/deployments", headers: { ...OP, "idempotency-key": key }, payload: D_BODY })).json<{ deploymentId: string }>().deploymentId;
+  const command = (id: string, name: string, key?: string, headers = OP) =>
+    app.inject({ method: "POST", url: `/v1/deployments/${id}/${name}`, headers: { ...headers, ...(key ? { "idempotency-key": key } : {}) }, payload: {} });
+  const types = async (id: string) => (await store.read(subjects.deployment(id))).flatMap((c) => c.commit.events.map((e) => e.type));
+
+  it("[roll-engine] pause, resume and cancel answer 200 with the state; after cancel, pause is 409 naming the state and appends nothing", async () => {
+    const id = await create("cmd-a");
+    expect((await command(id, "pause", "p1")).json()).toEqual({ deploymentId: id, status: "paused" });
+    expect((await command(id, "resume", "r1")).json()).toEqual({ deploymentId: id, status: "requested" });
+    const cancelled = await command(id, "cancel", "c1");
+    expect(cancelled.statusCode).toBe(200);
+    expect(cancelled.json()).toEqual({ deploymentId: id, status: "cancelled" });
+    const before = await types(id);
+    const late = await command(id, "pause", "p2");
+    expect(late.statusCode).toBe(409);
+    expect(late.json<{ error: { message: string } }>().error.message).toMatch(/is cancelled/);
+    expect(await types(id)).toEqual(before);
+  });
+
+  it("[roll-engine] the same Idempotency-Key replays from the history (no new event); the key for another command is 422", async () => {
+    const id = await create("cmd-b");
+    expect((await command(id, "pause", "same")).statusCode).toBe(200);
+    expect((await command(id, "resume", "other")).statusCode).toBe(200);
+    // An old pause replayed after a resume must not pause again.
+    const replay = await command(id, "pause", "same");
+    expect(replay.statusCode).toBe(200);
+    expect(await types(id)).toEqual(["DeploymentRequested", "DeploymentPaused", "DeploymentResumed"]);
+    expect((await command(id, "cancel", "same")).statusCode).toBe(422);
+  });
+
+  it("[roll-engine] approve without a canary awaiting, retry with nothing failed: 409; unknown deployment 404; viewer 403; bad command 400", async () => {
+    const id = await create("cmd-c");
+    const approve = await command(id, "approve");
+    expect(approve.statusCode).toBe(409);
+    expect(approve.json<{ error: { message: string } }>().error.message).toMatch(/nothing awaits approval/);
+    expect((await command(id, "retry")).statusCode).toBe(409);
+    expect((await command("d-nope", "pause")).statusCode).toBe(404);
+    expect((await command(id, "pause", undefined, VIEWER)).statusCode).toBe(403);
+    expect((await command(id, "explode")).statusCode).toBe(400);
+  });
+
+  it("[roll-engine] an invalid strategy is refused with the field and the reason", async () => {
+    for (const [strategy, field] of [
+      [{ maxUnavailable: { percent: 80 } }, /maxUnavailable.*50 percent/],
+      [{ canary: { size: { hosts: 0 } } }, /canary.*at least 1/],
+      [{ brake: { threshold: 2 } }, /strategy\/brake\/threshold/],
+      [{ pauseMs: -1 }, /pauseMs/],
+      [{ bogus: true }, /bogus/],
+    ] as const) {
+      const r = await app.inject({ method: "POST", url: "/v1/deployments", headers: OP, payload: { ...D_BODY, strategy } });
+      expect(r.statusCode, JSON.stringify(strategy)).toBe(400);
+      expect(r.json<{ error: { message: string } }>().error.message).toMatch(field);
+    }
+    const neither = await app.inject({ method: "POST", url: "/v1/deployments", headers: OP, payload: { component: "metrics-agent", version: "3.0.0" } });
+    expect(neither.statusCode).toBe(400);
+    expect(neither.json<{ error: { message: string } }>().error.message).toMatch(/hosts or give a selector/);
+  });
+
+  it("[roll-engine] operator commands are audited with their actor and kind", async () => {
+    const id = await create("cmd-d");
+    await command(id, "pause", "audit-p");
+    await command(id, "approve");
+    const js = jetstream(nc);
+    const records = await waitFor("command records", async () => {
+      const c = await js.consumers.get(STREAM_AUDIT, { filter_subjects: "molt.audit.command.>" });
+      const out: CommandRecord[] = [];
+      for await (const m of await c.fetch({ max_messages: 1000, expires: 1000 })) out.push(CommandRecord.parse(m.json()));
+      return out.some((r) => r.kind === "approve-deployment" && r.target === id) ? out : undefined;
+    });
+    expect(records.find((r) => r.kind === "pause-deployment" && r.target === id)).toMatchObject({ actor: "otto", outcome: "accepted", status: 200 });
+    expect(records.find((r) => r.kind === "approve-deployment" && r.target === id)).toMatchObject({ actor: "otto", outcome: "refused", status: 409 });
+  });
+});

@@ -60,9 +60,10 @@ export const ComponentConfig = z
         /** How long the new version may take to pass its first probe. */
         startTimeoutMs: ms(30_000),
         probeTimeoutMs: ms(2_000),
+        /** `self`: the agent's local heartbeat must be younger than this at every probe. */
+        heartbeatStaleMs: ms(15_000),
       })
       .strict()
-      .refine((h) => h.command !== undefined || h.url !== undefined, "give health.command or health.url")
       .optional(),
     hooks: z
       .object({
@@ -77,8 +78,11 @@ export const ComponentConfig = z
   })
   .strict()
   .superRefine((c, ctx) => {
-    if (c.kind === "managed" && c.start === undefined)
-      ctx.addIssue({ code: "custom", path: ["start"], message: "a managed component needs start (a command or a systemd unit)" });
+    if ((c.kind === "managed" || c.kind === "self") && c.start === undefined)
+      ctx.addIssue({ code: "custom", path: ["start"], message: `a ${c.kind} component needs start (a command or a systemd unit)` });
+    // The agent itself is verified by its own heartbeat; anything else needs a command or a URL to probe.
+    if (c.health !== undefined && c.kind !== "self" && c.health.command === undefined && c.health.url === undefined)
+      ctx.addIssue({ code: "custom", path: ["health"], message: "give health.command or health.url" });
   });
 export type ComponentConfig = z.infer<typeof ComponentConfig>;
 

@@ -45,6 +45,8 @@ const seeds = z
 export const AgentEnv = z
   .object({
     MOLT_NATS_URL: z.string().min(1).default("nats://127.0.0.1:4222"),
+    /** The version this agent reports (a bundle sets it at build time); default: the package's version. */
+    MOLT_AGENT_VERSION: z.string().min(1).max(64).optional(),
     /** The agent's configuration file (JSON, see infra/agent/agent.example.json); its fields win over the env ones. */
     MOLT_CONFIG: z.string().min(1).optional(),
     MOLT_HOST_ID: HostId.optional(),

@@ -1,4 +1,5 @@
 import { mkdir, rm } from "node:fs/promises";
+import { join } from "node:path";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import { type DesiredState, desiredKey, subjects, type TrustedKeyConfig } from "@molt/contracts";
 import { pidAlive } from "../client/lock.js";
@@ -15,6 +16,8 @@ import {
   taskPaths,
   tasksDir,
 } from "../host/task-files.js";
+import { writeFileDurable } from "../host/durable.js";
+import { localHeartbeatPath } from "../host/layout.js";
 import { errorMessage, type Log } from "../log.js";
 import { type ComponentConfig, filesOnly } from "./components.js";
 import type { DesiredSource } from "./desired.js";
@@ -53,6 +56,8 @@ export interface HostAgentDeps {
   readonly seeds: readonly Seed[];
   readonly agentVersion: string;
   readonly timing: HostAgentTiming;
+  /** Real hosts: also write each heartbeat to `<root>/agent/heartbeat.json` (a self-upgrade's watcher reads it). */
+  readonly localHeartbeat?: boolean;
   readonly now?: () => Date;
 }
 
@@ -320,6 +325,8 @@ export function createHostAgent(deps: HostAgentDeps): HostAgent {
           agentVersion: deps.agentVersion,
           now: now(),
         });
+        // Locally too: the upgrade client of a self-upgrade watches this file to see the new agent live.
+        if (deps.localHeartbeat) await writeFileDurable(localHeartbeatPath(root), JSON.stringify({ pid: process.pid, version: deps.agentVersion, at: hb.at }));
         await sendHeartbeat(deps.nc, hb, timing.reportTimeoutMs, log);
       } catch (err) {
         log.warn({ err: errorMessage(err) }, "heartbeat failed");
@@ -339,6 +346,8 @@ export function createHostAgent(deps: HostAgentDeps): HostAgent {
       }
       await resume();
       await pruneTasks();
+      // The agent's own pid file: a self-upgrade's STOP finds the running agent by it.
+      if (deps.localHeartbeat) await writeFileDurable(join(root, "agent", "agent.pid"), `${process.pid}\n`);
       sub = deps.nc.subscribe(subjects.nudge(hostId), { callback: () => void readDesired() });
       later(timing.startDelayMs ?? 0, () => {
         heartbeat();

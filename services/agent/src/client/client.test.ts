@@ -217,7 +217,7 @@ describe("upgrade client process", () => {
     let release!: () => void;
     const hold = new Promise<void>((r) => (release = r));
     const url = server.serve("/late.tar.gz", { body: pkg.bytes, hold });
-    const deadline = Date.now() + 5_000;
+    const deadline = Date.now() + 8_000;
     const task = desiredTask({
       hostId: HOST,
       deadline: new Date(deadline).toISOString(),
@@ -227,8 +227,8 @@ describe("upgrade client process", () => {
     // Every step pauses 800 ms; the download is let through just before the deadline, so the
     // deadline falls while OVERRIDE is under way.
     const run = processRunner({ log: silentLog(), stepDelayMs: 800 }).start(root, task, () => undefined);
-    await waitFor("the download requested", () => (server.requests.some((r) => r.path === "/late.tar.gz") ? true : undefined), { timeoutMs: 4_500 });
-    await waitFor("just before the deadline", () => (Date.now() >= deadline - 400 ? true : undefined), { timeoutMs: 6_000, intervalMs: 10 });
+    await waitFor("the download requested", () => (server.requests.some((r) => r.path === "/late.tar.gz") ? true : undefined), { timeoutMs: 7_500 });
+    await waitFor("just before the deadline", () => (Date.now() >= deadline - 400 ? true : undefined), { timeoutMs: 9_000, intervalMs: 10 });
     release();
     expect((await run.exited).code).toBe(0);
     const entries = await journalOf(root, task.taskId);
@@ -280,5 +280,32 @@ describe("upgrade client process", () => {
     expect(entries.at(-1)).toMatchObject({ kind: "succeeded", version: "2.0.0" });
     expect(served).toBe(1);
     expect(entries.find((e) => e.kind === "step-succeeded" && e.step === "download")).toMatchObject({ detail: expect.stringMatching(/, \d+ tries/) as unknown });
+  });
+
+  it("[upgrade-client] two real clients started together for one component: one runs, the other is rejected and touches nothing", async () => {
+    const root = await seededRoot();
+    // Whoever wins holds the lock in DOWNLOAD until the other has its verdict, however their starts interleave.
+    let release!: () => void;
+    const hold = new Promise<void>((r) => (release = r));
+    const [a, b] = ["/race-a.tar.gz", "/race-b.tar.gz"].map((path) =>
+      desiredTask({ hostId: HOST, package: { platform: "linux-amd64", sha256: pkg.sha256, size: pkg.size, url: server.serve(path, { body: pkg.bytes, hold }) } }),
+    ) as [DesiredState, DesiredState];
+    await recordLaunch(root, a);
+    await recordLaunch(root, b);
+    const runs = [runner.start(root, a, () => undefined), runner.start(root, b, () => undefined)];
+    await waitFor("one client rejected", async () => {
+      for (const t of [a, b]) if ((await journalOf(root, t.taskId)).at(-1)?.kind === "rejected") return true;
+      return undefined;
+    }, { timeoutMs: 15_000 });
+    release();
+    expect((await Promise.all(runs.map((r) => r.exited))).map((e) => e.code)).toEqual([0, 0]);
+    const verdicts = await Promise.all([a, b].map(async (t) => (await journalOf(root, t.taskId)).at(-1)));
+    expect(verdicts.map((v) => v?.kind).sort()).toEqual(["rejected", "succeeded"]);
+    const loser = verdicts[0]?.kind === "rejected" ? a : b;
+    const loserEntries = await journalOf(root, loser.taskId);
+    expect(shape(loserEntries)).toEqual(["accepted", "step-started:begin", "step-failed:begin", "rejected"]);
+    // The loser never downloaded; the winner's upgrade is what the host runs.
+    expect(server.requests.some((r) => r.path === (loser === a ? "/race-a.tar.gz" : "/race-b.tar.gz"))).toBe(false);
+    expect(await readlink(componentPaths(root, "metrics-agent").current)).toBe(join("versions", "2.0.0"));
   });
 });

@@ -1,5 +1,6 @@
 import type { ComponentConfig } from "../agent/components.js";
-import type { ComponentPaths } from "../host/layout.js";
+import { readFile } from "node:fs/promises";
+import { type ComponentPaths, localHeartbeatPath } from "../host/layout.js";
 import { pidAlive } from "./lock.js";
 import { componentEnv, describeResult, findPid, runCommand } from "./process.js";
 
@@ -12,6 +13,10 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  */
 async function probe(config: ComponentConfig, paths: ComponentPaths, cwd: string, version: string): Promise<string | null> {
   const health = config.health;
+  if (config.kind === "self") {
+    const problem = await selfHeartbeat(paths, version, health?.heartbeatStaleMs ?? 15_000);
+    if (problem !== null) return problem;
+  }
   if (health === undefined) return null;
   if (health.command !== undefined) {
     const r = await runCommand(health.command, {
@@ -36,6 +41,21 @@ async function probe(config: ComponentConfig, paths: ComponentPaths, cwd: string
     const answered = versionIn(got.body);
     if (answered !== version) return `the process answers version ${answered ?? JSON.stringify(got.body.slice(0, 80))}, expected ${version}`;
   }
+  return null;
+}
+
+/** The new agent is live when its local heartbeat names the new version, its pid runs, and it is fresh. */
+async function selfHeartbeat(paths: ComponentPaths, version: string, staleMs: number): Promise<string | null> {
+  let beat: { pid?: unknown; version?: unknown; at?: unknown };
+  try {
+    beat = JSON.parse(await readFile(localHeartbeatPath(paths.root), "utf8")) as typeof beat;
+  } catch {
+    return "no agent heartbeat yet";
+  }
+  if (beat.version !== version) return `the agent heartbeats version ${String(beat.version)}, expected ${version}`;
+  if (typeof beat.pid !== "number" || !pidAlive(beat.pid)) return `the agent that heartbeat (pid ${String(beat.pid)}) is not running`;
+  const age = Date.now() - Date.parse(String(beat.at));
+  if (!(age <= staleMs)) return `the agent stopped heartbeating (last ${Math.round(age)} ms ago)`;
   return null;
 }
 
@@ -66,7 +86,7 @@ function versionIn(body: string): string | null {
  * without a health check).
  */
 export async function watchHealth(config: ComponentConfig, paths: ComponentPaths, cwd: string, version: string, startedPid: number | null): Promise<string> {
-  const health = config.health ?? { watchMs: 1_000, intervalMs: 100, startTimeoutMs: 0, probeTimeoutMs: 0 };
+  const health = config.health ?? { watchMs: 1_000, intervalMs: 100, startTimeoutMs: config.kind === "self" ? 30_000 : 0, probeTimeoutMs: 0 };
   const alive = async (): Promise<string | null> => {
     // A systemd unit without a pid file or match is the unit manager's to watch; the health check decides.
     if (config.start === undefined || (config.start.systemdUnit !== undefined && !config.pidFile && !config.processMatch)) return null;

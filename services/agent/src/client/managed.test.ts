@@ -69,6 +69,7 @@ function config(port: number, over: Partial<ComponentConfig> = {}): ComponentCon
       intervalMs: 50,
       startTimeoutMs: 5_000,
       probeTimeoutMs: 1_000,
+      heartbeatStaleMs: 15_000,
     },
     ...over,
   };
@@ -140,6 +141,25 @@ describe("a managed component (a real process serving its version over HTTP)", (
     expect(entries.find((e) => e.kind === "step-succeeded" && e.step === "start")).toMatchObject({ detail: expect.stringMatching(/^started pid \d+$/) as unknown });
     expect(entries.find((e) => e.kind === "step-succeeded" && e.step === "verify")).toMatchObject({ detail: expect.stringContaining("version 2.0.0") as unknown });
     expect(entries.find((e) => e.kind === "step-succeeded" && e.step === "stop")).toMatchObject({ detail: `pid ${oldPid} ended after SIGTERM` });
+  });
+
+  it("[upgrade-client] a rollback task on a managed component: back to the kept 1.0.0 with no download, the old process restarted and verified", async () => {
+    const { root, port, component } = await hostWith100();
+    expect((await run(root, task("2.0.0"), component)).at(-1)).toMatchObject({ kind: "succeeded" });
+    expect(await answers(port)).toBe("2.0.0");
+    const requests = server.requests.length;
+    const back = desiredTask({ hostId: HOST, component: COMPONENT, kind: "rollback", version: "1.0.0", fromVersion: "2.0.0", package: undefined });
+    delete (back as { package?: unknown }).package;
+    const entries = await run(root, back, component);
+    expect(steps(entries)).toEqual([
+      "accepted",
+      ...["begin", "backup", "override", "stop", "start", "verify", "end-action"].flatMap((s) => [`step-started:${s}`, `step-succeeded:${s}`]),
+      "succeeded",
+    ]);
+    expect(entries.at(-1)).toMatchObject({ version: "1.0.0" });
+    expect(server.requests.length).toBe(requests);
+    expect(await answers(port)).toBe("1.0.0");
+    await runningPid(root);
   });
 
   it.each(["download", "override", "stop", "start", "verify"] as const)(

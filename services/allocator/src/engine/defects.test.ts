@@ -37,6 +37,7 @@ async function startReplica(name: string) {
     logger,
     downloadUrl: (c: string, v: string, p: string) => `http://127.0.0.1:9/v1/packages/${c}/${v}/${p}/download`,
     replicaId: name,
+    quarantineAfter: 3,
   };
   const engine = rules.engine(deps);
   const c = await runConsumer(nc, { stream: STREAM_EVENTS, durable: "molt-allocator", concurrency: 8, retryDelayMs: 50, ackWaitMs: 5000 }, (x, ctx) => engine.handle(x, ctx), logger);
@@ -275,5 +276,22 @@ describe("roll engine: defects found by reading the spine's allocator", () => {
     const second = await waitFor("attempt 2 allocated", async () => (await slotEvents(bad)).filter((e) => e.type === "TaskAllocated").find((e) => e.type === "TaskAllocated" && e.data.attempt === 2));
     expect(second.type === "TaskAllocated" && second.data.taskId).toBe(rules.taskIdFor(d, bad, 2));
     expect((await slotEvents(ok)).filter((e) => e.type === "TaskAllocated")).toHaveLength(1);
+  });
+
+  it("[roll-engine] a slot whose last N tasks failed is quarantined (an event), and later plans skip it with the reason", async () => {
+    const host = id("flaky");
+    await register(host);
+    for (let n = 0; n < 3; n++) {
+      const d = id("d-flaky");
+      await request(d, [host]);
+      await finish(host, (await dispatchedTask(host)).taskId, false);
+      await waitFor(`${d} completed`, () => findEvent(d, "DeploymentCompleted"));
+    }
+    await waitFor("quarantined", async () => ((await slotEvents(host)).some((e) => e.type === "HostQuarantined") ? true : undefined));
+    const d = id("d-after");
+    await request(d, [host], { allowEmpty: true });
+    await waitFor("planned", () => findEvent(d, "DeploymentPlanned"));
+    const skips = (await deploymentEvents(d)).flatMap((e) => (e.type === "PlanPartRecorded" ? e.data.skipped : []));
+    expect(skips).toEqual([{ hostId: host, reason: "quarantined: its last 3 tasks failed" }]);
   });
 });

@@ -1,0 +1,99 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { subjects } from "@molt/contracts";
+import { createEventStore, type EventStore } from "@molt/event-store";
+import { startNatsServer, startProcess, startSystem, waitFor, type NatsServer, type RunningProcess, type System } from "@molt/testkit";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { COMPONENT, history, operatorApi, simIds } from "./harness.js";
+
+/**
+ * Exactly once under kill -9: three allocator replicas on one durable consumer, 300 simulated
+ * hosts, a replica SIGKILLed every KILL_EVERY_MS and started again while the rollout runs.
+ */
+const OPERATOR = "operator-token-kill-00001";
+const HOSTS = simIds("k-", 300);
+const KILL_EVERY_MS = 1500;
+const TIMINGS = { MOLT_HEARTBEAT_MS: "1000", MOLT_POLL_MS: "1000", MOLT_RETRY_DELAY_MS: "100", MOLT_ACK_WAIT_MS: "1500" };
+
+let nats: NatsServer;
+let nc: NatsConnection;
+let store: EventStore;
+let system: System;
+let dataDir: string;
+const op = operatorApi(() => system, OPERATOR);
+/** Replicas started again after a kill: not part of `system`, stopped here. */
+const restartedReplicas: RunningProcess[] = [];
+
+beforeAll(async () => {
+  dataDir = await mkdtemp(join(tmpdir(), "molt-kill-"));
+  nats = await startNatsServer();
+  nc = await connect({ servers: nats.url });
+  store = createEventStore(nc);
+  system = await startSystem({
+    natsUrl: nats.url,
+    dataDir,
+    tokens: { [OPERATOR]: { actor: "otto", role: "operator" } },
+    allocatorReplicas: 3,
+    sim: { count: HOSTS.length, prefix: "k-", seed: `${COMPONENT}@1.0.0`, stepDelayMs: 150 },
+    env: TIMINGS,
+  });
+  await waitFor("300 hosts registered", async () => {
+    for (const id of HOSTS) if (!(await store.readLast(subjects.hostMeta(id)))) return undefined;
+    return true;
+  }, { timeoutMs: 60_000 });
+  await op.upload("2.0.0");
+}, 180_000);
+
+afterAll(async () => {
+  await Promise.all(restartedReplicas.map((p) => p.stop()));
+  await system?.stop();
+  await nc?.close();
+  await nats?.stop();
+  if (dataDir) await rm(dataDir, { recursive: true, force: true });
+});
+
+describe("roll engine under kill -9", () => {
+  it("[roll-engine] 3 replicas, 300 hosts, a replica SIGKILLed every 1.5 s and restarted: one allocation per host and attempt, none skipped, completed", async () => {
+    const h = history(store);
+    const replicas = new Map<string, RunningProcess>(system.processes.filter((p) => p.name.startsWith("allocator-")).map((p) => [p.name, p]));
+    const id = await op.deploy({ version: "2.0.0", hosts: HOSTS, strategy: { maxUnavailable: { percent: 20 } } }, "kill-1");
+    let killsInFlight = 0;
+    let kills = 0;
+    let round = 0;
+    for (;;) {
+      const ev = await h.events(id);
+      if (ev.some(({ e }) => e.type === "DeploymentCompleted" || e.type === "DeploymentFailed")) break;
+      expect(round++, "rollout still running after 60 kill rounds").toBeLessThan(60);
+      // Pacing of the fault injection (not a wait for an outcome): the rollout runs between kills.
+      await new Promise((r) => setTimeout(r, KILL_EVERY_MS));
+      const name = `allocator-${1 + (round % 3)}`;
+      const assigned = ev.flatMap(({ e }) => (e.type === "HostsAssigned" ? e.data.hosts : [])).length;
+      const finished = ev.filter(({ e }) => e.type === "HostOutcomeRecorded").length;
+      await replicas.get(name)!.kill();
+      kills++;
+      if (assigned > finished) killsInFlight++;
+      const restarted = await startProcess(
+        `${name}-r${round}`,
+        "allocator",
+        { MOLT_NATS_URL: nats.url, MOLT_PACKAGE_BASE_URL: system.gatewayUrl, MOLT_REPLICA_ID: `${name}-r${round}`, ...TIMINGS },
+        join(dataDir, "logs"),
+        /allocator running/,
+      );
+      restartedReplicas.push(restarted);
+      replicas.set(name, restarted);
+    }
+    const done = await h.first(id, "DeploymentCompleted");
+    expect(done?.e.type === "DeploymentCompleted" && done.e.data).toMatchObject({ succeeded: 300, failed: 0, skipped: 0 });
+    expect(kills).toBeGreaterThanOrEqual(3);
+    expect(killsInFlight).toBeGreaterThanOrEqual(3);
+
+    const allocations = new Map<string, number>();
+    for (const c of await h.slotCommits())
+      for (const e of c.commit.events)
+        if (e.type === "TaskAllocated" && e.data.deploymentId === id) allocations.set(`${e.data.hostId}#${e.data.attempt}`, (allocations.get(`${e.data.hostId}#${e.data.attempt}`) ?? 0) + 1);
+    expect(allocations.size).toBe(300);
+    expect([...allocations.values()].every((n) => n === 1)).toBe(true);
+  }, 150_000);
+});
