@@ -43,6 +43,8 @@ export interface AgentBundle {
 
 export async function buildAgentBundle(opts: { outfile?: string; version?: string } = {}): Promise<AgentBundle> {
   const outfile = resolve(opts.outfile ?? join(repoRoot, "dist", "molt-agent.mjs"));
+  // processRunner recognises the bundle by this extension (and launches `node <bundle> client`).
+  if (!outfile.endsWith(".mjs")) throw new Error(`the agent bundle must be an .mjs file, not ${outfile}`);
   const pkg = JSON.parse(await readFile(join(agentDir, "package.json"), "utf8")) as { version: string };
   const version = opts.version ?? pkg.version;
   const result = await build({

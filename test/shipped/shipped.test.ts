@@ -1,4 +1,4 @@
-import { copyFile, mkdir, mkdtemp, readFile, readlink, rm } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, readFile, readlink, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Kvm } from "@nats-io/kv";
@@ -12,7 +12,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 /**
  * What ships, end to end: a publisher signs on its own machine and pushes through the gateway to
  * a package-repo that holds only its public key; hosts run the one-file agent bundle (copied alone,
- * no sources, no node_modules), whose client is `node <bundle> client …`; an operator deploys.
+ * no sources, no node_modules), configured by a file that trusts the publisher's key, and whose
+ * client is `node <bundle> client …`; an operator deploys; each host checks the signature.
  */
 const OPERATOR = "operator-token-shipped-01";
 const HOSTS = ["ship-1.eu-1.example.com", "10.0.9.2"];
@@ -35,13 +36,27 @@ beforeAll(async () => {
   nats = await startNatsServer();
   nc = await connect({ servers: nats.url });
   store = createEventStore(nc);
+  // Each host's config file, as infra/agent/agent.example.json: it trusts the publisher's key only.
+  const configs = new Map<string, string>();
+  for (const hostId of HOSTS) {
+    const file = join(dataDir, `agent-${hostId}.json`);
+    const config = {
+      hostId,
+      root: join(dataDir, "hosts", hostId),
+      nats: { urls: [nats.url] },
+      trustedKeys: [{ keyId: publisher.keyId, publicKey: publisher.publicKey, comment: "the release key" }],
+      components: [{ name: COMPONENT, kind: "third-party" }],
+    };
+    await writeFile(file, JSON.stringify(config));
+    configs.set(hostId, file);
+  }
   system = await startSystem({
     natsUrl: nats.url,
     dataDir,
     tokens: { [OPERATOR]: { actor: "otto", role: "operator" } },
     trustedPublisherKeys: [{ keyId: publisher.keyId, publicKey: publisher.publicKey }],
     agentBundle: join(opt, "molt-agent.mjs"),
-    agents: HOSTS.map((hostId) => ({ hostId, seed: `${COMPONENT}@1.0.0`, env: { MOLT_HEARTBEAT_MS: "500", MOLT_POLL_MS: "2000" } })),
+    agents: HOSTS.map((hostId) => ({ hostId, seed: `${COMPONENT}@1.0.0`, env: { MOLT_CONFIG: configs.get(hostId)!, MOLT_HEARTBEAT_MS: "500", MOLT_POLL_MS: "2000" } })),
     env: { MOLT_TICK_MS: "500", MOLT_RETRY_DELAY_MS: "200", MOLT_ACK_WAIT_MS: "2000" },
   });
   await waitFor("hosts registered", async () => {
@@ -96,6 +111,9 @@ describe("what ships", () => {
       const dir = join(system.hostRoot(h), "components", COMPONENT);
       expect(await readlink(join(dir, "current"))).toMatch(/versions\/2\.0\.0$/);
       expect(await readFile(join(dir, "current", "VERSION"), "utf8")).toBe("2.0.0\n");
+      // The host checked the publisher's signature with its own trusted key before it extracted.
+      const steps = (await store.read(subjects.slot(h, COMPONENT))).flatMap((c) => c.commit.events).filter((e) => e.type === "TaskStepSucceeded");
+      expect(JSON.stringify(steps)).toContain(`signed by ${publisher.keyId}`);
     }
     // The hosts run the bundle: their presence carries the version stamped into it at build time.
     const presence = await new Kvm(nc).open(KV_PRESENCE);

@@ -57,9 +57,10 @@ export function processRunner(opts: {
 }): TaskRunner {
   const entry = opts.clientEntry ?? defaultClientEntry();
   // The bundled agent (dist/molt-agent.mjs, where every module shares the bundle's
-  // import.meta.url) is its own client: `node <bundle> client …`, with no tsx or sources on the
-  // host. From sources, tsx (resolved from this package, not from the agent's cwd) runs main.ts.
-  const bundle = opts.clientEntry === undefined && !import.meta.url.endsWith(".ts") ? fileURLToPath(import.meta.url) : null;
+  // import.meta.url; the build only writes .mjs) is its own client: `node <bundle> client …`,
+  // with no tsx or sources on the host. From sources, tsx (resolved from this package, not from
+  // the agent's cwd) runs main.ts.
+  const bundle = opts.clientEntry === undefined && import.meta.url.endsWith(".mjs") ? fileURLToPath(import.meta.url) : null;
   const command = bundle !== null ? [bundle, "client"] : ["--import", opts.tsx ?? import.meta.resolve("tsx"), entry];
   return {
     start(root, task) {

@@ -12,10 +12,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { canonicalJson, keyIdOf, OBJ_PACKAGES, PackagePublished, subjects, type PackageInfo } from "@molt/contracts";
 import { createEventStore, ensureEventStream, type EventStore } from "@molt/event-store";
 import { createLogger, parseTokens } from "@molt/runtime";
-import { startNatsServer, waitFor, type NatsServer } from "@molt/testkit";
+import { escapingSymlinkChain, rawTar, startNatsServer, waitFor, type NatsServer } from "@molt/testkit";
 import { buildApp } from "./app.js";
 import { createManifestSigner } from "./signing.js";
-import { rawTar } from "@molt/testkit";
 
 const OPERATOR = "operator-token-0123456789";
 const VIEWER = "viewer-token-0123456789";
@@ -416,14 +415,7 @@ describe("package-repo over HTTP", () => {
 
     it("[security] a symlink chain that resolves outside (each hop harmless as text) → 400 and nothing stored", async () => {
       const component = uniq();
-      const chain = gzipSync(
-        rawTar([
-          { path: "a/", type: "Directory" },
-          { path: "a/b", type: "SymbolicLink", linkpath: ".." },
-          { path: "z", type: "SymbolicLink", linkpath: "a/b/.." },
-          { path: "e", type: "SymbolicLink", linkpath: "z/etc/cron.d" },
-        ]),
-      );
+      const chain = gzipSync(rawTar(escapingSymlinkChain()));
       const res = await upload({ component, version: "1.0.0" }, chain);
       expect(res.status).toBe(400);
       expect(((await res.json()) as { error: { message: string } }).error.message).toMatch(/symlink "z" resolves outside the package/);
