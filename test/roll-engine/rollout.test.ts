@@ -6,7 +6,7 @@ import { subjects } from "@molt/contracts";
 import { createEventStore, type EventStore } from "@molt/event-store";
 import { startNatsServer, startProcess, startSystem, waitFor, type NatsServer, type RunningProcess, type System } from "@molt/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { COMPONENT, doubleActive, downloadRequests, history, maxInFlight, operatorApi, simIds } from "./harness.js";
+import { COMPONENT, doubleActive, downloadRequests, history, maxInFlight, operatorApi, simIds, teardown } from "./harness.js";
 
 /**
  * The roll engine end to end: every service a process, 60 simulated hosts in two processes
@@ -59,13 +59,7 @@ beforeAll(async () => {
   for (const v of ["2.0.0", "3.0.0", "4.0.0", "5.0.0", "6.0.0"]) await op.upload(v);
 }, 180_000);
 
-afterAll(async () => {
-  await usSim?.stop();
-  await system?.stop();
-  await nc?.close();
-  await nats?.stop();
-  if (dataDir) await rm(dataDir, { recursive: true, force: true });
-});
+afterAll(() => teardown({ extra: usSim ? [usSim] : [], system, nc, nats, dataDir }));
 
 describe("roll engine with 60 simulated hosts", () => {
   it("[roll-engine] a selector picks exactly its hosts; the canary of 1 waits for approval; in flight never exceeds maxUnavailable or the cap; pause holds the batch; resume completes", async () => {
