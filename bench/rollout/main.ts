@@ -75,8 +75,8 @@ async function rollout(hosts: number) {
       succeeded,
       wallS: Number(wallS.toFixed(2)),
       upgradesPerS: Math.round(succeeded / wallS),
-      allocator: { cpuS: Number((after[0]!.cpuS - before[0]!.cpuS).toFixed(1)), peakRssMiB: after[0]!.peakRssMiB },
-      feedback: { cpuS: Number((after[1]!.cpuS - before[1]!.cpuS).toFixed(1)), peakRssMiB: after[1]!.peakRssMiB },
+      allocator: { cpuS: Number((after[0].cpuS - before[0].cpuS).toFixed(1)), peakRssMiB: after[0].peakRssMiB },
+      feedback: { cpuS: Number((after[1].cpuS - before[1].cpuS).toFixed(1)), peakRssMiB: after[1].peakRssMiB },
     };
   } finally {
     await system.stop();

@@ -58,6 +58,14 @@ export const PackageRef = z.object({
   sha256: Sha256,
   size: z.number().int().positive(),
   url: z.string().url(),
+  /**
+   * The publisher's signed manifest, as `PackagePublished` carries it. Safe to carry over the bus:
+   * the host checks the signature with keys configured on the host, so nobody on the way can
+   * change it; the host takes its extraction limits from it. Required by hosts with trusted keys.
+   */
+  signed: z
+    .object({ manifest: PackageManifest, signature: z.string().max(200), keyId: z.string().max(100) })
+    .optional(),
 });
 export type PackageRef = z.infer<typeof PackageRef>;
 
@@ -230,7 +238,7 @@ export const BatchCompleted = event(
     succeeded: z.number().int(),
     failed: z.number().int(),
     /** When it completed (the deciding event's time): the pause before the next batch counts from it. */
-    at: z.iso.datetime().optional(),
+    at: Timestamp.optional(),
   }),
 );
 export const DeploymentPaused = event(

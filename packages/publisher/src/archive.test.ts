@@ -70,6 +70,50 @@ describe("archive inspection", () => {
       /replaces a directory/,
     ],
   ];
+  it("[security] a symlink chain that normalises inside at every hop but resolves outside is refused", async () => {
+    // a/b -> .. is the package root; z -> a/b/.. is "a" when read as text, but on disk it is the
+    // root's parent; e -> z/etc then reaches the host's /…/etc. Each link alone looks harmless.
+    const chain = gzipSync(
+      rawTar([
+        { path: "a/", type: "Directory" },
+        { path: "a/b", type: "SymbolicLink", linkpath: ".." },
+        { path: "z", type: "SymbolicLink", linkpath: "a/b/.." },
+        { path: "e", type: "SymbolicLink", linkpath: "z/etc" },
+      ]),
+    );
+    await expect(inspect(chain)).rejects.toThrow(/symlink "z" resolves outside the package \(through "a\/b"\)/);
+    // The same escape with the links in the other order: the last link decides what the first means.
+    const reversed = gzipSync(
+      rawTar([
+        { path: "z", type: "SymbolicLink", linkpath: "a/b/.." },
+        { path: "a/", type: "Directory" },
+        { path: "a/b", type: "SymbolicLink", linkpath: ".." },
+      ]),
+    );
+    await expect(inspect(reversed)).rejects.toThrow(/resolves outside the package/);
+    // A loop is refused as such rather than followed forever.
+    const loop = gzipSync(rawTar([{ path: "x", type: "SymbolicLink", linkpath: "y" }, { path: "y", type: "SymbolicLink", linkpath: "x" }]));
+    await expect(inspect(loop)).rejects.toThrow(/too many levels of symlinks/);
+  });
+
+  it("[security] chains that stay inside are fine: versioned dirs, a `current` link, links through links", async () => {
+    const summary = await inspect(
+      gzipSync(
+        rawTar([
+          { path: "lib/v1/", type: "Directory" },
+          file("lib/v1/tool", "t"),
+          { path: "lib/current", type: "SymbolicLink", linkpath: "v1" },
+          { path: "bin/", type: "Directory" },
+          { path: "bin/tool", type: "SymbolicLink", linkpath: "../lib/current/tool" },
+          { path: "bin/again", type: "SymbolicLink", linkpath: "tool" },
+          { path: "up", type: "SymbolicLink", linkpath: "lib/current/.." },
+          { path: "dangling", type: "SymbolicLink", linkpath: "not/yet/there" },
+        ]),
+      ),
+    );
+    expect(summary.entries).toBe(8);
+  });
+
   it.each(refused)("[spine] refuses %s", async (_what, bytes, message) => {
     const err = await inspect(bytes).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ArchiveRefusedError);

@@ -85,7 +85,9 @@ export async function inspectArchive(path: string, limits: ArchiveLimits): Promi
     parser.on("end", () => {
       if (settled) return;
       settled = true;
-      if (summary.entries === 0) reject(new ArchiveRefusedError("the archive is empty"));
+      if (summary.entries === 0) return reject(new ArchiveRefusedError("the archive is empty"));
+      const refusal = tree.finish();
+      if (refusal) reject(refusal);
       else resolve(summary);
     });
     input.pipe(parser);
@@ -108,13 +110,52 @@ function describe(err: unknown): string {
   return message.replace(/^TAR_[A-Z_]+: /, "");
 }
 
+/** More links than this on one path is a loop (Linux's own limit is 40). */
+const MAX_LINK_HOPS = 40;
+
 /**
  * Path rules over the whole archive, in order: a later entry may not go through a symlink an
- * earlier entry made, and a symlink may not replace a directory an earlier entry made.
+ * earlier entry made, and a symlink may not replace a directory an earlier entry made. Once every
+ * entry is known, `finish` resolves each symlink as the kernel will on the host.
  */
 class TreeCheck {
-  private readonly links = new Set<string>();
+  /** Symlink path → its target, as written in the archive. */
+  private readonly links = new Map<string, string>();
   private readonly dirs = new Set<string>();
+
+  /**
+   * Follows each link's target through the archive's other links, `..` applied to where a link
+   * really leads (as the kernel does), not to the text: `a/b -> ..` then `z -> a/b/..` reads as
+   * "a" but is the root's parent on disk. Run after the last entry, because a later link changes
+   * what an earlier one resolves to. Returns the refusal, or null when every link stays inside.
+   */
+  finish(): ArchiveRefusedError | null {
+    for (const [path, target] of this.links) {
+      const at = path.split("/").slice(0, -1);
+      // The target's segments still to walk, next one last.
+      const todo = target.split("/").reverse();
+      let hops = 0;
+      let via: string | null = null;
+      while (todo.length > 0) {
+        const segment = todo.pop()!;
+        if (segment === "" || segment === ".") continue;
+        if (segment === "..") {
+          if (at.length === 0)
+            return new ArchiveRefusedError(`symlink ${JSON.stringify(path)} resolves outside the package${via === null ? "" : ` (through ${JSON.stringify(via)})`}`);
+          at.pop();
+          continue;
+        }
+        at.push(segment);
+        const next = this.links.get(at.join("/"));
+        if (next === undefined) continue;
+        if (++hops > MAX_LINK_HOPS) return new ArchiveRefusedError(`symlink ${JSON.stringify(path)}: too many levels of symlinks`);
+        via = at.join("/");
+        at.pop();
+        todo.push(...next.split("/").reverse());
+      }
+    }
+    return null;
+  }
 
   check(entry: ReadEntry): void {
     const name = `entry ${JSON.stringify(entry.path)}`;
@@ -142,7 +183,7 @@ class TreeCheck {
       const target = entry.linkpath ?? "";
       if (!staysInside(segments.slice(0, -1), target))
         throw new ArchiveRefusedError(`symlink ${JSON.stringify(entry.path)} points outside the package (${JSON.stringify(target)})`);
-      this.links.add(key);
+      this.links.set(key, target);
     } else if (entry.type === "Link") {
       // A hard link's target is a path inside the archive, relative to its root.
       const target = pathSegments(entry.linkpath ?? "", `the target of hard link ${JSON.stringify(entry.path)}`);

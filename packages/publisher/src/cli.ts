@@ -1,6 +1,14 @@
 import { readFile, writeFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
-import { canonicalJson, signManifest, SignedManifest, type ManifestSignature, type PackageManifest } from "@molt/contracts";
+import {
+  canonicalJson,
+  signManifest,
+  SignedManifest,
+  trustedKeys,
+  verifyManifest,
+  type ManifestSignature,
+  type PackageManifest,
+} from "@molt/contracts";
 import { generatePublisherKey, writePublisherKey } from "./keys.js";
 import { manifestOfFile, type PackageIds } from "./manifest.js";
 import { pushPackage } from "./push.js";
@@ -19,6 +27,11 @@ export const USAGE = `molt-publish: sign packages with a publisher key and push 
   molt-publish push --url URL (--key FILE | --signature SIG) [--component C --version V --platform P] ARCHIVE
       uploads ARCHIVE with its signature (made now with --key, or read from SIG, whose manifest
       must match ARCHIVE); the bearer token comes from MOLT_TOKEN (or --token)
+
+  molt-publish verify --trusted KEYS SIG [ARCHIVE]
+      checks SIG as a host would, against KEYS (a JSON array of { publicKey, keyId?, revoked? },
+      the format package-repo and hosts are configured with), and with ARCHIVE that the signed
+      manifest is that archive's; prints the verdict and its reason
 `;
 
 export interface CliIo {
@@ -39,6 +52,7 @@ const OPTIONS = {
   platform: { type: "string" },
   url: { type: "string" },
   token: { type: "string" },
+  trusted: { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -96,6 +110,27 @@ export async function runPublisherCli(argv: string[], io: CliIo): Promise<number
         }
         io.err(`push refused: HTTP ${result.status} ${typeof result.body === "string" ? result.body : JSON.stringify(result.body)}`);
         return 1;
+      }
+      case "verify": {
+        if (rest.length < 1 || rest.length > 2) throw new UsageError("give a signature file and, optionally, the archive");
+        const [sigFile, archive] = rest as [string, string | undefined];
+        const keysFile = required(values.trusted, "--trusted");
+        const keys = trustedKeys(JSON.parse(await readFile(keysFile, "utf8")) as never[]);
+        const detached = await readSignatureFile(sigFile);
+        const verdict = verifyManifest(detached.manifest, detached.signature, detached.keyId, keys);
+        if (!verdict.ok) {
+          io.err(`refused (${verdict.reason}): ${verdict.message}`);
+          return 1;
+        }
+        if (archive !== undefined) {
+          const actual = await manifestOfFile(archive, detached.manifest);
+          if (canonicalJson(actual) !== canonicalJson(detached.manifest)) {
+            io.err(`refused: ${sigFile} signs another manifest than ${archive}'s: ${describeDiff(detached.manifest, actual)}`);
+            return 1;
+          }
+        }
+        io.out(JSON.stringify({ ok: true, keyId: verdict.keyId, manifest: verdict.manifest, archiveChecked: archive !== undefined }));
+        return 0;
       }
       default:
         throw new UsageError(`unknown command ${JSON.stringify(command)}`);

@@ -11,6 +11,8 @@ import { ZodError } from "zod";
 import { bearerAuth, type TokenMap } from "./auth.js";
 import { HttpError, statusForCode } from "./errors.js";
 import { describeIssues } from "@molt/contracts";
+import type { Registry } from "prom-client";
+import { createMetrics, metricsRoutes } from "./metrics.js";
 
 export type App = ReturnType<typeof createHttpApp>;
 
@@ -18,7 +20,7 @@ export type App = ReturnType<typeof createHttpApp>;
  * The fastify app every service starts from: zod at the edge, bearer auth, and one error
  * handler that maps error codes to statuses with the body `{ error: { code, message } }`.
  */
-export function createHttpApp(opts: { logger: Logger; tokens: TokenMap; bodyLimit?: number }) {
+export function createHttpApp(opts: { logger: Logger; tokens: TokenMap; bodyLimit?: number; metrics?: Registry }) {
   const app = Fastify({
     loggerInstance: opts.logger,
     // Correlation ids must be unique across replicas; a caller's (or the gateway's) id is kept.
@@ -52,6 +54,8 @@ export function createHttpApp(opts: { logger: Logger; tokens: TokenMap; bodyLimi
   );
   void app.register(bearerAuth, { tokens: opts.tokens });
   app.get("/healthz", { config: { auth: false } }, () => ({ ok: true }));
+  // Every service answers /metrics; one that has its own metrics passes its registry.
+  void app.register(metricsRoutes, { registry: opts.metrics ?? createMetrics(String(opts.logger.bindings().service ?? "molt")) });
   return app;
 }
 

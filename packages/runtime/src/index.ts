@@ -6,3 +6,4 @@ export { bearerAuth, loadTokens, parseTokens, hasRole, Role, type Principal, typ
 export { HttpError, statusForCode } from "./errors.js";
 export { createHttpApp, type App } from "./http.js";
 export { respond, type Responder } from "./responder.js";
+export { createMetrics, metricsRoutes } from "./metrics.js";

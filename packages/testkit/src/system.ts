@@ -42,6 +42,8 @@ export interface SystemOptions {
    * uploads signed by one of them. Unset, it takes unsigned uploads as before.
    */
   trustedPublisherKeys?: TrustedKeyConfig[];
+  /** Run the agents (explicit and `--sim`) from this bundle (`buildAgentBundle`) instead of from sources. */
+  agentBundle?: string;
   /** Extra env for every process (timings for tests: MOLT_TICK_MS, MOLT_POLL_MS, …). */
   env?: Record<string, string>;
 }
@@ -56,10 +58,16 @@ export interface System {
   stop(): Promise<void>;
 }
 
-/** Starts one service as a real child process (`node --import tsx services/<name>/src/index.ts`). */
+/**
+ * What a process runs: a service from sources (`node --import tsx services/<name>/src/index.ts`),
+ * or an explicit node argv such as `{ argv: [<bundle>] }` for the bundled agent.
+ */
+export type ProcessSpec = ServiceName | { argv: string[] };
+
+/** Starts one service as a real child process. */
 export async function startProcess(
   name: string,
-  service: ServiceName,
+  service: ProcessSpec,
   env: Record<string, string>,
   logDir: string,
   readyPattern: RegExp,
@@ -68,7 +76,8 @@ export async function startProcess(
   await mkdir(logDir, { recursive: true });
   const logFile = join(logDir, `${name}.log`);
   const log: WriteStream = createWriteStream(logFile, { flags: "a" });
-  const proc = spawn(process.execPath, ["--import", "tsx", join(repoRoot, "services", service, "src/index.ts")], {
+  const argv = typeof service === "string" ? ["--import", "tsx", join(repoRoot, "services", service, "src/index.ts")] : service.argv;
+  const proc = spawn(process.execPath, argv, {
     cwd: repoRoot,
     env: { ...process.env, MOLT_LOG_LEVEL: process.env["MOLT_LOG_LEVEL"] ?? "info", ...env },
     stdio: ["ignore", "pipe", "pipe"],
@@ -130,7 +139,7 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
   const gatewayUrl = url(pGateway);
   const hostRoots = new Map<string, string>();
 
-  const start = async (name: string, service: ServiceName, env: Record<string, string>, ready: RegExp) => {
+  const start = async (name: string, service: ProcessSpec, env: Record<string, string>, ready: RegExp) => {
     const p = await startProcess(name, service, { ...base, ...env }, logDir, ready);
     processes.push(p);
     return p;
@@ -174,10 +183,11 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
     throw err;
   }
 
+  const agent: ProcessSpec = opts.agentBundle ? { argv: [opts.agentBundle] } : "agent";
   const startAgent = async (spec: AgentSpec) => {
     const root = join(opts.dataDir, "hosts", spec.hostId);
     hostRoots.set(spec.hostId, root);
-    return start(`agent-${spec.hostId}`, "agent", { MOLT_HOST_ID: spec.hostId, MOLT_ROOT: root, ...(spec.seed ? { MOLT_SEED: spec.seed } : {}), ...spec.env }, /agent (running|started|ready)/i);
+    return start(`agent-${spec.hostId}`, agent, { MOLT_HOST_ID: spec.hostId, MOLT_ROOT: root, ...(spec.seed ? { MOLT_SEED: spec.seed } : {}), ...spec.env }, /agent (running|started|ready)/i);
   };
   await Promise.all((opts.agents ?? []).map(startAgent));
   if (opts.sim) {
@@ -186,7 +196,7 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
     for (let i = 1; i <= opts.sim.count; i++) hostRoots.set(`${prefix}${String(i).padStart(3, "0")}`, join(root, `${prefix}${String(i).padStart(3, "0")}`));
     await start(
       "agent-sim",
-      "agent",
+      agent,
       {
         MOLT_SIM: String(opts.sim.count),
         MOLT_SIM_PREFIX: prefix,

@@ -5,8 +5,10 @@
  */
 import { readFileSync } from "node:fs";
 import { pathToFileURL } from "node:url";
-import { connectNats, createLogger, installShutdown, loadConfig } from "@molt/runtime";
+import { connect, credsAuthenticator } from "@nats-io/transport-node";
+import { createLogger, installShutdown, loadConfig } from "@molt/runtime";
 import { z } from "zod";
+import { loadAgentConfigFile } from "./agent/components.js";
 import { AgentEnv, argvOverrides, simHostIds } from "./agent/config.js";
 import { kvDesiredSource } from "./agent/desired.js";
 import { createHostAgent } from "./agent/host-agent.js";
@@ -18,7 +20,8 @@ export { kvDesiredSource, type DesiredSource, type DesiredRead } from "./agent/d
 export { processRunner, inProcessRunner, type TaskRunner, type ClientRun, type ClientExit } from "./agent/runners.js";
 export { startSim, type Sim, type SimDeps } from "./sim/sim.js";
 export { runTask, type RunTaskOptions, type Verdict } from "./client/run-task.js";
-export { UPGRADE_MACHINE, ROLLBACK_TASK_MACHINE, type StepMachine, type StepSpec, type StepId } from "./client/machine.js";
+export { machineFor, type StepMachine, type StepSpec, type StepId } from "./client/machine.js";
+export { AgentConfigFile, ComponentConfig, loadAgentConfigFile } from "./agent/components.js";
 export { AgentEnv, simHostIds } from "./agent/config.js";
 
 const agentVersion = z
@@ -29,9 +32,14 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
   const config = loadConfig(AgentEnv, { ...env, ...argvOverrides(argv) });
   const log = createLogger("agent");
   const sim = config.MOLT_SIM;
-  const nc = await connectNats({
-    url: config.MOLT_NATS_URL,
-    name: sim ? `molt-agent-sim-${config.MOLT_SIM_PREFIX}${sim}` : `molt-agent-${config.MOLT_HOST_ID}`,
+  // A real host is configured by its file (validated whole at start); env stays for --sim and demos.
+  const file = config.MOLT_CONFIG !== undefined && !sim ? await loadAgentConfigFile(config.MOLT_CONFIG) : undefined;
+  const nc = await connect({
+    servers: (file?.nats.urls.join(",") ?? config.MOLT_NATS_URL).split(","),
+    name: sim ? `molt-agent-sim-${config.MOLT_SIM_PREFIX}${sim}` : `molt-agent-${file?.hostId ?? config.MOLT_HOST_ID}`,
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 250,
+    ...(file?.nats.credentials ? { authenticator: credsAuthenticator(readFileSync(file.nats.credentials)) } : {}),
   });
   const desired = kvDesiredSource(nc);
   const timing = {
@@ -39,14 +47,18 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
     heartbeatMs: config.MOLT_HEARTBEAT_MS,
     reportRetryMs: config.MOLT_REPORT_RETRY_MS,
     reportTimeoutMs: config.MOLT_REPORT_TIMEOUT_MS,
+    keepTasks: config.MOLT_KEEP_TASKS,
   };
+  const version = config.MOLT_AGENT_VERSION ?? agentVersion;
+  const labels = file ? { ...file.labels, ...(file.cluster ? { cluster: file.cluster } : {}) } : config.MOLT_LABELS;
+  const mirror = file?.packageMirror ?? config.MOLT_PACKAGE_MIRROR;
   const common = {
     nc,
     desired,
     components: config.MOLT_COMPONENTS,
-    labels: config.MOLT_LABELS,
+    labels,
     seeds: config.MOLT_SEED,
-    agentVersion,
+    agentVersion: version,
   };
   let stop: () => Promise<void>;
   if (sim) {
@@ -54,27 +66,31 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
       ...common,
       log,
       hostIds: simHostIds(config.MOLT_SIM_PREFIX, sim),
-      rootBase: config.MOLT_ROOT,
+      rootBase: config.MOLT_ROOT ?? "",
       timing,
       stepDelayMs: config.MOLT_SIM_STEP_DELAY_MS,
-      ...(config.MOLT_PACKAGE_MIRROR ? { mirror: config.MOLT_PACKAGE_MIRROR } : {}),
+      ...(mirror ? { mirror } : {}),
       ...(config.MOLT_SIM_FAULT_FILE ? { faultFile: config.MOLT_SIM_FAULT_FILE } : {}),
     });
     stop = () => s.stop();
   } else {
-    const hostId = config.MOLT_HOST_ID;
-    if (!hostId) throw new Error("MOLT_HOST_ID is required"); // the schema already says so; this narrows the type
+    const hostId = file?.hostId ?? config.MOLT_HOST_ID;
+    const root = file?.root ?? config.MOLT_ROOT;
+    if (!hostId || !root) throw new Error("MOLT_HOST_ID and MOLT_ROOT are required"); // the schema already says so; this narrows the types
     const hostLog = log.child({ hostId });
     const agent = createHostAgent({
       ...common,
       log: hostLog,
       hostId,
-      root: config.MOLT_ROOT,
-      runner: processRunner({ log: hostLog, ...(config.MOLT_PACKAGE_MIRROR ? { mirror: config.MOLT_PACKAGE_MIRROR } : {}) }),
+      root,
+      componentConfigs: file?.components ?? [],
+      trustedKeys: file?.trustedKeys ?? [],
+      localHeartbeat: true,
+      runner: processRunner({ log: hostLog, ...(mirror ? { mirror } : {}) }),
       timing: { ...timing, journalPollMs: 50 },
     });
     await agent.start();
-    log.info({ hostId, root: config.MOLT_ROOT, agentVersion }, "agent started");
+    log.info({ hostId, root, agentVersion: version, config: config.MOLT_CONFIG ?? null }, "agent started");
     stop = () => agent.stop();
   }
   // Reverse order on shutdown: stop the agent first (it still needs the connection), then drain.

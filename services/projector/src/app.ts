@@ -1,6 +1,7 @@
 import type { Db } from "@molt/db";
 import type { EventStore } from "@molt/event-store";
-import { createHttpApp, type Logger, type TokenMap } from "@molt/runtime";
+import { createHttpApp, createMetrics, type Logger, type TokenMap } from "@molt/runtime";
+import { projectorMetrics } from "./projection/metrics.js";
 import { deploymentsProjection } from "./deployments/projection.js";
 import { deploymentRoutes } from "./deployments/routes.js";
 import { fleetProjection } from "./fleet/projection.js";
@@ -43,7 +44,9 @@ export async function buildApp(deps: ProjectorDeps) {
     ...(deps.retryMs !== undefined ? { retryMs: deps.retryMs } : {}),
     ...(deps.deadLetterAfter !== undefined ? { deadLetterAfter: deps.deadLetterAfter } : {}),
   });
-  const app = createHttpApp({ logger, tokens: deps.tokens });
+  const metrics = createMetrics("projector");
+  projectorMetrics(metrics, { db, runner, presence: deps.presence ?? null });
+  const app = createHttpApp({ logger, tokens: deps.tokens, metrics });
   deploymentRoutes(app, { db });
   timelineRoutes(app, { db });
   fleetRoutes(app, { db, presence: deps.presence ?? null });

@@ -45,13 +45,19 @@ const seeds = z
 export const AgentEnv = z
   .object({
     MOLT_NATS_URL: z.string().min(1).default("nats://127.0.0.1:4222"),
+    /** The version this agent reports (a bundle sets it at build time); default: the package's version. */
+    MOLT_AGENT_VERSION: z.string().min(1).max(64).optional(),
+    /** The agent's configuration file (JSON, see infra/agent/agent.example.json); its fields win over the env ones. */
+    MOLT_CONFIG: z.string().min(1).optional(),
     MOLT_HOST_ID: HostId.optional(),
-    MOLT_ROOT: z.string({ error: "MOLT_ROOT (the host root directory) is required" }).min(1),
+    MOLT_ROOT: z.string().min(1).optional(),
     MOLT_COMPONENTS: list.pipe(z.array(ComponentName)),
     MOLT_POLL_MS: millis(30_000),
     MOLT_HEARTBEAT_MS: millis(5_000),
     MOLT_REPORT_RETRY_MS: millis(500),
     MOLT_REPORT_TIMEOUT_MS: millis(5_000),
+    /** Finished task dirs kept (the newest); older ones go once their deadline has passed. */
+    MOLT_KEEP_TASKS: z.coerce.number().int().min(0).default(20),
     MOLT_SEED: seeds,
     /** Download packages through this base URL (same path and query) instead of the package URL's origin. */
     MOLT_PACKAGE_MIRROR: z.url().optional(),
@@ -66,8 +72,12 @@ export const AgentEnv = z
     MOLT_SIM_FAULT_FILE: z.string().min(1).optional(),
   })
   .superRefine((env, ctx) => {
-    if (env.MOLT_SIM === undefined && env.MOLT_HOST_ID === undefined)
-      ctx.addIssue({ code: "custom", path: ["MOLT_HOST_ID"], message: "MOLT_HOST_ID is required (or MOLT_SIM / --sim N for simulated hosts)" });
+    // A real host with MOLT_CONFIG takes its host id and root from the file; --sim always needs MOLT_ROOT.
+    const fromFile = env.MOLT_CONFIG !== undefined && env.MOLT_SIM === undefined;
+    if (!fromFile && env.MOLT_ROOT === undefined)
+      ctx.addIssue({ code: "custom", path: ["MOLT_ROOT"], message: "MOLT_ROOT (the host root directory) is required, or MOLT_CONFIG" });
+    if (!fromFile && env.MOLT_SIM === undefined && env.MOLT_HOST_ID === undefined)
+      ctx.addIssue({ code: "custom", path: ["MOLT_HOST_ID"], message: "MOLT_HOST_ID is required (or MOLT_CONFIG, or MOLT_SIM / --sim N for simulated hosts)" });
   });
 export type AgentEnv = z.infer<typeof AgentEnv>;
 

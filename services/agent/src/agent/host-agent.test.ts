@@ -8,7 +8,7 @@ import { createLogger } from "@molt/runtime";
 import { type NatsServer, startNatsServer, waitFor } from "@molt/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { componentPaths } from "../host/layout.js";
-import { claimTask, openJournal, readForwarded, readJournal, recordLaunch, taskPaths } from "../host/task-files.js";
+import { claimTask, openJournal, readForwarded, readJournal, recordLaunch, taskPaths, writeForwarded } from "../host/task-files.js";
 import { type Log, silentLog } from "../log.js";
 import { startSim } from "../sim/sim.js";
 import { buildPackage, type BuiltPackage, desiredTask, type PackageServer, startPackageServer, tempDir } from "../testing/fixtures.js";
@@ -309,6 +309,43 @@ describe("host agent", () => {
     await agent.stop();
     expect(entriesOf(task.taskId).at(-1)).toMatchObject({ kind: "succeeded", version: "2.0.0" });
     expect(await readlink(componentPaths(root, "metrics-agent").current)).toBe(join("versions", "2.0.0"));
+  });
+
+  it("[upgrade-client] old task dirs are pruned: finished tasks past their deadline beyond the newest kept, never an open or live one", async () => {
+    const hostId = "web-23.eu-1.example.com";
+    const root = await newRoot();
+    const finished = async (deadlineMs: number, terminal: boolean) => {
+      const task = taskFor(hostId, { deadline: new Date(deadlineMs).toISOString() });
+      await recordLaunch(root, task);
+      await claimTask(root, task.taskId, { owner: "client", pid: 1 });
+      const j = await openJournal(taskPaths(root, task.taskId).journal);
+      await j.append({ kind: "accepted" });
+      if (terminal) await j.append({ kind: "succeeded", version: "2.0.0" });
+      await j.close();
+      await writeForwarded(root, task.taskId, terminal ? 2 : 1);
+      return task.taskId;
+    };
+    await finished(Date.now() - 30_000, true);
+    await finished(Date.now() - 20_000, true);
+    const newest = await finished(Date.now() - 10_000, true);
+    const live = await finished(Date.now() + 60_000, true);
+    const agent = createHostAgent({
+      nc,
+      desired: kvDesiredSource(nc),
+      runner: processRunner({ log }),
+      log,
+      hostId,
+      root,
+      components: ["metrics-agent"],
+      labels: {},
+      seeds: [],
+      agentVersion: "0.1.0-test",
+      timing: { ...timing, keepTasks: 2 },
+    });
+    await agent.start();
+    await agent.stop();
+    // Kept: the two newest (one of them still before its deadline); gone: the older finished ones.
+    expect((await readdir(join(root, "agent", "tasks"))).sort()).toEqual([live, newest].sort());
   });
 
   it("[spine] --sim: many hosts on one connection, same step machine in-process", async () => {

@@ -1,6 +1,7 @@
-import { mkdir } from "node:fs/promises";
+import { mkdir, rm } from "node:fs/promises";
+import { join } from "node:path";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
-import { type DesiredState, desiredKey, subjects } from "@molt/contracts";
+import { type DesiredState, desiredKey, subjects, type TrustedKeyConfig } from "@molt/contracts";
 import { pidAlive } from "../client/lock.js";
 import { listComponents, type Seed, seedComponent } from "../host/layout.js";
 import {
@@ -15,7 +16,10 @@ import {
   taskPaths,
   tasksDir,
 } from "../host/task-files.js";
+import { writeFileDurable } from "../host/durable.js";
+import { localHeartbeatPath } from "../host/layout.js";
 import { errorMessage, type Log } from "../log.js";
+import { type ComponentConfig, filesOnly } from "./components.js";
 import type { DesiredSource } from "./desired.js";
 import { type ClientState, type TaskWatch, watchTask } from "./forwarder.js";
 import { buildHeartbeat, sendHeartbeat } from "./heartbeat.js";
@@ -31,6 +35,8 @@ export interface HostAgentTiming {
   readonly startDelayMs?: number;
   /** Each poll moves by up to ± this fraction of pollMs, so many hosts drift apart. */
   readonly pollJitter?: number;
+  /** Finished task dirs kept for inspection (the newest); older ones are pruned once their deadline has passed. */
+  readonly keepTasks?: number;
 }
 
 export interface HostAgentDeps {
@@ -42,10 +48,16 @@ export interface HostAgentDeps {
   readonly root: string;
   /** Configured components; the managed set also holds every component dir found under the root. */
   readonly components: readonly string[];
+  /** How configured components run (process, health, hooks); a component without one is files only. */
+  readonly componentConfigs?: readonly ComponentConfig[];
+  /** Publisher keys this host trusts; with any configured, only signed packages are installed. */
+  readonly trustedKeys?: readonly TrustedKeyConfig[];
   readonly labels: Readonly<Record<string, string>>;
   readonly seeds: readonly Seed[];
   readonly agentVersion: string;
   readonly timing: HostAgentTiming;
+  /** Real hosts: also write each heartbeat to `<root>/agent/heartbeat.json` (a self-upgrade's watcher reads it). */
+  readonly localHeartbeat?: boolean;
   readonly now?: () => Date;
 }
 
@@ -109,7 +121,8 @@ export function createHostAgent(deps: HostAgentDeps): HostAgent {
     log[level]({ component, ...fields }, text);
   };
 
-  const managedComponents = async () => [...new Set([...deps.components, ...(await listComponents(root))])].sort();
+  const configs = new Map((deps.componentConfigs ?? []).map((c) => [c.name, c]));
+  const managedComponents = async () => [...new Set([...deps.components, ...configs.keys(), ...(await listComponents(root))])].sort();
 
   const track = (task: DesiredState, client: ClientState, forwarded: number) => {
     const watch = watchTask(forwarderDeps, task, client, forwarded);
@@ -124,8 +137,36 @@ export function createHostAgent(deps: HostAgentDeps): HostAgent {
     }
     void watch.done.then(() => {
       if (watches.get(task.taskId) === watch) watches.delete(task.taskId);
+      if (!stopped) void pruneTasks();
     });
     return watch;
+  };
+
+  /**
+   * Removes the dirs of finished tasks beyond the newest `keepTasks`. Only a task whose deadline
+   * has passed goes: the agent never starts such a task again, so forgetting that it ran cannot
+   * make it run twice even if its desired state still names it.
+   */
+  const pruneTasks = async () => {
+    try {
+      const done: Array<{ taskId: string; deadline: number }> = [];
+      for (const taskId of await listTaskIds(root)) {
+        if (watches.has(taskId)) continue;
+        const task = await readTask(root, taskId).catch(() => null);
+        if (!task) continue;
+        const journal = await readJournal(taskPaths(root, taskId).journal, 0);
+        const last = journal.entries.at(-1);
+        if (!last || !isTerminal(last) || last.seq > (await readForwarded(root, taskId))) continue;
+        done.push({ taskId, deadline: Date.parse(task.deadline) });
+      }
+      done.sort((a, b) => b.deadline - a.deadline);
+      const nowMs = now().getTime();
+      const pruned = done.slice(timing.keepTasks ?? 20).filter((t) => t.deadline < nowMs);
+      for (const t of pruned) await rm(taskPaths(root, t.taskId).dir, { recursive: true, force: true });
+      if (pruned.length > 0) log.debug({ pruned: pruned.length }, "old task dirs pruned");
+    } catch (err) {
+      log.warn({ err: errorMessage(err) }, "could not prune old task dirs");
+    }
   };
 
   /**
@@ -190,7 +231,8 @@ export function createHostAgent(deps: HostAgentDeps): HostAgent {
       return;
     }
     // Durable before the spawn: after a crash the file says "launched", and it is never run again.
-    if (!(await recordLaunch(root, task))) {
+    const context = { component: configs.get(component) ?? filesOnly(component), trustedKeys: [...(deps.trustedKeys ?? [])] };
+    if (!(await recordLaunch(root, task, context))) {
       known.add(task.taskId);
       return;
     }
@@ -283,6 +325,8 @@ export function createHostAgent(deps: HostAgentDeps): HostAgent {
           agentVersion: deps.agentVersion,
           now: now(),
         });
+        // Locally too: the upgrade client of a self-upgrade watches this file to see the new agent live.
+        if (deps.localHeartbeat) await writeFileDurable(localHeartbeatPath(root), JSON.stringify({ pid: process.pid, version: deps.agentVersion, at: hb.at }));
         await sendHeartbeat(deps.nc, hb, timing.reportTimeoutMs, log);
       } catch (err) {
         log.warn({ err: errorMessage(err) }, "heartbeat failed");
@@ -301,6 +345,9 @@ export function createHostAgent(deps: HostAgentDeps): HostAgent {
         if (await seedComponent(root, seed)) log.info({ component: seed.component, version: seed.version }, "seeded component");
       }
       await resume();
+      await pruneTasks();
+      // The agent's own pid file: a self-upgrade's STOP finds the running agent by it.
+      if (deps.localHeartbeat) await writeFileDurable(join(root, "agent", "agent.pid"), `${process.pid}\n`);
       sub = deps.nc.subscribe(subjects.nudge(hostId), { callback: () => void readDesired() });
       later(timing.startDelayMs ?? 0, () => {
         heartbeat();

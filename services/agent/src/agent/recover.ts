@@ -1,7 +1,9 @@
 import type { DesiredState, JournalEntry } from "@molt/contracts";
 import { componentPaths, installedVersion } from "../host/layout.js";
 import { acquireLock, LockBusyError } from "../client/lock.js";
+import { startProcess, stopProcess } from "../client/process.js";
 import { readSwitchRecord, undoSwitch } from "../client/recovery.js";
+import { readLaunch } from "../host/task-files.js";
 import { errorMessage, type Log } from "../log.js";
 
 /** What the host runs after a client died mid-task, as the agent's verdict must say it. */
@@ -27,8 +29,17 @@ export async function recoverDeadRun(root: string, task: DesiredState, entries: 
       const record = await readSwitchRecord(paths);
       if (record?.taskId === task.taskId) {
         const undone = await undoSwitch(root, task.component, paths);
-        if (undone)
-          return { kind: "rolled-back", detail: `current → ${undone.record.from === null ? "none (install undone)" : `versions/${undone.record.from}`}` };
+        if (undone) {
+          const notes = [`current → ${undone.record.from === null ? "none (install undone)" : `versions/${undone.record.from}`}`];
+          // The old version must run again, whether the dead client had stopped it or started the new one.
+          const { component } = await readLaunch(root, task);
+          if (component.start !== undefined && undone.record.from !== null) {
+            notes.push(await stopProcess(component, paths, undone.record.to));
+            const pid = await startProcess(component, paths, undone.record.from);
+            notes.push(pid === null ? "old version started" : `old version started (pid ${pid})`);
+          }
+          return { kind: "rolled-back", detail: notes.join("; ") };
+        }
       }
     } finally {
       await lock.release();

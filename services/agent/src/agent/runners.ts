@@ -7,6 +7,7 @@ import type { DesiredState } from "@molt/contracts";
 import type { Fetch } from "../client/download.js";
 import { cancelled, runTask } from "../client/run-task.js";
 import { claimTask, openJournal, taskPaths } from "../host/task-files.js";
+import { launchOptions } from "../client/launch.js";
 import { errorMessage, type Log } from "../log.js";
 
 /** How a client run ended, as far as the agent can tell. */
@@ -55,11 +56,14 @@ export function processRunner(opts: {
   env?: Readonly<Record<string, string>>;
 }): TaskRunner {
   const entry = opts.clientEntry ?? defaultClientEntry();
-  // Resolved from this package, not from the cwd the agent happens to run in.
-  const tsx = opts.tsx ?? import.meta.resolve("tsx");
+  // The bundled agent (dist/molt-agent.mjs, where every module shares the bundle's
+  // import.meta.url) is its own client: `node <bundle> client …`, with no tsx or sources on the
+  // host. From sources, tsx (resolved from this package, not from the agent's cwd) runs main.ts.
+  const bundle = opts.clientEntry === undefined && !import.meta.url.endsWith(".ts") ? fileURLToPath(import.meta.url) : null;
+  const command = bundle !== null ? [bundle, "client"] : ["--import", opts.tsx ?? import.meta.resolve("tsx"), entry];
   return {
     start(root, task) {
-      const args = ["--import", tsx, entry, "--root", root, "--task", task.taskId];
+      const args = [...command, "--root", root, "--task", task.taskId];
       if (opts.stepDelayMs) args.push("--step-delay-ms", String(opts.stepDelayMs));
       if (opts.mirror) args.push("--mirror", opts.mirror);
       const logFile = join(taskPaths(root, task.taskId).dir, "client.log");
@@ -139,6 +143,7 @@ export function inProcessRunner(opts: { stepDelayMs?: number; mirror?: string; f
             ...(opts.fetch ? { fetch: opts.fetch } : {}),
             ...(opts.faultFile ? { faultFile: opts.faultFile } : {}),
             signal: cancel.signal,
+            ...(await launchOptions(root, task)),
           });
           return { code: 0, signal: null };
         } finally {

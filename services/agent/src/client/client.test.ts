@@ -3,11 +3,13 @@ import { lstat, readdir, readFile, readlink, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { DesiredState, JournalEntry } from "@molt/contracts";
-import { waitFor } from "@molt/testkit";
+import { createServer } from "node:http";
+import { freePort, waitFor } from "@molt/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { processRunner } from "../agent/runners.js";
 import { componentPaths, seedComponent } from "../host/layout.js";
 import { readJournal, recordLaunch, taskPaths } from "../host/task-files.js";
+import { archivePath } from "./staging.js";
 import { silentLog } from "../log.js";
 import { buildPackage, type BuiltPackage, desiredTask, type PackageServer, startPackageServer, tempDir } from "../testing/fixtures.js";
 
@@ -215,7 +217,7 @@ describe("upgrade client process", () => {
     let release!: () => void;
     const hold = new Promise<void>((r) => (release = r));
     const url = server.serve("/late.tar.gz", { body: pkg.bytes, hold });
-    const deadline = Date.now() + 5_000;
+    const deadline = Date.now() + 8_000;
     const task = desiredTask({
       hostId: HOST,
       deadline: new Date(deadline).toISOString(),
@@ -225,8 +227,8 @@ describe("upgrade client process", () => {
     // Every step pauses 800 ms; the download is let through just before the deadline, so the
     // deadline falls while OVERRIDE is under way.
     const run = processRunner({ log: silentLog(), stepDelayMs: 800 }).start(root, task, () => undefined);
-    await waitFor("the download requested", () => (server.requests.some((r) => r.path === "/late.tar.gz") ? true : undefined), { timeoutMs: 4_500 });
-    await waitFor("just before the deadline", () => (Date.now() >= deadline - 400 ? true : undefined), { timeoutMs: 6_000, intervalMs: 10 });
+    await waitFor("the download requested", () => (server.requests.some((r) => r.path === "/late.tar.gz") ? true : undefined), { timeoutMs: 7_500 });
+    await waitFor("just before the deadline", () => (Date.now() >= deadline - 400 ? true : undefined), { timeoutMs: 9_000, intervalMs: 10 });
     release();
     expect((await run.exited).code).toBe(0);
     const entries = await journalOf(root, task.taskId);
@@ -235,5 +237,75 @@ describe("upgrade client process", () => {
     const paths = componentPaths(root, "metrics-agent");
     expect(await readlink(paths.current)).toBe(join("versions", "1.0.0"));
     expect(await readdir(paths.versions)).toEqual(["1.0.0"]);
+  });
+
+  it("[upgrade-client] a download cut half way resumes with Range in the same run (the server sees the Range request)", async () => {
+    const root = await seededRoot();
+    const half = Math.floor(pkg.size / 2);
+    const partial = archivePath(componentPaths(root, "metrics-agent"), pkg.sha256);
+    const onDisk = () => waitFor("the first half on the client's disk", async () => ((await stat(partial).catch(() => null))?.size === half ? true : undefined));
+    const url = server.serve("/dropped.tar.gz", { body: pkg.bytes, dropFirstAfter: half, dropWhen: onDisk });
+    const task = desiredTask({ hostId: HOST, package: { platform: "linux-amd64", sha256: pkg.sha256, size: pkg.size, url } });
+    await recordLaunch(root, task);
+    const run = processRunner({ log: silentLog(), env: { MOLT_DOWNLOAD_RETRY_MS: "20" } }).start(root, task, () => undefined);
+    expect((await run.exited).code).toBe(0);
+    const entries = await journalOf(root, task.taskId);
+    expect(entries.at(-1)).toMatchObject({ kind: "succeeded", version: "2.0.0" });
+    expect(server.requests.filter((r) => r.path === "/dropped.tar.gz").map((r) => r.range)).toEqual([undefined, `bytes=${half}-`]);
+    expect(entries.find((e) => e.kind === "step-succeeded" && e.step === "download")).toMatchObject({ detail: expect.stringContaining(`resumed ${half} bytes, 2 tries`) as unknown });
+  });
+
+  it("[upgrade-client] the repository down for a while, then back: the download retries and the task succeeds", async () => {
+    const root = await seededRoot();
+    const port = await freePort();
+    const task = desiredTask({ hostId: HOST, package: { platform: "linux-amd64", sha256: pkg.sha256, size: pkg.size, url: `http://127.0.0.1:${port}/late/pkg.tar.gz` } });
+    await recordLaunch(root, task);
+    const run = processRunner({ log: silentLog(), env: { MOLT_DOWNLOAD_RETRY_MS: "100", MOLT_DOWNLOAD_ATTEMPTS: "10" } }).start(root, task, () => undefined);
+    await waitFor("the client downloading", async () => (shape(await journalOf(root, task.taskId)).includes("step-started:download") ? true : undefined), { timeoutMs: 10_000 });
+    // Nothing listens on the repository's port for a while (connections refused); then it comes up.
+    await new Promise((r) => setTimeout(r, 500));
+    let served = 0;
+    const repo = createServer((_req, res) => {
+      served++;
+      res.writeHead(200, { "content-length": pkg.size }).end(pkg.bytes);
+    });
+    await new Promise<void>((r) => repo.listen(port, "127.0.0.1", r));
+    try {
+      expect((await run.exited).code).toBe(0);
+    } finally {
+      repo.closeAllConnections();
+      await new Promise((r) => repo.close(r));
+    }
+    const entries = await journalOf(root, task.taskId);
+    expect(entries.at(-1)).toMatchObject({ kind: "succeeded", version: "2.0.0" });
+    expect(served).toBe(1);
+    expect(entries.find((e) => e.kind === "step-succeeded" && e.step === "download")).toMatchObject({ detail: expect.stringMatching(/, \d+ tries/) as unknown });
+  });
+
+  it("[upgrade-client] two real clients started together for one component: one runs, the other is rejected and touches nothing", async () => {
+    const root = await seededRoot();
+    // Whoever wins holds the lock in DOWNLOAD until the other has its verdict, however their starts interleave.
+    let release!: () => void;
+    const hold = new Promise<void>((r) => (release = r));
+    const [a, b] = ["/race-a.tar.gz", "/race-b.tar.gz"].map((path) =>
+      desiredTask({ hostId: HOST, package: { platform: "linux-amd64", sha256: pkg.sha256, size: pkg.size, url: server.serve(path, { body: pkg.bytes, hold }) } }),
+    ) as [DesiredState, DesiredState];
+    await recordLaunch(root, a);
+    await recordLaunch(root, b);
+    const runs = [runner.start(root, a, () => undefined), runner.start(root, b, () => undefined)];
+    await waitFor("one client rejected", async () => {
+      for (const t of [a, b]) if ((await journalOf(root, t.taskId)).at(-1)?.kind === "rejected") return true;
+      return undefined;
+    }, { timeoutMs: 15_000 });
+    release();
+    expect((await Promise.all(runs.map((r) => r.exited))).map((e) => e.code)).toEqual([0, 0]);
+    const verdicts = await Promise.all([a, b].map(async (t) => (await journalOf(root, t.taskId)).at(-1)));
+    expect(verdicts.map((v) => v?.kind).sort()).toEqual(["rejected", "succeeded"]);
+    const loser = verdicts[0]?.kind === "rejected" ? a : b;
+    const loserEntries = await journalOf(root, loser.taskId);
+    expect(shape(loserEntries)).toEqual(["accepted", "step-started:begin", "step-failed:begin", "rejected"]);
+    // The loser never downloaded; the winner's upgrade is what the host runs.
+    expect(server.requests.some((r) => r.path === (loser === a ? "/race-a.tar.gz" : "/race-b.tar.gz"))).toBe(false);
+    expect(await readlink(componentPaths(root, "metrics-agent").current)).toBe(join("versions", "2.0.0"));
   });
 });

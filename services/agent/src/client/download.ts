@@ -47,7 +47,7 @@ export async function downloadPackage(req: DownloadRequest): Promise<DownloadRes
       break;
     } catch (err) {
       if (err instanceof DownloadRefusedError || req.signal?.aborted || tries >= attempts) throw err;
-      await new Promise((r) => setTimeout(r, req.retryDelayMs ?? 200));
+      await pause(Math.min(30_000, (req.retryDelayMs ?? 200) * 2 ** (tries - 1)), req.signal);
     }
   }
   const actual = await hashFile(req.dest);
@@ -57,6 +57,19 @@ export async function downloadPackage(req: DownloadRequest): Promise<DownloadRes
     throw new DownloadRefusedError(`sha256 mismatch: expected ${req.sha256}, got ${actual.sha256}`);
   }
   return { bytes: actual.size, resumedBytes, tries };
+}
+
+/** Waits, or stops early when the signal aborts (the deadline or a cancel ends the tries). */
+function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    }
+    signal?.addEventListener("abort", done, { once: true });
+  });
 }
 
 /** One HTTP exchange; returns how many bytes of an earlier partial file were kept. */

@@ -79,14 +79,14 @@ describe("bounded, sanitised extraction", () => {
     expect(await readdir(join(dir, "out")).catch(() => [])).toEqual([]);
   });
 
-  it("[spine] strips setuid/setgid and keeps in-package symlinks", async () => {
+  it("[upgrade-client] refuses setuid/setgid files (issue 6: a refusal, no longer a silent strip) and keeps in-package symlinks", async () => {
     const pkg = await buildPackage({ "bin/tool": { content: "#!/bin/sh\n", mode: 0o6755 } });
     const dir = await tempDir("x");
     dirs.push(dir);
     const file = join(dir, "p.tar.gz");
     await writeFile(file, pkg.bytes);
-    await extractArchive(file, join(dir, "out"), limits);
-    expect((await lstat(join(dir, "out/bin/tool"))).mode & 0o7777).toBe(0o755);
+    await expect(extractArchive(file, join(dir, "out"), limits)).rejects.toThrow(/setuid or setgid bit/);
+    await expect(lstat(join(dir, "out"))).rejects.toThrow(/ENOENT/);
     const { result } = await tryExtract([
       { path: "lib", type: "Directory" },
       { path: "lib/real.so", type: "File", body: "x" },

@@ -50,6 +50,8 @@ export async function inspectArchive(file: string, limits: ExtractLimits): Promi
     if (before !== undefined && !(before === "Directory" && type === "Directory"))
       return `entry ${JSON.stringify(path)}: replaces an earlier ${before}`;
     if (FILE_TYPES.has(type)) {
+      // A package never needs to install a privileged binary: refused, not silently stripped.
+      if (typeof entry.mode === "number" && (entry.mode & 0o6000) !== 0) return `entry ${JSON.stringify(path)}: setuid or setgid bit`;
       files++;
       bytes += entry.size;
       if (bytes > limits.maxBytes) return `more than ${limits.maxBytes} bytes unpacked`;

@@ -50,7 +50,7 @@ describe("component lock", () => {
     const rounds = 15;
     const script = fileURLToPath(new URL("../testing/lock-contender.ts", import.meta.url));
     const procs = Array.from({ length: contenders }, () =>
-      spawn(process.execPath, ["--import", import.meta.resolve("tsx"), script, dir, String(rounds), "400"], { stdio: ["ignore", "ignore", "inherit"] }),
+      spawn(process.execPath, ["--import", import.meta.resolve("tsx"), script, dir, String(rounds)], { stdio: ["ignore", "ignore", "inherit"] }),
     );
     const exits = procs.map((p) => new Promise((r) => p.once("exit", r)));
     const results = async () => (await readFile(join(dir, "results"), "utf8").catch(() => "")).trim().split("\n").filter(Boolean);
@@ -61,6 +61,7 @@ describe("component lock", () => {
         await plant(join(dir, "lock"), { pid: 2 ** 22 + 999, taskId: "t-dead", token: `dead-${r}`, at: "2026-01-01T00:00:00Z" });
         await writeFile(join(dir, `go-${r}`), "");
         await waitFor(`round ${r} decided`, async () => ((await results()).filter((l) => l.startsWith(`${r} `)).length === contenders ? true : undefined), { timeoutMs: 20_000, intervalMs: 5 });
+        await writeFile(join(dir, `end-${r}`), "");
         // Wait for the holder to let go (its release removes the dir) before the next round plants a dead holder.
         await waitFor(`round ${r} released`, async () => ((await readdir(join(dir, "lock")).then(() => false, () => true)) ? true : undefined), { timeoutMs: 5_000, intervalMs: 5 });
       }

@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { mkdir, readdir, readFile, rmdir, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { z } from "zod";
@@ -26,13 +27,22 @@ export interface ComponentLock {
   release(): Promise<void>;
 }
 
-/** True when a process with this pid exists (EPERM: it exists but belongs to someone else). */
+/**
+ * True when a process with this pid exists (EPERM: it exists but belongs to someone else) and is
+ * not a zombie: a component process orphaned by its client is reparented, and where no one reaps
+ * it (a container's pid 1 often does not) it would otherwise look alive forever after it ended.
+ */
 export function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
-    return isErrno(err, "EPERM");
+    if (!isErrno(err, "EPERM")) return false;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+  } catch {
+    return true; // no /proc: trust the signal check
   }
 }
 

@@ -1,15 +1,22 @@
-import type { DesiredState, Step, TaskKind } from "@molt/contracts";
+import type { DesiredState, PackageManifest, Step, TaskKind, TrustedKeys } from "@molt/contracts";
 import type { ComponentPaths } from "../host/layout.js";
 import type { Fetch } from "./download.js";
 import type { ExtractLimits } from "./extract.js";
 import type { Crash } from "./crash.js";
 import type { ComponentLock } from "./lock.js";
+import type { ComponentConfig } from "../agent/components.js";
 import { backup } from "./steps/backup.js";
 import { begin } from "./steps/begin.js";
 import { download } from "./steps/download.js";
 import { endAction } from "./steps/end-action.js";
+import { postVerify, preStop } from "./steps/hooks.js";
 import { override } from "./steps/override.js";
+import { remove } from "./steps/remove.js";
+import { rollback } from "./steps/rollback.js";
+import { start } from "./steps/start.js";
+import { stop } from "./steps/stop.js";
 import { switchBack } from "./steps/switch-back.js";
+import { verify } from "./steps/verify.js";
 
 /** What a run is given and never changes: the task, where it lives, how to reach the network. */
 export interface TaskInput {
@@ -21,6 +28,12 @@ export interface TaskInput {
   /** A mirror base URL this host downloads through instead of the package URL's origin. */
   readonly mirror: string | undefined;
   readonly now: () => Date;
+  /** How this component is run (process, health, hooks); files only when not configured. */
+  readonly component: ComponentConfig;
+  /** Download tries and the first pause between them (doubled each time, up to 30 s). */
+  readonly retry: { readonly attempts: number; readonly delayMs: number };
+  /** Publisher keys this host trusts; null: none configured (unsigned packages are taken on their sha256). */
+  readonly trust: TrustedKeys | null;
   /** Crash points (MOLT_CRASH_AT) for the crash proofs; a no-op outside them. */
   readonly crash: Crash;
 }
@@ -35,9 +48,16 @@ export interface Facts {
   readonly previousVersion: string | null;
   /** `current` points at the task's version because of this run: from here on a failure means rollback. */
   readonly switched: boolean;
+  /** This run stopped the old process (ROLLBACK restarts it). */
+  readonly stopped: boolean;
+  /** This run started the new version's process (ROLLBACK stops it); its pid when known. */
+  readonly started: boolean;
+  readonly startedPid: number | null;
+  /** The publisher's manifest, verified by DOWNLOAD: OVERRIDE extracts within its limits. */
+  readonly manifest: PackageManifest | null;
 }
 
-export const NO_FACTS: Facts = { lock: null, previousVersion: null, switched: false };
+export const NO_FACTS: Facts = { lock: null, previousVersion: null, switched: false, stopped: false, started: false, startedPid: null, manifest: null };
 
 export interface StepResult {
   /** One line for the journal's step-succeeded. */
@@ -71,7 +91,20 @@ export interface StepSpec {
   readonly stopsOn: StopsOn;
 }
 
-export type StepId = "BEGIN" | "BACKUP" | "DOWNLOAD" | "OVERRIDE" | "SWITCH_BACK" | "END_ACTION";
+export type StepId =
+  | "BEGIN"
+  | "BACKUP"
+  | "DOWNLOAD"
+  | "OVERRIDE"
+  | "SWITCH_BACK"
+  | "REMOVE"
+  | "PRE_STOP"
+  | "STOP"
+  | "START"
+  | "VERIFY"
+  | "POST_VERIFY"
+  | "ROLLBACK"
+  | "END_ACTION";
 export type Next = StepId | "END";
 
 export interface StepMachine {
@@ -84,48 +117,71 @@ export class TaskRejectedError extends Error {
   readonly code = "task_rejected";
 }
 
-const BEGIN: StepSpec = { step: "begin", run: begin, onSuccess: "BACKUP", onFailure: "END", stopsOn: "cancel-or-deadline" };
-const END_ACTION: StepSpec = { step: "end-action", run: endAction, onSuccess: "END", onFailure: "END", stopsOn: "never" };
+type Row = Omit<StepSpec, "onSuccess" | "onFailure"> & { readonly id: StepId; readonly onFailure?: Next };
 
 /**
- * The upgrade as data: each step names where to go on success and on failure, and every path
- * ends in END. Only BEGIN may go straight to END (no lock taken, nothing touched); every other
- * failure still passes END_ACTION, which releases the lock and cleans up.
+ * Chains rows: each row's success goes to the next row, the last one's to END_ACTION; a row's
+ * failure goes where it says, else to `fail`. END_ACTION always ends; BEGIN fails to END
+ * (no lock taken, nothing touched).
  */
-export const UPGRADE_MACHINE: StepMachine = {
-  start: "BEGIN",
-  steps: {
-    BEGIN,
-    BACKUP: { step: "backup", run: backup, onSuccess: "DOWNLOAD", onFailure: "END_ACTION", stopsOn: "cancel-or-deadline" },
-    DOWNLOAD: { step: "download", run: download, onSuccess: "OVERRIDE", onFailure: "END_ACTION", stopsOn: "cancel-or-deadline" },
-    OVERRIDE: { step: "override", run: override, onSuccess: "END_ACTION", onFailure: "END_ACTION", stopsOn: "deadline" },
-    END_ACTION,
-  },
-};
+function chain(rows: readonly Row[], fail: Next): StepMachine {
+  const steps: Partial<Record<StepId, StepSpec>> = {};
+  rows.forEach((row, i) => {
+    const { id, onFailure, ...spec } = row;
+    steps[id] = { ...spec, onSuccess: rows[i + 1]?.id ?? "END_ACTION", onFailure: onFailure ?? fail };
+  });
+  steps.ROLLBACK = { step: "rollback", run: rollback, onSuccess: "END_ACTION", onFailure: "END_ACTION", stopsOn: "never" };
+  steps.END_ACTION = { step: "end-action", run: endAction, onSuccess: "END", onFailure: "END", stopsOn: "never" };
+  return { start: rows[0]?.id ?? "END_ACTION", steps };
+}
+
+const BEGIN: Row = { id: "BEGIN", step: "begin", run: begin, onFailure: "END", stopsOn: "cancel-or-deadline" };
+const BACKUP: Row = { id: "BACKUP", step: "backup", run: backup, onFailure: "END_ACTION", stopsOn: "cancel-or-deadline" };
+const DOWNLOAD: Row = { id: "DOWNLOAD", step: "download", run: download, onFailure: "END_ACTION", stopsOn: "cancel-or-deadline" };
 
 /**
- * A rollback task (the operator's rollback deployment): back to the host's own previous version
- * from the copy kept in versions/, with no download; journaled like any task.
+ * The rows after the files are in place, from the component's config: the hook before STOP,
+ * STOP and START when it has a process, VERIFY when it has a process or a health check, the hook
+ * after VERIFY. Once the host runs other files nothing interrupts a step (the run finishes or
+ * rolls back).
  */
-export const ROLLBACK_TASK_MACHINE: StepMachine = {
-  start: "BEGIN",
-  steps: {
-    BEGIN,
-    BACKUP: { step: "backup", run: backup, onSuccess: "SWITCH_BACK", onFailure: "END_ACTION", stopsOn: "cancel-or-deadline" },
-    SWITCH_BACK: { step: "override", run: switchBack, onSuccess: "END_ACTION", onFailure: "END_ACTION", stopsOn: "deadline" },
-    END_ACTION,
-  },
-};
+function processRows(component: ComponentConfig): Row[] {
+  const rows: Row[] = [];
+  const hasProcess = component.start !== undefined;
+  if (component.hooks?.beforeStop !== undefined) rows.push({ id: "PRE_STOP", step: "pre-stop", run: preStop, stopsOn: "never" });
+  if (hasProcess) {
+    rows.push({ id: "STOP", step: "stop", run: stop, stopsOn: "never" });
+    rows.push({ id: "START", step: "start", run: start, stopsOn: "never" });
+  }
+  if (hasProcess || component.health !== undefined) rows.push({ id: "VERIFY", step: "verify", run: verify, stopsOn: "never" });
+  if (component.hooks?.afterVerify !== undefined) rows.push({ id: "POST_VERIFY", step: "post-verify", run: postVerify, stopsOn: "never" });
+  return rows;
+}
 
-export function machineFor(kind: TaskKind): StepMachine {
+/**
+ * The step machine of a task, as data: each step names where to go on success and on failure,
+ * and every path ends in END. Upgrade and install: BEGIN → BACKUP → DOWNLOAD → OVERRIDE →
+ * [PRE_STOP] → [STOP → START] → [VERIFY] → [POST_VERIFY] → END_ACTION; any failure from OVERRIDE on
+ * goes to ROLLBACK. A rollback task swaps DOWNLOAD + OVERRIDE for a switch back to the kept
+ * version. Uninstall: BEGIN → BACKUP → [PRE_STOP] → [STOP] → OVERRIDE (remove) → END_ACTION.
+ */
+export function machineFor(kind: TaskKind, component: ComponentConfig): StepMachine {
   switch (kind) {
     case "upgrade":
     case "install":
-      return UPGRADE_MACHINE;
+      return chain(
+        [BEGIN, BACKUP, DOWNLOAD, { id: "OVERRIDE", step: "override", run: override, stopsOn: "deadline" }, ...processRows(component)],
+        "ROLLBACK",
+      );
     case "rollback":
-      return ROLLBACK_TASK_MACHINE;
-    case "uninstall":
-      throw new TaskRejectedError("uninstall tasks are not supported by this agent yet");
+      return chain([BEGIN, BACKUP, { id: "SWITCH_BACK", step: "override", run: switchBack, stopsOn: "deadline" }, ...processRows(component)], "ROLLBACK");
+    case "uninstall": {
+      const rows: Row[] = [BEGIN, BACKUP];
+      if (component.hooks?.beforeStop !== undefined) rows.push({ id: "PRE_STOP", step: "pre-stop", run: preStop, stopsOn: "never" });
+      if (component.start !== undefined) rows.push({ id: "STOP", step: "stop", run: stop, stopsOn: "never" });
+      rows.push({ id: "REMOVE", step: "override", run: remove, stopsOn: "never" });
+      return chain(rows, "END_ACTION");
+    }
     default: {
       const never: never = kind;
       throw new Error(`unknown task kind ${String(never)}`);

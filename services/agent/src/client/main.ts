@@ -7,8 +7,9 @@
  */
 import { parseArgs } from "node:util";
 import { claimTask, openJournal, readTask, taskPaths } from "../host/task-files.js";
+import { launchOptions } from "./launch.js";
 import { crashFromSpec } from "./crash.js";
-import { cancelled, runTask } from "./run-task.js";
+import { cancelled, DEFAULT_RETRY, runTask } from "./run-task.js";
 
 async function main(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -48,6 +49,8 @@ async function main(argv: string[]): Promise<number> {
       stepDelayMs: Number(values["step-delay-ms"] ?? 0) || 0,
       signal: cancel.signal,
       crash,
+      retry: retryFromEnv(process.env),
+      ...(await launchOptions(root, task)),
       ...(faultFile ? { faultFile } : {}),
       ...(values.mirror ? { mirror: values.mirror } : {}),
     });
@@ -66,3 +69,13 @@ main(process.argv.slice(2)).then(
     process.exitCode = 1;
   },
 );
+
+/** `MOLT_DOWNLOAD_ATTEMPTS` and `MOLT_DOWNLOAD_RETRY_MS` (inherited from the agent), else the defaults. */
+function retryFromEnv(env: NodeJS.ProcessEnv): { attempts: number; delayMs: number } {
+  const attempts = Number(env["MOLT_DOWNLOAD_ATTEMPTS"] ?? DEFAULT_RETRY.attempts);
+  const delayMs = Number(env["MOLT_DOWNLOAD_RETRY_MS"] ?? DEFAULT_RETRY.delayMs);
+  return {
+    attempts: Number.isInteger(attempts) && attempts >= 1 ? attempts : DEFAULT_RETRY.attempts,
+    delayMs: Number.isInteger(delayMs) && delayMs >= 0 ? delayMs : DEFAULT_RETRY.delayMs,
+  };
+}

@@ -1,11 +1,15 @@
-import type { DesiredState, JournalEntry, Step } from "@molt/contracts";
+import type { DesiredState, JournalEntry, Step, TrustedKeys } from "@molt/contracts";
 import type { JournalWriter } from "../host/task-files.js";
 import { componentPaths } from "../host/layout.js";
 import type { Fetch } from "./download.js";
 import type { ExtractLimits } from "./extract.js";
 import { type Crash, noCrash } from "./crash.js";
+import { filesOnly, type ComponentConfig } from "../agent/components.js";
 import { injectedFault } from "./fault.js";
 import { type Facts, machineFor, NO_FACTS, type StepMachine, type StepSpec, type TaskInput, TaskRejectedError } from "./machine.js";
+
+/** A repository away for a minute or so is ridden out; the deadline ends the tries in any case. */
+export const DEFAULT_RETRY = { attempts: 8, delayMs: 1_000 } as const;
 
 export const DEFAULT_LIMITS: ExtractLimits = { maxEntries: 100_000, maxBytes: 8 * 1024 ** 3 };
 
@@ -27,6 +31,12 @@ export interface RunTaskOptions {
   readonly faultFile?: string;
   readonly machine?: StepMachine;
   readonly crash?: Crash;
+  /** Download retries: tries (each resuming the last) and the first pause, doubled each time up to 30 s. */
+  readonly retry?: { readonly attempts: number; readonly delayMs: number };
+  /** How the component runs (process, health, hooks); files only when absent. */
+  readonly component?: ComponentConfig;
+  /** Publisher keys this host trusts; null or absent: none configured. */
+  readonly trust?: TrustedKeys | null;
 }
 
 export type Verdict = Extract<JournalEntry, { kind: "succeeded" | "failed" | "rejected" }>;
@@ -41,12 +51,8 @@ export async function runTask(opts: RunTaskOptions): Promise<Verdict> {
   const { journal, task } = opts;
   if (journal.lastSeq !== 0) throw new Error(`task ${task.taskId} already has a journal (seq ${journal.lastSeq}); it runs at most once`);
   const now = opts.now ?? (() => new Date());
-  let machine: StepMachine;
-  try {
-    machine = opts.machine ?? machineFor(task.kind);
-  } catch (err) {
-    return (await journal.append({ kind: "rejected", reason: (err as Error).message })) as Verdict;
-  }
+  const component = opts.component ?? filesOnly(task.component);
+  const machine = opts.machine ?? machineFor(task.kind, component);
   // Capped: timers overflow past 2^31 ms (about 24 days) and would fire at once.
   const untilDeadline = Math.min(2 ** 31 - 1, Math.max(0, Date.parse(task.deadline) - now().getTime()));
   const deadline = AbortSignal.timeout(untilDeadline);
@@ -62,6 +68,9 @@ export async function runTask(opts: RunTaskOptions): Promise<Verdict> {
     limits: opts.limits ?? DEFAULT_LIMITS,
     mirror: opts.mirror,
     now,
+    component,
+    trust: opts.trust ?? null,
+    retry: opts.retry ?? DEFAULT_RETRY,
     crash: opts.crash ?? noCrash,
   };
   let facts: Facts = NO_FACTS;
@@ -84,6 +93,8 @@ export async function runTask(opts: RunTaskOptions): Promise<Verdict> {
       const durationMs = Math.round(performance.now() - started);
       const detail = result.detail ? { detail: result.detail.slice(0, 1000) } : {};
       await journal.append({ kind: "step-succeeded", step: spec.step, durationMs, ...detail });
+      // The old version runs again: say so, with the reason, before the cleanup and the verdict.
+      if (spec.step === "rollback" && failure !== null) await journal.append({ kind: "rolled-back", reason: failure.error });
       at = spec.onSuccess;
     } catch (err) {
       const durationMs = Math.round(performance.now() - started);

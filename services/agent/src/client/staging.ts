@@ -1,4 +1,4 @@
-import { mkdir, readdir, rm, stat } from "node:fs/promises";
+import { readdir, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { isErrno } from "../host/durable.js";
 import { type ComponentPaths, installedVersion } from "../host/layout.js";
@@ -19,9 +19,8 @@ export const extractPath = (paths: ComponentPaths, taskId: string) => join(paths
  * downloads) and temp `current` links; `keepSha256` names the one download to keep, so it resumes.
  */
 export async function discardLeftovers(paths: ComponentPaths, keepSha256?: string): Promise<void> {
-  await mkdir(paths.staging, { recursive: true });
   const keep = keepSha256 === undefined ? undefined : downloadName(keepSha256);
-  for (const name of await readdir(paths.staging)) {
+  for (const name of await readdir(paths.staging).catch(() => [])) {
     if (name !== keep) await rm(join(paths.staging, name), { recursive: true, force: true });
   }
   for (const name of await readdir(paths.dir)) {

@@ -1,36 +1,25 @@
 import { readdir, readlink, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { DesiredState, JournalEntry } from "@molt/contracts";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { inProcessRunner, processRunner } from "../agent/runners.js";
 import { componentPaths, seedComponent } from "../host/layout.js";
 import { readJournal, recordLaunch, taskPaths } from "../host/task-files.js";
 import { silentLog } from "../log.js";
-import { buildPackage, type BuiltPackage, desiredTask, type PackageServer, startPackageServer, tempDir } from "../testing/fixtures.js";
+import { desiredTask } from "../testing/fixtures.js";
+import { packageSuite } from "../testing/suite.js";
 
-let server: PackageServer;
-let pkg: BuiltPackage;
-const roots: string[] = [];
-
-beforeAll(async () => {
-  server = await startPackageServer();
-  pkg = await buildPackage({ VERSION: "2.0.0\n" });
-});
-afterAll(async () => {
-  await server.close();
-  await Promise.all(roots.map((r) => rm(r, { recursive: true, force: true })));
-});
+const suite = packageSuite({ VERSION: "2.0.0\n" });
 
 async function seededRoot(): Promise<string> {
-  const root = await tempDir("kinds");
-  roots.push(root);
+  const root = await suite.tempRoot("kinds");
   await seedComponent(root, { component: "metrics-agent", version: "1.0.0" });
   return root;
 }
 
 function upgradeTask(hostId: string, path: string): DesiredState {
-  const url = server.serve(path, { body: pkg.bytes });
-  return desiredTask({ hostId, package: { platform: "linux-amd64", sha256: pkg.sha256, size: pkg.size, url } });
+  const url = suite.server.serve(path, { body: suite.pkg.bytes });
+  return desiredTask({ hostId, package: { platform: "linux-amd64", sha256: suite.pkg.sha256, size: suite.pkg.size, url } });
 }
 
 async function run(root: string, task: DesiredState, runner = processRunner({ log: silentLog() })): Promise<JournalEntry[]> {
@@ -44,7 +33,7 @@ describe("task kinds and injected faults", () => {
     const root = await seededRoot();
     const hostId = "web-31.example.com";
     expect((await run(root, upgradeTask(hostId, "/k-up.tar.gz"))).at(-1)).toMatchObject({ kind: "succeeded", version: "2.0.0" });
-    const requests = server.requests.length;
+    const requests = suite.server.requests.length;
     const rollback = desiredTask({ hostId, kind: "rollback", version: "1.0.0", fromVersion: "2.0.0", package: undefined });
     delete (rollback as { package?: unknown }).package;
     const entries = await run(root, rollback);
@@ -62,7 +51,7 @@ describe("task kinds and injected faults", () => {
     ]);
     expect(entries.at(-1)).toMatchObject({ version: "1.0.0" });
     expect(entries.find((e) => e.kind === "step-succeeded" && e.step === "override")).toMatchObject({ detail: expect.stringContaining("no download") as unknown });
-    expect(server.requests.length).toBe(requests);
+    expect(suite.server.requests.length).toBe(requests);
     const paths = componentPaths(root, "metrics-agent");
     expect(await readlink(paths.current)).toBe(join("versions", "1.0.0"));
     // The version rolled away from stays kept, so a later redeploy needs no download either.
@@ -79,8 +68,7 @@ describe("task kinds and injected faults", () => {
   });
 
   it("[upgrade-client] MOLT_SIM_FAULT_FILE fails the named step on the named hosts only, re-read at every step, absent = no fault", async () => {
-    const dir = await tempDir("fault");
-    roots.push(dir);
+    const dir = await suite.tempRoot("fault");
     const faultFile = join(dir, "fault.json");
     const runner = inProcessRunner({ faultFile });
     await writeFile(faultFile, JSON.stringify({ hosts: ["sim-003"], step: "download", message: "injected" }));

@@ -9,6 +9,8 @@ import { fsyncDir, isErrno } from "./durable.js";
  * `components/<c>/shared/` (kept across versions), `components/<c>/staging/` (downloads, extraction).
  */
 export interface ComponentPaths {
+  /** The host root this component lives under. */
+  readonly root: string;
   readonly dir: string;
   readonly versions: string;
   readonly current: string;
@@ -21,6 +23,7 @@ export interface ComponentPaths {
 export function componentPaths(root: string, component: string): ComponentPaths {
   const dir = join(root, "components", component);
   return {
+    root,
     dir,
     versions: join(dir, "versions"),
     current: join(dir, "current"),
@@ -30,6 +33,11 @@ export function componentPaths(root: string, component: string): ComponentPaths 
     lock: join(dir, "lock"),
     version: (v) => join(dir, "versions", v),
   };
+}
+
+/** `{pid, version, at}` of the agent's last heartbeat: how a self-upgrade's watcher sees the new agent live. */
+export function localHeartbeatPath(root: string): string {
+  return join(root, "agent", "heartbeat.json");
 }
 
 /** The installed version = the basename of `current`'s target; null when there is no `current`. */

@@ -1,8 +1,9 @@
 import { mkdir, open, readdir, readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import { DesiredState, JournalEntry } from "@molt/contracts";
+import { DesiredState, JournalEntry, TrustedKeyConfig } from "@molt/contracts";
 import { z } from "zod";
-import { createFileDurable, fsyncDir, isErrno, writeFileDurable } from "./durable.js";
+import { ComponentConfig, filesOnly } from "../agent/components.js";
+import { createFileDurable, fileExists, fsyncDir, isErrno, writeFileDurable } from "./durable.js";
 
 /**
  * The agent's durable state for one task, under `<root>/agent/tasks/<taskId>/`:
@@ -14,6 +15,7 @@ import { createFileDurable, fsyncDir, isErrno, writeFileDurable } from "./durabl
 export interface TaskPaths {
   readonly dir: string;
   readonly taskJson: string;
+  readonly launch: string;
   readonly claim: string;
   readonly journal: string;
   readonly forwarded: string;
@@ -28,6 +30,7 @@ export function taskPaths(root: string, taskId: string): TaskPaths {
   return {
     dir,
     taskJson: join(dir, "task.json"),
+    launch: join(dir, "launch.json"),
     claim: join(dir, "claim"),
     journal: join(dir, "journal.jsonl"),
     forwarded: join(dir, "forwarded"),
@@ -47,11 +50,34 @@ export async function listTaskIds(root: string): Promise<string[]> {
  * Records durably that this task was launched. Returns false if it already was (by this agent
  * before a restart, or by a racing read): the caller must then not launch it again.
  */
-export async function recordLaunch(root: string, task: DesiredState): Promise<boolean> {
+/**
+ * What the host's configuration says about a task's component, recorded with the task: how the
+ * component runs, and the publisher keys this host trusts (public keys, from the host's config).
+ */
+export const LaunchContext = z.object({
+  component: ComponentConfig,
+  trustedKeys: z.array(TrustedKeyConfig).default([]),
+});
+export type LaunchContext = z.infer<typeof LaunchContext>;
+
+export async function recordLaunch(root: string, task: DesiredState, context?: z.input<typeof LaunchContext>): Promise<boolean> {
   const p = taskPaths(root, task.taskId);
   await mkdir(p.dir, { recursive: true });
   await fsyncDir(dirname(p.dir));
+  // Written before task.json (which means "launched"), so the client and a recovering agent act
+  // on the configuration the task was launched with.
+  if (context !== undefined && !(await fileExists(p.taskJson))) await writeFileDurable(p.launch, `${JSON.stringify(context)}\n`);
   return createFileDurable(p.taskJson, `${JSON.stringify(task)}\n`);
+}
+
+/** The launch context of a task; files only and no trusted keys when none was recorded. */
+export async function readLaunch(root: string, task: DesiredState): Promise<LaunchContext> {
+  try {
+    return LaunchContext.parse(JSON.parse(await readFile(taskPaths(root, task.taskId).launch, "utf8")));
+  } catch (err) {
+    if (isErrno(err, "ENOENT")) return { component: filesOnly(task.component), trustedKeys: [] };
+    throw err;
+  }
 }
 
 /** The launched task, validated (a file read from disk is an edge); null if never launched. */

@@ -86,6 +86,14 @@ export interface Served {
   hold?: Promise<void>;
   /** When set, only this many bytes of a full (non-Range) response are sent, then the response hangs open. */
   cutAfter?: number;
+  /** When set, the first full (non-Range) response breaks off after this many bytes (the connection is cut). */
+  dropFirstAfter?: number;
+  /**
+   * With dropFirstAfter: the cut waits for this (e.g. the bytes being on the client's disk). A
+   * stream that errors drops the chunks its reader has not taken yet, so cutting at once would
+   * test how fast the client reads, not whether it resumes.
+   */
+  dropWhen?: () => Promise<unknown>;
 }
 
 export interface PackageServer {
@@ -125,6 +133,13 @@ export async function startPackageServer(): Promise<PackageServer> {
       return;
     }
     res.writeHead(200, { "content-length": served.body.length });
+    if (served.dropFirstAfter !== undefined) {
+      const n = served.dropFirstAfter;
+      delete served.dropFirstAfter;
+      const when = served.dropWhen ?? (() => Promise.resolve());
+      res.write(served.body.subarray(0, n), () => void when().finally(() => res.destroy()));
+      return;
+    }
     if (served.cutAfter !== undefined) {
       res.write(served.body.subarray(0, served.cutAfter));
       return;

@@ -47,7 +47,8 @@ async function register(hostId: string, component: string, version: string) {
 async function publish(component: string, version: string) {
   const sha256 = "b".repeat(64);
   const manifest = { component, version, platform: "linux-amd64", sha256, size: 100, files: 1, entries: 1, unpackedSize: 10 };
-  const events: MoltEvent[] = [{ id: `pkg-${component}-${version}/0`, type: "PackagePublished", data: { ...manifest, manifest }, metadata: meta("p") }];
+  const signed = { signature: "c2lnbmF0dXJl", keyId: "publisher-1" };
+  const events: MoltEvent[] = [{ id: `pkg-${component}-${version}/0`, type: "PackagePublished", data: { ...manifest, manifest, ...signed }, metadata: meta("p") }];
   const last = await store.readLast(subjects.package(component));
   await store.append(subjects.package(component), { commitId: `pkg-${component}-${version}`, events }, { expectedSequence: last?.seq ?? 0 });
 }
@@ -104,6 +105,8 @@ describe("allocator", () => {
       const desired = DesiredState.parse((await kv.get(desiredKey(h, "metrics-agent")))!.json());
       expect(desired).toMatchObject({ taskId: taskIdFor(deploymentId, h, 1), version: "2.0.0", fromVersion: "1.0.0" });
       expect(desired.package?.url).toContain("/v1/packages/metrics-agent/2.0.0/linux-amd64/download");
+      // The publisher's signed manifest travels to the host, which checks it with its own keys.
+      expect(desired.package?.signed).toMatchObject({ signature: "c2lnbmF0dXJl", keyId: "publisher-1", manifest: { component: "metrics-agent", version: "2.0.0" } });
     }
     const skipped = (await store.read(subjects.deployment(deploymentId))).flatMap((c) => c.commit.events).flatMap((e) => (e.type === "PlanPartRecorded" ? e.data.skipped : []));
     expect(skipped.map((s) => s.hostId).sort()).toEqual(["already-there", "unknown-host"]);

@@ -122,8 +122,12 @@ export async function loadPackages(
   const out = new Map<string, PackageRef>();
   for (const c of await store.read(subjects.package(component))) {
     for (const e of c.commit.events) {
-      if (e.type === "PackagePublished" && e.data.version === version)
-        out.set(e.data.platform, { platform: e.data.platform, sha256: e.data.sha256, size: e.data.size, url: downloadUrl(e.data.platform) });
+      if (e.type === "PackagePublished" && e.data.version === version) {
+        const d = e.data;
+        // The signed manifest goes to the host, which checks it against its own trusted keys.
+        const signed = d.signature !== undefined && d.keyId !== undefined ? { manifest: d.manifest, signature: d.signature, keyId: d.keyId } : undefined;
+        out.set(d.platform, { platform: d.platform, sha256: d.sha256, size: d.size, url: downloadUrl(d.platform), ...(signed ? { signed } : {}) });
+      }
       if (e.type === "PackageYanked" && e.data.version === version) {
         if (e.data.platform) out.delete(e.data.platform);
         else out.clear();

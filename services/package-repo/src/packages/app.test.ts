@@ -414,6 +414,22 @@ describe("package-repo over HTTP", () => {
       await nothingStored(component, sha256(empty));
     });
 
+    it("[security] a symlink chain that resolves outside (each hop harmless as text) → 400 and nothing stored", async () => {
+      const component = uniq();
+      const chain = gzipSync(
+        rawTar([
+          { path: "a/", type: "Directory" },
+          { path: "a/b", type: "SymbolicLink", linkpath: ".." },
+          { path: "z", type: "SymbolicLink", linkpath: "a/b/.." },
+          { path: "e", type: "SymbolicLink", linkpath: "z/etc/cron.d" },
+        ]),
+      );
+      const res = await upload({ component, version: "1.0.0" }, chain);
+      expect(res.status).toBe(400);
+      expect(((await res.json()) as { error: { message: string } }).error.message).toMatch(/symlink "z" resolves outside the package/);
+      await nothingStored(component, sha256(chain));
+    });
+
     it("[spine] no token → 401; a viewer token → 403", async () => {
       const component = uniq();
       const bytes = await tarGz({ x: "y" });

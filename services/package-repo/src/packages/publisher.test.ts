@@ -17,6 +17,7 @@ import {
   subjects,
   trustedKeys,
   verifyManifest,
+  type TrustedKeyConfig,
 } from "@molt/contracts";
 import { createEventStore, ensureEventStream, type EventStore } from "@molt/event-store";
 import { generatePublisherKey, manifestOf, PUBLISHER_BIN, pushPackage, signAndPush, type PublisherKeyPair } from "@molt/publisher";
@@ -68,6 +69,22 @@ async function nothingStored(component: string, digest: string) {
   expect(await readdir(join(dataDir, "tmp")).catch(() => [])).toEqual([]);
 }
 
+/** A package-repo app on the shared bus that trusts `keys` and holds no signing key itself. */
+function repoTrusting(dir: string, keys: TrustedKeyConfig[]) {
+  return buildApp({
+    logger: Object.assign(createLogger("package-repo-test"), { level: "warn" }),
+    tokens: parseTokens(JSON.stringify({ [OPERATOR]: { actor: "pia", role: "operator" } }), "test"),
+    store,
+    objects,
+    dataDir: dir,
+    publicUrl: "http://127.0.0.1/",
+    maxPackageBytes: 1024 * 1024,
+    archiveLimits: { maxEntries: 1000, maxUnpackedBytes: 64 * 1024 * 1024 },
+    publisherKeys: trustedKeys(keys),
+    signer: null,
+  });
+}
+
 const ids = (component: string) => ({ component, version: "1.0.0", platform: "linux-amd64" });
 const pkg = (text: string) => buildPackage({ VERSION: "1.0.0\n", "bin/run.sh": `#!/bin/sh\necho ${text}\n` });
 
@@ -81,21 +98,8 @@ beforeAll(async () => {
   dataDir = join(work, "data");
   current = generatePublisherKey();
   retired = generatePublisherKey();
-  const logger = createLogger("package-repo-test");
-  logger.level = "warn";
-  app = buildApp({
-    logger,
-    tokens: parseTokens(JSON.stringify({ [OPERATOR]: { actor: "pia", role: "operator" } }), "test"),
-    store,
-    objects,
-    dataDir,
-    publicUrl: "http://127.0.0.1/",
-    maxPackageBytes: 1024 * 1024,
-    archiveLimits: { maxEntries: 1000, maxUnpackedBytes: 64 * 1024 * 1024 },
-    publisherKeys: trustedKeys([{ publicKey: current.publicKey }, { publicKey: retired.publicKeyPem, revoked: true }]),
-    // No key on the server: what it publishes is signed by the publisher or not at all.
-    signer: null,
-  });
+  // No key on the server: what it publishes is signed by the publisher or not at all.
+  app = repoTrusting(dataDir, [{ publicKey: current.publicKey }, { publicKey: retired.publicKeyPem, revoked: true }]);
   base = await app.listen({ host: "127.0.0.1", port: 0 });
 });
 
@@ -117,18 +121,7 @@ describe("publisher signing", () => {
     expect((await publish(["keygen", "--out", keyDir, "--name", "release"])).code).toBe(1);
 
     // This repository trusts `current` only; run a second app trusting the new key.
-    const repo = buildApp({
-      logger: Object.assign(createLogger("package-repo-test"), { level: "warn" }),
-      tokens: parseTokens(JSON.stringify({ [OPERATOR]: { actor: "pia", role: "operator" } }), "test"),
-      store,
-      objects,
-      dataDir: join(work, `data-${n}`),
-      publicUrl: "http://127.0.0.1/",
-      maxPackageBytes: 1024 * 1024,
-      archiveLimits: { maxEntries: 1000, maxUnpackedBytes: 64 * 1024 * 1024 },
-      publisherKeys: trustedKeys([{ keyId: made.keyId, publicKey: made.publicKey }]),
-      signer: null,
-    });
+    const repo = repoTrusting(join(work, `data-${n}`), [{ keyId: made.keyId, publicKey: made.publicKey }]);
     const url = await repo.listen({ host: "127.0.0.1", port: 0 });
     try {
       const component = uniq();

@@ -1,12 +1,18 @@
 import { downloadPackage, viaMirror } from "../download.js";
 import type { StepContext, StepResult } from "../machine.js";
+import { checkSignedManifest } from "../signature.js";
 import { archivePath } from "../staging.js";
 
-/** DOWNLOAD: the package into staging, resuming a partial file, bounded by its size, then sha256. */
+/**
+ * DOWNLOAD: first the publisher's signature and that the manifest is this task's (nothing is
+ * fetched for a package the host would refuse), then the package into staging, resuming a
+ * partial file, bounded by its size, then size and sha256.
+ */
 export async function download({ input, signal }: StepContext): Promise<StepResult> {
   const { task, mirror } = input;
   const pkg = task.package;
   if (pkg === undefined) throw new Error(`a ${task.kind} task has no package to download`);
+  const manifest = checkSignedManifest(task, input.trust);
   const url = viaMirror(pkg.url, mirror);
   const res = await downloadPackage({
     url,
@@ -15,9 +21,13 @@ export async function download({ input, signal }: StepContext): Promise<StepResu
     sha256: pkg.sha256,
     fetch: input.fetch,
     signal,
+    attempts: input.retry.attempts,
+    retryDelayMs: input.retry.delayMs,
     onChunk: () => input.crash("download"),
   });
   const resumed = res.resumedBytes > 0 ? `, resumed ${res.resumedBytes} bytes` : "";
+  const tries = res.tries > 1 ? `, ${res.tries} tries` : "";
   const via = mirror ? ` via ${new URL(url).origin}` : "";
-  return { detail: `${res.bytes} bytes, sha256 ok${resumed}${via}` };
+  const signedBy = manifest ? `, signed by ${pkg.signed?.keyId ?? ""}` : "";
+  return { detail: `${res.bytes} bytes, sha256 ok${signedBy}${resumed}${tries}${via}`, facts: { manifest } };
 }

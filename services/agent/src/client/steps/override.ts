@@ -4,6 +4,8 @@ import { installedVersion, switchCurrent } from "../../host/layout.js";
 import { extractArchive } from "../extract.js";
 import { writeSwitchRecord } from "../recovery.js";
 import type { StepContext, StepResult } from "../machine.js";
+import type { PackageManifest } from "@molt/contracts";
+import type { ExtractLimits } from "../extract.js";
 import { archivePath, extractPath } from "../staging.js";
 
 /**
@@ -18,7 +20,7 @@ export async function override({ input, facts, signal }: StepContext): Promise<S
   const { version } = task;
   const extracted = extractPath(paths, task.taskId);
   await rm(extracted, { recursive: true, force: true });
-  const summary = await extractArchive(archivePath(paths, task.package.sha256), extracted, input.limits, { signal, onEntry: () => input.crash("extract") });
+  const summary = await extractArchive(archivePath(paths, task.package.sha256), extracted, limitsOf(facts.manifest, input.limits), { signal, onEntry: () => input.crash("extract") });
   const target = paths.version(version);
   const installed = await installedVersion(input.root, task.component);
   if (await fileExists(target)) {
@@ -42,4 +44,9 @@ export async function override({ input, facts, signal }: StepContext): Promise<S
   await switchCurrent(paths, version, task.taskId, () => input.crash("switch:linked"));
   input.crash("override:switched");
   return { detail: `${summary.files} files, ${summary.bytes} bytes; current → versions/${version}`, facts: { switched: true } };
+}
+
+/** The signed manifest's counts bound the extraction exactly; without one, the host's defaults. */
+function limitsOf(manifest: PackageManifest | null, defaults: ExtractLimits): ExtractLimits {
+  return manifest ? { maxEntries: manifest.entries, maxBytes: manifest.unpackedSize } : defaults;
 }
