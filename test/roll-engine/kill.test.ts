@@ -91,7 +91,6 @@ describe("roll engine under kill -9", () => {
     expect(done?.e.type === "DeploymentCompleted" && done.e.data).toMatchObject({ succeeded: 300, failed: 0, skipped: 0 });
     expect(kills).toBeGreaterThanOrEqual(3);
     expect(killsInFlight, `${killsInFlight} of ${kills} kills landed with tasks in flight`).toBeGreaterThanOrEqual(3);
-    console.warn(`[roll-engine] kill -9 scenario: ${kills} kills, ${killsInFlight} with tasks in flight`);
 
     const allocations = new Map<string, number>();
     for (const c of await h.slotCommits())

@@ -52,7 +52,7 @@ function serialByKey() {
 export function batches(deps: EngineDeps) {
   const serial = serialByKey();
   /** Outcomes waiting for their deployment's next group commit, with the callers to answer. */
-  const pending = new Map<string, Array<{ o: HostOutcomeData; e: MoltEvent; done: (err?: unknown) => void }>>();
+  const pending = new Map<string, Array<{ o: HostOutcomeData; e: MoltEvent; done: (err?: Error) => void }>>();
 
   /**
    * Asks nextCommands what is due, appends it, and asks again until nothing is; a pause that
@@ -95,7 +95,7 @@ export function batches(deps: EngineDeps) {
     const o: HostOutcomeData = { hostId: where.hostId, attempt: where.attempt, outcome, ...(reason !== undefined ? { reason } : {}) };
     return new Promise<void>((resolve, reject) => {
       const queue = pending.get(where.deploymentId);
-      const item = { o, e, done: (err?: unknown) => (err === undefined ? resolve() : reject(err as Error)) };
+      const item = { o, e, done: (err?: Error) => (err === undefined ? resolve() : reject(err)) };
       if (queue) {
         queue.push(item);
         return;
@@ -117,7 +117,7 @@ export function batches(deps: EngineDeps) {
       if (err instanceof NotFoundError) {
         deps.logger.warn({ deploymentId, hosts: outcomes.length }, "tasks ended for a deployment that does not exist");
         for (const i of items) i.done();
-      } else for (const i of items) i.done(err);
+      } else for (const i of items) i.done(err instanceof Error ? err : new Error(String(err)));
     }
   }
 
