@@ -32,11 +32,18 @@ describe("planner [roll-engine]", () => {
           const before = ringAssign(hosts, Math.ceil(hosts.length / batchSize));
           const after = ringAssign([...hosts, ...extra], Math.ceil((hosts.length + extra.length) / batchSize));
           const moved = hosts.filter((_, i) => before[i] !== after[i]).length;
-          // One batch more takes ~1/(B+1) of the hosts; allow sampling noise on top of 10 %.
-          expect(moved / hosts.length).toBeLessThanOrEqual(0.15);
+          const b0 = Math.ceil(hosts.length / batchSize);
+          const b1 = Math.ceil((hosts.length + extra.length) / batchSize);
+          // The new batches take their share of the ring, (b1 - b0) / b1: about 10 % for 10 % more
+          // hosts. Hosts are a sample of the ring, so allow ~4 standard deviations of noise.
+          const share = (b1 - b0) / b1;
+          const noise = 4 * Math.sqrt((share * (1 - share)) / hosts.length) + 0.01;
+          // Rounding the batch count up can add one batch more than 10 % would (e.g. 11 → 13).
+          expect(share).toBeLessThanOrEqual(0.2);
+          expect(moved / hosts.length).toBeLessThanOrEqual(share + noise);
         },
       ),
-      { numRuns: 60 },
+      { numRuns: 40, endOnFailure: true },
     );
     fc.assert(
       fc.property(fc.uniqueArray(fc.stringMatching(/^[a-z0-9.-]{3,40}$/), { minLength: 1, maxLength: 300 }), fc.integer({ min: 1, max: 50 }), (hosts, pct) => {
