@@ -39,7 +39,8 @@ async function rollout(hosts: number) {
     dataDir,
     tokens: { [TOKEN]: { actor: "bench", role: "operator" } },
     sim: { count: hosts, prefix: "b-", seed: `${C}@1.0.0`, stepDelayMs: 0 },
-    env: { MOLT_LOG_LEVEL: "warn", MOLT_HEARTBEAT_MS: "10000", MOLT_POLL_MS: "5000" },
+    // Info logs stay on: readiness is read from them (testkit), and production runs at info too.
+    env: { MOLT_HEARTBEAT_MS: "10000", MOLT_POLL_MS: "5000" },
   });
   try {
     const api = async (method: string, path: string, body: unknown, headers: Record<string, string> = {}) => {

@@ -1,7 +1,8 @@
-import { readFile } from "node:fs/promises";
+import { readFile, rm } from "node:fs/promises";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { SlotState, subjects, type MoltEvent } from "@molt/contracts";
 import type { EventStore, StoredCommit } from "@molt/event-store";
-import { buildPackage, waitFor, type System } from "@molt/testkit";
+import { buildPackage, waitFor, type NatsServer, type RunningProcess, type System } from "@molt/testkit";
 import { expect } from "vitest";
 
 export const COMPONENT = "metrics-agent";
@@ -97,4 +98,13 @@ export function doubleActive(commits: StoredCommit[]): string[] {
 export async function downloadRequests(logFile: string): Promise<number> {
   const text = await readFile(logFile, "utf8").catch(() => "");
   return text.split("\n").filter((l) => l.includes('"incoming request"') && l.includes("/download")).length;
+}
+
+/** Stops what a scenario started, extra processes first, and removes its data dir. */
+export async function teardown(parts: { extra: RunningProcess[]; system?: System; nc?: NatsConnection; nats?: NatsServer; dataDir?: string }) {
+  await Promise.all(parts.extra.map((p) => p.stop()));
+  await parts.system?.stop();
+  await parts.nc?.close();
+  await parts.nats?.stop();
+  if (parts.dataDir) await rm(parts.dataDir, { recursive: true, force: true });
 }

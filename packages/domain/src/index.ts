@@ -41,6 +41,7 @@ export type {
   DeploymentCommand,
   EngineCommand,
   FailDeployment,
+  HostOutcomeData,
   OperatorCommand,
   PauseDeployment,
   RecordHostOutcome,

@@ -23,7 +23,9 @@ export type FailDeployment = { type: "FailDeployment"; data: { reason: string } 
 export type StartBatch = { type: "StartBatch"; data: { index: number } };
 /** `from` is the batch's assignment cursor the decision was made at, so a replayed decision is a no-op. */
 export type AssignHosts = { type: "AssignHosts"; data: { batch: number; from: number; hosts: string[] } };
-export type RecordHostOutcome = { type: "RecordHostOutcome"; data: { hostId: string; attempt: number; outcome: HostOutcome; reason?: string } };
+export type HostOutcomeData = { hostId: string; attempt: number; outcome: HostOutcome; reason?: string };
+/** Outcomes of several hosts in one commit: the deployment is every host's hot spot, so the engine groups them. */
+export type RecordHostOutcome = { type: "RecordHostOutcome"; data: { outcomes: HostOutcomeData[] } };
 export type CompleteBatch = { type: "CompleteBatch"; data: { index: number; at: string } };
 export type BrakeDeployment = { type: "BrakeDeployment"; data: { failed: number; finished: number; threshold: number } };
 export type AwaitApproval = { type: "AwaitApproval"; data: { index: number } };
@@ -171,10 +173,16 @@ function assign(data: AssignHosts["data"], state: DeploymentState): DeploymentEv
 
 function recordOutcome(data: RecordHostOutcome["data"], state: DeploymentState): DeploymentEventBody[] {
   const deploymentId = existing(state);
-  const entry = state.hostIndex.get(data.hostId);
-  // Late or repeated news of a task (another attempt, an outcome already counted) changes nothing.
-  if (entry === undefined || entry.attempt !== data.attempt || entry.outcome !== null) return [];
-  return [{ type: "HostOutcomeRecorded", data: { deploymentId, ...data } }];
+  const seen = new Set<string>();
+  const out: DeploymentEventBody[] = [];
+  for (const o of data.outcomes) {
+    const entry = state.hostIndex.get(o.hostId);
+    // Late or repeated news of a task (another attempt, an outcome already counted) changes nothing.
+    if (entry === undefined || entry.attempt !== o.attempt || entry.outcome !== null || seen.has(o.hostId)) continue;
+    seen.add(o.hostId);
+    out.push({ type: "HostOutcomeRecorded", data: { deploymentId, ...o } });
+  }
+  return out;
 }
 
 function completeBatch(data: CompleteBatch["data"], state: DeploymentState): DeploymentEventBody[] {

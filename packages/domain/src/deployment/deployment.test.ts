@@ -81,7 +81,7 @@ const cmd = {
   },
   start: (index: number): DeploymentCommand => ({ type: "StartBatch", data: { index } }),
   assign: (batch: number, from: number, hosts: string[]): DeploymentCommand => ({ type: "AssignHosts", data: { batch, from, hosts } }),
-  outcome: (hostId: string, outcome: "succeeded" | "failed", attempt = 1): DeploymentCommand => ({ type: "RecordHostOutcome", data: { hostId, attempt, outcome } }),
+  outcome: (hostId: string, outcome: "succeeded" | "failed", attempt = 1): DeploymentCommand => ({ type: "RecordHostOutcome", data: { outcomes: [{ hostId, attempt, outcome }] } }),
   complete: (index: number): DeploymentCommand => ({ type: "CompleteBatch", data: { index, at: at(0) } }),
   cancel: (commandKey?: string): DeploymentCommand => ({ type: "CancelDeployment", data: { reason: "operator", ...(commandKey ? { commandKey } : {}) } }),
   pause: (commandKey?: string): DeploymentCommand => ({ type: "PauseDeployment", data: { reason: "looking", ...(commandKey ? { commandKey } : {}) } }),
@@ -164,6 +164,8 @@ describe("deployment decider: batches, assignments and outcomes [roll-engine]", 
     deployment([...canaryRunning(), ev.outcome("web-1", "succeeded")]).when(cmd.outcome("web-1", "failed")).then([]);
     deployment(canaryRunning()).when(cmd.outcome("web-1", "failed", 2)).then([]);
     deployment(canaryRunning()).when(cmd.outcome("web-9", "failed")).then([]);
+    const twice: DeploymentCommand = { type: "RecordHostOutcome", data: { outcomes: [{ hostId: "web-1", attempt: 1, outcome: "succeeded" }, { hostId: "web-1", attempt: 1, outcome: "failed" }] } };
+    deployment(canaryRunning()).when(twice).then([ev.outcome("web-1", "succeeded")]);
   });
 
   it("[roll-engine] a batch completes from its counters, with them; not while a host is unfinished", () => {

@@ -1,5 +1,6 @@
+import { createHash } from "node:crypto";
 import type { HostOutcome, MoltEvent } from "@molt/contracts";
-import { nextCommands, NotFoundError, type EngineCommand } from "@molt/domain";
+import { nextCommands, NotFoundError, type EngineCommand, type HostOutcomeData } from "@molt/domain";
 import type { StoredCommit } from "@molt/event-store";
 import type { MessageContext } from "./consumer.js";
 import { fresh, metaOf, type EngineDeps } from "./deps.js";
@@ -20,7 +21,7 @@ function commitIdOf(deploymentId: string, attempt: number, command: EngineComman
     case "CompleteDeployment":
       return `${deploymentId}:completed:${attempt}`;
     case "RecordHostOutcome":
-      return `${deploymentId}:outcome:${command.data.hostId}:${command.data.attempt}`;
+      return outcomesCommitId(deploymentId, command.data.outcomes);
     case "RecordPlanPart":
     case "SealPlan":
     case "FailDeployment":
@@ -28,12 +29,40 @@ function commitIdOf(deploymentId: string, attempt: number, command: EngineComman
   }
 }
 
+function outcomesCommitId(deploymentId: string, outcomes: HostOutcomeData[]): string {
+  const key = outcomes.map((o) => `${o.hostId}#${o.attempt}`).sort().join("\n");
+  return `${deploymentId}:outcomes:${createHash("sha256").update(key).digest("hex").slice(0, 24)}`;
+}
+
+/**
+ * Runs work for one key at a time in this replica, in arrival order: every task outcome of a
+ * deployment lands on the same aggregate, and racing appends from one process would only
+ * conflict and back off.
+ */
+function serialByKey() {
+  const tails = new Map<string, Promise<unknown>>();
+  return <T>(key: string, work: () => Promise<T>): Promise<T> => {
+    const run = (tails.get(key) ?? Promise.resolve()).catch(() => undefined).then(work);
+    tails.set(key, run);
+    void run.finally(() => tails.get(key) === run && tails.delete(key)).catch(() => undefined);
+    return run;
+  };
+}
+
 export function batches(deps: EngineDeps) {
+  const serial = serialByKey();
+  /** Outcomes waiting for their deployment's next group commit, with the callers to answer. */
+  const pending = new Map<string, Array<{ o: HostOutcomeData; e: MoltEvent; done: (err?: Error) => void }>>();
+
   /**
    * Asks nextCommands what is due, appends it, and asks again until nothing is; a pause that
    * has not passed hands the message back for redelivery at its end (no walk, no timer).
    */
-  async function advance(deploymentId: string, e: MoltEvent, c: StoredCommit, ctx: MessageContext): Promise<void> {
+  function advance(deploymentId: string, e: MoltEvent, c: StoredCommit, ctx: MessageContext): Promise<void> {
+    return serial(deploymentId, () => advanceNow(deploymentId, e, c, ctx));
+  }
+
+  async function advanceNow(deploymentId: string, e: MoltEvent, c: StoredCommit, ctx: MessageContext): Promise<void> {
     let loaded = fresh(await deps.deployments.load(deploymentId), c.seq, deploymentId);
     for (;;) {
       const { state } = loaded;
@@ -56,18 +85,39 @@ export function batches(deps: EngineDeps) {
     }
   }
 
-  /** How a host's task ended, into the deployment's counters; a task of an unknown deployment is not ours to count. */
-  async function recordOutcome(e: MoltEvent, where: { deploymentId: string; hostId: string; attempt: number }, outcome: HostOutcome, reason?: string) {
+  /**
+   * How a host's task ended, into the deployment's counters. Outcomes arriving together are
+   * group-committed: one commit per deployment for all that queued while the previous one was
+   * being appended. Resolves once this outcome is stored; a task of an unknown deployment is
+   * not ours to count.
+   */
+  function recordOutcome(e: MoltEvent, where: { deploymentId: string; hostId: string; attempt: number }, outcome: HostOutcome, reason?: string): Promise<void> {
+    const o: HostOutcomeData = { hostId: where.hostId, attempt: where.attempt, outcome, ...(reason !== undefined ? { reason } : {}) };
+    return new Promise<void>((resolve, reject) => {
+      const queue = pending.get(where.deploymentId);
+      const item = { o, e, done: (err?: Error) => (err === undefined ? resolve() : reject(err)) };
+      if (queue) {
+        queue.push(item);
+        return;
+      }
+      pending.set(where.deploymentId, [item]);
+      void serial(`outcomes:${where.deploymentId}`, () => flush(where.deploymentId));
+    });
+  }
+
+  async function flush(deploymentId: string): Promise<void> {
+    const items = pending.get(deploymentId) ?? [];
+    pending.delete(deploymentId);
+    if (items.length === 0) return;
+    const outcomes = items.map((i) => i.o);
     try {
-      await deps.deployments.handle(
-        where.deploymentId,
-        { type: "RecordHostOutcome", data: { hostId: where.hostId, attempt: where.attempt, outcome, ...(reason !== undefined ? { reason } : {}) } },
-        metaOf(e),
-        `${where.deploymentId}:outcome:${where.hostId}:${where.attempt}`,
-      );
+      await deps.deployments.handle(deploymentId, { type: "RecordHostOutcome", data: { outcomes } }, metaOf(items[0]!.e), outcomesCommitId(deploymentId, outcomes));
+      for (const i of items) i.done();
     } catch (err) {
-      if (!(err instanceof NotFoundError)) throw err;
-      deps.logger.warn({ ...where }, "a task ended for a deployment that does not exist");
+      if (err instanceof NotFoundError) {
+        deps.logger.warn({ deploymentId, hosts: outcomes.length }, "tasks ended for a deployment that does not exist");
+        for (const i of items) i.done();
+      } else for (const i of items) i.done(err instanceof Error ? err : new Error(String(err)));
     }
   }
 

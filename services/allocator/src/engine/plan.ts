@@ -83,7 +83,8 @@ export function planner(deps: EngineDeps) {
     const candidates = found.map((c): Candidate => {
       if ("skip" in c) return c;
       const entry = origin.hostIndex.get(c.hostId)!;
-      return { ...c, target: entry.fromVersion!, fromVersion: c.state.components[req.component] ?? null };
+      // The origin changed it to its version; the fleet's view (heartbeats) may not show that yet.
+      return { ...c, target: entry.fromVersion!, fromVersion: origin.version };
     });
     return planDeployment({
       component: req.component,

@@ -23,11 +23,6 @@ const plan = (candidates: Candidate[], strategy: Parameters<typeof Strategy.pars
 
 describe("planner [roll-engine]", () => {
   it("[roll-engine] batch membership by the ring: +10 % hosts moves at most ~10 % of the others; every host in exactly one batch", () => {
-    // One batch more takes ~1/(B+1) of the hosts: 9 % on average here. A single case varies with
-    // the ring's arcs and the sample (simulated over 400 cases: mean 0.090, max 0.162, 0.5 % above
-    // 0.15), so each case is bounded at 0.2 and the mean over the cases at 0.11: a ring that
-    // reshuffled hosts would fail both, and sampling noise fails neither.
-    const movedShares: number[] = [];
     fc.assert(
       fc.property(
         fc.uniqueArray(fc.stringMatching(/^[a-z0-9.-]{3,40}$/), { minLength: 300, maxLength: 800 }),
@@ -36,14 +31,20 @@ describe("planner [roll-engine]", () => {
           const extra = hosts.map((h) => `${h}.new`).slice(0, Math.ceil(hosts.length / 10));
           const before = ringAssign(hosts, Math.ceil(hosts.length / batchSize));
           const after = ringAssign([...hosts, ...extra], Math.ceil((hosts.length + extra.length) / batchSize));
-          const moved = hosts.filter((_, i) => before[i] !== after[i]).length / hosts.length;
-          movedShares.push(moved);
-          expect(moved).toBeLessThanOrEqual(0.2);
+          const moved = hosts.filter((_, i) => before[i] !== after[i]).length;
+          const b0 = Math.ceil(hosts.length / batchSize);
+          const b1 = Math.ceil((hosts.length + extra.length) / batchSize);
+          // The new batches take their share of the ring, (b1 - b0) / b1: about 10 % for 10 % more
+          // hosts. Hosts are a sample of the ring, so allow ~4 standard deviations of noise.
+          const share = (b1 - b0) / b1;
+          const noise = 4 * Math.sqrt((share * (1 - share)) / hosts.length) + 0.01;
+          // Rounding the batch count up can add one batch more than 10 % would (e.g. 11 → 13).
+          expect(share).toBeLessThanOrEqual(0.2);
+          expect(moved / hosts.length).toBeLessThanOrEqual(share + noise);
         },
       ),
-      { numRuns: 60 },
+      { numRuns: 40, endOnFailure: true },
     );
-    expect(movedShares.reduce((a, b) => a + b, 0) / movedShares.length).toBeLessThanOrEqual(0.11);
     fc.assert(
       fc.property(fc.uniqueArray(fc.stringMatching(/^[a-z0-9.-]{3,40}$/), { minLength: 1, maxLength: 300 }), fc.integer({ min: 1, max: 50 }), (hosts, pct) => {
         const p = plan(hosts.map((h) => online(h)), { maxUnavailable: { percent: Math.min(50, pct) }, canary: { size: { hosts: 1 } } });
