@@ -132,6 +132,13 @@ describe("action: operator commands [roll-engine]", () => {
     expect(await types(id)).toEqual(before);
   });
 
+  it("[roll-engine] a command sent with no body at all (curl -X POST) is taken like an empty one", async () => {
+    const id = await create("cmd-nobody");
+    const res = await app.inject({ method: "POST", url: `/v1/deployments/${id}/pause`, headers: { ...OP, "idempotency-key": "nobody-1" } });
+    expect(res.statusCode, res.body).toBe(200);
+    expect(res.json()).toEqual({ deploymentId: id, status: "paused" });
+  });
+
   it("[roll-engine] the same Idempotency-Key replays from the history (no new event); the key for another command is 422", async () => {
     const id = await create("cmd-b");
     expect((await command(id, "pause", "same")).statusCode).toBe(200);

@@ -58,7 +58,7 @@ export function buildApp(deps: {
 
   app.post(
     "/v1/deployments/:id/:command",
-    { schema: { params: z.object({ id: z.string().regex(/^[a-z0-9_-]{1,128}$/, "id must be 1-128 characters of a-z 0-9 _ -"), command: OperatorCommandName }), body: OperatorCommandBody.optional() } },
+    { schema: { params: z.object({ id: z.string().regex(/^[a-z0-9_-]{1,128}$/, "id must be 1-128 characters of a-z 0-9 _ -"), command: OperatorCommandName }), body: OperatorCommandBody.nullish() } },
     async (req, reply) => {
       Object.assign(req, { moltKind: `${req.params.command}-deployment`, moltTarget: req.params.id });
       const result = await runCommand(createDeps, req.params.command, {
