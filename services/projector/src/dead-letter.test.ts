@@ -1,37 +1,16 @@
 import { jetstream } from "@nats-io/jetstream";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { subjects, type MoltEvent } from "@molt/contracts";
-import { createTemplate, type DatabaseTemplate } from "@molt/db";
-import { createEventStore, ensureEventStream, type EventStore } from "@molt/event-store";
-import { createLogger, parseTokens } from "@molt/runtime";
-import { startNatsServer, waitFor, type NatsServer } from "@molt/testkit";
+import { createLogger } from "@molt/runtime";
+import { waitFor } from "@molt/testkit";
 import { buildApp } from "./app.js";
+import { projectorTestBed, viewerHeaders as headers, viewerTokens as tokens } from "./testing.js";
 
 // Its own server and stream: the poison stays out of the other projector tests' stream.
-const VIEWER = "viewer-token-0123456789";
-const tokens = parseTokens(JSON.stringify({ [VIEWER]: { actor: "vera", role: "viewer" } }), "test");
-const headers = { authorization: `Bearer ${VIEWER}` };
 // The projector logs each failed try at error: that is the behaviour under test, not noise to show.
 const logger = createLogger("projector-dead-letter-test");
 logger.level = "silent";
-
-let server: NatsServer;
-let nc: NatsConnection;
-let store: EventStore;
-let template: DatabaseTemplate;
-
-beforeAll(async () => {
-  [server, template] = await Promise.all([startNatsServer(), createTemplate()]);
-  nc = await connect({ servers: server.url });
-  await ensureEventStream(nc);
-  store = createEventStore(nc);
-});
-afterAll(async () => {
-  await template?.close();
-  await nc?.close();
-  await server?.stop();
-});
+const bed = projectorTestBed();
 
 const requested = (id: string): MoltEvent => ({
     id: `${id}/0`,
@@ -42,13 +21,13 @@ const requested = (id: string): MoltEvent => ({
 
 describe("projector: poison commits", () => {
   it("[views] a commit no reader can parse lands in the dead-letter table and later commits are still projected", async () => {
-    const db = await template.fresh();
-    const app = await buildApp({ db, store, logger, tokens, retryMs: 20 });
+    const db = await bed.template.fresh();
+    const app = await buildApp({ db, store: bed.store, logger, tokens, retryMs: 20 });
     try {
       // Written past the event store's validation, as a buggy or hostile writer on the bus could.
       const poisonSubject = subjects.deployment("d-poison");
-      const ack = await jetstream(nc).publish(poisonSubject, new TextEncoder().encode('{"commitId":"x","events":[{"type":"Nope"}]}'));
-      const after = await store.append(subjects.deployment("d-after"), { commitId: "d-after#1", events: [requested("d-after")] }, { expectedSequence: 0 });
+      const ack = await jetstream(bed.nc).publish(poisonSubject, new TextEncoder().encode('{"commitId":"x","events":[{"type":"Nope"}]}'));
+      const after = await bed.store.append(subjects.deployment("d-after"), { commitId: "d-after#1", events: [requested("d-after")] }, { expectedSequence: 0 });
 
       const status = await waitFor("the projector to pass the poison", async () => {
         const s = (await app.inject({ url: "/v1/projector/status", headers })).json<{ checkpoint: number }>();

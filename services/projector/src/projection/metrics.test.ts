@@ -1,32 +1,14 @@
-import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { subjects, type MoltEvent } from "@molt/contracts";
-import { createTemplate, type DatabaseTemplate } from "@molt/db";
-import { createEventStore, ensureEventStream, type EventStore } from "@molt/event-store";
-import { createLogger, parseTokens } from "@molt/runtime";
-import { startNatsServer, waitFor, type NatsServer } from "@molt/testkit";
+import { createLogger } from "@molt/runtime";
+import { waitFor } from "@molt/testkit";
 import { buildApp } from "../app.js";
+import { projectorTestBed, viewerHeaders, viewerTokens as tokens } from "../testing.js";
 
 // Its own server and stream, so the counts below are exactly this scripted rollout's.
-const tokens = parseTokens(JSON.stringify({ "viewer-token-0123456789": { actor: "vera", role: "viewer" } }), "test");
 const logger = createLogger("projector-metrics-test");
 logger.level = "warn";
-
-let server: NatsServer;
-let nc: NatsConnection;
-let store: EventStore;
-let template: DatabaseTemplate;
-beforeAll(async () => {
-  [server, template] = await Promise.all([startNatsServer(), createTemplate()]);
-  nc = await connect({ servers: server.url });
-  await ensureEventStream(nc);
-  store = createEventStore(nc);
-});
-afterAll(async () => {
-  await template?.close();
-  await nc?.close();
-  await server?.stop();
-});
+const bed = projectorTestBed();
 
 const at = (ms: number) => new Date(Date.parse("2026-03-01T10:00:00.000Z") + ms).toISOString();
 const meta = (ms: number) => ({ occurredAt: at(ms), actor: "test", correlationId: "c-1" });
@@ -34,7 +16,7 @@ let commits = 0;
 async function append(subject: string, expectedSequence: number, events: Array<Omit<MoltEvent, "id" | "metadata">>, ms: number) {
   const commitId = `c-${++commits}`;
   const full = events.map((e, i) => ({ ...e, id: `${commitId}/${i}`, metadata: meta(ms) })) as MoltEvent[];
-  return (await store.append(subject, { commitId, events: full }, { expectedSequence })).seq;
+  return (await bed.store.append(subject, { commitId, events: full }, { expectedSequence })).seq;
 }
 
 /** One sample's value from Prometheus' text format, e.g. `molt_tasks{state="failed",service="projector"}`. */
@@ -49,7 +31,7 @@ function sample(text: string, name: string, labels: Record<string, string> = {})
 
 describe("projector metrics", () => {
   it("[views] /metrics counts equal a scripted rollout's known outcomes: 3 succeeded, 1 failed at download", async () => {
-    const app = await buildApp({ db: await template.fresh(), store, logger, tokens, retryMs: 20 });
+    const app = await buildApp({ db: await bed.template.fresh(), store: bed.store, logger, tokens, retryMs: 20 });
     try {
       const deploymentId = "d-metrics";
       const hosts = ["h-1", "h-2", "h-3", "h-4"];
@@ -79,7 +61,7 @@ describe("projector metrics", () => {
         ], 20);
         last = seq;
       }
-      await waitFor("the views to hold the rollout", async () => ((await app.inject({ url: "/v1/projector/status", headers: { authorization: "Bearer viewer-token-0123456789" } })).json<{ checkpoint: number }>().checkpoint >= last ? true : undefined));
+      await waitFor("the views to hold the rollout", async () => ((await app.inject({ url: "/v1/projector/status", headers: viewerHeaders })).json<{ checkpoint: number }>().checkpoint >= last ? true : undefined));
 
       const res = await app.inject({ url: "/metrics" });
       expect(res.statusCode).toBe(200);
