@@ -1,6 +1,7 @@
 import replyFrom from "@fastify/reply-from";
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { createHttpApp, HttpError, type Logger, type TokenMap } from "@molt/runtime";
+import { dashboardRoutes } from "./dashboard.js";
 import { ownerOf, type Upstreams } from "./routes.js";
 
 /**
@@ -8,7 +9,7 @@ import { ownerOf, type Upstreams } from "./routes.js";
  * Authorization header untouched; each service verifies the token itself with the shared
  * plugin, so nothing behind the gateway trusts an identity header it cannot check.
  */
-export function buildApp(deps: { logger: Logger; tokens: TokenMap; upstreams: Upstreams }) {
+export function buildApp(deps: { logger: Logger; tokens: TokenMap; upstreams: Upstreams; dashboardDir?: string }) {
   const app = createHttpApp({ logger: deps.logger, tokens: deps.tokens });
   // Bodies pass through as streams (package uploads are large); the owner parses them.
   app.removeAllContentTypeParsers();
@@ -27,5 +28,6 @@ export function buildApp(deps: { logger: Logger; tokens: TokenMap; upstreams: Up
   };
   // Token checks happen in the owning service; downloads by hosts carry none.
   app.all("/v1/*", { config: { auth: false } }, forward);
+  dashboardRoutes(app, { dir: deps.dashboardDir });
   return app;
 }
