@@ -223,6 +223,9 @@ export function verdictFor(
         { kind: "rolled-back", reason },
       );
       break;
+    case "rollback-failed":
+      out.push({ kind: "step-started", step: "rollback" }, { kind: "step-failed", step: "rollback", durationMs: 0, error: outcome.error });
+      break;
     case "failed":
       break;
     default: {
