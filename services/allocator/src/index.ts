@@ -6,7 +6,7 @@ import { connectNats, createLogger, ensureBucket, installShutdown, loadConfig, n
 import { z } from "zod";
 import { desiredStates } from "./dispatch/desired.js";
 import { runConsumer } from "./engine/consumer.js";
-import { engine } from "./engine/rules.js";
+import { DEADLINES, engine, HANDLED } from "./engine/rules.js";
 import { fleetReader } from "./planning/resolve.js";
 import { planPreviews } from "./preview/respond.js";
 
@@ -26,7 +26,7 @@ const Config = z.object({
 
 const config = loadConfig(Config);
 const logger = createLogger("allocator", { replica: config.MOLT_REPLICA_ID });
-const nc = await connectNats({ url: config.MOLT_NATS_URL, name: `molt-allocator-${config.MOLT_REPLICA_ID}` });
+const nc = await connectNats({ url: config.MOLT_NATS_URL, name: `molt-allocator-${config.MOLT_REPLICA_ID}`, noAsyncTraces: true });
 await ensureEventStream(nc, { replicas: config.MOLT_STREAM_REPLICAS });
 const store = createEventStore(nc);
 const kv = await ensureBucket(nc, KV_DESIRED, { history: 5, replicas: config.MOLT_STREAM_REPLICAS });
@@ -43,10 +43,10 @@ const rules = engine({
   quarantineAfter: config.MOLT_QUARANTINE_AFTER,
 });
 const common = { stream: STREAM_EVENTS, retryDelayMs: config.MOLT_RETRY_DELAY_MS, ackWaitMs: config.MOLT_ACK_WAIT_MS };
-const consumer = await runConsumer(nc, { ...common, durable: "molt-allocator", concurrency: config.MOLT_ALLOCATOR_CONCURRENCY }, (c, ctx) => rules.handle(c, ctx), logger);
+const consumer = await runConsumer(nc, { ...common, durable: "molt-allocator", concurrency: config.MOLT_ALLOCATOR_CONCURRENCY, handles: HANDLED }, (c, ctx) => rules.handle(c, ctx), logger);
 const deadlines = await runConsumer(
   nc,
-  { ...common, durable: "molt-allocator-deadlines", filter: subjects.slots, concurrency: config.MOLT_ALLOCATOR_CONCURRENCY, maxAckPending: config.MOLT_MAX_TASKS_IN_FLIGHT },
+  { ...common, durable: "molt-allocator-deadlines", filter: subjects.slots, concurrency: config.MOLT_ALLOCATOR_CONCURRENCY, maxAckPending: config.MOLT_MAX_TASKS_IN_FLIGHT, handles: DEADLINES },
   rules.deadlines,
   logger,
 );

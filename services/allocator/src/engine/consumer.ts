@@ -29,6 +29,25 @@ export interface ConsumerOptions {
   /** Redelivery delay after a failure or a busy slot. */
   retryDelayMs: number;
   ackWaitMs: number;
+  /**
+   * The event types the handler acts on. A commit with none of them is acked unread: most slot
+   * commits are step reports the roll engine has no rule for, and validating each in full
+   * (twice, once per durable) was a large share of the allocator's CPU per host.
+   */
+  handles?: ReadonlySet<string>;
+}
+
+const textDecoder = new TextDecoder();
+
+/** Whether a raw commit names one of `types` (a malformed one is left to the full decode to refuse). */
+function concerns(data: Uint8Array, types: ReadonlySet<string>): boolean {
+  try {
+    const raw = JSON.parse(textDecoder.decode(data)) as { events?: Array<{ type?: unknown }> };
+    if (!Array.isArray(raw.events)) return true;
+    return raw.events.some((e) => typeof e?.type !== "string" || types.has(e.type));
+  } catch {
+    return true;
+  }
 }
 
 /** What a handler may ask of the message it handles. */
@@ -87,6 +106,10 @@ export async function runConsumer(
       clock: () => new Date(),
     };
     try {
+      if (opts.handles !== undefined && !concerns(m.data, opts.handles)) {
+        m.ack();
+        return;
+      }
       await handle(decodeCommit(m), ctx);
       if (wakeAt === null) m.ack();
       else m.nak(Math.max(1, wakeAt - Date.now()));
