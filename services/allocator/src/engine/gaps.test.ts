@@ -1,0 +1,96 @@
+import { deploymentRepository } from "@molt/aggregates";
+import { Strategy, subjects, type PlannedHost } from "@molt/contracts";
+import type { CommandMeta } from "@molt/domain";
+import { waitFor } from "@molt/testkit";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { C, now, testBed, type TestBed } from "./testbed.js";
+
+// The roll engine's last gaps (issue 5): each a test that failed before its fix.
+
+const wide = { strategy: Strategy.parse({ maxUnavailable: { hosts: 10 } }) };
+const operator = (d: string): CommandMeta => ({ now: now(), actor: "otto", correlationId: d });
+
+describe("roll engine: retry", () => {
+  let bed: TestBed;
+  beforeAll(async () => {
+    bed = await testBed("allocator-retry");
+    await bed.publish("2.0.0");
+    await bed.startReplica("a");
+    await bed.startReplica("b");
+  });
+  afterAll(() => bed?.stop());
+
+  it("[roll-engine] a retry skips a failed host that another deployment has since brought to the target, recorded as a skip with the reason", async () => {
+    const d = bed.id("d-retry-skip");
+    const [ok, bad] = [bed.id("ok"), bed.id("bad")];
+    await bed.register(ok);
+    await bed.register(bad);
+    await bed.request(d, [ok, bad], wide);
+    await bed.finish(ok, (await bed.dispatchedTask(ok)).taskId, true);
+    await bed.finish(bad, (await bed.dispatchedTask(bad)).taskId, false);
+    await waitFor("completed with a failure", () => bed.findEvent(d, "DeploymentCompleted"));
+    // Meanwhile another deployment upgrades the failed host.
+    const other = bed.id("d-other");
+    await bed.request(other, [bad]);
+    await bed.finish(bad, (await bed.dispatchedTask(bad)).taskId, true);
+    await waitFor("the other deployment completed", () => bed.findEvent(other, "DeploymentCompleted"));
+
+    await deploymentRepository(bed.store).handle(d, { type: "RetryDeployment", data: {} }, operator(d), `${d}:retry`);
+    const skip = await waitFor("the retried host's outcome", async () =>
+      (await bed.deploymentEvents(d)).find((e) => e.type === "HostOutcomeRecorded" && e.data.hostId === bad && e.data.attempt === 2),
+    );
+    expect(skip.type === "HostOutcomeRecorded" && skip.data).toMatchObject({ outcome: "skipped" });
+    expect(skip.type === "HostOutcomeRecorded" && skip.data.reason).toContain("already at metrics-agent 2.0.0");
+    const allocated = (await bed.slotEvents(bad)).filter((e) => e.type === "TaskAllocated" && e.data.deploymentId === d);
+    expect(allocated.map((e) => e.type === "TaskAllocated" && e.data.attempt)).toEqual([1]);
+    const completions = await waitFor("completed again", async () => {
+      const done = (await bed.deploymentEvents(d)).filter((e) => e.type === "DeploymentCompleted");
+      return done.length === 2 ? done : undefined;
+    });
+    expect(completions[1]?.type === "DeploymentCompleted" && completions[1].data).toMatchObject({ succeeded: 1, failed: 0, skipped: 1 });
+  });
+});
+
+describe("roll engine: the brake", () => {
+  let bed: TestBed;
+  beforeAll(async () => {
+    bed = await testBed("allocator-brake");
+    await bed.publish("2.0.0");
+  });
+  afterAll(() => bed?.stop());
+
+  it("[roll-engine] hosts assigned just before the brake are not allocated after it: replayed in stream order, no TaskAllocated of the deployment follows DeploymentBraked", async () => {
+    const d = bed.id("d-brake-race");
+    const hosts = [bed.id("x"), bed.id("y"), bed.id("z")];
+    for (const h of hosts) await bed.register(h);
+    // The deployment's commits up to the brake, as the engine would have written them, land
+    // before any allocator handles the assignments (the race, made certain).
+    const repo = deploymentRepository(bed.store);
+    const m = operator(d);
+    const planned: PlannedHost[] = hosts.map((hostId) => ({ hostId, fromVersion: "1.0.0", platform: "linux-amd64" }));
+    const pkg = { platform: "linux-amd64", sha256: "b".repeat(64), size: 100, url: "http://127.0.0.1:9/x" };
+    await bed.request(d, hosts, { strategy: Strategy.parse({ maxUnavailable: { hosts: 3 }, brake: { threshold: 0.1, minFinished: 1 } }) });
+    await repo.handle(d, { type: "RecordPlanPart", data: { planId: "p", part: 0, batches: [{ index: 0, hosts: planned }], skipped: [] } }, m, `${d}:part`);
+    await repo.handle(d, { type: "SealPlan", data: { planId: "p", parts: 1, packages: { "linux-amd64": pkg }, batches: [{ index: 0, kind: "batch", size: 3 }], skipped: 0 } }, m, `${d}:planned`);
+    await repo.handle(d, { type: "StartBatch", data: { index: 0 } }, m, `${d}:start`);
+    await repo.handle(d, { type: "AssignHosts", data: { batch: 0, from: 0, hosts: [hosts[0]!] } }, m, `${d}:assign-0`);
+    await repo.handle(d, { type: "RecordHostOutcome", data: { outcomes: [{ hostId: hosts[0]!, attempt: 1, outcome: "failed", reason: "boom" }] } }, m, `${d}:outcome-0`);
+    await repo.handle(d, { type: "AssignHosts", data: { batch: 0, from: 1, hosts: hosts.slice(1) } }, m, `${d}:assign-1`);
+    await repo.handle(d, { type: "BrakeDeployment", data: { failed: 1, finished: 1, threshold: 0.1 } }, m, `${d}:braked`);
+
+    await bed.startReplica("a");
+    const outcomes = await waitFor("the assigned hosts' outcomes", async () => {
+      const found = (await bed.deploymentEvents(d)).filter((e) => e.type === "HostOutcomeRecorded" && e.data.hostId !== hosts[0]);
+      return found.length === 2 ? found : undefined;
+    });
+    for (const o of outcomes) {
+      expect(o.type === "HostOutcomeRecorded" && o.data.outcome).toBe("cancelled");
+      expect(o.type === "HostOutcomeRecorded" && o.data.reason).toContain("braked");
+    }
+    const braked = (await bed.store.read(subjects.deployment(d))).find((c) => c.commit.events.some((e) => e.type === "DeploymentBraked"))!;
+    const late = (await bed.store.read(`molt.es.host.*.task.${C}`)).filter(
+      (c) => c.seq > braked.seq && c.commit.events.some((e) => e.type === "TaskAllocated" && e.data.deploymentId === d),
+    );
+    expect(late).toEqual([]);
+  });
+});
