@@ -80,8 +80,9 @@ export function dispatcher(deps: EngineDeps, rules: ReturnType<typeof batches>) 
   }
 
   /** A host of an assignment that gets no task: its outcome says why. */
-  function notAllocated(e: MoltEvent, where: { deploymentId: string; hostId: string; attempt: number }, _taskId: string, outcome: HostOutcome, reason: string): Promise<void> {
-    return rules.recordOutcome(e, where, outcome, reason);
+  async function notAllocated(e: MoltEvent, where: { deploymentId: string; hostId: string; attempt: number }, taskId: string, outcome: HostOutcome, reason: string): Promise<void> {
+    await rules.recordOutcome(e, where, outcome, reason);
+    await deps.leases?.release(taskId);
   }
 
   /** TaskAllocated → the desired state in KV, then TaskDispatched; a cancelled deployment's task is cancelled instead. */
@@ -128,6 +129,7 @@ export function dispatcher(deps: EngineDeps, rules: ReturnType<typeof batches>) 
     if (!done) return;
     const hostId = decodeHostToken(where.hostToken);
     await deps.desired.withdraw(hostId, where.component, taskId);
+    await deps.leases?.release(taskId);
     if (done.attempt !== undefined) await rules.recordOutcome(e, { deploymentId: done.deploymentId, hostId, attempt: done.attempt }, done.outcome);
     const n = deps.quarantineAfter ?? 0;
     const last = slot.recent.slice(0, n);

@@ -1,8 +1,12 @@
-import { deploymentRepository } from "@molt/aggregates";
+import { Kvm } from "@nats-io/kv";
+import { deploymentRepository, slotRepository } from "@molt/aggregates";
 import { Strategy, subjects, type PlannedHost } from "@molt/contracts";
 import type { CommandMeta } from "@molt/domain";
+import type { StoredCommit } from "@molt/event-store";
+import { ensureBucket } from "@molt/runtime";
 import { waitFor } from "@molt/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { fleetLeases, KV_LEASES, type FleetLeases } from "../dispatch/leases.js";
 import { C, now, testBed, type TestBed } from "./testbed.js";
 
 // The roll engine's last gaps (issue 5): each a test that failed before its fix.
@@ -92,5 +96,80 @@ describe("roll engine: the brake", () => {
       (c) => c.seq > braked.seq && c.commit.events.some((e) => e.type === "TaskAllocated" && e.data.deploymentId === d),
     );
     expect(late).toEqual([]);
+  });
+});
+
+/** Tasks in flight across all deployments after each slot commit, replayed in stream order: the maximum. */
+function maxInFlightFleetWide(commits: StoredCommit[]): number {
+  const open = new Set<string>();
+  let max = 0;
+  for (const c of commits)
+    for (const e of c.commit.events) {
+      if (e.type === "TaskAllocated") open.add(e.data.taskId);
+      else if (e.type === "TaskSucceeded" || e.type === "TaskFailed" || e.type === "TaskRejected" || e.type === "TaskTimedOut" || e.type === "TaskCancelled") open.delete(e.data.taskId);
+      max = Math.max(max, open.size);
+    }
+  return max;
+}
+
+describe("roll engine: the fleet-wide cap", () => {
+  const CAP = 3;
+  let bed: TestBed;
+  const leases: FleetLeases[] = [];
+  beforeAll(async () => {
+    bed = await testBed("allocator-cap");
+    await bed.publish("2.0.0");
+    for (const name of ["a", "b"])
+      await bed.startReplica(name, async (nc, deps) => {
+        const l = await fleetLeases(
+          await ensureBucket(nc, KV_LEASES, { history: 1 }),
+          CAP,
+          async (x) => (await deps.slots.load(x.hostId, x.component)).state.active?.taskId === x.taskId,
+          bed.logger,
+        );
+        leases.push(l);
+        return { leases: l, leaseRetryMs: 20 };
+      });
+  });
+  afterAll(async () => {
+    for (const l of leases) await l.stop();
+    await bed?.stop();
+  });
+
+  it("[roll-engine] two deployments at once, cap 3 below their limits (4 + 4): in flight across both, replayed from the events, never exceeds the cap; every lease is given back", async () => {
+    const hosts = Array.from({ length: 12 }, (_, i) => bed.id(`cap-${i}`));
+    for (const h of hosts) await bed.register(h);
+    const [d1, d2] = [bed.id("d-cap-1"), bed.id("d-cap-2")];
+    const strategy = { strategy: Strategy.parse({ maxUnavailable: { hosts: 4 } }) };
+    // The hosts: each dispatched task succeeds a little later (so tasks overlap).
+    let running = true;
+    const answered = new Set<string>();
+    const hostsAnswer = (async () => {
+      while (running) {
+        await Promise.all(
+          hosts.map(async (h) => {
+            const a = (await slotRepository(bed.store).load(h, C)).state.active;
+            if (a?.status !== "dispatched" || answered.has(a.taskId)) return;
+            answered.add(a.taskId);
+            await new Promise((r) => setTimeout(r, 100));
+            await bed.finish(h, a.taskId, true);
+          }),
+        );
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    })();
+    await Promise.all([bed.request(d1, hosts.slice(0, 6), strategy), bed.request(d2, hosts.slice(6), strategy)]);
+    await waitFor("both completed", async () => ((await bed.findEvent(d1, "DeploymentCompleted")) && (await bed.findEvent(d2, "DeploymentCompleted")) ? true : undefined), { timeoutMs: 30_000 });
+    running = false;
+    await hostsAnswer;
+    const commits = await bed.store.read(`molt.es.host.*.task.${C}`);
+    expect(maxInFlightFleetWide(commits)).toBeLessThanOrEqual(CAP);
+    expect(maxInFlightFleetWide(commits)).toBe(CAP);
+    for (const d of [d1, d2]) expect((await bed.findEvent(d, "DeploymentCompleted"))?.data).toMatchObject({ succeeded: 6, failed: 0 });
+    const kv = await new Kvm(bed.nc).open(KV_LEASES);
+    await waitFor("every lease given back", async () => {
+      for await (const k of await kv.keys()) if ((await kv.get(k))?.operation === "PUT") return undefined;
+      return true;
+    });
   });
 });
