@@ -8,6 +8,7 @@ import { desiredStates } from "./dispatch/desired.js";
 import { fleetLeases, KV_LEASES } from "./dispatch/leases.js";
 import { runConsumer } from "./engine/consumer.js";
 import { DEADLINES, engine, HANDLED } from "./engine/rules.js";
+import { fleetIndex } from "./planning/fleet-index.js";
 import { fleetReader } from "./planning/resolve.js";
 import { planPreviews } from "./preview/respond.js";
 
@@ -45,6 +46,7 @@ const leases =
         logger,
       )
     : undefined;
+const fleet = await fleetIndex(nc, store, logger);
 const base = config.MOLT_PACKAGE_BASE_URL.replace(/\/$/, "");
 const rules = engine({
   store,
@@ -54,7 +56,7 @@ const rules = engine({
   logger,
   downloadUrl: (c, v, p) => `${base}/v1/packages/${encodeURIComponent(c)}/${encodeURIComponent(v)}/${encodeURIComponent(p)}/download`,
   replicaId: config.MOLT_REPLICA_ID,
-  fleet: fleetReader(nc, KV_PRESENCE),
+  fleet: fleetReader(nc, KV_PRESENCE, fleet),
   quarantineAfter: config.MOLT_QUARANTINE_AFTER,
   ...(leases ? { leases, leaseRetryMs: config.MOLT_LEASE_RETRY_MS } : {}),
 });
@@ -77,5 +79,5 @@ for (const c of [consumer, deadlines])
     process.exit(1);
   });
 // Closed last to first: stop answering, stop both consumers, then drain.
-installShutdown(logger, [() => nc.drain(), () => deadlines.stop(), () => consumer.stop(), () => previews.stop(), async () => leases?.stop(), () => void (stopping = true)]);
+installShutdown(logger, [() => nc.drain(), () => deadlines.stop(), () => consumer.stop(), () => previews.stop(), async () => leases?.stop(), () => fleet.stop(), () => void (stopping = true)]);
 logger.info("allocator running");

@@ -2,11 +2,13 @@ import { Kvm } from "@nats-io/kv";
 import { deploymentRepository, slotRepository } from "@molt/aggregates";
 import { Strategy, subjects, type PlannedHost } from "@molt/contracts";
 import type { CommandMeta } from "@molt/domain";
-import type { StoredCommit } from "@molt/event-store";
+import type { EventStore, StoredCommit } from "@molt/event-store";
 import { ensureBucket } from "@molt/runtime";
 import { waitFor } from "@molt/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { fleetLeases, KV_LEASES, type FleetLeases } from "../dispatch/leases.js";
+import { fleetIndex, type FleetIndex } from "../planning/fleet-index.js";
+import { fleetReader } from "../planning/resolve.js";
 import { C, now, testBed, type TestBed } from "./testbed.js";
 
 // The roll engine's last gaps (issue 5): each a test that failed before its fix.
@@ -171,5 +173,59 @@ describe("roll engine: the fleet-wide cap", () => {
       for await (const k of await kv.keys()) if ((await kv.get(k))?.operation === "PUT") return undefined;
       return true;
     });
+  });
+});
+
+describe("roll engine: the fleet index", () => {
+  let bed: TestBed;
+  let metaReads = 0;
+  let index: FleetIndex;
+  beforeAll(async () => {
+    bed = await testBed("allocator-index");
+    await bed.publish("2.0.0");
+    await bed.startReplica("idx", async (nc, deps) => {
+      index = await fleetIndex(nc, deps.store, bed.logger);
+      // The same store, counting the reads of host meta subjects a plan makes.
+      const counting: EventStore = {
+        ...deps.store,
+        readLast: (subject, opts) => {
+          if (subject.endsWith(".meta")) metaReads++;
+          return deps.store.readLast(subject, opts);
+        },
+      };
+      return { store: counting, fleet: fleetReader(nc, "molt_presence_not_here", index) };
+    });
+  });
+  afterAll(async () => {
+    await index?.stop();
+    await bed?.stop();
+  });
+
+  const plannedHosts = async (d: string) => (await bed.deploymentEvents(d)).flatMap((e) => (e.type === "PlanPartRecorded" ? e.data.batches.flatMap((b) => b.hosts.map((h) => h.hostId)) : []));
+
+  it("[roll-engine] plans resolve named hosts and selectors from the index kept from the host events: no host meta read at plan time, and a host registered just before the request is in the plan", async () => {
+    const cluster = bed.id("eu");
+    const hosts = Array.from({ length: 20 }, (_, i) => bed.id(`idx-${i}`));
+    for (const h of hosts) await bed.register(h, "1.0.0", undefined, { cluster });
+    const cancel = (d: string) => deploymentRepository(bed.store).handle(d, { type: "CancelDeployment", data: { reason: "test over" } }, operator(d), `${d}:cancel`);
+
+    const named = bed.id("d-named");
+    await bed.request(named, hosts);
+    await waitFor("planned", () => bed.findEvent(named, "DeploymentPlanned"));
+    await cancel(named);
+    expect((await plannedHosts(named)).sort()).toEqual([...hosts].sort());
+    expect(metaReads).toBe(0);
+
+    // Registered and targeted at once: the plan waits for the index to reach the request's view.
+    const late = bed.id("idx-late");
+    await bed.register(late, "1.0.0", undefined, { cluster });
+    const selected = bed.id("d-selector");
+    await bed.request(selected, [], { selector: { cluster } });
+    await waitFor("planned", () => bed.findEvent(selected, "DeploymentPlanned"));
+    await cancel(selected);
+    expect((await plannedHosts(selected)).sort()).toEqual([...hosts, late].sort());
+    expect(metaReads).toBe(0);
+    expect(index.select({ cluster, version: "1.0.0" }, C)).toHaveLength(21);
+    expect(index.select({ cluster: "nowhere" }, C)).toEqual([]);
   });
 });
