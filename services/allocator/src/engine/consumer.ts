@@ -39,15 +39,21 @@ export interface ConsumerOptions {
 
 const textDecoder = new TextDecoder();
 
-/** Whether a raw commit names one of `types` (a malformed one is left to the full decode to refuse). */
-function concerns(data: Uint8Array, types: ReadonlySet<string>): boolean {
-  try {
-    const raw = JSON.parse(textDecoder.decode(data)) as { events?: Array<{ type?: unknown }> };
-    if (!Array.isArray(raw.events)) return true;
-    return raw.events.some((e) => typeof e?.type !== "string" || types.has(e.type));
-  } catch {
-    return true;
+const TYPE = /"type":"([A-Za-z]+)"/g;
+
+/**
+ * Whether a raw commit names one of `types`. The event store writes commits with JSON.stringify,
+ * so an event's type reads `"type":"X"`; a commit without any such text (written otherwise, or
+ * malformed) is left to the full decode to judge. A false positive only costs a full decode.
+ */
+export function concerns(data: Uint8Array, types: ReadonlySet<string>): boolean {
+  const text = textDecoder.decode(data);
+  let any = false;
+  for (const m of text.matchAll(TYPE)) {
+    any = true;
+    if (types.has(m[1]!)) return true;
   }
+  return !any;
 }
 
 /** What a handler may ask of the message it handles. */

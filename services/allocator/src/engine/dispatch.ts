@@ -1,9 +1,10 @@
 import { decodeHostToken, parseEventSubject, SlotState, subjects, type EventOf, type HostOutcome, type MoltEvent, type TaskOutcome } from "@molt/contracts";
 import { inFlightHosts, isTerminal, SlotBusyError } from "@molt/domain";
 import type { StoredCommit } from "@molt/event-store";
+import type { LoadedSlot } from "@molt/aggregates";
 import { ZodError } from "zod";
 import type { batches } from "./batches.js";
-import { fresh, metaOf, pool, taskIdFor, type EngineDeps } from "./deps.js";
+import { fresh, metaOf, pool, RetryLater, taskIdFor, type EngineDeps } from "./deps.js";
 
 const FAILED_OUTCOMES: ReadonlySet<TaskOutcome> = new Set(["failed", "rejected", "timed-out"]);
 
@@ -85,11 +86,19 @@ export function dispatcher(deps: EngineDeps, rules: ReturnType<typeof batches>) 
     await deps.leases?.release(taskId);
   }
 
-  /** TaskAllocated → the desired state in KV, then TaskDispatched; a cancelled deployment's task is cancelled instead. */
+  /**
+   * TaskAllocated → the desired state in KV, then TaskDispatched; a cancelled deployment's task
+   * is cancelled instead. The slot is read once, consistently, after the key's revision (see
+   * `desired.write`), and that read is what TaskDispatched is decided on.
+   */
   async function dispatch(e: EventOf<"TaskAllocated">, c: StoredCommit): Promise<void> {
     const d = e.data;
-    const { state } = fresh(await deps.slots.load(d.hostId, d.component), c.seq, c.subject);
-    if (state.active?.taskId !== d.taskId || state.active.status !== "allocated") return;
+    let slot: LoadedSlot | undefined;
+    const stillAllocated = async () => {
+      slot = await deps.slots.load(d.hostId, d.component, { consistent: true });
+      if (slot.seq < c.seq) throw new RetryLater(`stale read of ${c.subject}: at ${slot.seq}, the trigger is ${c.seq}`);
+      return slot.state.active?.taskId === d.taskId && slot.state.active.status === "allocated";
+    };
     const deployment = (await deps.deployments.load(d.deploymentId)).state;
     if (deployment.status === "cancelled") {
       await deps.slots.handle(d.hostId, d.component, { type: "CancelTask", data: { taskId: d.taskId, reason: "deployment cancelled" } }, metaOf(e), `${d.taskId}:cancelled`);
@@ -97,10 +106,6 @@ export function dispatcher(deps: EngineDeps, rules: ReturnType<typeof batches>) 
     }
     // TaskAllocated then the KV write is not atomic: whoever handles this message (again)
     // completes the write (a no-op if it is there) and records TaskDispatched.
-    const stillAllocated = async () => {
-      const now = await deps.slots.load(d.hostId, d.component, { consistent: true });
-      return now.state.active?.taskId === d.taskId && now.state.active.status === "allocated";
-    };
     const revision = await deps.desired.write(stillAllocated, {
       taskId: d.taskId,
       deploymentId: d.deploymentId,
@@ -114,7 +119,7 @@ export function dispatcher(deps: EngineDeps, rules: ReturnType<typeof batches>) 
       ...(d.package !== undefined ? { package: d.package } : {}),
     });
     if (revision === null) return;
-    await deps.slots.handle(d.hostId, d.component, { type: "DispatchTask", data: { taskId: d.taskId, revision } }, metaOf(e), `${d.taskId}:dispatched`);
+    await deps.slots.handle(d.hostId, d.component, { type: "DispatchTask", data: { taskId: d.taskId, revision } }, metaOf(e), `${d.taskId}:dispatched`, slot);
   }
 
   /**

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { fleetLeases, KV_LEASES, type FleetLeases } from "../dispatch/leases.js";
 import { fleetIndex, type FleetIndex } from "../planning/fleet-index.js";
 import { fleetReader } from "../planning/resolve.js";
+import { concerns } from "./consumer.js";
 import { C, now, testBed, type TestBed } from "./testbed.js";
 
 // The roll engine's last gaps (issue 5): each a test that failed before its fix.
@@ -227,5 +228,16 @@ describe("roll engine: the fleet index", () => {
     expect(metaReads).toBe(0);
     expect(index.select({ cluster, version: "1.0.0" }, C)).toHaveLength(21);
     expect(index.select({ cluster: "nowhere" }, C)).toEqual([]);
+  });
+});
+
+describe("roll engine: the consumers' pre-filter", () => {
+  const bytes = (o: unknown) => new TextEncoder().encode(JSON.stringify(o));
+  it("[roll-engine] a commit with none of the handled event types is acked unread; one with any of them, or with no readable type, is decoded", () => {
+    const types = new Set(["TaskAllocated"]);
+    expect(concerns(bytes({ commitId: "x", events: [{ id: "a", type: "TaskStepStarted", data: {} }], state: { active: null } }), types)).toBe(false);
+    expect(concerns(bytes({ commitId: "x", events: [{ id: "a", type: "TaskStepStarted" }, { id: "b", type: "TaskAllocated" }] }), types)).toBe(true);
+    expect(concerns(new TextEncoder().encode('{ "events": [ { "type": "TaskStepStarted" } ] }'), types)).toBe(true);
+    expect(concerns(new TextEncoder().encode("not json"), types)).toBe(true);
   });
 });
