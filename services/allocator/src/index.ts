@@ -6,8 +6,8 @@ import { connectNats, createLogger, ensureBucket, installShutdown, loadConfig, n
 import { z } from "zod";
 import { desiredStates } from "./dispatch/desired.js";
 import { fleetLeases, KV_LEASES } from "./dispatch/leases.js";
-import { runConsumer } from "./engine/consumer.js";
-import { DEADLINES, engine, HANDLED } from "./engine/rules.js";
+import { consume, runConsumer } from "./engine/consumer.js";
+import { allocationOf, engine, HANDLED } from "./engine/rules.js";
 import { fleetIndex } from "./planning/fleet-index.js";
 import { fleetReader } from "./planning/resolve.js";
 import { planPreviews } from "./preview/respond.js";
@@ -62,9 +62,10 @@ const rules = engine({
 });
 const common = { stream: STREAM_EVENTS, retryDelayMs: config.MOLT_RETRY_DELAY_MS, ackWaitMs: config.MOLT_ACK_WAIT_MS };
 const consumer = await runConsumer(nc, { ...common, durable: "molt-allocator", concurrency: config.MOLT_ALLOCATOR_CONCURRENCY, handles: HANDLED }, (c, ctx) => rules.handle(c, ctx), logger);
-const deadlines = await runConsumer(
+const deadlines = await consume(
   nc,
-  { ...common, durable: "molt-allocator-deadlines", filter: subjects.slots, concurrency: config.MOLT_ALLOCATOR_CONCURRENCY, maxAckPending: config.MOLT_MAX_TASKS_IN_FLIGHT, handles: DEADLINES },
+  { ...common, durable: "molt-allocator-deadlines", filter: subjects.slots, concurrency: config.MOLT_ALLOCATOR_CONCURRENCY, maxAckPending: config.MOLT_MAX_TASKS_IN_FLIGHT, headersOnly: true },
+  allocationOf,
   rules.deadlines,
   logger,
 );

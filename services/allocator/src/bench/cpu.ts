@@ -7,7 +7,7 @@
  * from the request to DeploymentCompleted, and per 1,000 hosts, which does not depend on how
  * loaded the machine is.
  *
- *   node --import tsx services/allocator/src/bench/cpu.ts [--hosts 1000] [--prof DIR] [--fleet-cap N]
+ *   node --import tsx services/allocator/src/bench/cpu.ts [--hosts 1000] [--prof DIR] [--fleet-cap N] [--entry PATH]
  */
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -22,7 +22,7 @@ import { decodeHostToken, KV_DESIRED, STREAM_EVENTS, subjects, type HostState, t
 import { createEventStore, decodeCommit, ensureEventStream } from "@molt/event-store";
 import { startNatsServer, startProcess, waitFor } from "@molt/testkit";
 
-const { values } = parseArgs({ options: { hosts: { type: "string", default: "1000" }, prof: { type: "string" }, "fleet-cap": { type: "string" } } });
+const { values } = parseArgs({ options: { hosts: { type: "string", default: "1000" }, prof: { type: "string" }, "fleet-cap": { type: "string" }, entry: { type: "string" } } });
 const HOSTS = Number(values.hosts);
 const C = "metrics-agent";
 const STEPS = ["begin", "backup", "download", "override", "stop", "start", "verify", "end-action"] as const;
@@ -61,7 +61,8 @@ await store.append(
   { expectedSequence: 0 },
 );
 
-const entry = join(fileURLToPath(new URL(".", import.meta.url)), "..", "index.ts");
+// --entry: another allocator's composition root (an older checkout), for a before/after in one sitting.
+const entry = values.entry ?? join(fileURLToPath(new URL(".", import.meta.url)), "..", "index.ts");
 const argv = [...(values.prof ? ["--cpu-prof", "--cpu-prof-dir", values.prof] : []), "--import", "tsx", entry];
 const allocator = await startProcess(
   "allocator",

@@ -69,10 +69,26 @@ export interface MessageContext {
  * a time; a message is acked only after its decisions are appended, and a killed replica's
  * unacked messages come back to another after ack_wait.
  */
-export async function runConsumer(
+export function runConsumer(
   nc: NatsConnection,
   opts: ConsumerOptions,
   handle: (c: StoredCommit, ctx: MessageContext) => Promise<void>,
+  logger: Logger,
+): Promise<{ stop(): Promise<void>; done: Promise<void> }> {
+  const decode = (m: JsMsg) => (opts.handles !== undefined && !concerns(m.data, opts.handles) ? null : decodeCommit(m));
+  return consume(nc, opts, decode, handle, logger);
+}
+
+/**
+ * The same loop over messages of which the handler needs less than the whole commit: `decode`
+ * turns a message into what `handle` takes, or null for one to ack unread. With `headersOnly`
+ * the server sends subjects and headers only.
+ */
+export async function consume<T>(
+  nc: NatsConnection,
+  opts: ConsumerOptions & { headersOnly?: boolean },
+  decode: (m: JsMsg) => T | null,
+  handle: (c: T, ctx: MessageContext) => Promise<void>,
   logger: Logger,
 ): Promise<{ stop(): Promise<void>; done: Promise<void> }> {
   const jsm = await jetstreamManager(nc);
@@ -83,6 +99,7 @@ export async function runConsumer(
     deliver_policy: DeliverPolicy.All,
     ack_wait: opts.ackWaitMs * 1_000_000,
     max_ack_pending: opts.maxAckPending ?? 1000,
+    ...(opts.headersOnly ? { headers_only: true } : {}),
   };
   try {
     await jsm.consumers.info(opts.stream, opts.durable);
@@ -112,11 +129,12 @@ export async function runConsumer(
       clock: () => new Date(),
     };
     try {
-      if (opts.handles !== undefined && !concerns(m.data, opts.handles)) {
+      const item = decode(m);
+      if (item === null) {
         m.ack();
         return;
       }
-      await handle(decodeCommit(m), ctx);
+      await handle(item, ctx);
       if (wakeAt === null) m.ack();
       else m.nak(Math.max(1, wakeAt - Date.now()));
     } catch (err) {

@@ -8,6 +8,7 @@ import { planner } from "./plan.js";
 import { timeouts } from "./timeouts.js";
 
 export { RetryLater, taskIdFor, type EngineDeps } from "./deps.js";
+export { allocationOf } from "./timeouts.js";
 
 /** Every event type `handle` acts on (the consumer skips commits with none of them unread). */
 export const HANDLED: ReadonlySet<string> = new Set([
@@ -28,8 +29,6 @@ export const HANDLED: ReadonlySet<string> = new Set([
   "TaskTimedOut",
   "TaskCancelled",
 ] satisfies Array<MoltEvent["type"]>);
-/** What the deadline consumer acts on. */
-export const DEADLINES: ReadonlySet<string> = new Set(["TaskAllocated"] satisfies Array<MoltEvent["type"]>);
 
 /**
  * The roll engine's reaction to one commit. Every rule re-reads the aggregate it writes,

@@ -7,8 +7,8 @@ import { createLogger } from "@molt/runtime";
 import { startNatsServer, waitFor, type NatsServer } from "@molt/testkit";
 import { expect } from "vitest";
 import { desiredStates } from "../dispatch/desired.js";
-import { runConsumer } from "./consumer.js";
-import { DEADLINES, engine, HANDLED, type EngineDeps } from "./rules.js";
+import { consume, runConsumer } from "./consumer.js";
+import { allocationOf, engine, HANDLED, type EngineDeps } from "./rules.js";
 
 export const C = "metrics-agent";
 export const now = () => new Date().toISOString();
@@ -64,9 +64,10 @@ export async function testBed(name: string) {
         logger,
       );
       stops.push(() => c.stop());
-      const d = await runConsumer(
+      const d = await consume(
         rnc,
-        { stream: STREAM_EVENTS, durable: "molt-allocator-deadlines", filter: subjects.slots, concurrency: 8, retryDelayMs: 50, ackWaitMs: 5000, maxAckPending: 20_000, handles: DEADLINES },
+        { stream: STREAM_EVENTS, durable: "molt-allocator-deadlines", filter: subjects.slots, concurrency: 8, retryDelayMs: 50, ackWaitMs: 5000, maxAckPending: 20_000, headersOnly: true },
+        allocationOf,
         (x, ctx) => rules.deadlines(x, ctx),
         logger,
       );
