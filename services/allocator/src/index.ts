@@ -73,7 +73,7 @@ const previews = planPreviews(nc, logger, rules.plans.compute);
 let stopping = false;
 // If a consume loop ends by itself (the durable was deleted, the stream is gone), this replica
 // would go on half-deaf: exit so a supervisor restarts it and it re-binds.
-for (const c of [consumer, deadlines])
+for (const c of [consumer, deadlines, fleet, ...(leases ? [leases] : [])])
   void c.done.then(() => {
     if (stopping) return;
     logger.fatal("event consumer ended unexpectedly; exiting");

@@ -21,6 +21,8 @@ export interface FleetLeases {
   release(taskId: string): Promise<void>;
   /** Leases held now, as this replica sees them. */
   held(): number;
+  /** Settles when the watch on the bucket ends (stopped, or lost). */
+  done: Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -141,6 +143,7 @@ export async function fleetLeases(kv: KV, cap: number, isActive: (lease: Lease) 
       }
     },
     held: () => byTask.size,
+    done: following,
     async stop() {
       watch.stop();
       await following;

@@ -3,6 +3,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { decodeHostToken, describeIssues, HostState, STREAM_EVENTS, type Selector } from "@molt/contracts";
 import type { EventStore } from "@molt/event-store";
 import type { Logger } from "@molt/runtime";
+import { RetryLater } from "../engine/deps.js";
 
 /** What the fleet knows of one host, or why its stored state cannot be used. */
 export type FleetHost = { hostId: string; state: HostState } | { hostId: string; skip: string };
@@ -21,6 +22,8 @@ export interface FleetIndex {
   select(selector: Selector, component: string): FleetHost[];
   /** Host meta commits applied so far (for tests and metrics). */
   applied(): number;
+  /** Settles when the index stops following the host events (stopped, or the consumer ended). */
+  done: Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -118,7 +121,7 @@ export async function fleetIndex(nc: NatsConnection, store: EventStore, logger: 
         };
         const timer = setTimeout(() => {
           waiters.delete(w);
-          reject(new Error(`the fleet index is at ${seq}, behind the host events' ${at}, after ${timeoutMs} ms`));
+          reject(new RetryLater(`the fleet index is at ${seq}, behind the host events' ${at}, after ${timeoutMs} ms`));
         }, timeoutMs);
         waiters.add(w);
       });
@@ -149,6 +152,7 @@ export async function fleetIndex(nc: NatsConnection, store: EventStore, logger: 
       return out;
     },
     applied: () => count,
+    done: following,
     async stop() {
       await messages.close();
       await following;
