@@ -67,8 +67,8 @@ export function createRunner(deps: RunnerDeps): ProjectionRunner {
   const name = deps.name ?? "projector";
   const decoder = new TextDecoder();
   const listeners = new Set<(c: ProjectedCommit) => void>();
-  /** The commit being applied, handed to listeners once its transaction has committed. */
-  let pending: ProjectedCommit | null = null;
+  /** The commits being applied (a run shares one transaction), handed to listeners once it has committed. */
+  const pending = new Map<number, ProjectedCommit>();
   let applied = 0;
   // Raw messages, parsed inside apply: a commit no reader can parse, like a row the database
   // refuses, fails that one message (and is dead-lettered), not the whole subscription forever.
@@ -80,13 +80,14 @@ export function createRunner(deps: RunnerDeps): ProjectionRunner {
     apply: async (tx, raw) => {
       const c = toProjected(storedCommitOf(raw));
       for (const p of projections) await p.apply(tx, c);
-      pending = c;
+      pending.set(c.seq, c);
     },
     onApplied: (raw) => {
       applied = raw.seq;
-      const c = pending;
-      pending = null;
-      if (c?.seq !== raw.seq) return;
+      const c = pending.get(raw.seq);
+      // A run rolled back leaves its entries behind: drop them with this one.
+      for (const seq of pending.keys()) if (seq <= raw.seq) pending.delete(seq);
+      if (c === undefined) return;
       for (const listener of listeners) {
         try {
           listener(c);
