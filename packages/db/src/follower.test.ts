@@ -146,3 +146,38 @@ describe("checkpointed follower: batches", () => {
     expect((await readDeadLetters(db, "poison-in-batch")).map((d) => d.seq)).toEqual([150]);
   });
 });
+
+describe("checkpointed follower: linger", () => {
+  it("[scale-faults] messages trickling in a few ms apart share a transaction when the run lingers for them", async () => {
+    const base = await template.fresh();
+    await base.exec("CREATE TABLE seen (seq int PRIMARY KEY, at timestamptz NOT NULL)");
+    let transactions = 0;
+    const db: Db = { ...base, transaction: (fn) => (transactions++, base.transaction(fn)) };
+    const trickle = (fromSeq: number, handler: (m: Msg) => Promise<void>) => {
+      let stopped = false;
+      void (async () => {
+        for (let seq = fromSeq; seq <= 40 && !stopped; seq++) {
+          await handler({ seq, at: "2026-01-01T00:00:00Z" });
+          await new Promise((r) => setTimeout(r, 2));
+        }
+      })();
+      return { stop: () => ((stopped = true), Promise.resolve()) };
+    };
+    const f = createCheckpointedFollower<Msg>({
+      db,
+      logger: quiet,
+      name: "trickle",
+      lingerMs: 200,
+      open: trickle,
+      apply: async (tx, m) => {
+        await tx.query("INSERT INTO seen (seq, at) VALUES ($1, $2::timestamptz)", [m.seq, m.at]);
+      },
+    });
+    await f.start();
+    await until("every message", async () => ((await f.status()).checkpoint === 40 ? true : undefined));
+    await f.stop();
+    expect((await base.query<{ n: number }>("SELECT count(*)::int AS n FROM seen")).rows[0]?.n).toBe(40);
+    // 40 messages ~2 ms apart (~80 ms or more) against a 200 ms linger: a few runs, not 40 transactions.
+    expect(transactions).toBeLessThanOrEqual(10);
+  });
+});

@@ -130,6 +130,8 @@ export function createCheckpointedFollower<M extends { seq: number }>(deps: {
   applyBatch?: (tx: Queryable, ms: readonly M[]) => Promise<void>;
   /** Messages applied per transaction at most (default 256); 1 applies each in its own. */
   batchSize?: number;
+  /** How long a run waits for more messages before it is applied (default 0: at once). */
+  lingerMs?: number;
   retryMs?: number;
   /** Told of each message once its transaction has committed (live views: SSE, metrics). */
   onApplied?: (m: M) => void;
@@ -145,6 +147,7 @@ export function createCheckpointedFollower<M extends { seq: number }>(deps: {
   const { logger } = deps;
   const firstRetryMs = deps.retryMs ?? 1_000;
   const batchSize = Math.max(1, deps.batchSize ?? 256);
+  const lingerMs = deps.lingerMs ?? 0;
   let retryMs = firstRetryMs;
   let checkpoint = 0;
   let lastError: string | null = null;
@@ -225,6 +228,12 @@ export function createCheckpointedFollower<M extends { seq: number }>(deps: {
    */
   const flush = async (gen: number): Promise<void> => {
     while (queue.length > 0 && gen === generation && !stopped) {
+      // A burst's next messages are usually a few ms behind its first: waiting for them a
+      // moment makes one transaction of what would be many (the views lag that much more).
+      if (lingerMs > 0 && queue.length < batchSize) {
+        await new Promise((r) => setTimeout(r, lingerMs));
+        if (gen !== generation || stopped) return;
+      }
       const batch = queue.slice(0, batchSize);
       try {
         if (batch.length === 1) await applyOne(batch[0]!);

@@ -29,6 +29,7 @@ export function createFollower(deps: {
     apply: (tx, m) => appendEntries(tx, toEntries(stream, m)),
     // A run of messages is one chain append (one head read, one insert) in its one transaction.
     applyBatch: (tx, ms) => appendEntries(tx, ms.flatMap((m) => toEntries(stream, m))),
+    lingerMs: 20,
     ...(deps.retryMs !== undefined ? { retryMs: deps.retryMs } : {}),
   });
 }
