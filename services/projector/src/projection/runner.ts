@@ -84,6 +84,15 @@ export function createRunner(deps: RunnerDeps): ProjectionRunner {
       for (const p of projections) await p.apply(tx, c);
       pending.set(c.seq, c);
     },
+    // Projections write disjoint tables, so each may take the whole run at once.
+    applyBatch: async (tx, raws) => {
+      const cs = raws.map((raw) => toProjected(storedCommitOf(raw)));
+      for (const p of projections) {
+        if (p.applyRun) await p.applyRun(tx, cs);
+        else for (const c of cs) await p.apply(tx, c);
+      }
+      for (const c of cs) pending.set(c.seq, c);
+    },
     onApplied: (raw) => {
       applied = raw.seq;
       const c = pending.get(raw.seq);
