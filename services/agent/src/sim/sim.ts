@@ -67,6 +67,9 @@ export async function startSim(deps: SimDeps): Promise<Sim> {
         ...deps.timing,
         // In-process runs poke the forwarder on every append; the poll is only a safety net.
         journalPollMs: 1_000,
+        // With zero step delay a task journals its dozen entries within milliseconds: one or two
+        // reports (commits) instead of four or five, for feedback and every consumer of the stream.
+        reportLingerMs: deps.timing.reportLingerMs ?? 25,
         startDelayMs: Math.floor((i * deps.timing.heartbeatMs) / Math.max(1, count)),
       },
     }),
