@@ -39,6 +39,8 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
     name: sim ? `molt-agent-sim-${config.MOLT_SIM_PREFIX}${sim}` : `molt-agent-${file?.hostId ?? config.MOLT_HOST_ID}`,
     maxReconnectAttempts: -1,
     reconnectTimeWait: 250,
+    // As the services (connectNats): no Error built per request just for its async stack.
+    noAsyncTraces: true,
     ...(file?.nats.credentials ? { authenticator: credsAuthenticator(readFileSync(file.nats.credentials)) } : {}),
   });
   const desired = kvDesiredSource(nc);
@@ -69,6 +71,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
       rootBase: config.MOLT_ROOT ?? "",
       timing,
       stepDelayMs: config.MOLT_SIM_STEP_DELAY_MS,
+      fsync: config.MOLT_SIM_FSYNC,
       ...(mirror ? { mirror } : {}),
       ...(config.MOLT_SIM_FAULT_FILE ? { faultFile: config.MOLT_SIM_FAULT_FILE } : {}),
     });
