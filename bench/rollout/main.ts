@@ -11,7 +11,6 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { connect } from "@nats-io/transport-node";
 import { subjects } from "@molt/contracts";
 import { createEventStore } from "@molt/event-store";
 import { buildPackage, startNatsServer, startSystem, waitFor, type RunningProcess } from "@molt/testkit";
@@ -31,11 +30,11 @@ async function usage(p: RunningProcess): Promise<{ cpuS: number; peakRssMiB: num
 
 async function rollout(hosts: number) {
   const dataDir = await mkdtemp(join(tmpdir(), "molt-bench-rollout-"));
-  const nats = await startNatsServer();
-  const nc = await connect({ servers: nats.url });
+  const nats = await startNatsServer({ secure: true });
+  const nc = await nats.bus.connect("admin");
   const store = createEventStore(nc);
   const system = await startSystem({
-    natsUrl: nats.url,
+    nats,
     dataDir,
     tokens: { [TOKEN]: { actor: "bench", role: "operator" } },
     sim: { count: hosts, prefix: "b-", seed: `${C}@1.0.0`, stepDelayMs: 0 },
