@@ -18,13 +18,18 @@ export interface NatsSecurity {
   inboxPrefix?: string | undefined;
 }
 
-/** Connects with unlimited reconnects: services ride out a nats-server restart. */
+/**
+ * Connects with unlimited reconnects: services ride out a nats-server restart, and a first
+ * connect that times out (a loaded machine, a server still starting) is retried too. Refused
+ * credentials still fail it (the client gives up after the server refuses them twice).
+ */
 export async function connectNats(opts: { url: string; name: string } & NatsSecurity): Promise<NatsConnection> {
   return connect({
     servers: opts.url.split(","),
     name: opts.name,
     maxReconnectAttempts: -1,
     reconnectTimeWait: 250,
+    waitOnFirstConnect: true,
     ...natsSecurityOptions(opts),
   });
 }

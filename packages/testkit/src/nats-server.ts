@@ -12,6 +12,8 @@ export interface NatsServer {
   readonly url: string;
   readonly port: number;
   readonly dataDir: string;
+  /** The running server's process id (a restart changes it). */
+  readonly pid: number | undefined;
   /** Stops the server (SIGTERM, then SIGKILL) and removes its data dir unless `keepData`. */
   stop(opts?: { keepData?: boolean }): Promise<void>;
   /** Kills the server process and starts it again on the same port and data dir. */
@@ -145,6 +147,9 @@ export async function startNatsServer(opts: NatsServerOptions = {}): Promise<Nat
     port,
     dataDir,
     ...(bus ? { bus } : {}),
+    get pid() {
+      return proc.pid;
+    },
     async stop(stopOpts) {
       await kill("SIGTERM");
       if (!stopOpts?.keepData && !opts.dataDir) await rm(dataDir, { recursive: true, force: true });
