@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer, connect as tcpConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -171,11 +171,16 @@ async function secureServer(dataDir: string, port: number, url: string, tls: Ser
   const tlsBlock = tls
     ? [`tls {`, `  cert_file: ${JSON.stringify(tls.certFile)}`, `  key_file: ${JSON.stringify(tls.keyFile)}`, `  ca_file: ${JSON.stringify(tls.caFile)}`, `  verify: ${tls.verify ? "true" : "false"}`, `}`]
     : [];
-  const configFile = join(authDir, "server.conf");
-  await writeFile(
-    configFile,
-    [`listen: "127.0.0.1:${port}"`, `log_file: ${JSON.stringify(process.env["MOLT_NATS_LOG_FILE"] ?? join(authDir, "nats.log"))}`, `jetstream { store_dir: ${JSON.stringify(dataDir)} }`, `include "auth.conf"`, ...tlsBlock, ""].join("\n"),
-  );
+  // The shipped single-node config, on this server's port and dirs (monitoring off: ports collide).
+  const shipped = await readFile(join(repoRoot, "infra/nats/single.conf"), "utf8");
+  for (const expected of ["listen: 127.0.0.1:4222", "http: 127.0.0.1:8222", "/var/lib/molt/nats", 'include "auth.conf"'])
+    if (!shipped.includes(expected)) throw new Error(`infra/nats/single.conf no longer has ${expected}: update the test kit`);
+  const config = shipped
+    .replace("listen: 127.0.0.1:4222", `listen: "127.0.0.1:${port}"`)
+    .replace("http: 127.0.0.1:8222", "")
+    .replace("/var/lib/molt/nats", dataDir);
+  const configFile = join(authDir, "nats.conf");
+  await writeFile(configFile, [config, `log_file: ${JSON.stringify(process.env["MOLT_NATS_LOG_FILE"] ?? join(authDir, "nats.log"))}`, ...tlsBlock, ""].join("\n"));
   const files = new Map<BusUser, string>();
   const credsFile = async (who: BusUser) => {
     let f = files.get(who);
