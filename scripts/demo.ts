@@ -9,7 +9,6 @@ import { randomBytes } from "node:crypto";
 import { rm } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { connect } from "@nats-io/transport-node";
 import { subjects } from "@molt/contracts";
 import { createEventStore } from "@molt/event-store";
 import { generatePublisherKey, signAndPush, writePublisherKey } from "@molt/publisher";
@@ -40,9 +39,9 @@ const publisher = generatePublisherKey();
 const publisherFiles = await writePublisherKey(dataDir, "publisher", publisher);
 
 console.log(`${stamp()} starting nats-server and the services (logs in ${join(dataDir, "logs")})`);
-const nats = await startNatsServer({ dataDir: join(dataDir, "nats") });
+const nats = await startNatsServer({ dataDir: join(dataDir, "nats"), secure: true });
 const system = await startSystem({
-  natsUrl: nats.url,
+  nats,
   dataDir,
   trustedPublisherKeys: [{ keyId: publisher.keyId, publicKey: publisher.publicKey, comment: "demo publisher" }],
   tokens: { [operatorToken]: { actor: "demo-operator", role: "operator" }, [viewerToken]: { actor: "demo-viewer", role: "viewer" } },
@@ -69,7 +68,7 @@ console.log(`${stamp()} viewer token:   ${viewerToken}`);
 console.log(`${stamp()} nats:           ${nats.url}`);
 console.log(`${stamp()} publisher key:  ${publisher.keyId} (${publisherFiles.privateKeyFile}; push more with pnpm molt-publish push --key …)`);
 
-const nc = await connect({ servers: nats.url });
+const nc = await nats.bus.connect("admin");
 const store = createEventStore(nc);
 await waitFor(
   `${hostCount} simulated hosts to register`,

@@ -12,7 +12,6 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
-import { connect } from "@nats-io/transport-node";
 import { subjects } from "@molt/contracts";
 import { createEventStore } from "@molt/event-store";
 import { buildPackage, startNatsServer, startSystem, waitFor } from "@molt/testkit";
@@ -66,11 +65,11 @@ function cpuPer1000(before: Usage, after: Usage, hosts: number) {
 
 async function rollout(hosts: number) {
   const dataDir = await mkdtemp(join(tmpdir(), "molt-bench-rollout-"));
-  const nats = await startNatsServer();
-  const nc = await connect({ servers: nats.url });
+  const nats = await startNatsServer({ secure: true });
+  const nc = await nats.bus.connect("admin");
   const store = createEventStore(nc);
   const system = await startSystem({
-    natsUrl: nats.url,
+    nats,
     dataDir,
     tokens: { [TOKEN]: { actor: "bench", role: "operator" } },
     sim: { count: hosts, prefix: "b-", seed: `${C}@1.0.0`, stepDelayMs: 0 },

@@ -2,7 +2,7 @@ import { readFile, rm } from "node:fs/promises";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { SlotState, subjects, type MoltEvent } from "@molt/contracts";
 import type { EventStore, StoredCommit } from "@molt/event-store";
-import { buildPackage, waitFor, type NatsServer, type RunningProcess, type System } from "@molt/testkit";
+import { buildPackage, waitFor, type SecureNatsServer, type RunningProcess, type System } from "@molt/testkit";
 import { expect } from "vitest";
 
 export const COMPONENT = "metrics-agent";
@@ -101,7 +101,7 @@ export async function downloadRequests(logFile: string): Promise<number> {
 }
 
 /** Stops what a scenario started, extra processes first, and removes its data dir. */
-export async function teardown(parts: { extra: RunningProcess[]; system?: System; nc?: NatsConnection; nats?: NatsServer; dataDir?: string }) {
+export async function teardown(parts: { extra: RunningProcess[]; system?: System; nc?: NatsConnection; nats?: SecureNatsServer; dataDir?: string }) {
   await Promise.all(parts.extra.map((p) => p.stop()));
   await parts.system?.stop();
   await parts.nc?.close();

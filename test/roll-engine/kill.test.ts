@@ -1,10 +1,10 @@
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { subjects } from "@molt/contracts";
 import { createEventStore, type EventStore } from "@molt/event-store";
-import { startNatsServer, startProcess, startSystem, waitFor, type NatsServer, type RunningProcess, type System } from "@molt/testkit";
+import { startNatsServer, startProcess, startSystem, waitFor, type SecureNatsServer, type RunningProcess, type System } from "@molt/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { COMPONENT, history, operatorApi, simIds, teardown } from "./harness.js";
 
@@ -19,7 +19,7 @@ const KILL_EVERY_MS = 1500;
 const KILLS = 8;
 const TIMINGS = { MOLT_HEARTBEAT_MS: "1000", MOLT_POLL_MS: "1000", MOLT_RETRY_DELAY_MS: "100", MOLT_ACK_WAIT_MS: "1500" };
 
-let nats: NatsServer;
+let nats: SecureNatsServer;
 let nc: NatsConnection;
 let store: EventStore;
 let system: System;
@@ -30,11 +30,11 @@ const restartedReplicas: RunningProcess[] = [];
 
 beforeAll(async () => {
   dataDir = await mkdtemp(join(tmpdir(), "molt-kill-"));
-  nats = await startNatsServer();
-  nc = await connect({ servers: nats.url });
+  nats = await startNatsServer({ secure: true });
+  nc = await nats.bus.connect("admin");
   store = createEventStore(nc);
   system = await startSystem({
-    natsUrl: nats.url,
+    nats,
     dataDir,
     tokens: { [OPERATOR]: { actor: "otto", role: "operator" } },
     allocatorReplicas: 3,
@@ -79,7 +79,7 @@ describe("roll engine under kill -9", () => {
       const restarted = startProcess(
         `${name}-r${round}`,
         "allocator",
-        { MOLT_NATS_URL: nats.url, MOLT_PACKAGE_BASE_URL: system.gatewayUrl, MOLT_REPLICA_ID: `${name}-r${round}`, ...TIMINGS },
+        { ...(await nats.bus.env("allocator")), MOLT_PACKAGE_BASE_URL: system.gatewayUrl, MOLT_REPLICA_ID: `${name}-r${round}`, ...TIMINGS },
         join(dataDir, "logs"),
         /allocator running/,
       );

@@ -1,10 +1,10 @@
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { subjects, type MoltEvent } from "@molt/contracts";
 import { createEventStore, type EventStore } from "@molt/event-store";
-import { startNatsServer, startProcess, startSystem, waitFor, type NatsServer, type RunningProcess, type System } from "@molt/testkit";
+import { startNatsServer, startProcess, startSystem, waitFor, type SecureNatsServer, type RunningProcess, type System } from "@molt/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { COMPONENT, doubleActive, downloadRequests, history, maxInFlight, operatorApi, simIds, teardown } from "./harness.js";
 
@@ -18,7 +18,7 @@ const EU = simIds("eu-", 40);
 const US = simIds("us-", 20);
 const ALL = [...EU, ...US];
 
-let nats: NatsServer;
+let nats: SecureNatsServer;
 let nc: NatsConnection;
 let store: EventStore;
 let system: System;
@@ -31,13 +31,13 @@ let h: ReturnType<typeof history>;
 beforeAll(async () => {
   dataDir = await mkdtemp(join(tmpdir(), "molt-roll-"));
   faultFile = join(dataDir, "fault.json");
-  nats = await startNatsServer();
-  nc = await connect({ servers: nats.url });
+  nats = await startNatsServer({ secure: true });
+  nc = await nats.bus.connect("admin");
   store = createEventStore(nc);
   h = history(store);
   const timings = { MOLT_HEARTBEAT_MS: "500", MOLT_POLL_MS: "1000", MOLT_RETRY_DELAY_MS: "100", MOLT_ACK_WAIT_MS: "3000", MOLT_SIM_FAULT_FILE: faultFile };
   system = await startSystem({
-    natsUrl: nats.url,
+    nats,
     dataDir,
     tokens: { [OPERATOR]: { actor: "otto", role: "operator" } },
     allocatorReplicas: 2,
@@ -48,7 +48,7 @@ beforeAll(async () => {
   usSim = await startProcess(
     "agent-sim-us",
     "agent",
-    { MOLT_NATS_URL: nats.url, ...timings, MOLT_SIM: "20", MOLT_SIM_PREFIX: "us-", MOLT_SEED: `${COMPONENT}@1.0.0`, MOLT_SIM_STEP_DELAY_MS: String(STEP_MS), MOLT_LABELS: "cluster=us-1", MOLT_ROOT: join(dataDir, "sim-us") },
+    { ...(await nats.bus.env("sim")), ...timings, MOLT_SIM: "20", MOLT_SIM_PREFIX: "us-", MOLT_SEED: `${COMPONENT}@1.0.0`, MOLT_SIM_STEP_DELAY_MS: String(STEP_MS), MOLT_LABELS: "cluster=us-1", MOLT_ROOT: join(dataDir, "sim-us") },
     join(dataDir, "logs"),
     /simulated hosts started/,
   );

@@ -2,11 +2,11 @@ import { copyFile, mkdir, mkdtemp, readFile, readlink, rm, writeFile } from "nod
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Kvm } from "@nats-io/kv";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { KV_PRESENCE, PackagePublished, presenceKey, subjects } from "@molt/contracts";
 import { createEventStore, type EventStore } from "@molt/event-store";
 import { generatePublisherKey, signAndPush, type PublisherKeyPair } from "@molt/publisher";
-import { buildAgentBundle, buildPackage, startNatsServer, startSystem, waitFor, type NatsServer, type System } from "@molt/testkit";
+import { buildAgentBundle, buildPackage, hostCredsFile, startNatsServer, startSystem, waitFor, type SecureNatsServer, type System } from "@molt/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 /**
@@ -19,7 +19,7 @@ const OPERATOR = "operator-token-shipped-01";
 const HOSTS = ["ship-1.eu-1.example.com", "10.0.9.2"];
 const COMPONENT = "metrics-agent";
 
-let nats: NatsServer;
+let nats: SecureNatsServer;
 let nc: NatsConnection;
 let store: EventStore;
 let system: System;
@@ -33,8 +33,8 @@ beforeAll(async () => {
   await mkdir(opt);
   await copyFile(built.outfile, join(opt, "molt-agent.mjs"));
   publisher = generatePublisherKey();
-  nats = await startNatsServer();
-  nc = await connect({ servers: nats.url });
+  nats = await startNatsServer({ secure: true });
+  nc = await nats.bus.connect("admin");
   store = createEventStore(nc);
   // Each host's config file, as infra/agent/agent.example.json: it trusts the publisher's key only.
   const configs = new Map<string, string>();
@@ -43,7 +43,7 @@ beforeAll(async () => {
     const config = {
       hostId,
       root: join(dataDir, "hosts", hostId),
-      nats: { urls: [nats.url] },
+      nats: { urls: [nats.url], credentials: (await hostCredsFile(nats.bus, hostId, join(dataDir, "creds"))).file },
       trustedKeys: [{ keyId: publisher.keyId, publicKey: publisher.publicKey, comment: "the release key" }],
       components: [{ name: COMPONENT, kind: "third-party" }],
     };
@@ -51,7 +51,7 @@ beforeAll(async () => {
     configs.set(hostId, file);
   }
   system = await startSystem({
-    natsUrl: nats.url,
+    nats,
     dataDir,
     tokens: { [OPERATOR]: { actor: "otto", role: "operator" } },
     trustedPublisherKeys: [{ keyId: publisher.keyId, publicKey: publisher.publicKey }],

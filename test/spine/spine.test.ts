@@ -3,10 +3,10 @@ import type { AddressInfo } from "node:net";
 import { mkdtemp, readFile, readlink, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { subjects } from "@molt/contracts";
 import { createEventStore, type EventStore } from "@molt/event-store";
-import { buildPackage, startNatsServer, startSystem, waitFor, type NatsServer, type System } from "@molt/testkit";
+import { buildPackage, startNatsServer, startSystem, waitFor, type SecureNatsServer, type System } from "@molt/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 /**
@@ -20,7 +20,7 @@ const HOSTS = ["web-1.eu-1.example.com", "web-2.eu-1.example.com", "10.0.0.7", "
 const TAMPERED = "10.0.0.7";
 const COMPONENT = "metrics-agent";
 
-let nats: NatsServer;
+let nats: SecureNatsServer;
 let nc: NatsConnection;
 let store: EventStore;
 let system: System;
@@ -64,8 +64,8 @@ async function deployAndWait(version: string, key: string) {
 
 beforeAll(async () => {
   dataDir = await mkdtemp(join(tmpdir(), "molt-spine-"));
-  nats = await startNatsServer();
-  nc = await connect({ servers: nats.url });
+  nats = await startNatsServer({ secure: true });
+  nc = await nats.bus.connect("admin");
   store = createEventStore(nc);
   // A mirror in front of the gateway for one host, as an operator would run nginx; when armed it
   // flips one byte of every package it serves.
@@ -80,7 +80,7 @@ beforeAll(async () => {
   await new Promise<void>((r) => mirror.listen(0, "127.0.0.1", r));
   const mirrorUrl = `http://127.0.0.1:${(mirror.address() as AddressInfo).port}`;
   system = await startSystem({
-    natsUrl: nats.url,
+    nats,
     dataDir,
     tokens: { [OPERATOR]: { actor: "otto", role: "operator" }, [VIEWER]: { actor: "vera", role: "viewer" } },
     allocatorReplicas: 2,

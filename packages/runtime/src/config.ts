@@ -17,6 +17,12 @@ export const natsEnv = {
   MOLT_NATS_URL: z.string().min(1).default("nats://127.0.0.1:4222"),
   /** 1 on one server, 3 on a cluster. Existing streams and buckets are never rewritten. */
   MOLT_STREAM_REPLICAS: z.coerce.number().int().min(1).max(5).default(1),
+  /** This process's NATS credentials file (user JWT + seed); every shipped server config requires one. */
+  MOLT_NATS_CREDS: z.string().min(1).optional(),
+  /** TLS: the CA the servers' certificates chain to, and an optional client certificate and key. */
+  MOLT_NATS_CA: z.string().min(1).optional(),
+  MOLT_NATS_CERT: z.string().min(1).optional(),
+  MOLT_NATS_KEY: z.string().min(1).optional(),
 };
 
 /** Env every HTTP service reads. */

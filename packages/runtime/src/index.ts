@@ -1,7 +1,23 @@
 export { loadConfig, ConfigError, natsEnv, httpEnv } from "./config.js";
 export { createLogger, type Logger } from "./logger.js";
 export { installShutdown, type Closer } from "./shutdown.js";
-export { connectNats, ensureBucket, type NatsConnection } from "./nats.js";
+export { connectNats, ensureBucket, natsSecurityOptions, natsSecurityFromEnv, type NatsConnection, type NatsSecurity } from "./nats.js";
+export {
+  BusAuthority,
+  HostIssuer,
+  createBusAuthority,
+  hostIssuer,
+  serverAuthConfig,
+  servicePermissions,
+  hostPermissions,
+  hostInboxPrefix,
+  userCreds,
+  issueHostCreds,
+  revokeUsers,
+  type ServiceIdentity,
+  type BusUser,
+  type IssuedCreds,
+} from "./bus-auth.js";
 export { bearerAuth, loadTokens, parseTokens, hashToken, hasRole, Role, type Principal, type TokenMap, type TokenLookup, type LoadTokensOptions } from "./auth.js";
 export { HttpError, statusForCode, errorBody, type ErrorBody } from "./errors.js";
 export { createHttpApp, rateLimitsFromEnv, type App, type RateLimits } from "./http.js";

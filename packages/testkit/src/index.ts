@@ -1,6 +1,6 @@
-export { startNatsServer, natsServerBinary, freePort, type NatsServer } from "./nats-server.js";
+export { startNatsServer, natsServerBinary, freePort, type NatsServer, type SecureNatsServer, type SecureBus, type ServerTls, type NatsServerOptions } from "./nats-server.js";
 export { waitFor } from "./wait.js";
-export { startSystem, startProcess, type System, type SystemOptions, type AgentSpec, type RunningProcess, type ServiceName, type ProcessSpec } from "./system.js";
+export { startSystem, startProcess, provisionBus, hostCredsFile, type System, type SystemOptions, type AgentSpec, type RunningProcess, type ServiceName, type ProcessSpec } from "./system.js";
 export { buildPackage } from "./packages.js";
 export { rawTar, type RawEntry } from "./tar.js";
 export { startFeedbackStandIn, type FeedbackStandIn } from "./feedback.js";

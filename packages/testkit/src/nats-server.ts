@@ -1,19 +1,52 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer, connect as tcpConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { connect, type ConnectionOptions, type NatsConnection } from "@nats-io/transport-node";
+import { createBusAuthority, natsSecurityOptions, revokeUsers, serverAuthConfig, userCreds, type BusAuthority, type BusUser } from "@molt/runtime";
 
 export interface NatsServer {
   readonly url: string;
   readonly port: number;
   readonly dataDir: string;
+  /** The running server's process id (a restart changes it). */
+  readonly pid: number | undefined;
   /** Stops the server (SIGTERM, then SIGKILL) and removes its data dir unless `keepData`. */
   stop(opts?: { keepData?: boolean }): Promise<void>;
   /** Kills the server process and starts it again on the same port and data dir. */
   restart(): Promise<void>;
+  /** With `secure`: the bus's authority and a credentials file per identity. */
+  readonly bus?: SecureBus;
+}
+
+/** A server started `secure`: its bus is always there. */
+export interface SecureNatsServer extends NatsServer {
+  readonly bus: SecureBus;
+}
+
+/** TLS files for the client port (PEM). `verify`: clients must present a certificate from `caFile`. */
+export interface ServerTls {
+  certFile: string;
+  keyFile: string;
+  caFile: string;
+  verify?: boolean;
+}
+
+export interface SecureBus {
+  readonly authority: BusAuthority;
+  /** The CA clients must trust, when the server speaks TLS. */
+  readonly caFile?: string;
+  /** Writes (once) and returns the credentials file of an identity. */
+  credsFile(who: BusUser): Promise<string>;
+  /** The env a Molt process needs to connect as `who`: URL, credentials, CA. */
+  env(who: BusUser): Promise<Record<string, string>>;
+  /** Connects as `who`, or with a credentials text (a host's, from enrolment). */
+  connect(who: BusUser | { creds: string; inboxPrefix?: string }, extra?: Partial<ConnectionOptions>): Promise<NatsConnection>;
+  /** Revokes users by public key, without restarting the server. */
+  revoke(userKeys: string[]): Promise<void>;
 }
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
@@ -57,13 +90,36 @@ async function waitForPort(port: number, deadlineMs: number, proc: ChildProcess)
   }
 }
 
-/** Starts a real nats-server with JetStream on a free port and its own temp data dir. */
-export async function startNatsServer(opts: { dataDir?: string; port?: number } = {}): Promise<NatsServer> {
+export interface NatsServerOptions {
+  dataDir?: string;
+  port?: number;
+  secure?: boolean;
+  tls?: ServerTls;
+}
+
+/**
+ * Starts a real nats-server with JetStream on a free port and its own temp data dir. Plain, it
+ * takes anonymous clients (a test bed for one component); `secure`, it runs the shipped auth
+ * (operator, accounts, a user per identity: no anonymous access) and optionally TLS — what the
+ * whole system (`startSystem`) and the demo run on.
+ */
+export async function startNatsServer(opts: NatsServerOptions & { secure: true }): Promise<SecureNatsServer>;
+export async function startNatsServer(opts?: NatsServerOptions): Promise<NatsServer>;
+export async function startNatsServer(opts: NatsServerOptions = {}): Promise<NatsServer> {
   const port = opts.port ?? (await freePort());
   const dataDir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), "molt-nats-")));
   let proc: ChildProcess;
+  let args = ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", dataDir];
+  let bus: SecureBus | undefined;
+  const scheme = opts.tls ? "tls" : "nats";
+  const url = `${scheme}://127.0.0.1:${port}`;
+  if (opts.secure || opts.tls) {
+    const secure = await secureServer(dataDir, port, url, opts.tls);
+    args = ["-c", secure.configFile];
+    bus = secure.bus;
+  }
   const launch = async () => {
-    proc = spawn(natsServerBinary(), ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", dataDir], {
+    proc = spawn(natsServerBinary(), args, {
       stdio: ["ignore", "ignore", "pipe"],
     });
     let stderr = "";
@@ -87,9 +143,13 @@ export async function startNatsServer(opts: { dataDir?: string; port?: number } 
   };
   await launch();
   return {
-    url: `nats://127.0.0.1:${port}`,
+    url,
     port,
     dataDir,
+    ...(bus ? { bus } : {}),
+    get pid() {
+      return proc.pid;
+    },
     async stop(stopOpts) {
       await kill("SIGTERM");
       if (!stopOpts?.keepData && !opts.dataDir) await rm(dataDir, { recursive: true, force: true });
@@ -99,4 +159,60 @@ export async function startNatsServer(opts: { dataDir?: string; port?: number } 
       await launch();
     },
   };
+}
+
+/** Writes the server config of a secured server (auth from a fresh authority, optional TLS) and its SecureBus. */
+async function secureServer(dataDir: string, port: number, url: string, tls: ServerTls | undefined): Promise<{ configFile: string; bus: SecureBus }> {
+  const authority = createBusAuthority();
+  const authDir = join(dataDir, "auth");
+  await mkdir(join(authDir, "creds"), { recursive: true, mode: 0o700 });
+  await writeFile(join(authDir, "authority.json"), JSON.stringify(authority), { mode: 0o600 });
+  await writeFile(join(authDir, "auth.conf"), await serverAuthConfig(authority, join(authDir, "jwt")));
+  const tlsBlock = tls
+    ? [`tls {`, `  cert_file: ${JSON.stringify(tls.certFile)}`, `  key_file: ${JSON.stringify(tls.keyFile)}`, `  ca_file: ${JSON.stringify(tls.caFile)}`, `  verify: ${tls.verify ? "true" : "false"}`, `}`]
+    : [];
+  // The shipped single-node config, on this server's port and dirs (monitoring off: ports collide).
+  const shipped = await readFile(join(repoRoot, "infra/nats/single.conf"), "utf8");
+  for (const expected of ["listen: 127.0.0.1:4222", "http: 127.0.0.1:8222", "/var/lib/molt/nats", 'include "auth.conf"'])
+    if (!shipped.includes(expected)) throw new Error(`infra/nats/single.conf no longer has ${expected}: update the test kit`);
+  const config = shipped
+    .replace("listen: 127.0.0.1:4222", `listen: "127.0.0.1:${port}"`)
+    .replace("http: 127.0.0.1:8222", "")
+    .replace("/var/lib/molt/nats", dataDir);
+  const configFile = join(authDir, "nats.conf");
+  await writeFile(configFile, [config, `log_file: ${JSON.stringify(process.env["MOLT_NATS_LOG_FILE"] ?? join(authDir, "nats.log"))}`, ...tlsBlock, ""].join("\n"));
+  const files = new Map<BusUser, string>();
+  const credsFile = async (who: BusUser) => {
+    let f = files.get(who);
+    if (!f) {
+      f = join(authDir, "creds", `${who}.creds`);
+      await writeFile(f, (await userCreds(authority, who)).creds, { mode: 0o600 });
+      files.set(who, f);
+    }
+    return f;
+  };
+  const tlsOpts = tls ? { caFile: tls.caFile } : {};
+  const bus: SecureBus = {
+    authority,
+    ...(tls ? { caFile: tls.caFile } : {}),
+    credsFile,
+    async env(who) {
+      return { MOLT_NATS_URL: url, MOLT_NATS_CREDS: await credsFile(who), ...(tls ? { MOLT_NATS_CA: tls.caFile } : {}) };
+    },
+    async connect(who, extra = {}) {
+      if (typeof who === "string") return connect({ servers: url, ...natsSecurityOptions({ credsFile: await credsFile(who), ...tlsOpts }), ...extra });
+      const f = join(authDir, "creds", `adhoc-${Date.now()}-${Math.random().toString(36).slice(2)}.creds`);
+      await writeFile(f, who.creds, { mode: 0o600 });
+      return connect({ servers: url, ...natsSecurityOptions({ credsFile: f, ...tlsOpts, inboxPrefix: who.inboxPrefix }), ...extra });
+    },
+    async revoke(userKeys) {
+      const sys = await bus.connect("system");
+      try {
+        await revokeUsers(sys, authority, userKeys);
+      } finally {
+        await sys.close();
+      }
+    },
+  };
+  return { configFile, bus };
 }

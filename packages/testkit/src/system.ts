@@ -1,10 +1,12 @@
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { createWriteStream, type WriteStream } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import type { TrustedKeyConfig } from "@molt/contracts";
-import { freePort } from "./nats-server.js";
+import { hostIssuer, issueHostCreds, type ServiceIdentity } from "@molt/runtime";
+import { freePort, type SecureNatsServer, type SecureBus } from "./nats-server.js";
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
 
@@ -29,7 +31,8 @@ export interface AgentSpec {
 }
 
 export interface SystemOptions {
-  natsUrl: string;
+  /** A `secure` nats-server: every process connects with its own identity, none anonymously. */
+  nats: SecureNatsServer;
   dataDir: string;
   /** token → actor/role; written to a token file every service reads. */
   tokens: Record<string, { actor: string; role: "viewer" | "operator" | "admin" }>;
@@ -123,15 +126,42 @@ export async function startProcess(
 const LISTENING = /"msg":"listening"/;
 
 /**
- * The whole system as separate processes on one nats-server: every service, N allocator
- * replicas, and agents (one process per host, or one `--sim` process for many hosts).
+ * The admin's provisioning step (`scripts/bus.ts provision`): the streams and buckets exist before
+ * any service starts, since no service identity may create one.
+ */
+export async function provisionBus(bus: SecureBus, env: Record<string, string> = {}): Promise<void> {
+  await promisify(execFile)(process.execPath, ["--import", "tsx", join(repoRoot, "scripts/bus.ts"), "provision"], {
+    cwd: repoRoot,
+    env: { ...process.env, ...env, ...(await bus.env("admin")) },
+  });
+}
+
+/** Enrols a host the way action does (a fresh user, its own permissions) and writes its credentials file. */
+export async function hostCredsFile(bus: SecureBus, hostId: string, dir: string): Promise<{ file: string; publicKey: string }> {
+  const issued = await issueHostCreds(hostIssuer(bus.authority), hostId);
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const file = join(dir, `host-${hostId}.creds`);
+  await writeFile(file, issued.creds, { mode: 0o600 });
+  return { file, publicKey: issued.publicKey };
+}
+
+/**
+ * The whole system as separate processes on one secured nats-server: the admin provisions the
+ * streams, then every service, N allocator replicas, and agents (one process per host, or one
+ * `--sim` process for many hosts) start, each with its own credentials.
  */
 export async function startSystem(opts: SystemOptions): Promise<System> {
+  const bus = opts.nats.bus;
+  if (!bus) throw new Error("startSystem needs a secure nats-server: startNatsServer({ secure: true })");
   const logDir = join(opts.dataDir, "logs");
   await mkdir(opts.dataDir, { recursive: true });
   const tokenFile = join(opts.dataDir, "tokens.json");
   await writeFile(tokenFile, JSON.stringify(opts.tokens, null, 2), { mode: 0o600 });
-  const base = { MOLT_NATS_URL: opts.natsUrl, MOLT_TOKEN_FILE: tokenFile, ...opts.env };
+  const issuerFile = join(opts.dataDir, "host-issuer.json");
+  await writeFile(issuerFile, JSON.stringify(hostIssuer(bus.authority)), { mode: 0o600 });
+  const base = { MOLT_TOKEN_FILE: tokenFile, ...opts.env };
+  await provisionBus(bus, base);
+  const as = (who: ServiceIdentity) => bus.env(who);
   const processes: RunningProcess[] = [];
   const port = async () => String(await freePort());
   const [pAction, pProjector, pRepo, pAudit, pGateway] = await Promise.all([port(), port(), port(), port(), port()]);
@@ -147,12 +177,13 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
 
   try {
     await Promise.all([
-      start("action", "action", { MOLT_HTTP_PORT: pAction }, LISTENING),
-      start("projector", "projector", { MOLT_HTTP_PORT: pProjector, MOLT_DATA_DIR: join(opts.dataDir, "projector") }, LISTENING),
+      start("action", "action", { ...(await as("action")), MOLT_HTTP_PORT: pAction, MOLT_HOST_ISSUER_FILE: issuerFile }, LISTENING),
+      start("projector", "projector", { ...(await as("projector")), MOLT_HTTP_PORT: pProjector, MOLT_DATA_DIR: join(opts.dataDir, "projector") }, LISTENING),
       start(
         "package-repo",
         "package-repo",
         {
+          ...(await as("package-repo")),
           MOLT_HTTP_PORT: pRepo,
           MOLT_DATA_DIR: join(opts.dataDir, "package-repo"),
           MOLT_PUBLIC_URL: gatewayUrl,
@@ -160,10 +191,10 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
         },
         LISTENING,
       ),
-      start("audit", "audit", { MOLT_HTTP_PORT: pAudit, MOLT_DATA_DIR: join(opts.dataDir, "audit") }, LISTENING),
-      start("feedback", "feedback", {}, /feedback ready/),
-      ...Array.from({ length: opts.allocatorReplicas ?? 1 }, (_, i) =>
-        start(`allocator-${i + 1}`, "allocator", { MOLT_PACKAGE_BASE_URL: gatewayUrl, MOLT_REPLICA_ID: `r${i + 1}` }, /allocator running/),
+      start("audit", "audit", { ...(await as("audit")), MOLT_HTTP_PORT: pAudit, MOLT_DATA_DIR: join(opts.dataDir, "audit") }, LISTENING),
+      start("feedback", "feedback", await as("feedback"), /feedback ready/),
+      ...Array.from({ length: opts.allocatorReplicas ?? 1 }, async (_, i) =>
+        start(`allocator-${i + 1}`, "allocator", { ...(await as("allocator")), MOLT_PACKAGE_BASE_URL: gatewayUrl, MOLT_REPLICA_ID: `r${i + 1}` }, /allocator running/),
       ),
     ]);
     await start(
@@ -187,7 +218,9 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
   const startAgent = async (spec: AgentSpec) => {
     const root = join(opts.dataDir, "hosts", spec.hostId);
     hostRoots.set(spec.hostId, root);
-    return start(`agent-${spec.hostId}`, agent, { MOLT_HOST_ID: spec.hostId, MOLT_ROOT: root, ...(spec.seed ? { MOLT_SEED: spec.seed } : {}), ...spec.env }, /agent (running|started|ready)/i);
+    const creds = await hostCredsFile(bus, spec.hostId, join(opts.dataDir, "hosts-creds"));
+    const nats = { ...(await bus.env("sim")), MOLT_NATS_CREDS: creds.file };
+    return start(`agent-${spec.hostId}`, agent, { ...nats, MOLT_HOST_ID: spec.hostId, MOLT_ROOT: root, ...(spec.seed ? { MOLT_SEED: spec.seed } : {}), ...spec.env }, /agent (running|started|ready)/i);
   };
   await Promise.all((opts.agents ?? []).map(startAgent));
   if (opts.sim) {
@@ -198,6 +231,7 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
       "agent-sim",
       agent,
       {
+        ...(await bus.env("sim")),
         MOLT_SIM: String(opts.sim.count),
         MOLT_SIM_PREFIX: prefix,
         MOLT_ROOT: root,

@@ -1,6 +1,7 @@
+import { readFileSync } from "node:fs";
 import { deploymentRepository, slotRepository } from "@molt/aggregates";
 import { createEventStore, ensureAuditStream, ensureEventStream } from "@molt/event-store";
-import { connectNats, createLogger, httpEnv, installShutdown, loadConfig, loadTokens, natsEnv } from "@molt/runtime";
+import { HostIssuer, connectNats, natsSecurityFromEnv, createLogger, httpEnv, installShutdown, loadConfig, loadTokens, natsEnv } from "@molt/runtime";
 import { z } from "zod";
 import { commandLog } from "./audit/command-log.js";
 import { planPreviews } from "./deployments/preview.js";
@@ -12,11 +13,13 @@ const Config = z.object({
   MOLT_TASK_TIMEOUT_MS: z.coerce.number().int().positive().default(15 * 60_000),
   /** How long a create waits for the allocator's plan preview before accepting without it. */
   MOLT_PLAN_PREVIEW_TIMEOUT_MS: z.coerce.number().int().positive().default(10_000),
+  /** JSON `{ account, signingSeed }` from `pnpm molt-bus init` (host-issuer.json): enables POST /v1/hosts/:id/enrol. */
+  MOLT_HOST_ISSUER_FILE: z.string().min(1).optional(),
 });
 
 const config = loadConfig(Config);
 const logger = createLogger("action");
-const nc = await connectNats({ url: config.MOLT_NATS_URL, name: "molt-action" });
+const nc = await connectNats({ url: config.MOLT_NATS_URL, name: "molt-action", ...natsSecurityFromEnv(config) });
 await ensureEventStream(nc, { replicas: config.MOLT_STREAM_REPLICAS });
 await ensureAuditStream(nc, { replicas: config.MOLT_STREAM_REPLICAS });
 const store = createEventStore(nc);
@@ -28,6 +31,7 @@ const app = buildApp({
   previews: planPreviews(nc, logger, config.MOLT_PLAN_PREVIEW_TIMEOUT_MS),
   commands: commandLog(nc, logger),
   defaultTaskTimeoutMs: config.MOLT_TASK_TIMEOUT_MS,
+  hostIssuer: config.MOLT_HOST_ISSUER_FILE ? HostIssuer.parse(JSON.parse(readFileSync(config.MOLT_HOST_ISSUER_FILE, "utf8"))) : null,
 });
 installShutdown(logger, [() => nc.drain(), () => app.close()]);
 const url = await app.listen({ host: config.MOLT_HTTP_HOST, port: config.MOLT_HTTP_PORT });

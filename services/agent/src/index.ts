@@ -5,8 +5,7 @@
  */
 import { readFileSync } from "node:fs";
 import { pathToFileURL } from "node:url";
-import { connect, credsAuthenticator } from "@nats-io/transport-node";
-import { createLogger, installShutdown, loadConfig } from "@molt/runtime";
+import { connectNats, createLogger, hostInboxPrefix, installShutdown, loadConfig, natsSecurityFromEnv } from "@molt/runtime";
 import { z } from "zod";
 import { loadAgentConfigFile } from "./agent/components.js";
 import { AgentEnv, argvOverrides, simHostIds } from "./agent/config.js";
@@ -34,14 +33,15 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
   const sim = config.MOLT_SIM;
   // A real host is configured by its file (validated whole at start); env stays for --sim and demos.
   const file = config.MOLT_CONFIG !== undefined && !sim ? await loadAgentConfigFile(config.MOLT_CONFIG) : undefined;
-  const nc = await connect({
-    servers: (file?.nats.urls.join(",") ?? config.MOLT_NATS_URL).split(","),
-    name: sim ? `molt-agent-sim-${config.MOLT_SIM_PREFIX}${sim}` : `molt-agent-${file?.hostId ?? config.MOLT_HOST_ID}`,
-    maxReconnectAttempts: -1,
-    reconnectTimeWait: 250,
-    // As the services (connectNats): no Error built per request just for its async stack.
-    noAsyncTraces: true,
-    ...(file?.nats.credentials ? { authenticator: credsAuthenticator(readFileSync(file.nats.credentials)) } : {}),
+  const singleHost = sim ? undefined : (file?.hostId ?? config.MOLT_HOST_ID);
+  const nc = await connectNats({
+    url: file?.nats.urls.join(",") ?? config.MOLT_NATS_URL,
+    name: singleHost ? `molt-agent-${singleHost}` : `molt-agent-sim-${config.MOLT_SIM_PREFIX}${sim}`,
+    ...(file
+      ? { credsFile: file.nats.credentials, caFile: file.nats.ca, certFile: file.nats.cert, keyFile: file.nats.key }
+      : natsSecurityFromEnv(config)),
+    // A host's identity may receive replies only on its own inbox prefix.
+    ...(singleHost ? { inboxPrefix: hostInboxPrefix(singleHost) } : {}),
   });
   const desired = kvDesiredSource(nc);
   const timing = {

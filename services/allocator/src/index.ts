@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { deploymentRepository, slotRepository } from "@molt/aggregates";
 import { KV_DESIRED, KV_PRESENCE, STREAM_EVENTS, subjects } from "@molt/contracts";
 import { createEventStore, ensureEventStream } from "@molt/event-store";
-import { connectNats, createLogger, ensureBucket, installShutdown, loadConfig, natsEnv } from "@molt/runtime";
+import { connectNats, natsSecurityFromEnv, createLogger, ensureBucket, installShutdown, loadConfig, natsEnv } from "@molt/runtime";
 import { z } from "zod";
 import { desiredStates } from "./dispatch/desired.js";
 import { fleetLeases, KV_LEASES } from "./dispatch/leases.js";
@@ -32,7 +32,7 @@ const Config = z.object({
 
 const config = loadConfig(Config);
 const logger = createLogger("allocator", { replica: config.MOLT_REPLICA_ID });
-const nc = await connectNats({ url: config.MOLT_NATS_URL, name: `molt-allocator-${config.MOLT_REPLICA_ID}`, noAsyncTraces: true });
+const nc = await connectNats({ url: config.MOLT_NATS_URL, name: `molt-allocator-${config.MOLT_REPLICA_ID}`, ...natsSecurityFromEnv(config) });
 await ensureEventStream(nc, { replicas: config.MOLT_STREAM_REPLICAS });
 const store = createEventStore(nc);
 const kv = await ensureBucket(nc, KV_DESIRED, { history: 5, replicas: config.MOLT_STREAM_REPLICAS });

@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import { openDatabase } from "@molt/db";
 import { ensureAuditStream, ensureEventStream } from "@molt/event-store";
-import { commandLog, connectNats, createLogger, httpEnv, installShutdown, loadConfig, loadTokens, natsEnv } from "@molt/runtime";
+import { commandLog, connectNats, natsSecurityFromEnv, createLogger, httpEnv, installShutdown, loadConfig, loadTokens, natsEnv } from "@molt/runtime";
 import { z } from "zod";
 import { buildApp } from "./app.js";
 import { loadOrCreateAnchorKey } from "./log/anchor.js";
@@ -26,7 +26,7 @@ const db = await openDatabase({
   dataDir: join(config.MOLT_DATA_DIR, "audit"),
   onIdleError: (err) => logger.warn({ err }, "idle database connection failed"),
 });
-const nc = await connectNats({ url: config.MOLT_NATS_URL, name: "molt-audit" });
+const nc = await connectNats({ url: config.MOLT_NATS_URL, name: "molt-audit", ...natsSecurityFromEnv(config) });
 await ensureEventStream(nc, { replicas: config.MOLT_STREAM_REPLICAS });
 await ensureAuditStream(nc, { replicas: config.MOLT_STREAM_REPLICAS });
 const app = await buildApp({

@@ -1,6 +1,6 @@
 import { KV_PRESENCE, subjects } from "@molt/contracts";
 import { createEventStore, ensureEventStream } from "@molt/event-store";
-import { connectNats, createLogger, ensureBucket, installShutdown, loadConfig, natsEnv } from "@molt/runtime";
+import { connectNats, natsSecurityFromEnv, createLogger, ensureBucket, installShutdown, loadConfig, natsEnv } from "@molt/runtime";
 import { z } from "zod";
 import { startFeedback } from "./service.js";
 
@@ -13,7 +13,7 @@ const Config = z.object({
 
 const config = loadConfig(Config);
 const logger = createLogger("feedback");
-const nc = await connectNats({ url: config.MOLT_NATS_URL, name: "molt-feedback" });
+const nc = await connectNats({ url: config.MOLT_NATS_URL, name: "molt-feedback", ...natsSecurityFromEnv(config) });
 await ensureEventStream(nc, { replicas: config.MOLT_STREAM_REPLICAS });
 const presence = await ensureBucket(nc, KV_PRESENCE, { ttl: config.MOLT_PRESENCE_TTL_MS, history: 1, replicas: config.MOLT_STREAM_REPLICAS });
 const feedback = startFeedback({ nc, store: createEventStore(nc), presence, logger, concurrency: config.MOLT_FEEDBACK_CONCURRENCY });

@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { Objm, StorageType } from "@nats-io/obj";
 import { OBJ_PACKAGES } from "@molt/contracts";
 import { createEventStore, ensureEventStream } from "@molt/event-store";
-import { connectNats, createLogger, installShutdown, loadConfig, loadTokens } from "@molt/runtime";
+import { connectNats, natsSecurityFromEnv, createLogger, installShutdown, loadConfig, loadTokens } from "@molt/runtime";
 import { Config, loadPublisherKeys } from "./config.js";
 import { buildApp } from "./packages/app.js";
 import { sweepTemp } from "./packages/blobs.js";
@@ -15,7 +15,7 @@ const tokens = loadTokens();
 const publisherKeys = loadPublisherKeys(config);
 const signer = config.MOLT_PUBLISHER_KEY_FILE ? createManifestSigner(readFileSync(config.MOLT_PUBLISHER_KEY_FILE, "utf8")) : null;
 
-const nc = await connectNats({ url: config.MOLT_NATS_URL, name: "package-repo" });
+const nc = await connectNats({ url: config.MOLT_NATS_URL, name: "package-repo", ...natsSecurityFromEnv(config) });
 await ensureEventStream(nc, { replicas: config.MOLT_STREAM_REPLICAS });
 // create() opens an existing bucket as it is (its replicas are the operator's to change).
 const objects = await new Objm(nc).create(OBJ_PACKAGES, { storage: StorageType.File, replicas: config.MOLT_STREAM_REPLICAS });

@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import { openDatabase } from "@molt/db";
 import { createEventStore, ensureEventStream } from "@molt/event-store";
-import { connectNats, createLogger, httpEnv, installShutdown, loadConfig, loadTokens, natsEnv } from "@molt/runtime";
+import { connectNats, natsSecurityFromEnv, createLogger, httpEnv, installShutdown, loadConfig, loadTokens, natsEnv } from "@molt/runtime";
 import { z } from "zod";
 import { buildApp } from "./app.js";
 import { watchPresence } from "./fleet/presence.js";
@@ -22,7 +22,7 @@ const db = await openDatabase({
   dataDir: join(config.MOLT_DATA_DIR, "projector"),
   onIdleError: (err) => logger.warn({ err }, "idle database connection failed"),
 });
-const nc = await connectNats({ url: config.MOLT_NATS_URL, name: "molt-projector" });
+const nc = await connectNats({ url: config.MOLT_NATS_URL, name: "molt-projector", ...natsSecurityFromEnv(config) });
 await ensureEventStream(nc, { replicas: config.MOLT_STREAM_REPLICAS });
 const presence = watchPresence(nc, logger);
 const app = await buildApp({ db, store: createEventStore(nc), logger, tokens, presence });

@@ -1,6 +1,6 @@
 import { CreateDeploymentBody, OperatorCommandBody, OperatorCommandName, QuarantineBody, HostId } from "@molt/contracts";
 import type { DeploymentRepository, SlotRepository } from "@molt/aggregates";
-import { createHttpApp, type Logger, type TokenMap } from "@molt/runtime";
+import { createHttpApp, hostInboxPrefix, issueHostCreds, type HostIssuer, type Logger, type TokenMap } from "@molt/runtime";
 import { z } from "zod";
 import type { CommandLog } from "../audit/command-log.js";
 import { runCommand } from "./commands.js";
@@ -18,6 +18,8 @@ export function buildApp(deps: {
   commands: CommandLog;
   defaultTaskTimeoutMs: number;
   previews?: PlanPreviews | null;
+  /** The MOLT account's host signing key: enrolment issues host credentials with it. */
+  hostIssuer?: HostIssuer | null;
 }) {
   const app = createHttpApp({ logger: deps.logger, tokens: deps.tokens });
   const createDeps = { deployments: deps.deployments, previews: deps.previews ?? null, defaultTaskTimeoutMs: deps.defaultTaskTimeoutMs };
@@ -72,6 +74,18 @@ export function buildApp(deps: {
       return reply.code(result.status).send(result.body);
     },
   );
+
+  // Enrolment: a fresh identity for the host, allowed only its own subjects and keys. The
+  // credentials are in this answer only (never stored, never audited): give them to the host.
+  app.post("/v1/hosts/:hostId/enrol", { schema: { params: z.object({ hostId: HostId }) } }, async (req, reply) => {
+    Object.assign(req, { moltKind: "enrol-host", moltTarget: req.params.hostId });
+    if (!deps.hostIssuer) return reply.code(503).send({ error: { code: "unavailable", message: "host enrolment is not configured (MOLT_HOST_ISSUER_FILE)" } });
+    const issued = await issueHostCreds(deps.hostIssuer, req.params.hostId);
+    return reply
+      .code(201)
+      .header("cache-control", "no-store")
+      .send({ hostId: req.params.hostId, userKey: issued.publicKey, inboxPrefix: hostInboxPrefix(req.params.hostId), credentials: issued.creds });
+  });
 
   app.post(
     "/v1/hosts/:hostId/:action",

@@ -106,6 +106,10 @@ export const AgentConfigFile = z
         urls: z.array(z.string().regex(/^(nats|tls|wss?):\/\/\S+$/, "must be a nats://, tls:// or ws(s):// URL")).min(1),
         /** A NATS credentials file (JWT + nkey seed) for this host's own identity. */
         credentials: z.string().min(1).optional(),
+        /** TLS: the CA the servers' certificates chain to; a client certificate and key if the servers verify clients. */
+        ca: z.string().min(1).optional(),
+        cert: z.string().min(1).optional(),
+        key: z.string().min(1).optional(),
       })
       .strict(),
     /** Publisher keys whose signatures this host accepts (never fetched at run time). */

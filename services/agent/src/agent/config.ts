@@ -1,5 +1,6 @@
 import { parseArgs } from "node:util";
 import { ComponentName, HostId, Labels } from "@molt/contracts";
+import { natsEnv } from "@molt/runtime";
 import { z } from "zod";
 import { parseSeeds } from "../host/layout.js";
 
@@ -45,6 +46,11 @@ const seeds = z
 export const AgentEnv = z
   .object({
     MOLT_NATS_URL: z.string().min(1).default("nats://127.0.0.1:4222"),
+    /** This host's (or the simulator's) NATS credentials and TLS files, when there is no MOLT_CONFIG file. */
+    MOLT_NATS_CREDS: natsEnv.MOLT_NATS_CREDS,
+    MOLT_NATS_CA: natsEnv.MOLT_NATS_CA,
+    MOLT_NATS_CERT: natsEnv.MOLT_NATS_CERT,
+    MOLT_NATS_KEY: natsEnv.MOLT_NATS_KEY,
     /** The version this agent reports (a bundle sets it at build time); default: the package's version. */
     MOLT_AGENT_VERSION: z.string().min(1).max(64).optional(),
     /** The agent's configuration file (JSON, see infra/agent/agent.example.json); its fields win over the env ones. */

@@ -23,7 +23,9 @@ export function kvDesiredSource(nc: NatsConnection): DesiredSource {
   let kv: Promise<KV> | undefined;
   return {
     async read(key) {
-      kv ??= new Kvm(nc).open(KV_DESIRED);
+      // Direct gets name the key in the subject, so a host's identity can be allowed its own keys
+      // only (open() binds without asking the server, and would otherwise use STREAM.MSG.GET).
+      kv ??= new Kvm(nc).open(KV_DESIRED, { allow_direct: true });
       let bucket: KV;
       try {
         bucket = await kv;

@@ -6,7 +6,7 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { startNatsServer, waitFor, type NatsServer } from "@molt/testkit";
 import { z } from "zod";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { commandLog, createHttpApp, createLogger, hashToken, loadTokens, parseTokens, type App, type RateLimits } from "./index.js";
+import { commandLog, createHttpApp, createLogger, hashToken, loadTokens, parseTokens, type App, type RateLimits } from "@molt/runtime";
 
 const logger = createLogger("edge-test");
 logger.level = "warn";
