@@ -2,10 +2,10 @@ import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Kvm } from "@nats-io/kv";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { subjects } from "@molt/contracts";
 import { createEventStore, type StoredCommit, type EventStore } from "@molt/event-store";
-import { startNatsServer, startProcess, startSystem, waitFor, type NatsServer, type RunningProcess, type System } from "@molt/testkit";
+import { startNatsServer, startProcess, startSystem, waitFor, type SecureNatsServer, type RunningProcess, type System } from "@molt/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { COMPONENT, history, operatorApi, simIds, teardown } from "./harness.js";
 
@@ -20,7 +20,7 @@ const HOSTS = simIds("c-", 30);
 const TIMINGS = { MOLT_HEARTBEAT_MS: "1000", MOLT_POLL_MS: "1000", MOLT_RETRY_DELAY_MS: "100", MOLT_ACK_WAIT_MS: "1500", MOLT_FLEET_CAP: String(CAP), MOLT_LEASE_RETRY_MS: "50" };
 const LEASES_BUCKET = "molt_fleet_leases";
 
-let nats: NatsServer;
+let nats: SecureNatsServer;
 let nc: NatsConnection;
 let store: EventStore;
 let system: System;
@@ -43,11 +43,11 @@ function maxInFlight(commits: StoredCommit[]): number {
 
 beforeAll(async () => {
   dataDir = await mkdtemp(join(tmpdir(), "molt-cap-"));
-  nats = await startNatsServer();
-  nc = await connect({ servers: nats.url });
+  nats = await startNatsServer({ secure: true });
+  nc = await nats.bus.connect("admin");
   store = createEventStore(nc);
   system = await startSystem({
-    natsUrl: nats.url,
+    nats,
     dataDir,
     tokens: { [OPERATOR]: { actor: "otto", role: "operator" } },
     allocatorReplicas: 2,
@@ -77,7 +77,7 @@ describe("fleet-wide cap", () => {
     const victim = system.processes.find((p) => p.name === "allocator-1")!;
     await victim.kill();
     restarted.push(
-      await startProcess("allocator-1-r", "allocator", { MOLT_NATS_URL: nats.url, MOLT_PACKAGE_BASE_URL: system.gatewayUrl, MOLT_REPLICA_ID: "allocator-1-r", ...TIMINGS }, join(dataDir, "logs"), /allocator running/),
+      await startProcess("allocator-1-r", "allocator", { ...(await nats.bus.env("allocator")), MOLT_PACKAGE_BASE_URL: system.gatewayUrl, MOLT_REPLICA_ID: "allocator-1-r", ...TIMINGS }, join(dataDir, "logs"), /allocator running/),
     );
     for (const d of [a, b]) {
       const done = await h.waitFor(d, "DeploymentCompleted", 90_000);

@@ -3,10 +3,10 @@ import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { buildDashboard } from "@molt/dashboard";
 import { createEventStore, type EventStore } from "@molt/event-store";
-import { startNatsServer, startSystem, waitFor, type NatsServer, type System } from "@molt/testkit";
+import { startNatsServer, startSystem, waitFor, type SecureNatsServer, type System } from "@molt/testkit";
 import { chromium, type Browser, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { COMPONENT, history, operatorApi, simIds, teardown } from "../roll-engine/harness.js";
@@ -22,7 +22,7 @@ const HOSTS = simIds("sim-", 12);
 const FAILING = "sim-007";
 const ARTIFACTS = fileURLToPath(new URL("../../test-artifacts/dashboard/", import.meta.url));
 
-let nats: NatsServer;
+let nats: SecureNatsServer;
 let nc: NatsConnection;
 let store: EventStore;
 let system: System;
@@ -58,11 +58,11 @@ beforeAll(async () => {
   await buildDashboard(dashboardDir);
   const faultFile = join(dataDir, "fault.json");
   await writeFile(faultFile, JSON.stringify({ hosts: [FAILING], step: "download", message: "injected: mirror down" }));
-  nats = await startNatsServer();
-  nc = await connect({ servers: nats.url });
+  nats = await startNatsServer({ secure: true });
+  nc = await nats.bus.connect("admin");
   store = createEventStore(nc);
   system = await startSystem({
-    natsUrl: nats.url,
+    nats,
     dataDir,
     tokens: { [OPERATOR]: { actor: "otto", role: "operator" }, [VIEWER]: { actor: "vera", role: "viewer" } },
     sim: { count: HOSTS.length, seed: `${COMPONENT}@1.0.0`, stepDelayMs: 150 },

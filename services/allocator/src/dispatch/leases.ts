@@ -4,7 +4,7 @@ import { z } from "zod";
 import { casPut, StaleRevisionError } from "./desired.js";
 
 /** The fleet-wide cap's bucket: key `lease.<n>`, n below the cap, holds the task using it. */
-export const KV_LEASES = "molt_fleet_leases";
+export { KV_LEASES } from "@molt/contracts";
 
 export const Lease = z.object({ taskId: z.string(), deploymentId: z.string(), hostId: z.string(), component: z.string(), deadline: z.string() });
 export type Lease = z.infer<typeof Lease>;
