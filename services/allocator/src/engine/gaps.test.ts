@@ -164,6 +164,35 @@ describe("roll engine: the fleet-wide cap", () => {
   });
 });
 
+describe("roll engine: fleet leases", () => {
+  let bed: TestBed;
+  beforeAll(async () => {
+    bed = await testBed("allocator-leases");
+  });
+  afterAll(() => bed?.stop());
+
+  it("[roll-engine] a task given two leases by two replicas deciding at once gives back both; the bucket never holds more than the cap", async () => {
+    const notActive = () => Promise.resolve(false);
+    const kvs = [await ensureBucket(bed.nc, KV_LEASES, { history: 1 }), await ensureBucket(bed.nc, KV_LEASES, { history: 1 })];
+    const [a, b] = [await fleetLeases(kvs[0]!, 3, notActive, bed.logger), await fleetLeases(kvs[1]!, 3, notActive, bed.logger)];
+    const t = { taskId: "t-twice", deploymentId: "d", hostId: "h", component: C, deadline: new Date(Date.now() + 60_000).toISOString() };
+    // Both views are empty when they decide, so the second cannot know of the first's key.
+    const held = await Promise.all([a.acquire([t], new Date()), b.acquire([t], new Date())]);
+    expect(held).toEqual([1, 1]);
+    const others = ["t-x", "t-y", "t-z"].map((taskId) => ({ ...t, taskId }));
+    expect(await a.acquire(others, new Date())).toBeLessThanOrEqual(2);
+    await waitFor("both views caught up", () => (a.held() === b.held() ? true : undefined));
+    await a.release("t-twice");
+    for (const x of others) await a.release(x.taskId);
+    await waitFor("every key given back", async () => {
+      for await (const k of await kvs[0]!.keys()) if ((await kvs[0]!.get(k))?.operation === "PUT") return undefined;
+      return true;
+    }, { timeoutMs: 5_000 });
+    await a.stop();
+    await b.stop();
+  });
+});
+
 describe("roll engine: the fleet index", () => {
   let bed: TestBed;
   let metaReads = 0;
