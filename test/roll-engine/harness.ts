@@ -1,8 +1,10 @@
-import { readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { SlotState, subjects, type MoltEvent } from "@molt/contracts";
-import type { EventStore, StoredCommit } from "@molt/event-store";
-import { buildPackage, waitFor, type SecureNatsServer, type RunningProcess, type System } from "@molt/testkit";
+import { createEventStore, type EventStore, type StoredCommit } from "@molt/event-store";
+import { buildPackage, startNatsServer, startSystem, waitFor, type SecureNatsServer, type RunningProcess, type System } from "@molt/testkit";
 import { expect } from "vitest";
 
 export const COMPONENT = "metrics-agent";
@@ -60,22 +62,8 @@ export function history(store: EventStore) {
   };
 }
 
-/** Tasks of one deployment in flight after each slot commit, replayed in stream order; the maximum. */
-export function maxInFlight(commits: StoredCommit[], deploymentId: string): number {
-  const open = new Set<string>();
-  let max = 0;
-  const ours = new Set<string>();
-  for (const c of commits)
-    for (const e of c.commit.events) {
-      if (e.type === "TaskAllocated" && e.data.deploymentId === deploymentId) {
-        ours.add(e.data.taskId);
-        open.add(e.data.taskId);
-        max = Math.max(max, open.size);
-      } else if ((e.type === "TaskSucceeded" || e.type === "TaskFailed" || e.type === "TaskRejected" || e.type === "TaskTimedOut" || e.type === "TaskCancelled") && ours.has(e.data.taskId))
-        open.delete(e.data.taskId);
-    }
-  return max;
-}
+/** Tasks of one deployment (or of all) in flight after each slot commit, replayed in stream order; the maximum. */
+export { maxInFlight } from "@molt/testkit";
 
 /** Replays every slot: a TaskAllocated while another task is active would be two active tasks on one slot. */
 export function doubleActive(commits: StoredCommit[]): string[] {
@@ -99,6 +87,40 @@ export async function downloadRequests(logFile: string): Promise<number> {
   const text = await readFile(logFile, "utf8").catch(() => "");
   return text.split("\n").filter((l) => l.includes('"incoming request"') && l.includes("/download")).length;
 }
+
+/**
+ * A scenario's bed: its own nats-server, the whole system with `hosts` simulated in one `--sim`
+ * process (ids `<prefix>001`…), an event store to read back, and a wait until every host has
+ * registered.
+ */
+export async function startScenario(opts: { name: string; operator: string; prefix: string; hosts: readonly string[]; allocatorReplicas: number; stepDelayMs: number; env: Record<string, string> }) {
+  const dataDir = await mkdtemp(join(tmpdir(), `molt-${opts.name}-`));
+  const nats = await startNatsServer({ secure: true });
+  const nc = await nats.bus.connect("admin");
+  const store = createEventStore(nc);
+  const system = await startSystem({
+    nats,
+    dataDir,
+    tokens: { [opts.operator]: { actor: "otto", role: "operator" } },
+    allocatorReplicas: opts.allocatorReplicas,
+    sim: { count: opts.hosts.length, prefix: opts.prefix, seed: `${COMPONENT}@1.0.0`, stepDelayMs: opts.stepDelayMs },
+    env: opts.env,
+  });
+  await waitFor(`${opts.hosts.length} hosts registered`, async () => {
+    for (const id of opts.hosts) if (!(await store.readLast(subjects.hostMeta(id)))) return undefined;
+    return true;
+  }, { timeoutMs: 60_000 });
+  return {
+    dataDir,
+    nats,
+    nc,
+    store,
+    system,
+    /** Stops it all, `extra` processes (replicas started again after a kill) first. */
+    stop: (extra: RunningProcess[]) => teardown({ extra, system, nc, nats, dataDir }),
+  };
+}
+export type Scenario = Awaited<ReturnType<typeof startScenario>>;
 
 /** Stops what a scenario started, extra processes first, and removes its data dir. */
 export async function teardown(parts: { extra: RunningProcess[]; system?: System; nc?: NatsConnection; nats?: SecureNatsServer; dataDir?: string }) {

@@ -1,12 +1,7 @@
-import { mkdtemp } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { NatsConnection } from "@nats-io/transport-node";
-import { subjects } from "@molt/contracts";
-import { createEventStore, type EventStore } from "@molt/event-store";
-import { startNatsServer, startProcess, startSystem, waitFor, type SecureNatsServer, type RunningProcess, type System } from "@molt/testkit";
+import { startProcess, waitFor, type RunningProcess } from "@molt/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { COMPONENT, history, operatorApi, simIds, teardown } from "./harness.js";
+import { history, operatorApi, simIds, startScenario, type Scenario } from "./harness.js";
 
 /**
  * Exactly once under kill -9: three allocator replicas on one durable consumer, 300 simulated
@@ -19,41 +14,22 @@ const KILL_EVERY_MS = 1500;
 const KILLS = 8;
 const TIMINGS = { MOLT_HEARTBEAT_MS: "1000", MOLT_POLL_MS: "1000", MOLT_RETRY_DELAY_MS: "100", MOLT_ACK_WAIT_MS: "1500" };
 
-let nats: SecureNatsServer;
-let nc: NatsConnection;
-let store: EventStore;
-let system: System;
-let dataDir: string;
-const op = operatorApi(() => system, OPERATOR);
+let s: Scenario;
+const op = operatorApi(() => s.system, OPERATOR);
 /** Replicas started again after a kill: not part of `system`, stopped here. */
 const restartedReplicas: RunningProcess[] = [];
 
 beforeAll(async () => {
-  dataDir = await mkdtemp(join(tmpdir(), "molt-kill-"));
-  nats = await startNatsServer({ secure: true });
-  nc = await nats.bus.connect("admin");
-  store = createEventStore(nc);
-  system = await startSystem({
-    nats,
-    dataDir,
-    tokens: { [OPERATOR]: { actor: "otto", role: "operator" } },
-    allocatorReplicas: 3,
-    sim: { count: HOSTS.length, prefix: "k-", seed: `${COMPONENT}@1.0.0`, stepDelayMs: 80 },
-    env: TIMINGS,
-  });
-  await waitFor("300 hosts registered", async () => {
-    for (const id of HOSTS) if (!(await store.readLast(subjects.hostMeta(id)))) return undefined;
-    return true;
-  }, { timeoutMs: 60_000 });
+  s = await startScenario({ name: "kill", operator: OPERATOR, prefix: "k-", hosts: HOSTS, allocatorReplicas: 3, stepDelayMs: 80, env: TIMINGS });
   await op.upload("2.0.0");
 }, 180_000);
 
-afterAll(() => teardown({ extra: restartedReplicas, system, nc, nats, dataDir }));
+afterAll(() => s?.stop(restartedReplicas));
 
 describe("roll engine under kill -9", () => {
   it("[roll-engine] 3 replicas, 300 hosts, a replica SIGKILLed every 1.5 s (8 times) and restarted: one allocation per host and attempt, none skipped, completed", async () => {
-    const h = history(store);
-    const replicas = new Map<string, Promise<RunningProcess>>(system.processes.filter((p) => p.name.startsWith("allocator-")).map((p) => [p.name, Promise.resolve(p)]));
+    const h = history(s.store);
+    const replicas = new Map<string, Promise<RunningProcess>>(s.system.processes.filter((p) => p.name.startsWith("allocator-")).map((p) => [p.name, Promise.resolve(p)]));
     const id = await op.deploy({ version: "2.0.0", hosts: HOSTS, strategy: { maxUnavailable: { percent: 20 } } }, "kill-1");
     let killsInFlight = 0;
     let kills = 0;
@@ -79,8 +55,8 @@ describe("roll engine under kill -9", () => {
       const restarted = startProcess(
         `${name}-r${round}`,
         "allocator",
-        { ...(await nats.bus.env("allocator")), MOLT_PACKAGE_BASE_URL: system.gatewayUrl, MOLT_REPLICA_ID: `${name}-r${round}`, ...TIMINGS },
-        join(dataDir, "logs"),
+        { ...(await s.nats.bus.env("allocator")), MOLT_PACKAGE_BASE_URL: s.system.gatewayUrl, MOLT_REPLICA_ID: `${name}-r${round}`, ...TIMINGS },
+        join(s.dataDir, "logs"),
         /allocator running/,
       );
       void restarted.then((p) => restartedReplicas.push(p));

@@ -6,3 +6,4 @@ export { rawTar, type RawEntry } from "./tar.js";
 export { startFeedbackStandIn, type FeedbackStandIn } from "./feedback.js";
 export { buildAgentBundle, type BuiltAgentBundle } from "./agent-bundle.js";
 export { escapingSymlinkChain } from "./attacks.js";
+export { maxInFlight } from "./replay.js";

@@ -50,16 +50,24 @@ function decode(e: KvEntry): Lease | null {
  */
 export async function fleetLeases(kv: KV, cap: number, isActive: (lease: Lease) => Promise<boolean>, logger: Logger): Promise<FleetLeases> {
   const view = new Map<number, { revision: number; lease: Lease | null }>();
-  const byTask = new Map<string, number>();
+  // A task may hold two keys for a moment: two replicas deciding the same assignment, each before
+  // seeing the other's lease. That only leaves a key unused; release gives back every one.
+  const byTask = new Map<string, Set<number>>();
   const free = new Set<number>(Array.from({ length: cap }, (_, n) => n));
 
   const apply = (n: number, revision: number, lease: Lease | null) => {
     const known = view.get(n);
     if (known !== undefined && known.revision >= revision) return;
-    if (known?.lease && byTask.get(known.lease.taskId) === n) byTask.delete(known.lease.taskId);
+    if (known?.lease) {
+      const keys = byTask.get(known.lease.taskId);
+      keys?.delete(n);
+      if (keys?.size === 0) byTask.delete(known.lease.taskId);
+    }
     view.set(n, { revision, lease });
     if (lease) {
-      byTask.set(lease.taskId, n);
+      const keys = byTask.get(lease.taskId);
+      if (keys) keys.add(n);
+      else byTask.set(lease.taskId, new Set([n]));
       free.delete(n);
     } else if (n < cap) free.add(n);
   };
@@ -127,20 +135,21 @@ export async function fleetLeases(kv: KV, cap: number, isActive: (lease: Lease) 
       return got;
     },
     async release(taskId) {
-      for (let attempt = 0; ; attempt++) {
-        const n = byTask.get(taskId);
-        if (n === undefined) return;
-        const held = view.get(n)!;
-        try {
-          await kv.delete(keyOf(n), { previousSeq: held.revision });
-          apply(n, held.revision + 1, null);
-          await refresh(n);
-          return;
-        } catch (err) {
-          if (!isWrongRevision(err) || attempt > 20) throw err;
-          await refresh(n);
+      for (const n of [...(byTask.get(taskId) ?? [])])
+        for (let attempt = 0; ; attempt++) {
+          const held = view.get(n)!;
+          if (held.lease?.taskId !== taskId) break;
+          try {
+            await kv.delete(keyOf(n), { previousSeq: held.revision });
+            // Free at once in this view; the delete marker's exact revision arrives by the watch
+            // (a write before it finds the key stale, re-reads it and tries again).
+            apply(n, held.revision + 1, null);
+            break;
+          } catch (err) {
+            if (!isWrongRevision(err) || attempt > 20) throw err;
+            await refresh(n);
+          }
         }
-      }
     },
     held: () => byTask.size,
     done: following,

@@ -2,9 +2,9 @@ import { Kvm } from "@nats-io/kv";
 import { deploymentRepository, slotRepository } from "@molt/aggregates";
 import { Strategy, subjects, type PlannedHost } from "@molt/contracts";
 import type { CommandMeta } from "@molt/domain";
-import type { EventStore, StoredCommit } from "@molt/event-store";
+import type { EventStore } from "@molt/event-store";
 import { ensureBucket } from "@molt/runtime";
-import { waitFor } from "@molt/testkit";
+import { maxInFlight, waitFor } from "@molt/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { fleetLeases, KV_LEASES, type FleetLeases } from "../dispatch/leases.js";
 import { fleetIndex, type FleetIndex } from "../planning/fleet-index.js";
@@ -102,19 +102,6 @@ describe("roll engine: the brake", () => {
   });
 });
 
-/** Tasks in flight across all deployments after each slot commit, replayed in stream order: the maximum. */
-function maxInFlightFleetWide(commits: StoredCommit[]): number {
-  const open = new Set<string>();
-  let max = 0;
-  for (const c of commits)
-    for (const e of c.commit.events) {
-      if (e.type === "TaskAllocated") open.add(e.data.taskId);
-      else if (e.type === "TaskSucceeded" || e.type === "TaskFailed" || e.type === "TaskRejected" || e.type === "TaskTimedOut" || e.type === "TaskCancelled") open.delete(e.data.taskId);
-      max = Math.max(max, open.size);
-    }
-  return max;
-}
-
 describe("roll engine: the fleet-wide cap", () => {
   const CAP = 3;
   let bed: TestBed;
@@ -166,14 +153,43 @@ describe("roll engine: the fleet-wide cap", () => {
     running = false;
     await hostsAnswer;
     const commits = await bed.store.read(`molt.es.host.*.task.${C}`);
-    expect(maxInFlightFleetWide(commits)).toBeLessThanOrEqual(CAP);
-    expect(maxInFlightFleetWide(commits)).toBe(CAP);
+    expect(maxInFlight(commits)).toBeLessThanOrEqual(CAP);
+    expect(maxInFlight(commits)).toBe(CAP);
     for (const d of [d1, d2]) expect((await bed.findEvent(d, "DeploymentCompleted"))?.data).toMatchObject({ succeeded: 6, failed: 0 });
     const kv = await new Kvm(bed.nc).open(KV_LEASES);
     await waitFor("every lease given back", async () => {
       for await (const k of await kv.keys()) if ((await kv.get(k))?.operation === "PUT") return undefined;
       return true;
     });
+  });
+});
+
+describe("roll engine: fleet leases", () => {
+  let bed: TestBed;
+  beforeAll(async () => {
+    bed = await testBed("allocator-leases");
+  });
+  afterAll(() => bed?.stop());
+
+  it("[roll-engine] a task given two leases by two replicas deciding at once gives back both; the bucket never holds more than the cap", async () => {
+    const notActive = () => Promise.resolve(false);
+    const kvs = [await ensureBucket(bed.nc, KV_LEASES, { history: 1 }), await ensureBucket(bed.nc, KV_LEASES, { history: 1 })];
+    const [a, b] = [await fleetLeases(kvs[0]!, 3, notActive, bed.logger), await fleetLeases(kvs[1]!, 3, notActive, bed.logger)];
+    const t = { taskId: "t-twice", deploymentId: "d", hostId: "h", component: C, deadline: new Date(Date.now() + 60_000).toISOString() };
+    // Both views are empty when they decide, so the second cannot know of the first's key.
+    const held = await Promise.all([a.acquire([t], new Date()), b.acquire([t], new Date())]);
+    expect(held).toEqual([1, 1]);
+    const others = ["t-x", "t-y", "t-z"].map((taskId) => ({ ...t, taskId }));
+    expect(await a.acquire(others, new Date())).toBeLessThanOrEqual(2);
+    await waitFor("both views caught up", () => (a.held() === b.held() ? true : undefined));
+    await a.release("t-twice");
+    for (const x of others) await a.release(x.taskId);
+    await waitFor("every key given back", async () => {
+      for await (const k of await kvs[0]!.keys()) if ((await kvs[0]!.get(k))?.operation === "PUT") return undefined;
+      return true;
+    }, { timeoutMs: 5_000 });
+    await a.stop();
+    await b.stop();
   });
 });
 
