@@ -112,10 +112,20 @@ try {
 
   // ---- the idle agent
   const hostId = "bench-1.example.com";
+  const memoryTrace = join(work, "client-memory.trace");
   const root = join(work, "root");
   const agent = spawn(process.execPath, [bundle], {
     cwd: hostDir,
-    env: hostEnv({ MOLT_HOST_ID: hostId, MOLT_ROOT: root, MOLT_NATS_URL: nats.url, MOLT_SEED: "bench-app@1.0.0", MOLT_HEARTBEAT_MS: "1000", MOLT_LOG_LEVEL: "info" }),
+    env: hostEnv({
+      MOLT_HOST_ID: hostId,
+      MOLT_ROOT: root,
+      MOLT_NATS_URL: nats.url,
+      MOLT_SEED: "bench-app@1.0.0",
+      MOLT_HEARTBEAT_MS: "1000",
+      MOLT_LOG_LEVEL: "info",
+      // BENCH_DEBUG=1: the client samples process.memoryUsage() into this file (printed after each upgrade).
+      ...(process.env["BENCH_DEBUG"] ? { MOLT_MEMORY_TRACE: memoryTrace } : {}),
+    }),
     stdio: ["ignore", "pipe", "inherit"],
   });
   processes.push(agent);
@@ -174,7 +184,18 @@ try {
       () => feedback.entriesOf(task.taskId).find((e) => ["succeeded", "failed", "rejected"].includes(e.kind)),
       { timeoutMs: 60_000 },
     );
-    if (process.env["BENCH_DEBUG"]) for (const e of feedback.entriesOf(task.taskId)) process.stderr.write(`step   ${e.at}: ${e.kind} ${"step" in e ? e.step : ""}\n`);
+    if (process.env["BENCH_DEBUG"]) {
+      for (const e of feedback.entriesOf(task.taskId)) process.stderr.write(`step   ${e.at}: ${e.kind} ${"step" in e ? e.step : ""}\n`);
+      const trace = (await readFile(memoryTrace, "utf8").catch(() => "")).trim().split("\n");
+      process.stderr.write(`memory (ms rss heapTotal heapUsed external arrayBuffers, MB): the samples that raised the peak, and the last\n`);
+      let top = 0;
+      for (const [n, line] of trace.entries()) {
+        const rss = Number(line.split(" ")[1]);
+        if (rss > top + 0.5 || n === trace.length - 1) process.stderr.write(`memory ${line}\n`);
+        top = Math.max(top, rss);
+      }
+      await rm(memoryTrace, { force: true });
+    }
     if (verdict.kind !== "succeeded") throw new Error(`upgrade ${i} ended ${verdict.kind}: ${JSON.stringify(verdict)}`);
     await rm(src, { recursive: true, force: true });
   }

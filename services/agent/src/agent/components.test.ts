@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { tempDir } from "../testing/fixtures.js";
-import { loadAgentConfigFile } from "./components.js";
+import { ComponentConfig, loadAgentConfigFile } from "./components.js";
 
 describe("the agent's configuration file", () => {
   it("[upgrade-client] the example in infra/agent/ is valid", async () => {
@@ -48,5 +48,44 @@ describe("the agent's configuration file", () => {
     // Keys are checked too, once the shape is right.
     await writeFile(path, JSON.stringify({ hostId: "h1", root: "/r", nats: { urls: ["nats://n:4222"] }, trustedKeys: [{ publicKey: "not-a-key" }], components: [] }));
     await expect(loadAgentConfigFile(path)).rejects.toThrow(/trustedKeys: trusted key 0: a public key must be PEM or 32 bytes/);
+  });
+
+  describe("components run by a systemd unit (no systemd here: the unit path is proven by its config rules)", () => {
+    const problems = (c: unknown) => {
+      const r = ComponentConfig.safeParse(c);
+      return r.success ? [] : r.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`);
+    };
+    const health = { url: "http://127.0.0.1:8080/health" };
+
+    it("[upgrade-client] a unit that starts and stops the component, with a health check or a process to find, is taken", () => {
+      expect(problems({ name: "web", kind: "managed", start: { systemdUnit: "web.service" }, stop: { systemdUnit: "web.service" }, health })).toEqual([]);
+      expect(problems({ name: "web", kind: "managed", start: { systemdUnit: "web@1.service" }, stop: { systemdUnit: "web@1.service" }, processMatch: "^web " })).toEqual([]);
+      expect(problems({ name: "web", kind: "third-party", start: { systemdUnit: "web.service" }, stop: { command: "systemctl kill -s HUP web.service" }, pidFile: "/run/web.pid" })).toEqual([]);
+    });
+
+    it("[upgrade-client] a unit name is never something the shell would interpret (the client runs systemctl through /bin/sh)", () => {
+      for (const unit of ["web.service; reboot", "$(reboot).service", "web", "web.timer", "`id`.service", "a b.service", "web.service\nreboot"])
+        expect(problems({ name: "web", kind: "managed", start: { systemdUnit: unit }, stop: { systemdUnit: "web.service" }, health }), unit).toContain(
+          "start.systemdUnit: must be a systemd unit name ending in .service or .scope",
+        );
+    });
+
+    it("[upgrade-client] a component started by a unit must be stopped through it too, and the unit must not stop what a command started", () => {
+      expect(problems({ name: "web", kind: "managed", start: { systemdUnit: "web.service" }, health })).toContain(
+        "stop: a component started by systemd unit web.service is stopped through it too: give stop.systemdUnit (or stop.command)",
+      );
+      expect(problems({ name: "web", kind: "managed", start: { systemdUnit: "web.service" }, stop: { graceMs: 1000 }, health })).toContain(
+        "stop: a component started by systemd unit web.service is stopped through it too: give stop.systemdUnit (or stop.command)",
+      );
+      expect(problems({ name: "web", kind: "managed", start: { command: "exec ./web" }, stop: { systemdUnit: "web.service" }, health })).toContain(
+        "stop.systemdUnit: only for a component started by a systemd unit (start.systemdUnit)",
+      );
+    });
+
+    it("[upgrade-client] VERIFY must have something to check for a unit: a health check, a pid file or a process match", () => {
+      expect(problems({ name: "web", kind: "managed", start: { systemdUnit: "web.service" }, stop: { systemdUnit: "web.service" } })).toContain(
+        "health: a component started by systemd unit web.service needs health, pidFile or processMatch, or VERIFY could not tell that the new version runs",
+      );
+    });
   });
 });

@@ -85,6 +85,20 @@ export const ComponentConfig = z
   .superRefine((c, ctx) => {
     if ((c.kind === "managed" || c.kind === "self") && c.start === undefined)
       ctx.addIssue({ code: "custom", path: ["start"], message: `a ${c.kind} component needs start (a command or a systemd unit)` });
+    // A unit's process belongs to systemd: stopping it behind systemd's back (SIGTERM to a pid) can
+    // be undone by its Restart=, and a unit that never stopped makes START a no-op on the old process.
+    const unit = c.start?.systemdUnit;
+    if (unit !== undefined && c.stop?.systemdUnit === undefined && c.stop?.command === undefined)
+      ctx.addIssue({ code: "custom", path: ["stop"], message: `a component started by systemd unit ${unit} is stopped through it too: give stop.systemdUnit (or stop.command)` });
+    if (unit === undefined && c.stop?.systemdUnit !== undefined)
+      ctx.addIssue({ code: "custom", path: ["stop", "systemdUnit"], message: "only for a component started by a systemd unit (start.systemdUnit)" });
+    // START of a unit records no pid: without these VERIFY would pass on nothing.
+    if (unit !== undefined && c.kind !== "self" && c.health === undefined && c.pidFile === undefined && c.processMatch === undefined)
+      ctx.addIssue({
+        code: "custom",
+        path: ["health"],
+        message: `a component started by systemd unit ${unit} needs health, pidFile or processMatch, or VERIFY could not tell that the new version runs`,
+      });
     // The agent itself is verified by its own heartbeat; anything else needs a command or a URL to probe.
     if (c.health !== undefined && c.kind !== "self" && c.health.command === undefined && c.health.url === undefined)
       ctx.addIssue({ code: "custom", path: ["health"], message: "give health.command or health.url" });

@@ -1,6 +1,8 @@
+import { createReadStream } from "node:fs";
 import { chmod, lstat, mkdir, open, readdir, readlink } from "node:fs/promises";
 import { join, posix, relative, resolve, sep } from "node:path";
-import { extract, list, type ReadEntry } from "tar";
+import { extract, list, type Parser, type ReadEntry, type Unpack } from "tar";
+import { collectEvery } from "./memory.js";
 
 /** An archive the client refuses to unpack; the message names the entry and the rule. */
 export class UnsafeArchiveError extends Error {
@@ -73,21 +75,50 @@ export async function inspectArchive(file: string, limits: ExtractLimits): Promi
     return undefined;
   };
   try {
-    await list({
+    await feed(
       file,
-      // Strict: a corrupt or truncated archive is an error, not a warning and a shorter listing.
-      strict: true,
-      onReadEntry: (entry) => {
-        problem ??= check(entry);
-        entry.resume();
-      },
-    });
+      list({
+        // Strict: a corrupt or truncated archive is an error, not a warning and a shorter listing.
+        strict: true,
+        onReadEntry: (entry) => {
+          problem ??= check(entry);
+          entry.resume();
+        },
+      }),
+      "end",
+    );
   } catch (err) {
     throw new UnsafeArchiveError(`unreadable archive: ${(err as Error).message}`);
   }
   if (entries === 0) problem ??= "no entries (not a tar archive?)";
   if (problem) throw new UnsafeArchiveError(`unsafe archive: ${problem}`);
   return { entries, files, bytes };
+}
+
+/**
+ * Streams the archive into tar's parser (or unpacker) in small reads, collecting the dropped
+ * chunks as they pass (memory.ts); tar's own file reading takes 16 MiB at a time. Resolves when
+ * tar is done (`end` for a listing, `close` once an unpack has written everything).
+ */
+function feed(file: string, into: Parser | Unpack, done: "end" | "close"): Promise<void> {
+  const collect = collectEvery();
+  return new Promise((resolve, reject) => {
+    const source = createReadStream(file, { highWaterMark: 64 * 1024 });
+    into.on("error", (err: Error) => {
+      source.destroy();
+      reject(err);
+    });
+    into.on(done, () => resolve());
+    source.on("error", reject);
+    source.on("data", (chunk) => {
+      collect(chunk.length);
+      if (!into.write(chunk as Buffer)) {
+        source.pause();
+        into.once("drain", () => source.resume());
+      }
+    });
+    source.on("end", () => into.end());
+  });
 }
 
 /** A clean relative path ("" for the root), or why it is refused. */
@@ -117,20 +148,23 @@ export async function extractArchive(
   const summary = await inspectArchive(file, limits);
   signal?.throwIfAborted();
   await mkdir(dest, { recursive: true });
-  await extract({
+  await feed(
     file,
-    cwd: dest,
-    strict: true,
-    preserveOwner: false,
-    preservePaths: false,
-    filter: (_path, entry) => {
-      // The deadline stops extraction too: the remaining entries are skipped, and the step fails below.
-      if (signal?.aborted) return false;
-      opts.onEntry?.();
-      if (typeof entry.mode === "number") entry.mode &= 0o777;
-      return true;
-    },
-  });
+    extract({
+      cwd: dest,
+      strict: true,
+      preserveOwner: false,
+      preservePaths: false,
+      filter: (_path, entry) => {
+        // The deadline stops extraction too: the remaining entries are skipped, and the step fails below.
+        if (signal?.aborted) return false;
+        opts.onEntry?.();
+        if (typeof entry.mode === "number") entry.mode &= 0o777;
+        return true;
+      },
+    }),
+    "close",
+  );
   signal?.throwIfAborted();
   await verifyTree(dest);
   return summary;

@@ -1,6 +1,6 @@
 import type { DesiredState, PackageManifest, Step, TaskKind, TrustedKeys } from "@molt/contracts";
 import type { ComponentPaths } from "../host/layout.js";
-import type { Fetch } from "./download.js";
+import type { HttpGet } from "./download.js";
 import type { ExtractLimits } from "./extract.js";
 import type { Crash } from "./crash.js";
 import type { ComponentLock } from "./lock.js";
@@ -23,7 +23,8 @@ export interface TaskInput {
   readonly root: string;
   readonly task: DesiredState;
   readonly paths: ComponentPaths;
-  readonly fetch: Fetch;
+  /** The download's transport: node:http(s), or a given fetch (the simulator). */
+  readonly get: HttpGet;
   readonly limits: ExtractLimits;
   /** A mirror base URL this host downloads through instead of the package URL's origin. */
   readonly mirror: string | undefined;

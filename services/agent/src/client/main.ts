@@ -5,6 +5,7 @@
  * task, 3 the task was already claimed (it runs at most once), 1 anything else (the agent then
  * journals `failed` on its behalf).
  */
+import { appendFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { claimTask, openJournal, readTask, taskPaths } from "../host/task-files.js";
 import { launchOptions } from "./launch.js";
@@ -60,6 +61,7 @@ async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
+traceMemory(process.env["MOLT_MEMORY_TRACE"]);
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
@@ -78,4 +80,18 @@ function retryFromEnv(env: NodeJS.ProcessEnv): { attempts: number; delayMs: numb
     attempts: Number.isInteger(attempts) && attempts >= 1 ? attempts : DEFAULT_RETRY.attempts,
     delayMs: Number.isInteger(delayMs) && delayMs >= 0 ? delayMs : DEFAULT_RETRY.delayMs,
   };
+}
+
+/**
+ * Benchmarks only (`BENCH_DEBUG=1 pnpm bench:agent`): `MOLT_MEMORY_TRACE=<file>` appends a line of
+ * `process.memoryUsage()` (ms since start, rss, heapTotal, heapUsed, external, arrayBuffers) every
+ * 5 ms, so the client's growth can be split into V8 heap, buffers and the rest.
+ */
+function traceMemory(file: string | undefined): void {
+  if (!file) return;
+  const t0 = performance.now();
+  setInterval(() => {
+    const m = process.memoryUsage();
+    appendFileSync(file, `${Math.round(performance.now() - t0)} ${[m.rss, m.heapTotal, m.heapUsed, m.external, m.arrayBuffers].map((b) => (b / 2 ** 20).toFixed(1)).join(" ")}\n`);
+  }, 5).unref();
 }

@@ -1,7 +1,7 @@
 import type { DesiredState, JournalEntry, Step, TrustedKeys } from "@molt/contracts";
 import type { JournalWriter } from "../host/task-files.js";
 import { componentPaths } from "../host/layout.js";
-import type { Fetch } from "./download.js";
+import { type Fetch, fetchGet, nodeGet } from "./download.js";
 import type { ExtractLimits } from "./extract.js";
 import { type Crash, noCrash } from "./crash.js";
 import { filesOnly, type ComponentConfig } from "../agent/components.js";
@@ -18,6 +18,7 @@ export interface RunTaskOptions {
   readonly task: DesiredState;
   /** A fresh journal for this task: the run refuses one that already has entries. */
   readonly journal: JournalWriter;
+  /** Download with this fetch instead of node:http(s) (the simulator may pass one). */
   readonly fetch?: Fetch;
   /** Artificial pause inside each step so a demo can be watched. */
   readonly stepDelayMs?: number;
@@ -64,7 +65,7 @@ export async function runTask(opts: RunTaskOptions): Promise<Verdict> {
     root: opts.root,
     task,
     paths: componentPaths(opts.root, task.component),
-    fetch: opts.fetch ?? globalThis.fetch,
+    get: opts.fetch ? fetchGet(opts.fetch) : nodeGet,
     limits: opts.limits ?? DEFAULT_LIMITS,
     mirror: opts.mirror,
     now,

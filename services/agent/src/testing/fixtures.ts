@@ -82,6 +82,8 @@ export function rawTarGz(entries: readonly RawEntry[]): Buffer {
 
 export interface Served {
   body: Buffer;
+  /** When set, the answer is a 302 to this URL. */
+  redirectTo?: string;
   /** When set, the response waits for it before sending the body. */
   hold?: Promise<void>;
   /** When set, only this many bytes of a full (non-Range) response are sent, then the response hangs open. */
@@ -117,6 +119,10 @@ export async function startPackageServer(): Promise<PackageServer> {
       return;
     }
     if (served.hold) await served.hold;
+    if (served.redirectTo !== undefined) {
+      res.writeHead(302, { location: served.redirectTo }).end();
+      return;
+    }
     const m = /^bytes=(\d+)-$/.exec(req.headers.range ?? "");
     if (m) {
       const start = Number(m[1]);

@@ -2,7 +2,8 @@
  * A real managed component for the agent's tests: a long-running node HTTP server that answers
  * its version (read from its own files) on /version and its health on /health, writes its pid
  * file (unless MODE says "no-pid"), and ends on SIGTERM. MODE makes a version crash on start or
- * turn unhealthy shortly after starting; a file `sick` in the component's shared dir makes any
+ * turn unhealthy after its first health answer (so VERIFY's first probe passes and a later one in
+ * the watch window fails, however slow the machine); a file `sick` in the component's shared dir makes any
  * version unhealthy (a test breaks a version that was healthy when it was installed).
  */
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
@@ -18,11 +19,11 @@ const here = (f) => readFileSync(new URL(f, import.meta.url), "utf8").trim();
 const version = here("./VERSION");
 const mode = here("./MODE");
 if (mode === "crash") process.exit(3);
-const born = Date.now();
+let healthAnswers = 0;
 if (mode !== "no-pid") writeFileSync(process.env.MOLT_COMPONENT_DIR + "/app.pid", String(process.pid));
 createServer((req, res) => {
   if (req.url === "/health") {
-    const sick = (mode === "sick" && Date.now() - born > 250) || existsSync(process.env.MOLT_SHARED_DIR + "/sick");
+    const sick = (mode === "sick" && healthAnswers++ > 0) || existsSync(process.env.MOLT_SHARED_DIR + "/sick");
     res.writeHead(sick ? 500 : 200).end(sick ? "sick" : "ok");
   } else if (req.url === "/version") res.end(JSON.stringify({ version }));
   else res.writeHead(404).end();

@@ -19,7 +19,7 @@ export async function download({ input, signal }: StepContext): Promise<StepResu
     dest: archivePath(input.paths, pkg.sha256),
     size: pkg.size,
     sha256: pkg.sha256,
-    fetch: input.fetch,
+    get: input.get,
     signal,
     attempts: input.retry.attempts,
     retryDelayMs: input.retry.delayMs,
