@@ -162,8 +162,11 @@ export function watchTask(deps: ForwarderDeps, task: DesiredState, client: Clien
         continue;
       }
       if (pending.length > 0) {
-        if (lingerMs > 0 && pending.length < MAX_BATCH && !pending.some(isTerminal)) {
-          await new Promise((r) => setTimeout(r, lingerMs));
+        // Woken by each append (in-process runs poke): the report goes as soon as it is full or
+        // holds the verdict, else when the linger is over.
+        const until = Date.now() + lingerMs;
+        while (!stopped && Date.now() < until && pending.length < MAX_BATCH && !pending.some(isTerminal)) {
+          await sleep(until - Date.now());
           if (!(await pull())) return;
         }
         if (!(await sendBatch())) return;

@@ -392,7 +392,9 @@ describe("host agent", () => {
       labels: {},
       seeds: [{ component: "metrics-agent", version: "1.0.0" }],
       agentVersion: "0.1.0-test",
-      timing: { ...timing, heartbeatMs: 1_000 },
+      // A linger longer than a task takes even on a loaded machine: its entries go out in one
+      // report (the verdict ends the wait), however the steps are spaced.
+      timing: { ...timing, heartbeatMs: 1_000, reportLingerMs: 5_000 },
       stepDelayMs: 0,
     });
     const startMs = Date.now() - started;
@@ -403,12 +405,13 @@ describe("host agent", () => {
     expect(entriesOf(task.taskId).at(-1)).toMatchObject({ kind: "succeeded", version: "2.0.0" });
     expect(await readFile(join(rootBase, target, "components/metrics-agent/current/VERSION"), "utf8")).toBe("2.0.0\n");
     // [roll-engine] every entry, in seq order, in few reports: a simulated host lingers for the
-    // entries right behind the first, so each report (one commit for every consumer) carries many.
+    // entries behind the first, so a report (one commit for every consumer) carries many; the
+    // verdict is not held back.
     // A late answer makes the agent send the same report again (same first seq): counted once.
     const sent = new Set(reports.filter((r) => r.taskId === task.taskId).map((r) => r.entries[0]?.seq));
     const seqs = [...new Set(entriesOf(task.taskId).map((e) => e.seq))];
     expect(seqs).toEqual(Array.from({ length: seqs.length }, (_, i) => i + 1));
-    expect(sent.size).toBeLessThanOrEqual(3);
+    expect(sent.size).toBeLessThanOrEqual(2);
     await waitFor(
       "a heartbeat from every simulated host",
       () => {
