@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import type { IncomingMessage } from "node:http";
 import { open, rm, stat } from "node:fs/promises";
-import { isErrno } from "../host/durable.js";
+import { isErrno, syncFile } from "../host/durable.js";
 import { collectEvery } from "./memory.js";
 
 export type Fetch = typeof globalThis.fetch;
@@ -189,7 +189,7 @@ async function fetchInto(req: DownloadRequest): Promise<number> {
       collect(chunk.byteLength);
       req.onChunk?.();
     }
-    await fd.sync();
+    await syncFile(fd);
   } finally {
     await fd.close();
   }

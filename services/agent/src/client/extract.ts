@@ -2,6 +2,7 @@ import { createReadStream } from "node:fs";
 import { chmod, lstat, mkdir, open, readdir, readlink } from "node:fs/promises";
 import { join, posix, relative, resolve, sep } from "node:path";
 import { extract, list, type Parser, type ReadEntry, type Unpack } from "tar";
+import { syncFile } from "../host/durable.js";
 import { collectEvery } from "./memory.js";
 
 /** An archive the client refuses to unpack; the message names the entry and the rule. */
@@ -185,13 +186,13 @@ async function verifyTree(dest: string): Promise<void> {
       } else if (st.isFile()) {
         if ((st.mode & 0o7000) !== 0) await chmod(p, st.mode & 0o777);
         const fd = await open(p, "r");
-        await fd.sync().finally(() => fd.close());
+        await syncFile(fd).finally(() => fd.close());
       } else {
         throw new UnsafeArchiveError(`unsafe archive: ${relative(root, p)} is not a file, directory or symlink`);
       }
     }
     const fd = await open(dir, "r");
-    await fd.sync().finally(() => fd.close());
+    await syncFile(fd).finally(() => fd.close());
   };
   await walk(root);
 }
