@@ -1,8 +1,8 @@
 import { deploymentRepository, slotRepository } from "@molt/aggregates";
 import { createEventStore, ensureAuditStream, ensureEventStream } from "@molt/event-store";
-import { connectNats, createLogger, httpEnv, installShutdown, loadConfig, loadTokens, natsEnv } from "@molt/runtime";
+import { commandLog, connectNats, createLogger, httpEnv, installShutdown, loadConfig, loadTokens, natsEnv } from "@molt/runtime";
 import { z } from "zod";
-import { commandLog } from "./audit/command-log.js";
+
 import { planPreviews } from "./deployments/preview.js";
 import { buildApp } from "./deployments/routes.js";
 
