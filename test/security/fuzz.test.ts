@@ -103,7 +103,12 @@ const deploymentBody = fc.record(
   { requiredKeys: [] },
 );
 const deep = fc.integer({ min: 100, max: 6000 }).map((n) => `{"component":${"[".repeat(n)}${"]".repeat(n)}}`);
+/** Valid CreateDeploymentBody (an empty plan allowed), so accepted commands and their events are in the mix. */
+const validDeployment = fc
+  .record({ hosts: fc.uniqueArray(fc.constantFrom("web-1.example.com", "10.0.0.7", "i-0abc", "db-2"), { minLength: 1, maxLength: 3 }), version: fc.constantFrom("2.1.0", "3.0.0") })
+  .map(({ hosts, version }) => JSON.stringify({ component: "metrics-agent", version, hosts, allowEmpty: true }));
 const jsonBody = fc.oneof(
+  { weight: 2, arbitrary: validDeployment },
   { weight: 4, arbitrary: deploymentBody.map((b) => JSON.stringify(b)) },
   { weight: 2, arbitrary: fc.json({ maxDepth: 4 }) },
   { weight: 1, arbitrary: deep },
