@@ -6,6 +6,8 @@ export const KV_DESIRED = "molt_desired";
 export const KV_PRESENCE = "molt_presence";
 /** The fleet-wide cap's numbered lease keys (the allocator's). */
 export const KV_LEASES = "molt_fleet_leases";
+/** The audit chain's signed heads, kept outside its table (the audit service's). */
+export const KV_AUDIT_ANCHOR = "molt_audit_anchor";
 export const OBJ_PACKAGES = "molt_packages";
 
 export const subjects = {

@@ -20,7 +20,7 @@ import {
   type KeyPair,
   type Permissions,
 } from "@nats-io/jwt";
-import { encodeHostToken, KV_DESIRED, KV_LEASES, KV_PRESENCE, OBJ_PACKAGES, STREAM_EVENTS, subjects } from "@molt/contracts";
+import { encodeHostToken, KV_AUDIT_ANCHOR, KV_DESIRED, KV_LEASES, KV_PRESENCE, OBJ_PACKAGES, STREAM_EVENTS, subjects } from "@molt/contracts";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { z } from "zod";
 
@@ -141,6 +141,8 @@ export function servicePermissions(service: ServiceIdentity): Permissions {
     sub: { allow: [...common.sub, ...subAllow], deny: [] },
     ...extra,
   });
+  // Every HTTP service records its commands and refusals (401/403, uploads) on the audit stream.
+  const records = [subjects.commands, api(`STREAM.INFO.${STREAM_AUDIT}`)];
   switch (service) {
     case "action":
       return p([subjects.all, ...events, subjects.commands, api(`STREAM.INFO.${STREAM_AUDIT}`), subjects.planPreview]);
@@ -161,11 +163,11 @@ export function servicePermissions(service: ServiceIdentity): Permissions {
     case "feedback":
       return p([subjects.all, ...events, ...kvWrite(KV_PRESENCE)], [subjects.reports, subjects.heartbeats], { resp: { max: 1, ttl: 0 } });
     case "package-repo":
-      return p([subjects.packages, ...events, ...streamRead(`OBJ_${OBJ_PACKAGES}`), `$O.${OBJ_PACKAGES}.>`], [`$O.${OBJ_PACKAGES}.>`]);
+      return p([subjects.packages, ...events, ...records, ...streamRead(`OBJ_${OBJ_PACKAGES}`), `$O.${OBJ_PACKAGES}.>`], [`$O.${OBJ_PACKAGES}.>`]);
     case "projector":
-      return p([...events, ...kvRead(KV_PRESENCE)]);
+      return p([...events, ...records, ...kvRead(KV_PRESENCE)]);
     case "audit":
-      return p([...events, ...streamRead(STREAM_AUDIT)]);
+      return p([...events, ...records, ...streamRead(STREAM_AUDIT), ...kvWrite(KV_AUDIT_ANCHOR)]);
   }
 }
 

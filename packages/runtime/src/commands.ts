@@ -84,11 +84,6 @@ function defaultKind(req: FastifyRequest): string {
  */
 export const commandAudit = fp(
   (app: FastifyInstance, opts: { commands: CommandLog }) => {
-    app.decorateRequest("audit", null as unknown as AuditNote);
-    app.addHook("onRequest", (req, _reply, done) => {
-      req.audit = {};
-      done();
-    });
     app.addHook("onSend", async (req: FastifyRequest, reply: FastifyReply, payload) => {
       const status = reply.statusCode;
       const note = req.audit ?? {};

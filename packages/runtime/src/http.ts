@@ -10,7 +10,7 @@ import {
 import type { Logger } from "pino";
 import { ZodError } from "zod";
 import { bearerAuth, WRITE_METHODS, type TokenMap } from "./auth.js";
-import { commandAudit, type CommandLog } from "./commands.js";
+import { commandAudit, type AuditNote, type CommandLog } from "./commands.js";
 import { checkQueryString, parseJsonBody, UnsafeBodyError } from "./edge.js";
 import { codeForFastifyCode, errorBody, HttpError, statusForCode } from "./errors.js";
 import { describeIssues } from "@molt/contracts";
@@ -91,8 +91,11 @@ export function createHttpApp(opts: {
     return reply.code(500).send(errorBody("internal", "internal error"));
   });
   app.setNotFoundHandler((req, reply) => reply.code(404).send(errorBody("not_found", `no route ${req.method} ${req.url.slice(0, 300)}`)));
+  // What a route tells the command audit (kind, target, replayed); present on every request.
+  app.decorateRequest("audit", null as unknown as AuditNote);
   // Before auth: a query that does not decode is refused whoever sends it.
   app.addHook("onRequest", (req, _reply, done) => {
+    req.audit = {};
     try {
       checkQueryString(req.url);
       done();
@@ -104,7 +107,7 @@ export function createHttpApp(opts: {
     try {
       done(null, parseJsonBody(body as string));
     } catch (err) {
-      if (err instanceof UnsafeBodyError && req.audit) req.audit.skip = true;
+      if (err instanceof UnsafeBodyError) req.audit.skip = true;
       done(err as Error, undefined);
     }
   });

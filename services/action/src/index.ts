@@ -1,9 +1,9 @@
 import { readFileSync } from "node:fs";
 import { deploymentRepository, slotRepository } from "@molt/aggregates";
 import { createEventStore, ensureAuditStream, ensureEventStream } from "@molt/event-store";
-import { HostIssuer, connectNats, natsSecurityFromEnv, createLogger, httpEnv, installShutdown, loadConfig, loadTokens, natsEnv } from "@molt/runtime";
+import { HostIssuer, commandLog, connectNats, natsSecurityFromEnv, createLogger, httpEnv, installShutdown, loadConfig, loadTokens, natsEnv } from "@molt/runtime";
 import { z } from "zod";
-import { commandLog } from "./audit/command-log.js";
+
 import { planPreviews } from "./deployments/preview.js";
 import { buildApp } from "./deployments/routes.js";
 

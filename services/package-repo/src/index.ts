@@ -1,8 +1,8 @@
 import { readFileSync } from "node:fs";
 import { Objm, StorageType } from "@nats-io/obj";
 import { OBJ_PACKAGES } from "@molt/contracts";
-import { createEventStore, ensureEventStream } from "@molt/event-store";
-import { connectNats, natsSecurityFromEnv, createLogger, installShutdown, loadConfig, loadTokens } from "@molt/runtime";
+import { createEventStore, ensureAuditStream, ensureEventStream } from "@molt/event-store";
+import { commandLog, connectNats, natsSecurityFromEnv, createLogger, installShutdown, loadConfig, loadTokens } from "@molt/runtime";
 import { Config, loadPublisherKeys } from "./config.js";
 import { buildApp } from "./packages/app.js";
 import { sweepTemp } from "./packages/blobs.js";
@@ -17,6 +17,7 @@ const signer = config.MOLT_PUBLISHER_KEY_FILE ? createManifestSigner(readFileSyn
 
 const nc = await connectNats({ url: config.MOLT_NATS_URL, name: "package-repo", ...natsSecurityFromEnv(config) });
 await ensureEventStream(nc, { replicas: config.MOLT_STREAM_REPLICAS });
+await ensureAuditStream(nc, { replicas: config.MOLT_STREAM_REPLICAS });
 // create() opens an existing bucket as it is (its replicas are the operator's to change).
 const objects = await new Objm(nc).create(OBJ_PACKAGES, { storage: StorageType.File, replicas: config.MOLT_STREAM_REPLICAS });
 const swept = await sweepTemp(config.MOLT_DATA_DIR, 60 * 60 * 1000);
@@ -32,6 +33,7 @@ const app = buildApp({
   archiveLimits: { maxEntries: config.MOLT_MAX_ARCHIVE_ENTRIES, maxUnpackedBytes: config.MOLT_MAX_UNPACKED_BYTES },
   publisherKeys,
   signer,
+  commands: commandLog(nc, logger),
 });
 installShutdown(logger, [() => nc.drain(), () => app.close()]);
 const url = await app.listen({ host: config.MOLT_HTTP_HOST, port: config.MOLT_HTTP_PORT });

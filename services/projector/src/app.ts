@@ -1,6 +1,6 @@
 import type { Db } from "@molt/db";
 import type { EventStore } from "@molt/event-store";
-import { createHttpApp, createMetrics, type Logger, type TokenMap } from "@molt/runtime";
+import { createHttpApp, createMetrics, type CommandLog, type Logger, type TokenMap } from "@molt/runtime";
 import { projectorMetrics } from "./projection/metrics.js";
 import { deploymentsProjection } from "./deployments/projection.js";
 import { deploymentRoutes } from "./deployments/routes.js";
@@ -28,6 +28,8 @@ export interface ProjectorDeps {
   presence?: Presence;
   /** Live updates (SSE): how long one subscriber's updates are gathered, and the keep-alive period. */
   live?: { throttleMs?: number; keepAliveMs?: number };
+  /** Where 401/403 refusals are recorded (MOLT_AUDIT). */
+  commands?: CommandLog;
 }
 
 /**
@@ -46,7 +48,7 @@ export async function buildApp(deps: ProjectorDeps) {
   });
   const metrics = createMetrics("projector");
   projectorMetrics(metrics, { db, runner, presence: deps.presence ?? null });
-  const app = createHttpApp({ logger, tokens: deps.tokens, metrics });
+  const app = createHttpApp({ logger, tokens: deps.tokens, metrics, ...(deps.commands ? { commands: deps.commands } : {}) });
   deploymentRoutes(app, { db });
   timelineRoutes(app, { db });
   fleetRoutes(app, { db, presence: deps.presence ?? null });

@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import { openDatabase } from "@molt/db";
-import { createEventStore, ensureEventStream } from "@molt/event-store";
-import { connectNats, natsSecurityFromEnv, createLogger, httpEnv, installShutdown, loadConfig, loadTokens, natsEnv } from "@molt/runtime";
+import { createEventStore, ensureAuditStream, ensureEventStream } from "@molt/event-store";
+import { commandLog, connectNats, natsSecurityFromEnv, createLogger, httpEnv, installShutdown, loadConfig, loadTokens, natsEnv } from "@molt/runtime";
 import { z } from "zod";
 import { buildApp } from "./app.js";
 import { watchPresence } from "./fleet/presence.js";
@@ -24,8 +24,9 @@ const db = await openDatabase({
 });
 const nc = await connectNats({ url: config.MOLT_NATS_URL, name: "molt-projector", ...natsSecurityFromEnv(config) });
 await ensureEventStream(nc, { replicas: config.MOLT_STREAM_REPLICAS });
+await ensureAuditStream(nc, { replicas: config.MOLT_STREAM_REPLICAS });
 const presence = watchPresence(nc, logger);
-const app = await buildApp({ db, store: createEventStore(nc), logger, tokens, presence });
+const app = await buildApp({ db, store: createEventStore(nc), logger, tokens, presence, commands: commandLog(nc, logger) });
 // Closed in reverse: HTTP and the projection first, then NATS, then the database.
 installShutdown(logger, [() => db.close(), () => nc.drain(), () => presence.stop(), () => app.close()]);
 const url = await app.listen({ host: config.MOLT_HTTP_HOST, port: config.MOLT_HTTP_PORT });

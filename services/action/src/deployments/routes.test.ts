@@ -1,12 +1,12 @@
 import { deploymentRepository } from "@molt/aggregates";
 import { CommandRecord, subjects } from "@molt/contracts";
 import { createEventStore, ensureAuditStream, ensureEventStream, STREAM_AUDIT, type EventStore } from "@molt/event-store";
-import { createLogger, parseTokens } from "@molt/runtime";
+import { commandLog, createLogger, parseTokens } from "@molt/runtime";
 import { startNatsServer, waitFor, type NatsServer } from "@molt/testkit";
-import { jetstream } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { commandLog } from "../audit/command-log.js";
+
 import { buildApp } from "./routes.js";
 
 let server: NatsServer;
@@ -107,6 +107,28 @@ describe("action: POST /v1/deployments", () => {
     });
     expect(records.find((r) => r.outcome === "refused" && r.status === 403)?.actor).toBe("vera");
     expect(records.find((r) => r.outcome === "accepted")?.actor).toBe("otto");
+  });
+});
+
+describe("action: the command record comes before the answer [security]", () => {
+  const auditSeq = async () => (await (await jetstreamManager(nc)).streams.info(STREAM_AUDIT)).state.last_seq;
+  it("[security] when the answer arrives, its command record is already on MOLT_AUDIT", async () => {
+    const before = await auditSeq();
+    const r = await app.inject({ method: "POST", url: "/v1/deployments", headers: { ...OP, "idempotency-key": "recorded-first" }, payload: body });
+    expect(r.statusCode).toBe(202);
+    expect(await auditSeq()).toBe(before + 1);
+    const m = await (await jetstreamManager(nc)).streams.getMessage(STREAM_AUDIT, { seq: before + 1 });
+    expect(CommandRecord.parse(m!.json())).toMatchObject({ kind: "create-deployment", actor: "otto", outcome: "accepted", target: r.json<{ deploymentId: string }>().deploymentId });
+  });
+  it("[security] a body nested 5,000 deep is refused (400) with no audit record and no event", async () => {
+    const before = await auditSeq();
+    const events = await store.lastSequence();
+    const deep = `{"component":"metrics-agent","version":"1.0.0","hosts":${"[".repeat(5000)}${"]".repeat(5000)}}`;
+    const r = await app.inject({ method: "POST", url: "/v1/deployments", headers: { ...OP, "content-type": "application/json" }, payload: deep });
+    expect(r.statusCode).toBe(400);
+    expect(r.json()).toMatchObject({ error: { code: "validation" } });
+    expect(await auditSeq()).toBe(before);
+    expect(await store.lastSequence()).toBe(events);
   });
 });
 

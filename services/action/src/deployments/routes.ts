@@ -1,14 +1,11 @@
 import { CreateDeploymentBody, OperatorCommandBody, OperatorCommandName, QuarantineBody, HostId } from "@molt/contracts";
 import type { DeploymentRepository, SlotRepository } from "@molt/aggregates";
-import { createHttpApp, hostInboxPrefix, issueHostCreds, type HostIssuer, type Logger, type TokenMap } from "@molt/runtime";
+import { createHttpApp, hostInboxPrefix, issueHostCreds, type CommandLog, type HostIssuer, type Logger, type RateLimits, type TokenMap } from "@molt/runtime";
 import { z } from "zod";
-import type { CommandLog } from "../audit/command-log.js";
 import { runCommand } from "./commands.js";
 import { createDeployment, previewDeployment } from "./create.js";
 import type { PlanPreviews } from "./preview.js";
 import { quarantine } from "./quarantine.js";
-
-type Audited = { moltKind?: string; moltTarget?: string; moltReplayed?: boolean };
 
 export function buildApp(deps: {
   logger: Logger;
@@ -17,33 +14,20 @@ export function buildApp(deps: {
   slots?: SlotRepository;
   commands: CommandLog;
   defaultTaskTimeoutMs: number;
+  rateLimits?: RateLimits | false;
   previews?: PlanPreviews | null;
   /** The MOLT account's host signing key: enrolment issues host credentials with it. */
   hostIssuer?: HostIssuer | null;
 }) {
-  const app = createHttpApp({ logger: deps.logger, tokens: deps.tokens });
+  // Every command, refused ones (bad body, 409, 422, 403, 401) too, is audited with its actor and
+  // what was sent, before the answer leaves (the runtime's command audit; routes name kind and target).
+  const app = createHttpApp({ logger: deps.logger, tokens: deps.tokens, commands: deps.commands, ...(deps.rateLimits !== undefined ? { rateLimits: deps.rateLimits } : {}) });
   const createDeps = { deployments: deps.deployments, previews: deps.previews ?? null, defaultTaskTimeoutMs: deps.defaultTaskTimeoutMs };
   const keyOf = (h: unknown) => (typeof h === "string" ? h : null);
 
-  // Every command, refused ones (bad body, 409, 422, 403) too, is audited with its actor and what was sent.
-  app.addHook("onResponse", async (req, reply) => {
-    if (req.method !== "POST" || !req.principal) return;
-    const status = reply.statusCode;
-    const r = req as Audited;
-    await deps.commands.record({
-      kind: r.moltKind ?? "create-deployment",
-      actor: req.principal.actor,
-      role: req.principal.role,
-      target: r.moltTarget ?? null,
-      outcome: status >= 400 ? "refused" : r.moltReplayed ? "replayed" : "accepted",
-      status,
-      body: req.body ?? null,
-    });
-  });
-
-  app.post("/v1/deployments", { schema: { body: CreateDeploymentBody, querystring: z.object({ dryRun: z.enum(["true", "false"]).optional() }) } }, async (req, reply) => {
+  app.post("/v1/deployments", { config: { auditKind: "create-deployment" }, schema: { body: CreateDeploymentBody, querystring: z.object({ dryRun: z.enum(["true", "false"]).optional() }) } }, async (req, reply) => {
     if (req.query.dryRun === "true") {
-      Object.assign(req, { moltKind: "preview-deployment", moltReplayed: true });
+      Object.assign(req.audit, { kind: "preview-deployment", replayed: true });
       const plan = await previewDeployment(createDeps, req.body);
       if (plan === null) return reply.code(503).send({ error: { code: "unavailable", message: "no allocator answered the plan preview" } });
       return reply.code(200).send({ dryRun: true, plan });
@@ -54,7 +38,7 @@ export function buildApp(deps: {
       body: req.body,
       correlationId: req.id,
     });
-    Object.assign(req, { moltTarget: result.body.deploymentId, moltReplayed: result.replayed });
+    Object.assign(req.audit, { target: result.body.deploymentId, replayed: result.replayed });
     return reply.code(result.status).header("location", result.body.location).send(result.body);
   });
 
@@ -62,7 +46,7 @@ export function buildApp(deps: {
     "/v1/deployments/:id/:command",
     { schema: { params: z.object({ id: z.string().regex(/^[a-z0-9_-]{1,128}$/, "id must be 1-128 characters of a-z 0-9 _ -"), command: OperatorCommandName }), body: OperatorCommandBody.nullish() } },
     async (req, reply) => {
-      Object.assign(req, { moltKind: `${req.params.command}-deployment`, moltTarget: req.params.id });
+      Object.assign(req.audit, { kind: `${req.params.command}-deployment`, target: req.params.id });
       const result = await runCommand(createDeps, req.params.command, {
         actor: req.principal!.actor,
         idempotencyKey: keyOf(req.headers["idempotency-key"]),
@@ -70,7 +54,7 @@ export function buildApp(deps: {
         ...(req.body?.reason !== undefined ? { reason: req.body.reason } : {}),
         correlationId: req.id,
       });
-      Object.assign(req, { moltReplayed: result.replayed });
+      req.audit.replayed = result.replayed;
       return reply.code(result.status).send(result.body);
     },
   );
@@ -91,7 +75,7 @@ export function buildApp(deps: {
     "/v1/hosts/:hostId/:action",
     { schema: { params: z.object({ hostId: HostId, action: z.enum(["quarantine", "clear"]) }), body: QuarantineBody } },
     async (req, reply) => {
-      Object.assign(req, { moltKind: `${req.params.action}-host`, moltTarget: req.params.hostId });
+      Object.assign(req.audit, { kind: `${req.params.action}-host`, target: req.params.hostId });
       if (!deps.slots) return reply.code(503).send({ error: { code: "unavailable", message: "quarantine is not configured" } });
       const out = await quarantine(deps.slots, {
         hostId: req.params.hostId,
@@ -100,7 +84,7 @@ export function buildApp(deps: {
         reason: req.body.reason ?? `drained by ${req.principal!.actor}`,
         meta: { now: new Date().toISOString(), actor: req.principal!.actor, correlationId: req.id },
       });
-      Object.assign(req, { moltReplayed: !out.changed });
+      req.audit.replayed = !out.changed;
       return reply.code(200).send({ hostId: req.params.hostId, component: req.body.component, quarantined: out.quarantined });
     },
   );

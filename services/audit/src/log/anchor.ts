@@ -8,7 +8,7 @@ import type { Logger } from "@molt/runtime";
 import { z } from "zod";
 
 /** The KV bucket the chain's head is published to, outside the table it vouches for. */
-export const ANCHOR_BUCKET = "molt_audit_anchor";
+export { KV_AUDIT_ANCHOR as ANCHOR_BUCKET } from "@molt/contracts";
 export const ANCHOR_KEY = "head";
 /** Anchors kept (KV history): how far back a rewrite can be placed between two anchors. */
 export const ANCHOR_HISTORY = 64;

@@ -18,7 +18,7 @@ import {
 } from "@molt/contracts";
 import type { EventStore } from "@molt/event-store";
 import { inspectArchive, type ArchiveLimits } from "@molt/publisher";
-import { createHttpApp, HttpError, type Logger, type TokenMap } from "@molt/runtime";
+import { createHttpApp, HttpError, type CommandLog, type Logger, type TokenMap } from "@molt/runtime";
 import { createBlobStore } from "./blobs.js";
 import { createPackageCatalog, type PublishedPackage } from "./catalog.js";
 import { serveBlob } from "./download.js";
@@ -47,6 +47,8 @@ export interface PackageRepoDeps {
   /** How much of a refused oversize upload is still read so the client sees the 413. */
   linger?: LingerLimits;
   now?: () => Date;
+  /** Where uploads are recorded as commands (MOLT_AUDIT). */
+  commands?: CommandLog;
 }
 
 // Platform names end up in commit and event ids, which are bounded: keep them short at the edge.
@@ -60,7 +62,8 @@ const UPLOAD_TYPES = ["application/gzip", "application/x-gzip", "application/oct
 
 /** The package-repo HTTP app: upload, list, describe, download. `listen` is the caller's business. */
 export function buildApp(deps: PackageRepoDeps) {
-  const app = createHttpApp({ logger: deps.logger, tokens: deps.tokens });
+  // Uploads (accepted or refused) and 401/403 refusals are audited as commands before the answer.
+  const app = createHttpApp({ logger: deps.logger, tokens: deps.tokens, ...(deps.commands ? { commands: deps.commands } : {}) });
   const blobs = createBlobStore({ dataDir: deps.dataDir, objects: deps.objects, logger: deps.logger });
   const catalog = createPackageCatalog(deps.store);
   const publicUrl = deps.publicUrl.replace(/\/+$/, "");
@@ -119,7 +122,8 @@ export function buildApp(deps: PackageRepoDeps) {
     }
   };
 
-  app.post("/v1/packages", { schema: { querystring: UploadQuery } }, async (req, reply) => {
+  app.post("/v1/packages", { config: { auditKind: "upload-package" }, schema: { querystring: UploadQuery } }, async (req, reply) => {
+    req.audit.target = `${req.query.component}@${req.query.version}/${req.query.platform}`;
     const { component, version, platform } = req.query;
     // The shared auth hook has already refused anonymous and viewer writes; this narrows the type.
     const principal = req.principal;
