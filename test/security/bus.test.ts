@@ -150,6 +150,10 @@ describe("the bus", () => {
     const a = await as({ creds: e.credentials, inboxPrefix: e.inboxPrefix });
     expect(await publishBlocked(a, subjects.heartbeat(HOST_B), subjects.heartbeat(HOST_A))).toBe(true);
     expect(await publishBlocked(a, subjects.report(HOST_B), subjects.report(HOST_A))).toBe(true);
+    // On its own subject, a heartbeat that claims to be B's is refused by feedback.
+    const claim = { hostId: HOST_B, at: new Date().toISOString(), os: "linux", arch: "x64", labels: {}, components: {}, agentVersion: "test" };
+    const answer = await a.request(subjects.heartbeat(HOST_A), JSON.stringify(claim), { timeout: 5_000 });
+    expect(answer.json<{ status: string; reason?: string }>()).toMatchObject({ status: "refused" });
     // Subscriptions beyond its own nudge and inbox are refused by the server.
     const got: string[] = [];
     const refusedSubs: string[] = [];
