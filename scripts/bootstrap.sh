@@ -56,9 +56,23 @@ if ! command -v strace >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-g
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq strace >/dev/null) || echo "bootstrap: strace could not be installed; its test is skipped" >&2
 fi
 
+# Debian's chromium: the dashboard's browser tests drive it with playwright-core (`--tests` only:
+# the demo does not need it).
+if [ "${1:-}" = "--tests" ] && ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "bootstrap: installing Debian's chromium (for the dashboard's browser tests)"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "bootstrap: chromium could not be installed; the browser tests will fail" >&2
+fi
+
 cd "$root"
 export PATH="$tools/bin:$PATH"
 if [ ! -d node_modules/.pnpm ] || [ pnpm-lock.yaml -nt node_modules/.modules.yaml ]; then
   echo "bootstrap: pnpm install"
   if [ "${CI:-}" = "true" ]; then pnpm install --frozen-lockfile --reporter=silent; else pnpm install --reporter=silent; fi
+fi
+
+# The dashboard the gateway serves: built from packages/dashboard/ui when its sources are newer.
+dash="packages/dashboard"
+if [ ! -f "$dash/dist/app.js" ] || [ -n "$(find "$dash/ui" "$dash/src" contracts/src/views.ts -newer "$dash/dist/app.js" -print -quit)" ]; then
+  echo "bootstrap: building the dashboard"
+  pnpm -s --filter @molt/dashboard build >/dev/null
 fi

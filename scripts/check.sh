@@ -45,7 +45,7 @@ totals() {
   ' "$reports"/*.json
 }
 
-stage bootstrap bash scripts/bootstrap.sh
+stage bootstrap bash scripts/bootstrap.sh --tests
 stage postgres pg_stage
 stage typecheck pnpm -s typecheck --output-logs=errors-only
 stage lint pnpm -s lint

@@ -26,7 +26,8 @@ const aggregates = Number(values.aggregates);
 const inflight = Number(values.inflight);
 
 const server = await startNatsServer();
-const nc = await connect({ servers: server.url });
+// The services' client setting (connectNats): no Error built per request for its async stack.
+const nc = await connect({ servers: server.url, noAsyncTraces: true });
 const jsm = await jetstreamManager(nc);
 const js = jetstream(nc);
 

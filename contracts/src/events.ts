@@ -201,9 +201,12 @@ export const HostsAssigned = event(
   "HostsAssigned",
   z.object({ deploymentId: Id, attempt: z.number().int().positive(), batch: z.number().int().nonnegative(), hosts: z.array(HostId).min(1) }),
 );
-export const HostOutcome = z.enum(["succeeded", "failed", "rejected", "timed-out", "cancelled", "busy"]);
+export const HostOutcome = z.enum(["succeeded", "failed", "rejected", "timed-out", "cancelled", "busy", "skipped"]);
 export type HostOutcome = z.infer<typeof HostOutcome>;
-/** How one host's task of one attempt ended; `busy`: its slot held another deployment's task. */
+/**
+ * How one host's task of one attempt ended; `busy`: its slot held another deployment's task;
+ * `skipped`: a retry found the host at the target already (the reason says why), so no task ran.
+ */
 export const HostOutcomeRecorded = event(
   "HostOutcomeRecorded",
   z.object({

@@ -4,6 +4,8 @@ import { encodeHostToken } from "./ids.js";
 export const STREAM_EVENTS = "MOLT_EVENTS";
 export const KV_DESIRED = "molt_desired";
 export const KV_PRESENCE = "molt_presence";
+/** The fleet-wide cap's numbered lease keys (the allocator's). */
+export const KV_LEASES = "molt_fleet_leases";
 export const OBJ_PACKAGES = "molt_packages";
 
 export const subjects = {

@@ -110,3 +110,23 @@ export type DeploymentList = z.infer<typeof DeploymentList>;
 
 export const TaskList = z.object({ tasks: z.array(TaskView), next: z.string().nullable() });
 export type TaskList = z.infer<typeof TaskList>;
+
+/** One stored event of a host's timeline, in stream order (`streamSeq` is the commit's sequence). */
+export const TimelineEvent = z.object({
+  streamSeq: z.number().int(),
+  eventId: z.string(),
+  type: z.string(),
+  occurredAt: Timestamp,
+  taskId: z.string().nullable(),
+  component: z.string().nullable(),
+  step: z.string().nullable(),
+  data: z.unknown(),
+});
+export type TimelineEvent = z.infer<typeof TimelineEvent>;
+
+export const HostTimeline = z.object({ hostId: HostId, events: z.array(TimelineEvent) });
+export type HostTimeline = z.infer<typeof HostTimeline>;
+
+/** Who a bearer token belongs to (`GET /v1/me` at the gateway): the dashboard shows write actions by role. */
+export const Me = z.object({ actor: z.string(), role: z.enum(["viewer", "operator", "admin"]) });
+export type Me = z.infer<typeof Me>;

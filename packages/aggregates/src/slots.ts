@@ -50,9 +50,13 @@ export function slotRepository(store: EventStore) {
       command: Exclude<SlotCommand, { type: "RecordReport" }>,
       meta: CommandMeta,
       commitId: string,
+      /** The slot as the caller just read it: the first try decides on it (a conflict re-reads). */
+      known?: LoadedSlot,
     ): Promise<SlotOutcome> {
+      let first = known;
       return retryOnConflict(async () => {
-        const loaded = await load(hostId, component);
+        const loaded = first ?? (await load(hostId, component));
+        first = undefined;
         const bodies = decideSlot(command, loaded.state);
         if (bodies.length === 0) return { events: [], state: loaded.state, seq: loaded.seq };
         return commit(hostId, component, loaded, bodies, meta, commitId);

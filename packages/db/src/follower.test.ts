@@ -101,3 +101,83 @@ describe("checkpointed follower: dead letters", () => {
     expect((await f.status()).error).toBeNull();
   });
 });
+
+describe("checkpointed follower: batches", () => {
+  it("[scale-faults] a burst of messages is applied in a few transactions, each message once, in order, with the checkpoint at the last", async () => {
+    const base = await template.fresh();
+    await base.exec("CREATE TABLE seen (seq int PRIMARY KEY, at timestamptz NOT NULL)");
+    let transactions = 0;
+    const db: Db = { ...base, transaction: (fn) => (transactions++, base.transaction(fn)) };
+    const messages = Array.from({ length: 500 }, (_, i) => ({ seq: i + 1, at: "2026-01-01T00:00:00Z" }));
+    const applied: number[] = [];
+    const f = createCheckpointedFollower<Msg>({
+      db,
+      logger: quiet,
+      name: "burst",
+      retryMs: 10,
+      open: source(messages),
+      apply: async (tx, m) => {
+        await tx.query("INSERT INTO seen (seq, at) VALUES ($1, $2::timestamptz)", [m.seq, m.at]);
+      },
+      onApplied: (m) => applied.push(m.seq),
+    });
+    await f.start();
+    await until("every message", async () => ((await f.status()).checkpoint === 500 ? true : undefined));
+    await f.stop();
+    expect(applied).toEqual(messages.map((m) => m.seq));
+    expect((await base.query<{ n: number }>("SELECT count(*)::int AS n FROM seen")).rows[0]?.n).toBe(500);
+    // One transaction per message before; a burst now shares them (the bound leaves room for timing).
+    expect(transactions).toBeLessThanOrEqual(50);
+  });
+
+  it("[scale-faults] a batch that fails on one poison message is retried message by message: the poison is dead-lettered, the rest applied once", async () => {
+    const db = await template.fresh();
+    await db.exec("CREATE TABLE seen (seq int PRIMARY KEY, at timestamptz NOT NULL)");
+    const messages = Array.from({ length: 300 }, (_, i) => ({ seq: i + 1, at: i === 149 ? "0000-01-01T00:00:00Z" : "2026-01-01T00:00:00Z" }));
+    const f = follower(db, messages, "poison-in-batch");
+    await f.start();
+    const status = await until("the follower to pass the poison", async () => {
+      const s = await f.status();
+      return s.checkpoint === 300 ? s : undefined;
+    });
+    await f.stop();
+    expect(status).toMatchObject({ checkpoint: 300, deadLetters: 1 });
+    expect((await db.query<{ n: number }>("SELECT count(*)::int AS n FROM seen")).rows[0]?.n).toBe(299);
+    expect((await readDeadLetters(db, "poison-in-batch")).map((d) => d.seq)).toEqual([150]);
+  });
+});
+
+describe("checkpointed follower: linger", () => {
+  it("[scale-faults] messages trickling in a few ms apart share a transaction when the run lingers for them", async () => {
+    const base = await template.fresh();
+    await base.exec("CREATE TABLE seen (seq int PRIMARY KEY, at timestamptz NOT NULL)");
+    let transactions = 0;
+    const db: Db = { ...base, transaction: (fn) => (transactions++, base.transaction(fn)) };
+    const trickle = (fromSeq: number, handler: (m: Msg) => Promise<void>) => {
+      let stopped = false;
+      void (async () => {
+        for (let seq = fromSeq; seq <= 40 && !stopped; seq++) {
+          await handler({ seq, at: "2026-01-01T00:00:00Z" });
+          await new Promise((r) => setTimeout(r, 2));
+        }
+      })();
+      return { stop: () => ((stopped = true), Promise.resolve()) };
+    };
+    const f = createCheckpointedFollower<Msg>({
+      db,
+      logger: quiet,
+      name: "trickle",
+      lingerMs: 200,
+      open: trickle,
+      apply: async (tx, m) => {
+        await tx.query("INSERT INTO seen (seq, at) VALUES ($1, $2::timestamptz)", [m.seq, m.at]);
+      },
+    });
+    await f.start();
+    await until("every message", async () => ((await f.status()).checkpoint === 40 ? true : undefined));
+    await f.stop();
+    expect((await base.query<{ n: number }>("SELECT count(*)::int AS n FROM seen")).rows[0]?.n).toBe(40);
+    // 40 messages ~2 ms apart (~80 ms or more) against a 200 ms linger: a few runs, not 40 transactions.
+    expect(transactions).toBeLessThanOrEqual(10);
+  });
+});

@@ -50,6 +50,21 @@ export async function advanceCheckpoint(tx: Queryable, name: string, seq: number
   return moved.rows.length > 0;
 }
 
+/**
+ * Locks the checkpoint row `name` for the transaction (creating it at 0) and returns its
+ * sequence: a worker applying a run of messages learns which of them are still to apply, and
+ * holds off other workers on the same checkpoint until it commits.
+ */
+async function lockCheckpoint(tx: Queryable, name: string): Promise<number> {
+  const r = await tx.query<{ seq: string | number }>(
+    `INSERT INTO checkpoints (name, seq) VALUES ($1, 0)
+     ON CONFLICT (name) DO UPDATE SET seq = checkpoints.seq
+     RETURNING seq`,
+    [name],
+  );
+  return Number(r.rows[0]?.seq ?? 0);
+}
+
 /** The two log calls the follower makes (a pino logger fits). */
 export interface FollowerLogger {
   info(obj: object, msg: string): void;
@@ -111,6 +126,12 @@ export function createCheckpointedFollower<M extends { seq: number }>(deps: {
   open: (fromSeq: number, handler: (m: M) => Promise<void>, onError: (err: unknown) => void) => { stop(): Promise<void> };
   /** Writes one message's rows; runs after the checkpoint moved, in the same transaction. */
   apply: (tx: Queryable, m: M) => Promise<void>;
+  /** Writes a run of messages' rows at once (default: `apply` for each, in order), in the transaction that moves the checkpoint past them. */
+  applyBatch?: (tx: Queryable, ms: readonly M[]) => Promise<void>;
+  /** Messages applied per transaction at most (default 256); 1 applies each in its own. */
+  batchSize?: number;
+  /** How long a run waits for more messages before it is applied (default 0: at once). */
+  lingerMs?: number;
   retryMs?: number;
   /** Told of each message once its transaction has committed (live views: SSE, metrics). */
   onApplied?: (m: M) => void;
@@ -125,6 +146,8 @@ export function createCheckpointedFollower<M extends { seq: number }>(deps: {
   const { db, name } = deps;
   const { logger } = deps;
   const firstRetryMs = deps.retryMs ?? 1_000;
+  const batchSize = Math.max(1, deps.batchSize ?? 256);
+  const lingerMs = deps.lingerMs ?? 0;
   let retryMs = firstRetryMs;
   let checkpoint = 0;
   let lastError: string | null = null;
@@ -149,9 +172,8 @@ export function createCheckpointedFollower<M extends { seq: number }>(deps: {
     logger.error({ follower: name, seq: m.seq, subject, err, attempts }, "gave up on a message: kept as a dead letter");
   };
 
-  const handle = async (m: M): Promise<void> => {
-    // A reopened source can hand back messages already applied: skip them cheaply.
-    if (m.seq <= checkpoint) return;
+  /** Applies one message in its own transaction: the dead-letter path, and a failed batch retried message by message. */
+  const applyOne = async (m: M): Promise<void> => {
     let applied: boolean;
     let buried = false;
     try {
@@ -171,15 +193,96 @@ export function createCheckpointedFollower<M extends { seq: number }>(deps: {
     }
     checkpoint = applied ? m.seq : await readCheckpoint(db, name);
     if (applied && !buried) deps.onApplied?.(m);
-    if (lastError !== null) logger.info({ follower: name, seq: m.seq }, "following again");
-    lastError = null;
-    retryMs = firstRetryMs;
+  };
+
+  /**
+   * Applies a run of messages in one transaction that moves the checkpoint to the last: the
+   * checkpoint row is locked first and messages at or below it are left out, so a message is
+   * applied once even if another worker or an earlier source got there first.
+   */
+  const applyBatch = async (batch: readonly M[]): Promise<void> => {
+    const fresh = await db.transaction(async (tx) => {
+      const from = await lockCheckpoint(tx, name);
+      const todo = batch.filter((m) => m.seq > from);
+      if (todo.length === 0) return todo;
+      if (deps.applyBatch) await deps.applyBatch(tx, todo);
+      else for (const m of todo) await deps.apply(tx, m);
+      await tx.query("UPDATE checkpoints SET seq = $2 WHERE name = $1", [name, todo[todo.length - 1]!.seq]);
+      return todo;
+    });
+    checkpoint = fresh.length > 0 ? fresh[fresh.length - 1]!.seq : await readCheckpoint(db, name);
+    for (const m of fresh) deps.onApplied?.(m);
+  };
+
+  /** Messages taken from the source, not yet applied; `generation` drops them when the source is reopened. */
+  let queue: M[] = [];
+  let generation = 0;
+  let flushing: Promise<void> | undefined;
+
+  /**
+   * Applies what the source has handed over, in runs of up to `batchSize`, while it keeps
+   * coming: a burst shares transactions (the next run fills while one commits), a lone message
+   * is applied at once. A run that fails is tried again message by message, so a poison
+   * message is found (and dead-lettered) and the rest still land; any other failure reopens the
+   * source from the checkpoint, as before.
+   */
+  const flush = async (gen: number): Promise<void> => {
+    while (queue.length > 0 && gen === generation && !stopped) {
+      // A burst's next messages are usually a few ms behind its first: waiting for them a
+      // moment makes one transaction of what would be many (the views lag that much more).
+      if (lingerMs > 0 && queue.length < batchSize) {
+        await new Promise((r) => setTimeout(r, lingerMs));
+        if (gen !== generation || stopped) return;
+      }
+      const batch = queue.slice(0, batchSize);
+      try {
+        if (batch.length === 1) await applyOne(batch[0]!);
+        else {
+          try {
+            await applyBatch(batch);
+          } catch {
+            for (const m of batch) if (m.seq > checkpoint) await applyOne(m);
+          }
+        }
+      } catch (err) {
+        if (gen === generation) onFailure(err);
+        return;
+      }
+      if (gen !== generation) return;
+      queue.splice(0, batch.length);
+      if (lastError !== null) logger.info({ follower: name, seq: batch[batch.length - 1]!.seq }, "following again");
+      lastError = null;
+      retryMs = firstRetryMs;
+    }
+  };
+
+  const handle = async (m: M, gen: number): Promise<void> => {
+    // A source that failed may still hand over messages past the one that failed: never applied.
+    if (gen !== generation) return;
+    // A reopened source can hand back messages already applied: skip them cheaply.
+    if (m.seq <= checkpoint || m.seq <= (queue.at(-1)?.seq ?? 0)) return;
+    queue.push(m);
+    const running = drain();
+    // Back-pressure: the source waits while a full run is queued.
+    if (queue.length >= batchSize) await running;
+  };
+
+  /** Starts applying the queue unless that is under way; started again if messages came in as it ended. */
+  const drain = (): Promise<void> => {
+    flushing ??= flush(generation).finally(() => {
+      flushing = undefined;
+      if (queue.length > 0 && !stopped) void drain();
+    });
+    return flushing;
   };
 
   const open = async (): Promise<void> => {
+    generation++;
+    queue = [];
     checkpoint = await readCheckpoint(db, name);
     logger.info({ follower: name, checkpoint }, "following");
-    source = deps.open(checkpoint + 1, handle, onFailure);
+    const gen = generation;
+    source = deps.open(checkpoint + 1, (m) => handle(m, gen), onFailure);
   };
 
   function onFailure(err: unknown): void {
@@ -187,10 +290,14 @@ export function createCheckpointedFollower<M extends { seq: number }>(deps: {
     logger.error({ follower: name, err, checkpoint, retryInMs: retryMs }, "applying failed; retrying from the checkpoint");
     const failed = source;
     source = undefined;
+    // What was queued comes again from the reopened source; a run being applied ends first.
+    generation++;
+    queue = [];
+    const running = flushing;
     const delay = retryMs;
     retryMs = Math.min(retryMs * 2, 30_000);
     // stop() closes the consumer the failed loop left open.
-    void (failed?.stop() ?? Promise.resolve()).finally(() => {
+    void Promise.all([failed?.stop(), running]).finally(() => {
       if (stopped) return;
       retryTimer = setTimeout(() => {
         retryTimer = undefined;
@@ -209,6 +316,7 @@ export function createCheckpointedFollower<M extends { seq: number }>(deps: {
       if (retryTimer) clearTimeout(retryTimer);
       await source?.stop();
       source = undefined;
+      await flushing;
     },
     async status() {
       const dead = await db.query<{ n: string | number }>("SELECT count(*) AS n FROM dead_letters WHERE name = $1", [name]);

@@ -20,7 +20,7 @@ import {
   type KeyPair,
   type Permissions,
 } from "@nats-io/jwt";
-import { encodeHostToken, KV_DESIRED, KV_PRESENCE, OBJ_PACKAGES, STREAM_EVENTS, subjects } from "@molt/contracts";
+import { encodeHostToken, KV_DESIRED, KV_LEASES, KV_PRESENCE, OBJ_PACKAGES, STREAM_EVENTS, subjects } from "@molt/contracts";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { z } from "zod";
 
@@ -151,6 +151,7 @@ export function servicePermissions(service: ServiceIdentity): Permissions {
           ...events,
           ...ALLOCATOR_DURABLES.flatMap((d) => [api(`CONSUMER.CREATE.${STREAM_EVENTS}.${d}`), api(`CONSUMER.CREATE.${STREAM_EVENTS}.${d}.>`), api(`CONSUMER.DURABLE.CREATE.${STREAM_EVENTS}.${d}`)]),
           ...kvWrite(KV_DESIRED),
+          ...kvWrite(KV_LEASES),
           ...kvRead(KV_PRESENCE),
           `molt.agent.*.nudge`,
         ],

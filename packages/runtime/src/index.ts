@@ -18,8 +18,10 @@ export {
   type BusUser,
   type IssuedCreds,
 } from "./bus-auth.js";
-export { bearerAuth, loadTokens, parseTokens, hasRole, Role, type Principal, type TokenMap } from "./auth.js";
-export { HttpError, statusForCode } from "./errors.js";
-export { createHttpApp, type App } from "./http.js";
+export { bearerAuth, loadTokens, parseTokens, hashToken, hasRole, Role, type Principal, type TokenMap, type TokenLookup, type LoadTokensOptions } from "./auth.js";
+export { HttpError, statusForCode, errorBody, type ErrorBody } from "./errors.js";
+export { createHttpApp, rateLimitsFromEnv, type App, type RateLimits } from "./http.js";
+export { commandLog, commandAudit, type CommandLog, type AuditNote } from "./commands.js";
+export { checkQueryString, parseJsonBody, hasUnstorableText, jsonDepth, MAX_JSON_DEPTH } from "./edge.js";
 export { respond, type Responder } from "./responder.js";
 export { createMetrics, metricsRoutes } from "./metrics.js";

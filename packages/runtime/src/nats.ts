@@ -22,13 +22,16 @@ export interface NatsSecurity {
  * Connects with unlimited reconnects: services ride out a nats-server restart, and a first
  * connect that times out (a loaded machine, a server still starting) is retried too. Refused
  * credentials still fail it (the client gives up after the server refuses them twice).
+ * `noAsyncTraces` (default on): nats.js otherwise builds an Error per request to keep its async
+ * stack (~45 % of client CPU in the event-store benchmark; docs/benchmarks.md).
  */
-export async function connectNats(opts: { url: string; name: string } & NatsSecurity): Promise<NatsConnection> {
+export async function connectNats(opts: { url: string; name: string; noAsyncTraces?: boolean } & NatsSecurity): Promise<NatsConnection> {
   return connect({
     servers: opts.url.split(","),
     name: opts.name,
     maxReconnectAttempts: -1,
     reconnectTimeWait: 250,
+    noAsyncTraces: opts.noAsyncTraces ?? true,
     waitOnFirstConnect: true,
     ...natsSecurityOptions(opts),
   });

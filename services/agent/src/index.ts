@@ -71,6 +71,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
       rootBase: config.MOLT_ROOT ?? "",
       timing,
       stepDelayMs: config.MOLT_SIM_STEP_DELAY_MS,
+      fsync: config.MOLT_SIM_FSYNC,
       ...(mirror ? { mirror } : {}),
       ...(config.MOLT_SIM_FAULT_FILE ? { faultFile: config.MOLT_SIM_FAULT_FILE } : {}),
     });

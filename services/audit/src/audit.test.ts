@@ -6,13 +6,19 @@ import { startNatsServer, waitFor, type NatsServer } from "@molt/testkit";
 import { jetstream, type JetStreamClient } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { generateKeyPairSync } from "node:crypto";
 import { buildApp } from "./app.js";
+import { anchorKey as anchorKeyOf } from "./log/anchor.js";
+import { entryHash, GENESIS } from "./log/chain.js";
 
 type App = Awaited<ReturnType<typeof buildApp>>;
 
 const VIEWER = "viewer-token-0123456789";
-const tokens = parseTokens(JSON.stringify({ [VIEWER]: { actor: "vera", role: "viewer" } }), "test");
+const ADMIN = "admin-token-0123456789";
+const tokens = parseTokens(JSON.stringify({ [VIEWER]: { actor: "vera", role: "viewer" }, [ADMIN]: { actor: "ada", role: "admin" } }), "test");
 const auth = { authorization: `Bearer ${VIEWER}` };
+const admin = { authorization: `Bearer ${ADMIN}` };
+const anchorKey = anchorKeyOf(generateKeyPairSync("ed25519").privateKey.export({ format: "pem", type: "pkcs8" }).toString());
 const logger = createLogger("audit-test");
 logger.level = "warn";
 
@@ -43,7 +49,8 @@ let n = 0;
 const uniq = () => `${Date.now().toString(36)}${++n}`;
 
 async function start(db: Db): Promise<App> {
-  const app = await buildApp({ db, nc, logger, tokens, retryMs: 50 });
+  // Each app anchors to its own bucket: the tests share one nats-server.
+  const app = await buildApp({ db, nc, logger, tokens, retryMs: 50, anchorKey, anchorBucket: `anchor_${uniq()}`, anchorEveryMs: 60_000, rateLimits: false });
   apps.push(app);
   return app;
 }
@@ -52,6 +59,7 @@ async function close(app: App): Promise<void> {
   await app.close();
 }
 const get = (app: App, url: string) => app.inject({ method: "GET", url, headers: auth });
+const verify = async (app: App, query = "full=true") => (await app.inject({ method: "GET", url: `/v1/audit/verify?${query}`, headers: admin })).json<{ ok: boolean; checked: number; firstBadId?: number; reason?: string; fromId: number; headId: number }>();
 
 /** What action publishes for each operator command (JetStream, msgID = record id). */
 async function publishCommand(r: Partial<CommandRecord> & { actor: string }): Promise<number> {
@@ -163,8 +171,7 @@ describe("audit: every command and event in an append-only, hash-chained log", (
     expect(onHost[0]!.sourceSeq).toBe(onHost[1]!.sourceSeq);
 
     const all = await entries(app, "limit=1000&after=0");
-    const verify = (await get(app, "/v1/audit/verify")).json<{ ok: boolean; checked: number; firstBadId?: number }>();
-    expect(verify).toEqual({ ok: true, checked: all.length });
+    expect(await verify(app)).toMatchObject({ ok: true, checked: all.length });
   });
 
   it("[spine] UPDATE and DELETE are refused by the database; a tampered row is found by verify", async () => {
@@ -179,16 +186,16 @@ describe("audit: every command and event in an append-only, hash-chained log", (
     await expect(db.query("UPDATE audit_log SET actor = 'mallory' WHERE id = $1", [victim.id])).rejects.toThrow(/append-only: UPDATE refused/);
     await expect(db.query("DELETE FROM audit_log WHERE id = $1", [victim.id])).rejects.toThrow(/append-only: DELETE refused/);
     await expect(db.exec("TRUNCATE audit_log")).rejects.toThrow(/append-only: TRUNCATE refused/);
-    expect((await get(app, "/v1/audit/verify")).json()).toMatchObject({ ok: true });
+    expect(await verify(app)).toMatchObject({ ok: true });
 
     // Someone with the table's owner rights goes around the trigger.
     await db.exec("ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only");
     await db.query(`UPDATE audit_log SET data = jsonb_set(data, '{status}', '202') WHERE id = $1`, [victim.id]);
     await db.exec("ALTER TABLE audit_log ENABLE TRIGGER audit_log_append_only");
-    const verify = (await get(app, "/v1/audit/verify")).json<{ ok: boolean; checked: number; firstBadId?: number }>();
-    expect(verify.ok).toBe(false);
-    expect(verify.firstBadId).toBe(victim.id);
-    expect(verify.checked).toBe((await entries(app, `before=${victim.id + 1}&limit=1000`)).length);
+    const verdict = await verify(app);
+    expect(verdict.ok).toBe(false);
+    expect(verdict.firstBadId).toBe(victim.id);
+    expect(verdict.checked).toBe((await entries(app, `before=${victim.id + 1}&limit=1000`)).length);
   });
 
   it("[spine] a restart resumes from the checkpoints: no entry twice, the chain continues", async () => {
@@ -210,7 +217,7 @@ describe("audit: every command and event in an append-only, hash-chained log", (
     expect(await count()).toBe(before + 4);
     const dupes = await db.query("SELECT source_stream, source_seq, source_idx FROM audit_log GROUP BY 1, 2, 3 HAVING count(*) > 1");
     expect(dupes.rows).toEqual([]);
-    expect((await get(app, "/v1/audit/verify")).json()).toEqual({ ok: true, checked: before + 4 });
+    expect(await verify(app)).toMatchObject({ ok: true, checked: before + 4 });
   });
 
   it("[spine] two workers on one database: each message audited once, one unbroken chain", async () => {
@@ -229,7 +236,7 @@ describe("audit: every command and event in an append-only, hash-chained log", (
     const dupes = await db.query("SELECT source_stream, source_seq, source_idx FROM audit_log GROUP BY 1, 2, 3 HAVING count(*) > 1");
     expect(dupes.rows).toEqual([]);
     expect(await entries(one, `actor=${actor}&source=command`)).toHaveLength(3);
-    expect((await get(two, "/v1/audit/verify")).json()).toMatchObject({ ok: true });
+    expect(await verify(two)).toMatchObject({ ok: true });
   });
 
   it("[spine] a malformed command record is kept as invalid-command and the log goes on", async () => {
@@ -242,7 +249,7 @@ describe("audit: every command and event in an append-only, hash-chained log", (
     expect(invalid).toMatchObject({ source: "command", outcome: "invalid", actor: "unknown", target: "molt.audit.command.create-deployment" });
     expect(invalid.data).toMatchObject({ raw: "{not json" });
     expect(await entries(app, `actor=${actor}`)).toHaveLength(1);
-    expect((await get(app, "/v1/audit/verify")).json()).toMatchObject({ ok: true });
+    expect(await verify(app)).toMatchObject({ ok: true });
   });
 
   it("[spine] the query is validated and pages both ways", async () => {
@@ -267,3 +274,95 @@ describe("audit: every command and event in an append-only, hash-chained log", (
     expect(await entries(app, `actor=${actor}&source=event`)).toEqual([]);
   });
 });
+
+describe("audit: anchored chain, guarded verify, safe filters", () => {
+  it("[security] verify is admin-only and incremental: a second pass starts from the last verified entry", async () => {
+    const app = await start(await template.fresh());
+    const actor = `ivy-${uniq()}`;
+    const first = await appendEvents(actor);
+    await caughtUp(app, { events: first.lastSeq });
+    expect((await get(app, "/v1/audit/verify")).statusCode).toBe(403);
+    const full = await verify(app, "");
+    expect(full).toMatchObject({ ok: true, fromId: 0 });
+    const more = await appendEvents(actor);
+    await caughtUp(app, { events: more.lastSeq });
+    const incremental = await verify(app, "");
+    expect(incremental).toMatchObject({ ok: true, fromId: full.headId, checked: incremental.headId - full.headId });
+    expect(incremental.checked).toBe(3);
+  });
+
+  it("[security] deleting the tail is detected and pinpointed, against the signed anchor outside the table", async () => {
+    const db = await template.fresh();
+    const app = await start(db);
+    const ev = await appendEvents(`jay-${uniq()}`);
+    const cmd = await publishCommand({ actor: `jay-${uniq()}` });
+    await caughtUp(app, { events: ev.lastSeq, commands: cmd });
+    const anchor = await app.anchorNow();
+    expect(anchor).not.toBeNull();
+    expect(await verify(app)).toMatchObject({ ok: true });
+    // The table's owner goes around the triggers and cuts the last two entries off.
+    await db.exec("ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only");
+    await db.query("DELETE FROM audit_log WHERE id > $1", [anchor!.id - 2]);
+    await db.exec("ALTER TABLE audit_log ENABLE TRIGGER audit_log_append_only");
+    // The chain that is left is internally sound: only the anchor tells.
+    expect(await verify(app)).toMatchObject({ ok: false, reason: "tail-deleted", firstBadId: anchor!.id - 1 });
+  });
+
+  it("[security] rewriting a row and re-hashing the chain after it is detected and the row pinpointed", async () => {
+    const db = await template.fresh();
+    const app = await start(db);
+    const actor = `kim-${uniq()}`;
+    let last = 0;
+    for (let i = 0; i < 4; i++) last = await publishCommand({ actor, kind: `step-${i}` });
+    await caughtUp(app, { commands: last });
+    await app.anchorNow();
+    const rows = (await entries(app, `actor=${actor}&after=0`)).map((e) => e.id);
+    const victim = rows[1]!;
+    // Rewrite the victim's actor, then recompute every hash from it on, as a careful forger would.
+    await db.exec("ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only");
+    await db.query("UPDATE audit_log SET actor = 'mallory' WHERE id = $1", [victim]);
+    const all = await db.query<AuditRowLike>("SELECT * FROM audit_log WHERE id >= $1 ORDER BY id", [victim]);
+    let prev = (await db.query<{ hash: string }>("SELECT hash FROM audit_log WHERE id < $1 ORDER BY id DESC LIMIT 1", [victim])).rows[0]?.hash ?? GENESIS;
+    for (const r of all.rows) {
+      const hash = entryHash(prev, { source: r.source, sourceStream: r.source_stream, sourceSeq: Number(r.source_seq), sourceIdx: r.source_idx, at: r.at.toISOString(), actor: r.actor, kind: r.kind, target: r.target, outcome: r.outcome, data: r.data });
+      await db.query("UPDATE audit_log SET prev_hash = $1, hash = $2 WHERE id = $3", [prev, hash, r.id]);
+      prev = hash;
+    }
+    await db.exec("ALTER TABLE audit_log ENABLE TRIGGER audit_log_append_only");
+    expect(await verify(app)).toMatchObject({ ok: false, reason: "rewritten", firstBadId: victim });
+  });
+
+  it("[security] NUL, invalid UTF-8, year 0 and out-of-range ids in filters are 400s, not database errors", async () => {
+    const app = await start(await template.fresh());
+    for (const q of ["actor=a%00b", "kind=%FF", "target=%ED%A0%80", "since=0000-01-01T00:00:00Z", "since=0000-01-01T00:00:00%2B01:00", "after=99999999999999999999", "before=1e300"]) {
+      const r = await get(app, `/v1/audit?${q}`);
+      expect(r.statusCode, q).toBe(400);
+      expect(r.json()).toMatchObject({ error: { code: "validation", message: expect.any(String) as string } });
+    }
+  });
+
+  it("[security] a command record dated 0000-01-01 is kept as invalid-command and the log goes on", async () => {
+    const app = await start(await template.fresh());
+    const actor = `lou-${uniq()}`;
+    const bad = await publishCommand({ actor, at: "0000-01-01T00:00:00Z" });
+    const good = await publishCommand({ actor });
+    await caughtUp(app, { commands: good });
+    expect((await entries(app, "kind=invalid-command")).some((e) => e.sourceSeq === bad)).toBe(true);
+    expect(await entries(app, `actor=${actor}`)).toHaveLength(1);
+    expect(await verify(app)).toMatchObject({ ok: true });
+  });
+});
+
+interface AuditRowLike {
+  id: number;
+  source: "event" | "command";
+  source_stream: string;
+  source_seq: number;
+  source_idx: number;
+  at: Date;
+  actor: string;
+  kind: string;
+  target: string | null;
+  outcome: string | null;
+  data: unknown;
+}

@@ -1,9 +1,10 @@
 import { join } from "node:path";
 import { openDatabase } from "@molt/db";
 import { ensureAuditStream, ensureEventStream } from "@molt/event-store";
-import { connectNats, natsSecurityFromEnv, createLogger, httpEnv, installShutdown, loadConfig, loadTokens, natsEnv } from "@molt/runtime";
+import { commandLog, connectNats, natsSecurityFromEnv, createLogger, httpEnv, installShutdown, loadConfig, loadTokens, natsEnv } from "@molt/runtime";
 import { z } from "zod";
 import { buildApp } from "./app.js";
+import { loadOrCreateAnchorKey } from "./log/anchor.js";
 
 const Config = z.object({
   ...natsEnv,
@@ -11,11 +12,15 @@ const Config = z.object({
   /** PGlite lives in <dir>/audit unless DATABASE_URL names a PostgreSQL. */
   MOLT_DATA_DIR: z.string().min(1).default(".molt/data"),
   DATABASE_URL: z.string().min(1).optional(),
+  /** ed25519 private key (PEM) that signs the chain's head; created at <data dir>/audit-anchor.key when unset. */
+  MOLT_AUDIT_KEY_FILE: z.string().min(1).optional(),
+  MOLT_AUDIT_ANCHOR_MS: z.coerce.number().int().positive().default(10_000),
 });
 
 const config = loadConfig(Config);
 const logger = createLogger("audit");
-const tokens = loadTokens();
+const tokens = loadTokens(process.env, { onReload: (err, size) => (err ? logger.error({ err }, "token file reload failed; the previous tokens stay") : logger.info({ tokens: size }, "tokens reloaded")) });
+const anchorKey = loadOrCreateAnchorKey(config.MOLT_AUDIT_KEY_FILE ?? join(config.MOLT_DATA_DIR, "audit-anchor.key"));
 const db = await openDatabase({
   url: config.DATABASE_URL,
   dataDir: join(config.MOLT_DATA_DIR, "audit"),
@@ -24,8 +29,17 @@ const db = await openDatabase({
 const nc = await connectNats({ url: config.MOLT_NATS_URL, name: "molt-audit", ...natsSecurityFromEnv(config) });
 await ensureEventStream(nc, { replicas: config.MOLT_STREAM_REPLICAS });
 await ensureAuditStream(nc, { replicas: config.MOLT_STREAM_REPLICAS });
-const app = await buildApp({ db, nc, logger, tokens });
+const app = await buildApp({
+  db,
+  nc,
+  logger,
+  tokens,
+  anchorKey,
+  anchorEveryMs: config.MOLT_AUDIT_ANCHOR_MS,
+  commands: commandLog(nc, logger),
+  replicas: config.MOLT_STREAM_REPLICAS,
+});
 // Closed in reverse: HTTP and the followers first, then NATS, then the database.
-installShutdown(logger, [() => db.close(), () => nc.drain(), () => app.close()]);
+installShutdown(logger, [() => db.close(), () => nc.drain(), () => app.close(), () => tokens.close()]);
 const url = await app.listen({ host: config.MOLT_HTTP_HOST, port: config.MOLT_HTTP_PORT });
-logger.info({ url, database: db.kind }, "listening");
+logger.info({ url, database: db.kind, anchorKeyId: anchorKey.keyId }, "listening");

@@ -6,6 +6,7 @@ import {
   initialDeploymentState,
   isTerminal,
   RETRIED,
+  skippedCount,
   totals,
   type DeploymentEventBody,
   type DeploymentState,
@@ -213,7 +214,7 @@ function complete(state: DeploymentState): DeploymentEventBody[] {
   if (isTerminal(state)) return [];
   const open = state.batches.find((b) => b.completed === null);
   if (open !== undefined) throw new IllegalStateError(`batch ${open.index} of deployment ${deploymentId} has not completed`);
-  return [{ type: "DeploymentCompleted", data: { deploymentId, ...totals(state), skipped: state.skipped.length } }];
+  return [{ type: "DeploymentCompleted", data: { deploymentId, ...totals(state), skipped: skippedCount(state) } }];
 }
 
 function operator(command: OperatorCommand, state: DeploymentState): DeploymentEventBody[] {

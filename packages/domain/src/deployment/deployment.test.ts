@@ -52,7 +52,7 @@ const ev = {
   }),
   started: (index: number): DeploymentEventBody => ({ type: "BatchStarted", data: { deploymentId: D, index } }),
   assigned: (batch: number, hosts: string[], attempt = 1): DeploymentEventBody => ({ type: "HostsAssigned", data: { deploymentId: D, attempt, batch, hosts } }),
-  outcome: (hostId: string, outcome: "succeeded" | "failed" | "busy" | "timed-out", attempt = 1): DeploymentEventBody => ({
+  outcome: (hostId: string, outcome: "succeeded" | "failed" | "busy" | "timed-out" | "skipped" | "cancelled", attempt = 1): DeploymentEventBody => ({
     type: "HostOutcomeRecorded",
     data: { deploymentId: D, hostId, attempt, outcome },
   }),
@@ -300,6 +300,38 @@ describe("deployment decider: operator commands [roll-engine]", () => {
     const failed = [...canaryRunning(brake), ev.outcome("web-1", "failed"), ev.braked(1, 1), ev.completed(0, 0, 1)];
     expect(next(failed).command).toBeNull();
     expect(next([...failed, ev.retried(2, 3, 1)]).command).toEqual({ type: "StartBatch", data: { index: 1 } });
+  });
+
+  it("[roll-engine] a host a retry skips (at the target already) finishes its batch as neither succeeded nor failed, and counts as skipped", () => {
+    const strategy = { maxUnavailable: { hosts: 4 } };
+    const firstRun = [
+      ...canaryRunning(strategy),
+      ev.outcome("web-1", "failed"),
+      ev.completed(0, 0, 1),
+      ev.started(1),
+      ev.assigned(1, ["web-2", "web-3"]),
+      ev.outcome("web-2", "succeeded"),
+      ev.outcome("web-3", "succeeded"),
+      ev.completed(1, 2),
+      ev.started(2),
+      ev.assigned(2, ["web-4"]),
+      ev.outcome("web-4", "succeeded"),
+      ev.completed(2, 1),
+    ];
+    const skipped = [...firstRun, ev.retried(2, 3, 1), ev.started(3), ev.assigned(3, ["web-1"], 2), ev.outcome("web-1", "skipped", 2)];
+    expect(next(skipped).command).toEqual({ type: "CompleteBatch", data: { index: 3, at: at(0) } });
+    const done = [...skipped, ev.completed(3, 0, 0)];
+    expect(next(done).command).toEqual({ type: "CompleteDeployment", data: {} });
+    deployment(done)
+      .when({ type: "CompleteDeployment", data: {} })
+      .then([{ type: "DeploymentCompleted", data: { deploymentId: D, succeeded: 3, failed: 0, skipped: 2 } }]);
+    // Nothing left to retry: a skip is not a failure.
+    deployment(done).when(cmd.retry()).thenThrows(IllegalStateError, /nothing to retry/);
+  });
+
+  it("[roll-engine] hosts withdrawn before allocation (outcome cancelled, the deployment braked) are run again by a retry", () => {
+    const braked = [...canaryRunning({ maxUnavailable: { hosts: 4 } }), ev.braked(), ev.outcome("web-1", "cancelled")];
+    deployment(braked).when(cmd.retry()).then([ev.retried(2, 3, 1)]);
   });
 
   it("[roll-engine] a retried host is assigned with the new attempt; an old attempt's late outcome does not count", () => {

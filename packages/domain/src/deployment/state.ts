@@ -122,8 +122,12 @@ export function initialDeploymentState(): DeploymentState {
 }
 
 const FAILED: ReadonlySet<HostOutcome> = new Set(["failed", "rejected", "timed-out"]);
-/** Outcomes a retry runs again: the host did not get the version, and it was not the operator's cancel. */
-export const RETRIED: ReadonlySet<HostOutcome> = new Set(["failed", "rejected", "timed-out", "busy"]);
+/**
+ * Outcomes a retry runs again: the host did not get the version. `cancelled` is among them: in a
+ * deployment that can be retried (not cancelled by an operator) it means the engine withdrew the
+ * host before its task was allocated (the deployment braked or failed first).
+ */
+export const RETRIED: ReadonlySet<HostOutcome> = new Set(["failed", "rejected", "timed-out", "busy", "cancelled"]);
 export const isFailure = (o: HostOutcome): boolean => FAILED.has(o);
 
 /**
@@ -298,15 +302,22 @@ export function inFlightHosts(state: DeploymentState): Array<{ hostId: string; a
   return out;
 }
 
-/** Totals over every planned host's latest outcome. */
+/** Totals over every planned host's latest outcome (a host a retry skipped is neither). */
 export function totals(state: DeploymentState): { succeeded: number; failed: number } {
   let succeeded = 0;
   let failed = 0;
   for (const e of state.hostIndex.values()) {
     if (e.outcome === "succeeded") succeeded++;
-    else if (e.outcome !== null) failed++;
+    else if (e.outcome !== null && e.outcome !== "skipped") failed++;
   }
   return { succeeded, failed };
+}
+
+/** Hosts skipped: by the plan, and by a retry that found them at the target already. */
+export function skippedCount(state: DeploymentState): number {
+  let n = state.skipped.length;
+  for (const e of state.hostIndex.values()) if (e.outcome === "skipped") n++;
+  return n;
 }
 
 /**

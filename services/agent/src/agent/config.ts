@@ -74,6 +74,11 @@ export const AgentEnv = z
       .regex(/^[A-Za-z0-9._:-]{0,240}$/, "MOLT_SIM_PREFIX must be host-id characters (A-Z a-z 0-9 . _ : -)")
       .default("sim-"),
     MOLT_SIM_STEP_DELAY_MS: z.coerce.number().int().min(0).default(0),
+    /** Simulated hosts fsync their files (journal, task files, the client's switch) only with 1: see `setFsync`. */
+    MOLT_SIM_FSYNC: z
+      .enum(["0", "1"], { message: "MOLT_SIM_FSYNC must be 0 or 1" })
+      .default("0")
+      .transform((v) => v === "1"),
     /** Fault injection for the simulator and tests: a JSON file `{hosts, step, message}`, re-read at every step. */
     MOLT_SIM_FAULT_FILE: z.string().min(1).optional(),
   })

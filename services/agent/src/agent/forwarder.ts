@@ -18,6 +18,13 @@ export interface ForwarderDeps {
   readonly requestTimeoutMs: number;
   /** How often the journal file is re-read while the task is open (a child process cannot poke us). */
   readonly journalPollMs: number;
+  /**
+   * How long the first unsent entry waits for the entries right behind it before a report goes
+   * (default 0: at once). Each report is one commit that feedback appends and every consumer
+   * (allocator, projector, audit) reads, so a simulated host with zero step delay sends its
+   * dozen entries in one or two reports instead of four or five. A verdict is never held back.
+   */
+  readonly lingerMs?: number;
 }
 
 /** Where a task's client stands when its watch begins. */
@@ -44,6 +51,7 @@ export interface TaskWatch {
  */
 export function watchTask(deps: ForwarderDeps, task: DesiredState, client: ClientState, forwarded: number): TaskWatch {
   const paths = taskPaths(deps.root, task.taskId);
+  const lingerMs = deps.lingerMs ?? 0;
   const log = deps.log.child({ taskId: task.taskId, component: task.component });
   let offset = 0;
   let answered = forwarded;
@@ -154,6 +162,10 @@ export function watchTask(deps: ForwarderDeps, task: DesiredState, client: Clien
         continue;
       }
       if (pending.length > 0) {
+        if (lingerMs > 0 && pending.length < MAX_BATCH && !pending.some(isTerminal)) {
+          await new Promise((r) => setTimeout(r, lingerMs));
+          if (!(await pull())) return;
+        }
         if (!(await sendBatch())) return;
         continue;
       }
@@ -222,6 +234,9 @@ export function verdictFor(
         { kind: "step-succeeded", step: "rollback", durationMs: 0, detail: outcome.detail },
         { kind: "rolled-back", reason },
       );
+      break;
+    case "rollback-failed":
+      out.push({ kind: "step-started", step: "rollback" }, { kind: "step-failed", step: "rollback", durationMs: 0, error: outcome.error });
       break;
     case "failed":
       break;

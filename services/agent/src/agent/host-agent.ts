@@ -31,6 +31,8 @@ export interface HostAgentTiming {
   readonly reportRetryMs: number;
   readonly reportTimeoutMs: number;
   readonly journalPollMs: number;
+  /** How long a report waits for the entries right behind its first (default 0; the simulator lingers: see the forwarder). */
+  readonly reportLingerMs?: number;
   /** Delay before the first heartbeat and read, so a simulated fleet does not start in lockstep. */
   readonly startDelayMs?: number;
   /** Each poll moves by up to ± this fraction of pollMs, so many hosts drift apart. */
@@ -104,6 +106,7 @@ export function createHostAgent(deps: HostAgentDeps): HostAgent {
     retryMs: timing.reportRetryMs,
     requestTimeoutMs: timing.reportTimeoutMs,
     journalPollMs: timing.journalPollMs,
+    ...(timing.reportLingerMs !== undefined ? { lingerMs: timing.reportLingerMs } : {}),
   };
 
   const later = (ms: number, fn: () => void) => {

@@ -1,4 +1,4 @@
-import { readdir, readFile, readlink, rm, writeFile } from "node:fs/promises";
+import { readdir, readFile, readlink, realpath, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { DesiredState, JournalEntry } from "@molt/contracts";
 import { freePort, waitFor } from "@molt/testkit";
@@ -8,34 +8,12 @@ import { verdictFor } from "../agent/forwarder.js";
 import { recoverDeadRun } from "../agent/recover.js";
 import { processRunner } from "../agent/runners.js";
 import { pidAlive } from "./lock.js";
+import { findPid } from "./process.js";
 import { componentPaths } from "../host/layout.js";
 import { readJournal, recordLaunch, taskPaths } from "../host/task-files.js";
 import { silentLog } from "../log.js";
-import { buildPackage, type BuiltPackage, desiredTask, type PackageServer, startPackageServer, tempDir } from "../testing/fixtures.js";
-
-/**
- * A real managed component: a long-running node HTTP server that answers its version (read from
- * its own files) on /version and its health on /health, writes its pid file, and ends on SIGTERM.
- * MODE makes a version crash on start or turn unhealthy shortly after starting.
- */
-const SERVER = `
-import { createServer } from "node:http";
-import { readFileSync, writeFileSync } from "node:fs";
-const here = (f) => readFileSync(new URL(f, import.meta.url), "utf8").trim();
-const version = here("./VERSION");
-const mode = here("./MODE");
-if (mode === "crash") process.exit(3);
-const born = Date.now();
-writeFileSync(process.env.MOLT_COMPONENT_DIR + "/app.pid", String(process.pid));
-createServer((req, res) => {
-  if (req.url === "/health") {
-    const sick = mode === "sick" && Date.now() - born > 250;
-    res.writeHead(sick ? 500 : 200).end(sick ? "sick" : "ok");
-  } else if (req.url === "/version") res.end(JSON.stringify({ version }));
-  else res.writeHead(404).end();
-}).listen(Number(process.argv[2]), "127.0.0.1");
-process.on("SIGTERM", () => process.exit(0));
-`;
+import { appAnswers, appConfig, appPid, buildAppPackage } from "../testing/managed-app.js";
+import { type BuiltPackage, desiredTask, type PackageServer, startPackageServer, tempDir } from "../testing/fixtures.js";
 
 const HOST = "app-1.example.com";
 const COMPONENT = "web-app";
@@ -46,8 +24,8 @@ const pids = new Set<number>();
 
 beforeAll(async () => {
   server = await startPackageServer();
-  for (const [version, mode] of [["1.0.0", "ok"], ["2.0.0", "ok"], ["2.0.1", "crash"], ["2.0.2", "sick"]] as const)
-    packages.set(version, await buildPackage({ VERSION: `${version}\n`, MODE: `${mode}\n`, "server.mjs": SERVER }));
+  for (const [version, mode] of [["1.0.0", "ok"], ["2.0.0", "ok"], ["2.0.1", "crash"], ["2.0.2", "sick"], ["3.0.0", "no-pid"], ["3.1.0", "no-pid"]] as const)
+    packages.set(version, await buildAppPackage(version, mode));
 });
 afterAll(async () => {
   for (const pid of pids) if (pidAlive(pid)) process.kill(pid, "SIGKILL");
@@ -55,25 +33,7 @@ afterAll(async () => {
   await Promise.all(roots.map((r) => rm(r, { recursive: true, force: true })));
 });
 
-function config(port: number, over: Partial<ComponentConfig> = {}): ComponentConfig {
-  return {
-    name: COMPONENT,
-    kind: "managed",
-    start: { command: `exec "${process.execPath}" server.mjs ${port}` },
-    stop: { graceMs: 2_000 },
-    pidFile: "app.pid",
-    health: {
-      url: `http://127.0.0.1:${port}/health`,
-      versionUrl: `http://127.0.0.1:${port}/version`,
-      watchMs: 600,
-      intervalMs: 50,
-      startTimeoutMs: 5_000,
-      probeTimeoutMs: 1_000,
-      heartbeatStaleMs: 15_000,
-    },
-    ...over,
-  };
-}
+const config = (port: number, over: Partial<ComponentConfig> = {}) => appConfig(COMPONENT, port, over);
 
 function task(version: string, over: Partial<DesiredState> = {}): DesiredState {
   const pkg = packages.get(version)!;
@@ -89,16 +49,8 @@ async function run(root: string, t: DesiredState, component: ComponentConfig, en
 
 const steps = (entries: JournalEntry[]) => entries.map((e) => ("step" in e && e.kind !== "failed" ? `${e.kind}:${e.step}` : e.kind));
 
-async function answers(port: number): Promise<string | null> {
-  try {
-    return ((await (await fetch(`http://127.0.0.1:${port}/version`)).json()) as { version: string }).version;
-  } catch {
-    return null;
-  }
-}
-
 async function runningPid(root: string): Promise<number> {
-  const pid = Number((await readFile(join(componentPaths(root, COMPONENT).dir, "app.pid"), "utf8")).trim());
+  const pid = await appPid(componentPaths(root, COMPONENT));
   pids.add(pid);
   return pid;
 }
@@ -111,7 +63,7 @@ async function hostWith100(over: Partial<ComponentConfig> = {}) {
   const component = config(port, over);
   const entries = await run(root, task("1.0.0", { kind: "install", fromVersion: null }), component);
   expect(entries.at(-1)).toMatchObject({ kind: "succeeded", version: "1.0.0" });
-  expect(await answers(port)).toBe("1.0.0");
+  expect(await appAnswers(port)).toBe("1.0.0");
   return { root, port, component, oldPid: await runningPid(root) };
 }
 
@@ -121,7 +73,7 @@ async function expectRolledBack(root: string, port: number, entries: JournalEntr
   expect(steps(entries)).toContain("step-succeeded:rollback");
   expect(entries.find((e) => e.kind === "rolled-back")).toMatchObject({ reason: expect.stringMatching(reason) as unknown });
   expect(await readlink(componentPaths(root, COMPONENT).current)).toBe(join("versions", "1.0.0"));
-  expect(await answers(port)).toBe("1.0.0");
+  expect(await appAnswers(port)).toBe("1.0.0");
   expect(pidAlive(await runningPid(root))).toBe(true);
 }
 
@@ -134,7 +86,7 @@ describe("a managed component (a real process serving its version over HTTP)", (
       ...["begin", "backup", "download", "override", "stop", "start", "verify", "end-action"].flatMap((s) => [`step-started:${s}`, `step-succeeded:${s}`]),
       "succeeded",
     ]);
-    expect(await answers(port)).toBe("2.0.0");
+    expect(await appAnswers(port)).toBe("2.0.0");
     expect(pidAlive(oldPid)).toBe(false);
     const newPid = await runningPid(root);
     expect(newPid).not.toBe(oldPid);
@@ -146,7 +98,7 @@ describe("a managed component (a real process serving its version over HTTP)", (
   it("[upgrade-client] a rollback task on a managed component: back to the kept 1.0.0 with no download, the old process restarted and verified", async () => {
     const { root, port, component } = await hostWith100();
     expect((await run(root, task("2.0.0"), component)).at(-1)).toMatchObject({ kind: "succeeded" });
-    expect(await answers(port)).toBe("2.0.0");
+    expect(await appAnswers(port)).toBe("2.0.0");
     const requests = server.requests.length;
     const back = desiredTask({ hostId: HOST, component: COMPONENT, kind: "rollback", version: "1.0.0", fromVersion: "2.0.0", package: undefined });
     delete (back as { package?: unknown }).package;
@@ -158,7 +110,7 @@ describe("a managed component (a real process serving its version over HTTP)", (
     ]);
     expect(entries.at(-1)).toMatchObject({ version: "1.0.0" });
     expect(server.requests.length).toBe(requests);
-    expect(await answers(port)).toBe("1.0.0");
+    expect(await appAnswers(port)).toBe("1.0.0");
     await runningPid(root);
   });
 
@@ -175,7 +127,7 @@ describe("a managed component (a real process serving its version over HTTP)", (
         // Nothing on the host changed yet: no rollback to do, the old process never stopped.
         expect(entries.at(-1)).toMatchObject({ kind: "failed", step: "download", reason: "injected at download" });
         expect(steps(entries)).not.toContain("step-started:rollback");
-        expect(await answers(port)).toBe("1.0.0");
+        expect(await appAnswers(port)).toBe("1.0.0");
       } else {
         await expectRolledBack(root, port, entries, new RegExp(`injected at ${step}`));
       }
@@ -224,7 +176,7 @@ describe("a managed component (a real process serving its version over HTTP)", (
     const exit = await processRunner({ log: silentLog(), env: { MOLT_CRASH_AT: "stop:stopped" } }).start(root, t, () => undefined).exited;
     expect(exit.signal).toBe("SIGKILL");
     expect(pidAlive(oldPid)).toBe(false);
-    expect(await answers(port)).toBeNull();
+    expect(await appAnswers(port)).toBeNull();
     // What the agent does for a client that died without a verdict.
     const entries = (await readJournal(taskPaths(root, t.taskId).journal, 0)).entries;
     const outcome = await recoverDeadRun(root, t, entries, silentLog());
@@ -237,7 +189,87 @@ describe("a managed component (a real process serving its version over HTTP)", (
       "failed",
     ]);
     expect(await readlink(componentPaths(root, COMPONENT).current)).toBe(join("versions", "1.0.0"));
-    await waitFor("the old version answering", async () => ((await answers(port)) === "1.0.0" ? true : undefined), { timeoutMs: 5_000 });
+    await waitFor("the old version answering", async () => ((await appAnswers(port)) === "1.0.0" ? true : undefined), { timeoutMs: 5_000 });
     pids.add(await runningPid(root));
+  });
+});
+
+/**
+ * A node one-liner run as a component's command (health probe, hook): GETs `path` on the app and
+ * runs `then` on the body; a refused connection exits 2.
+ */
+function nodeCommand(port: number, path: string, then: string): string {
+  const js = `fetch("http://127.0.0.1:${port}${path}").then(async (r) => { const body = await r.text(); ${then} }, () => process.exit(2))`;
+  return `"${process.execPath}" -e '${js}'`;
+}
+
+describe("health by command, the hook after VERIFY, a process found by match", () => {
+  /** Exits 0 only when /health is 2xx and /version answers the version VERIFY expects (MOLT_EXPECT_VERSION). */
+  const healthCommand = (port: number) =>
+    `${nodeCommand(port, "/health", "if (!r.ok) { console.error(\"health \" + r.status); process.exit(1); }")} && ${nodeCommand(
+      port,
+      "/version",
+      "const v = JSON.parse(body).version; if (v !== process.env.MOLT_EXPECT_VERSION) { console.error(\"answers \" + v); process.exit(1); }",
+    )}`;
+  const byCommand = (port: number): Partial<ComponentConfig> => ({
+    health: { command: healthCommand(port), watchMs: 600, intervalMs: 100, startTimeoutMs: 10_000, probeTimeoutMs: 5_000, heartbeatStaleMs: 15_000 },
+  });
+
+  it("[upgrade-client] a health check given as a command: it passes for the watch window with the new version answering", async () => {
+    const { root, port, component, oldPid } = await hostWith100();
+    const entries = await run(root, task("2.0.0"), { ...component, ...byCommand(port) });
+    expect(entries.at(-1)).toMatchObject({ kind: "succeeded", version: "2.0.0" });
+    expect(entries.find((e) => e.kind === "step-succeeded" && e.step === "verify")).toMatchObject({ detail: expect.stringMatching(/^healthy for 600 ms \(\d+ probes\), version 2\.0\.0$/) as unknown });
+    expect(await appAnswers(port)).toBe("2.0.0");
+    expect(pidAlive(oldPid)).toBe(false);
+  });
+
+  it("[upgrade-client] a failing health command (the new version turns unhealthy): rolled back, the old version answers", async () => {
+    const { root, port, component } = await hostWith100();
+    const entries = await run(root, task("2.0.2"), { ...component, ...byCommand(port) });
+    // 2.0.2 turns sick 250 ms after it starts: on a loaded machine that can come before the first probe passes.
+    await expectRolledBack(root, port, entries, /(unhealthy within the 600 ms watch window|not healthy within 10000 ms): health command exited with code 1: health 500/);
+  });
+
+  it("[upgrade-client] the hook after VERIFY runs with the new version in place and answering", async () => {
+    const { root, port, component } = await hostWith100();
+    const record = nodeCommand(port, "/version", `require("node:fs").writeFileSync(process.env.MOLT_SHARED_DIR + "/hook.json", JSON.stringify({ answered: JSON.parse(body).version, version: process.env.MOLT_VERSION, previous: process.env.MOLT_PREVIOUS_VERSION, cwd: process.cwd() }))`);
+    const entries = await run(root, task("2.0.0"), { ...component, hooks: { afterVerify: record, timeoutMs: 10_000 } });
+    expect(steps(entries).filter((s) => s.startsWith("step-succeeded:")).slice(-3)).toEqual(["step-succeeded:verify", "step-succeeded:post-verify", "step-succeeded:end-action"]);
+    expect(entries.at(-1)).toMatchObject({ kind: "succeeded", version: "2.0.0" });
+    const paths = componentPaths(root, COMPONENT);
+    expect(JSON.parse(await readFile(join(paths.shared, "hook.json"), "utf8"))).toEqual({ answered: "2.0.0", version: "2.0.0", previous: "1.0.0", cwd: await realpath(paths.version("2.0.0")) });
+  });
+
+  it("[upgrade-client] a failing hook after VERIFY: rolled back (the new process stopped, the old one restarted and verified), the reason in the events", async () => {
+    const { root, port, component } = await hostWith100();
+    const entries = await run(root, task("2.0.0"), { ...component, hooks: { afterVerify: "echo could not re-enable in the balancer >&2; exit 5", timeoutMs: 5_000 } });
+    expect(entries.find((e) => e.kind === "step-failed")).toMatchObject({ step: "post-verify" });
+    await expectRolledBack(root, port, entries, /hook afterVerify exited with code 5: could not re-enable in the balancer/);
+    expect(entries.find((e) => e.kind === "step-succeeded" && e.step === "rollback")).toMatchObject({ detail: expect.stringMatching(/old version started \(pid \d+\); healthy for 600 ms .*version 1\.0\.0/) as unknown });
+  });
+
+  it("[upgrade-client] processMatch: a component with no pid file is found by its command line, stopped, and its new version started and verified", async () => {
+    const root = await tempDir("match");
+    roots.push(root);
+    const port = await freePort();
+    const component = config(port, { processMatch: `server\\.mjs ${port}$` });
+    delete (component as { pidFile?: string }).pidFile;
+    const paths = componentPaths(root, COMPONENT);
+    expect((await run(root, task("3.0.0", { kind: "install", fromVersion: null }), component)).at(-1)).toMatchObject({ kind: "succeeded" });
+    expect(await appAnswers(port)).toBe("3.0.0");
+    const oldPid = await findPid(component, paths);
+    expect(oldPid).not.toBeNull();
+    pids.add(oldPid!);
+    const entries = await run(root, task("3.1.0", { fromVersion: "3.0.0" }), component);
+    expect(entries.at(-1)).toMatchObject({ kind: "succeeded", version: "3.1.0" });
+    expect(entries.find((e) => e.kind === "step-succeeded" && e.step === "stop")).toMatchObject({ detail: `pid ${oldPid} ended after SIGTERM` });
+    expect(pidAlive(oldPid!)).toBe(false);
+    expect(await appAnswers(port)).toBe("3.1.0");
+    const newPid = await findPid(component, paths);
+    expect(newPid).not.toBeNull();
+    pids.add(newPid!);
+    expect(newPid).not.toBe(oldPid);
+    expect((await readFile(`/proc/${newPid}/cmdline`, "utf8")).split("\0")).toContain("server.mjs");
   });
 });

@@ -3,7 +3,7 @@ import { dirname, join } from "node:path";
 import { DesiredState, JournalEntry, TrustedKeyConfig } from "@molt/contracts";
 import { z } from "zod";
 import { ComponentConfig, filesOnly } from "../agent/components.js";
-import { createFileDurable, fileExists, fsyncDir, isErrno, writeFileDurable } from "./durable.js";
+import { createFileDurable, fileExists, fsyncDir, isErrno, syncFile, writeFileDurable } from "./durable.js";
 
 /**
  * The agent's durable state for one task, under `<root>/agent/tasks/<taskId>/`:
@@ -142,7 +142,7 @@ export async function openJournal(
   if (existing.corrupt) throw new Error(`cannot append to ${path}: ${existing.corrupt}`);
   const fd = await open(path, "a+");
   if (existing.offset < (await fd.stat()).size) await fd.truncate(existing.offset);
-  await fd.sync();
+  await syncFile(fd);
   await fsyncDir(dirname(path));
   let lastSeq = existing.entries.at(-1)?.seq ?? 0;
   let closed = false;
@@ -155,7 +155,7 @@ export async function openJournal(
       const entry = JournalEntry.parse({ ...record, seq: lastSeq + 1, at: now().toISOString() });
       await fd.write(`${JSON.stringify(entry)}\n`);
       opts.afterWrite?.(); // a crash point: written, not yet fsynced
-      await fd.sync();
+      await syncFile(fd);
       lastSeq = entry.seq;
       opts.onAppend?.(entry);
       return entry;

@@ -4,6 +4,7 @@ import type { DesiredSource } from "../agent/desired.js";
 import { createHostAgent, type HostAgent, type HostAgentTiming } from "../agent/host-agent.js";
 import { inProcessRunner } from "../agent/runners.js";
 import type { Fetch } from "../client/download.js";
+import { setFsync } from "../host/durable.js";
 import type { Seed } from "../host/layout.js";
 import type { Log } from "../log.js";
 
@@ -20,6 +21,11 @@ export interface SimDeps {
   readonly agentVersion: string;
   readonly timing: Omit<HostAgentTiming, "startDelayMs" | "journalPollMs">;
   readonly stepDelayMs: number;
+  /**
+   * Whether the simulated hosts fsync what they write (default false): they share one real disk,
+   * and a simulation models no power loss. Every file is still written, in the same order.
+   */
+  readonly fsync?: boolean;
   readonly mirror?: string;
   readonly fetch?: Fetch;
   /** `MOLT_SIM_FAULT_FILE`: hosts and a step to fail, re-read at every step. */
@@ -37,6 +43,7 @@ export interface Sim {
  * interval so a thousand hosts do not heartbeat or read KV in lockstep.
  */
 export async function startSim(deps: SimDeps): Promise<Sim> {
+  setFsync(deps.fsync ?? false);
   const runner = inProcessRunner({
     stepDelayMs: deps.stepDelayMs,
     ...(deps.mirror ? { mirror: deps.mirror } : {}),
@@ -60,6 +67,9 @@ export async function startSim(deps: SimDeps): Promise<Sim> {
         ...deps.timing,
         // In-process runs poke the forwarder on every append; the poll is only a safety net.
         journalPollMs: 1_000,
+        // With zero step delay a task journals its dozen entries within milliseconds: one or two
+        // reports (commits) instead of four or five, for feedback and every consumer of the stream.
+        reportLingerMs: deps.timing.reportLingerMs ?? 25,
         startDelayMs: Math.floor((i * deps.timing.heartbeatMs) / Math.max(1, count)),
       },
     }),

@@ -3,7 +3,7 @@ import type { HostOutcome, MoltEvent } from "@molt/contracts";
 import { nextCommands, NotFoundError, type EngineCommand, type HostOutcomeData } from "@molt/domain";
 import type { StoredCommit } from "@molt/event-store";
 import type { MessageContext } from "./consumer.js";
-import { fresh, metaOf, type EngineDeps } from "./deps.js";
+import { fresh, metaOf, taskIdFor, type EngineDeps } from "./deps.js";
 
 /** The commit id of an engine decision: the same decision from any replica lands once. */
 function commitIdOf(deploymentId: string, attempt: number, command: EngineCommand): string {
@@ -80,7 +80,20 @@ export function batches(deps: EngineDeps) {
         if (step.wakeAt !== null) ctx.redeliverAt(step.wakeAt);
         return;
       }
-      const out = await deps.deployments.handle(deploymentId, step.command, metaOf(e, now), commitIdOf(deploymentId, state.attempt, step.command));
+      let command = step.command;
+      if (command.type === "AssignHosts" && deps.leases !== undefined) {
+        // The fleet-wide cap: only hosts whose task holds a lease are assigned. None free: look
+        // again shortly (the message comes back), as leases are released by any deployment's tasks.
+        const deadline = new Date(Date.parse(now) + (state.taskTimeoutMs ?? 900_000)).toISOString();
+        const tasks = command.data.hosts.map((hostId) => ({ taskId: taskIdFor(deploymentId, hostId, state.attempt), deploymentId, hostId, component: state.component!, deadline }));
+        const got = await deps.leases.acquire(tasks, ctx.clock());
+        if (got === 0) {
+          ctx.redeliverAt(new Date(ctx.clock().getTime() + (deps.leaseRetryMs ?? 250)).toISOString());
+          return;
+        }
+        command = { ...command, data: { ...command.data, hosts: command.data.hosts.slice(0, got) } };
+      }
+      const out = await deps.deployments.handle(deploymentId, command, metaOf(e, now), commitIdOf(deploymentId, state.attempt, command));
       loaded = { ...loaded, state: out.state, seq: out.seq };
     }
   }

@@ -29,6 +29,31 @@ export interface ConsumerOptions {
   /** Redelivery delay after a failure or a busy slot. */
   retryDelayMs: number;
   ackWaitMs: number;
+  /**
+   * The event types the handler acts on. A commit with none of them is acked unread: most slot
+   * commits are step reports the roll engine has no rule for, and validating each in full
+   * (twice, once per durable) was a large share of the allocator's CPU per host.
+   */
+  handles?: ReadonlySet<string>;
+}
+
+const textDecoder = new TextDecoder();
+
+const TYPE = /"type":"([A-Za-z]+)"/g;
+
+/**
+ * Whether a raw commit names one of `types`. The event store writes commits with JSON.stringify,
+ * so an event's type reads `"type":"X"`; a commit without any such text (written otherwise, or
+ * malformed) is left to the full decode to judge. A false positive only costs a full decode.
+ */
+export function concerns(data: Uint8Array, types: ReadonlySet<string>): boolean {
+  const text = textDecoder.decode(data);
+  let any = false;
+  for (const m of text.matchAll(TYPE)) {
+    any = true;
+    if (types.has(m[1]!)) return true;
+  }
+  return !any;
 }
 
 /** What a handler may ask of the message it handles. */
@@ -44,10 +69,26 @@ export interface MessageContext {
  * a time; a message is acked only after its decisions are appended, and a killed replica's
  * unacked messages come back to another after ack_wait.
  */
-export async function runConsumer(
+export function runConsumer(
   nc: NatsConnection,
   opts: ConsumerOptions,
   handle: (c: StoredCommit, ctx: MessageContext) => Promise<void>,
+  logger: Logger,
+): Promise<{ stop(): Promise<void>; done: Promise<void> }> {
+  const decode = (m: JsMsg) => (opts.handles !== undefined && !concerns(m.data, opts.handles) ? null : decodeCommit(m));
+  return consume(nc, opts, decode, handle, logger);
+}
+
+/**
+ * The same loop over messages of which the handler needs less than the whole commit: `decode`
+ * turns a message into what `handle` takes, or null for one to ack unread. With `headersOnly`
+ * the server sends subjects and headers only.
+ */
+export async function consume<T>(
+  nc: NatsConnection,
+  opts: ConsumerOptions & { headersOnly?: boolean },
+  decode: (m: JsMsg) => T | null,
+  handle: (c: T, ctx: MessageContext) => Promise<void>,
   logger: Logger,
 ): Promise<{ stop(): Promise<void>; done: Promise<void> }> {
   const jsm = await jetstreamManager(nc);
@@ -58,6 +99,7 @@ export async function runConsumer(
     deliver_policy: DeliverPolicy.All,
     ack_wait: opts.ackWaitMs * 1_000_000,
     max_ack_pending: opts.maxAckPending ?? 1000,
+    ...(opts.headersOnly ? { headers_only: true } : {}),
   };
   try {
     await jsm.consumers.info(opts.stream, opts.durable);
@@ -87,7 +129,12 @@ export async function runConsumer(
       clock: () => new Date(),
     };
     try {
-      await handle(decodeCommit(m), ctx);
+      const item = decode(m);
+      if (item === null) {
+        m.ack();
+        return;
+      }
+      await handle(item, ctx);
       if (wakeAt === null) m.ack();
       else m.nak(Math.max(1, wakeAt - Date.now()));
     } catch (err) {

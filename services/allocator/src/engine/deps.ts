@@ -5,6 +5,7 @@ import type { DeploymentRepository, SlotRepository } from "@molt/aggregates";
 import type { EventStore } from "@molt/event-store";
 import type { Logger } from "@molt/runtime";
 import type { DesiredStates } from "../dispatch/desired.js";
+import type { FleetLeases } from "../dispatch/leases.js";
 import type { FleetReader } from "../planning/resolve.js";
 
 export interface EngineDeps {
@@ -20,6 +21,10 @@ export interface EngineDeps {
   fleet?: FleetReader;
   /** Quarantine a slot after this many failed tasks in a row (0: never). */
   quarantineAfter?: number;
+  /** The fleet-wide cap on tasks in flight across all deployments, as KV leases; none: no cap. */
+  leases?: FleetLeases;
+  /** How soon a deployment waiting for a fleet lease looks again (default 250 ms). */
+  leaseRetryMs?: number;
 }
 
 /** Deterministic, so every replica (and every redelivery) allocates the same task. */

@@ -1,9 +1,10 @@
-import { decodeHostToken, parseEventSubject, SlotState, type EventOf, type MoltEvent, type TaskOutcome } from "@molt/contracts";
+import { decodeHostToken, parseEventSubject, SlotState, subjects, type EventOf, type HostOutcome, type MoltEvent, type TaskOutcome } from "@molt/contracts";
 import { inFlightHosts, isTerminal, SlotBusyError } from "@molt/domain";
 import type { StoredCommit } from "@molt/event-store";
+import type { LoadedSlot } from "@molt/aggregates";
 import { ZodError } from "zod";
 import type { batches } from "./batches.js";
-import { fresh, metaOf, pool, taskIdFor, type EngineDeps } from "./deps.js";
+import { fresh, metaOf, pool, RetryLater, taskIdFor, type EngineDeps } from "./deps.js";
 
 const FAILED_OUTCOMES: ReadonlySet<TaskOutcome> = new Set(["failed", "rejected", "timed-out"]);
 
@@ -16,18 +17,37 @@ export function dispatcher(deps: EngineDeps, rules: ReturnType<typeof batches>) 
    */
   async function allocate(e: EventOf<"HostsAssigned">, c: StoredCommit): Promise<void> {
     const { deploymentId, attempt, hosts } = e.data;
-    const { state } = fresh(await deps.deployments.load(deploymentId), c.seq, deploymentId);
-    const component = state.component!;
-    const deadline = new Date(Date.parse(e.metadata.occurredAt) + (state.taskTimeoutMs ?? 900_000)).toISOString();
+    let loaded = fresh(await deps.deployments.load(deploymentId), c.seq, deploymentId);
+    const component = loaded.state.component!;
+    const deadline = new Date(Date.parse(e.metadata.occurredAt) + (loaded.state.taskTimeoutMs ?? 900_000)).toISOString();
+    /**
+     * The deployment as it is now, not as it was when the message arrived: a brake (or a cancel)
+     * appended meanwhile must stop the allocations that have not happened yet. One direct get of
+     * the subject's last sequence; a replay only when something was appended.
+     */
+    const latest = async () => {
+      if ((await deps.store.lastSequence(subjects.deployment(deploymentId))) > loaded.seq) loaded = await deps.deployments.load(deploymentId);
+      return loaded.state;
+    };
     await pool(hosts, 16, async (hostId) => {
-      const entry = state.hostIndex.get(hostId);
+      const entry = loaded.state.hostIndex.get(hostId);
       if (entry === undefined || entry.attempt !== attempt) return;
       const where = { deploymentId, hostId, attempt };
-      if (isTerminal(state)) return rules.recordOutcome(e, where, "cancelled", `deployment ${state.status} before the task was allocated`);
       const taskId = taskIdFor(deploymentId, hostId, attempt);
+      const state = await latest();
+      if (isTerminal(state)) return notAllocated(e, where, taskId, "cancelled", `deployment ${state.status} before the task was allocated`);
+      if (state.braked !== null)
+        return notAllocated(e, where, taskId, "cancelled", `not allocated: the deployment braked (${state.braked.failed} of ${state.braked.finished} failed) before the task was allocated`);
+      const version = entry.version ?? state.version!;
+      if (attempt > 1) {
+        // A retry runs only hosts still short of the target: another deployment (or a hand) may have upgraded it since.
+        const slot = (await deps.slots.load(hostId, component)).state;
+        if (slot.active === null && slot.version === version)
+          return notAllocated(e, where, taskId, "skipped", `already at ${component} ${version}: upgraded since attempt ${attempt - 1} of this deployment`);
+      }
       const pkg = state.packages[entry.platform];
       if (state.kind === "upgrade" && pkg === undefined)
-        return rules.recordOutcome(e, where, "failed", `the plan names no package for platform ${entry.platform}`);
+        return notAllocated(e, where, taskId, "failed", `the plan names no package for platform ${entry.platform}`);
       try {
         await deps.slots.handle(
           hostId,
@@ -39,7 +59,7 @@ export function dispatcher(deps: EngineDeps, rules: ReturnType<typeof batches>) 
               deploymentId,
               hostId,
               component,
-              version: entry.version ?? state.version!,
+              version,
               fromVersion: entry.fromVersion,
               attempt,
               deadline,
@@ -52,19 +72,33 @@ export function dispatcher(deps: EngineDeps, rules: ReturnType<typeof batches>) 
       } catch (err) {
         if (err instanceof SlotBusyError) {
           const holder = (await deps.slots.load(hostId, component)).state.active;
-          return rules.recordOutcome(e, where, "busy", `slot busy with task ${err.activeTaskId}${holder ? ` of deployment ${holder.deploymentId}` : ""}`);
+          return notAllocated(e, where, taskId, "busy", `slot busy with task ${err.activeTaskId}${holder ? ` of deployment ${holder.deploymentId}` : ""}`);
         }
-        if (err instanceof ZodError) return rules.recordOutcome(e, where, "failed", `the task cannot be built: ${err.message.slice(0, 300)}`);
+        if (err instanceof ZodError) return notAllocated(e, where, taskId, "failed", `the task cannot be built: ${err.message.slice(0, 300)}`);
         throw err;
       }
     });
   }
 
-  /** TaskAllocated → the desired state in KV, then TaskDispatched; a cancelled deployment's task is cancelled instead. */
+  /** A host of an assignment that gets no task: its outcome says why. */
+  async function notAllocated(e: MoltEvent, where: { deploymentId: string; hostId: string; attempt: number }, taskId: string, outcome: HostOutcome, reason: string): Promise<void> {
+    await rules.recordOutcome(e, where, outcome, reason);
+    await deps.leases?.release(taskId);
+  }
+
+  /**
+   * TaskAllocated → the desired state in KV, then TaskDispatched; a cancelled deployment's task
+   * is cancelled instead. The slot is read once, consistently, after the key's revision (see
+   * `desired.write`), and that read is what TaskDispatched is decided on.
+   */
   async function dispatch(e: EventOf<"TaskAllocated">, c: StoredCommit): Promise<void> {
     const d = e.data;
-    const { state } = fresh(await deps.slots.load(d.hostId, d.component), c.seq, c.subject);
-    if (state.active?.taskId !== d.taskId || state.active.status !== "allocated") return;
+    let slot: LoadedSlot | undefined;
+    const stillAllocated = async () => {
+      slot = await deps.slots.load(d.hostId, d.component, { consistent: true });
+      if (slot.seq < c.seq) throw new RetryLater(`stale read of ${c.subject}: at ${slot.seq}, the trigger is ${c.seq}`);
+      return slot.state.active?.taskId === d.taskId && slot.state.active.status === "allocated";
+    };
     const deployment = (await deps.deployments.load(d.deploymentId)).state;
     if (deployment.status === "cancelled") {
       await deps.slots.handle(d.hostId, d.component, { type: "CancelTask", data: { taskId: d.taskId, reason: "deployment cancelled" } }, metaOf(e), `${d.taskId}:cancelled`);
@@ -72,10 +106,6 @@ export function dispatcher(deps: EngineDeps, rules: ReturnType<typeof batches>) 
     }
     // TaskAllocated then the KV write is not atomic: whoever handles this message (again)
     // completes the write (a no-op if it is there) and records TaskDispatched.
-    const stillAllocated = async () => {
-      const now = await deps.slots.load(d.hostId, d.component, { consistent: true });
-      return now.state.active?.taskId === d.taskId && now.state.active.status === "allocated";
-    };
     const revision = await deps.desired.write(stillAllocated, {
       taskId: d.taskId,
       deploymentId: d.deploymentId,
@@ -89,7 +119,7 @@ export function dispatcher(deps: EngineDeps, rules: ReturnType<typeof batches>) 
       ...(d.package !== undefined ? { package: d.package } : {}),
     });
     if (revision === null) return;
-    await deps.slots.handle(d.hostId, d.component, { type: "DispatchTask", data: { taskId: d.taskId, revision } }, metaOf(e), `${d.taskId}:dispatched`);
+    await deps.slots.handle(d.hostId, d.component, { type: "DispatchTask", data: { taskId: d.taskId, revision } }, metaOf(e), `${d.taskId}:dispatched`, slot);
   }
 
   /**
@@ -104,6 +134,7 @@ export function dispatcher(deps: EngineDeps, rules: ReturnType<typeof batches>) 
     if (!done) return;
     const hostId = decodeHostToken(where.hostToken);
     await deps.desired.withdraw(hostId, where.component, taskId);
+    await deps.leases?.release(taskId);
     if (done.attempt !== undefined) await rules.recordOutcome(e, { deploymentId: done.deploymentId, hostId, attempt: done.attempt }, done.outcome);
     const n = deps.quarantineAfter ?? 0;
     const last = slot.recent.slice(0, n);

@@ -52,7 +52,7 @@ export function splitPlan(plan: Plan): Array<Omit<RecordPlanPart["data"], "planI
 }
 
 /** Without a fleet reader every named host counts as online and there is no selector index. */
-const NO_FLEET: NonNullable<EngineDeps["fleet"]> = { online: () => Promise.resolve(null), all: () => Promise.resolve([]) };
+const NO_FLEET: NonNullable<EngineDeps["fleet"]> = { online: () => Promise.resolve(null), index: null };
 
 export function planner(deps: EngineDeps) {
   const downloadUrl = (component: string, version: string) => (p: string) => deps.downloadUrl(component, version, p);

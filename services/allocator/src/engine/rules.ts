@@ -1,3 +1,4 @@
+import type { MoltEvent } from "@molt/contracts";
 import type { StoredCommit } from "@molt/event-store";
 import { batches } from "./batches.js";
 import type { MessageContext } from "./consumer.js";
@@ -7,6 +8,27 @@ import { planner } from "./plan.js";
 import { timeouts } from "./timeouts.js";
 
 export { RetryLater, taskIdFor, type EngineDeps } from "./deps.js";
+export { allocationOf } from "./timeouts.js";
+
+/** Every event type `handle` acts on (the consumer skips commits with none of them unread). */
+export const HANDLED: ReadonlySet<string> = new Set([
+  "DeploymentRequested",
+  "HostsAssigned",
+  "DeploymentCancelled",
+  "DeploymentPlanned",
+  "BatchStarted",
+  "BatchCompleted",
+  "HostOutcomeRecorded",
+  "DeploymentResumed",
+  "CanaryApproved",
+  "DeploymentRetried",
+  "TaskAllocated",
+  "TaskSucceeded",
+  "TaskFailed",
+  "TaskRejected",
+  "TaskTimedOut",
+  "TaskCancelled",
+] satisfies Array<MoltEvent["type"]>);
 
 /**
  * The roll engine's reaction to one commit. Every rule re-reads the aggregate it writes,

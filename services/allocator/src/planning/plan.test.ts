@@ -2,7 +2,7 @@ import { Strategy, type HostState, type PackageRef } from "@molt/contracts";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { planDeployment, type Candidate } from "./plan.js";
-import { matches } from "./resolve.js";
+import { matches } from "./fleet-index.js";
 import { ringAssign } from "./ring.js";
 
 const C = "metrics-agent";

@@ -7,7 +7,8 @@ import type { EntryFields } from "../log/chain.js";
 
 /**
  * Follows one stream, raw (so a message that fails validation is still recorded, as such), and
- * appends each message's entries to the chain in the transaction that moves its checkpoint.
+ * appends each message's entries to the chain in the transaction that moves its checkpoint (a
+ * burst of messages shares one transaction and one append, in stream order).
  */
 export function createFollower(deps: {
   nc: NatsConnection;
@@ -26,6 +27,9 @@ export function createFollower(deps: {
     name: stream,
     open: (fromSeq, handler, onError) => followStream(nc, { stream, filter, fromSeq, handler, onError }),
     apply: (tx, m) => appendEntries(tx, toEntries(stream, m)),
+    // A run of messages is one chain append (one head read, one insert) in its one transaction.
+    applyBatch: (tx, ms) => appendEntries(tx, ms.flatMap((m) => toEntries(stream, m))),
+    lingerMs: 20,
     ...(deps.retryMs !== undefined ? { retryMs: deps.retryMs } : {}),
   });
 }

@@ -9,12 +9,19 @@ const AuditQuery = z
     kind: z.string().min(1).max(100).optional(),
     target: z.string().min(1).max(300).optional(),
     source: z.enum(["event", "command"]).optional(),
-    since: z.iso.datetime({ offset: true }).optional(),
+    /** Years 1970-9999 only, as contracts' Timestamp: PostgreSQL refuses year 0, which z.iso.datetime takes. */
+    since: z.iso
+      .datetime({ offset: true })
+      .refine((s) => {
+        const t = Date.parse(s);
+        return Number.isFinite(t) && t >= Date.UTC(1970, 0, 1) && t < Date.UTC(10_000, 0, 1);
+      }, "must be a date-time between 1970 and 9999")
+      .optional(),
     limit: z.coerce.number().int().min(1).max(1000).default(100),
     /** Oldest first from just after this id: how a follower tails the log. */
-    after: z.coerce.number().int().min(0).optional(),
+    after: z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
     /** Newest first from just before this id: the next page of a newest-first listing. */
-    before: z.coerce.number().int().min(1).optional(),
+    before: z.coerce.number().int().min(1).max(Number.MAX_SAFE_INTEGER).optional(),
   })
   .strict();
 

@@ -72,10 +72,21 @@ export function deploymentsProjection(): Projection {
     name: "deployments",
     migrations: MIGRATIONS,
     async apply(tx, c) {
-      for (const event of c.commit.events) await applyEvent(tx, event);
+      const events = c.commit.events;
+      for (let i = 0; i < events.length; i++) {
+        const event = events[i]!;
+        // A group commit of outcomes (or assignments) holds hundreds of events that each only set
+        // their deployment's updated_at: the last of a run on one deployment leaves the same row.
+        const next = events[i + 1];
+        if (next && onlyTouches(event) && onlyTouches(next) && event.data.deploymentId === next.data.deploymentId) continue;
+        await applyEvent(tx, event);
+      }
     },
   };
 }
+
+type Touch = Extract<MoltEvent, { type: "HostsAssigned" | "HostOutcomeRecorded" }>;
+const onlyTouches = (e: MoltEvent): e is Touch => e.type === "HostsAssigned" || e.type === "HostOutcomeRecorded";
 
 async function applyEvent(tx: Queryable, event: MoltEvent): Promise<void> {
   const at = event.metadata.occurredAt;

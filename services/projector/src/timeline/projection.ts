@@ -1,6 +1,7 @@
 import type { MoltEvent } from "@molt/contracts";
 import { unreachable } from "@molt/domain";
-import type { Projection } from "../projection/projection.js";
+import type { Queryable } from "@molt/db";
+import type { ProjectedCommit, Projection } from "../projection/projection.js";
 
 /** Append-only: add statements, never edit one that has shipped. */
 const MIGRATIONS = [
@@ -34,34 +35,41 @@ export function timelineProjection(): Projection {
   return {
     name: "timeline",
     migrations: MIGRATIONS,
-    async apply(tx, c) {
-      if (c.hostId === null) return;
-      const rows = c.commit.events.map((event, idx) => {
-        const f = fieldsOf(event);
-        return {
-          host_id: c.hostId,
-          stream_seq: c.seq,
-          idx,
-          event_id: event.id,
-          type: event.type,
-          occurred_at: f.at ?? event.metadata.occurredAt,
-          task_id: f.taskId,
-          component: c.component ?? componentOf(event),
-          step: f.step,
-          data: event.data,
-        };
-      });
-      // One statement for the whole commit, however many events it holds.
-      await tx.query(
-        `INSERT INTO host_timeline (host_id, stream_seq, idx, event_id, type, occurred_at, task_id, component, step, data)
-         SELECT host_id, stream_seq, idx, event_id, type, occurred_at, task_id, component, step, data
-         FROM jsonb_to_recordset($1::jsonb) AS r(host_id text, stream_seq bigint, idx integer, event_id text, type text,
-           occurred_at timestamptz, task_id text, component text, step text, data jsonb)
-         ON CONFLICT DO NOTHING`,
-        [JSON.stringify(rows)],
-      );
-    },
+    apply: (tx, c) => insertRows(tx, [c]),
+    // A run of commits is one statement: the timeline only inserts, keyed by stream position.
+    applyRun: insertRows,
   };
+}
+
+async function insertRows(tx: Queryable, commits: readonly ProjectedCommit[]): Promise<void> {
+  const rows = commits.flatMap((c) => {
+    if (c.hostId === null) return [];
+    return c.commit.events.map((event, idx) => {
+      const f = fieldsOf(event);
+      return {
+        host_id: c.hostId,
+        stream_seq: c.seq,
+        idx,
+        event_id: event.id,
+        type: event.type,
+        occurred_at: f.at ?? event.metadata.occurredAt,
+        task_id: f.taskId,
+        component: c.component ?? componentOf(event),
+        step: f.step,
+        data: event.data,
+      };
+    });
+  });
+  if (rows.length === 0) return;
+  // One statement for the whole run, however many commits and events it holds.
+  await tx.query(
+    `INSERT INTO host_timeline (host_id, stream_seq, idx, event_id, type, occurred_at, task_id, component, step, data)
+     SELECT host_id, stream_seq, idx, event_id, type, occurred_at, task_id, component, step, data
+     FROM jsonb_to_recordset($1::jsonb) AS r(host_id text, stream_seq bigint, idx integer, event_id text, type text,
+       occurred_at timestamptz, task_id text, component text, step text, data jsonb)
+     ON CONFLICT DO NOTHING`,
+    [JSON.stringify(rows)],
+  );
 }
 
 function componentOf(event: MoltEvent): string | null {
