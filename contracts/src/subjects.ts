@@ -7,6 +7,9 @@ export const KV_PRESENCE = "molt_presence";
 /** The fleet-wide cap's numbered lease keys (the allocator's). */
 export const KV_LEASES = "molt_fleet_leases";
 export const OBJ_PACKAGES = "molt_packages";
+/** The audit service's signed chain heads (its own; provisioned by the admin with this history). */
+export const KV_AUDIT_ANCHOR = "molt_audit_anchor";
+export const KV_AUDIT_ANCHOR_HISTORY = 64;
 
 export const subjects = {
   all: "molt.es.>",

@@ -20,7 +20,7 @@ import {
   type KeyPair,
   type Permissions,
 } from "@nats-io/jwt";
-import { encodeHostToken, KV_DESIRED, KV_LEASES, KV_PRESENCE, OBJ_PACKAGES, STREAM_EVENTS, subjects } from "@molt/contracts";
+import { encodeHostToken, KV_AUDIT_ANCHOR, KV_DESIRED, KV_LEASES, KV_PRESENCE, OBJ_PACKAGES, STREAM_EVENTS, subjects } from "@molt/contracts";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { z } from "zod";
 
@@ -165,7 +165,7 @@ export function servicePermissions(service: ServiceIdentity): Permissions {
     case "projector":
       return p([...events, ...kvRead(KV_PRESENCE)]);
     case "audit":
-      return p([...events, ...streamRead(STREAM_AUDIT)]);
+      return p([...events, ...streamRead(STREAM_AUDIT), ...kvWrite(KV_AUDIT_ANCHOR)]);
   }
 }
 
