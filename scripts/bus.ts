@@ -17,7 +17,7 @@ import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { Objm, StorageType } from "@nats-io/obj";
-import { KV_AUDIT_ANCHOR, KV_DESIRED, KV_LEASES, KV_PRESENCE, OBJ_PACKAGES } from "@molt/contracts";
+import { KV_AUDIT_ANCHOR, KV_AUDIT_ANCHOR_HISTORY, KV_DESIRED, KV_LEASES, KV_PRESENCE, OBJ_PACKAGES } from "@molt/contracts";
 import { ensureAuditStream, ensureEventStream } from "@molt/event-store";
 import {
   BusAuthority,
@@ -59,8 +59,7 @@ async function provision(env: NodeJS.ProcessEnv): Promise<void> {
     await ensureBucket(nc, KV_DESIRED, { history: 5, replicas });
     await ensureBucket(nc, KV_PRESENCE, { ttl: config.MOLT_PRESENCE_TTL_MS, history: 1, replicas });
     await ensureBucket(nc, KV_LEASES, { history: 1, replicas });
-    // 64 signed heads kept: the audit service's anchoring (services/audit/src/log/anchor.ts).
-    await ensureBucket(nc, KV_AUDIT_ANCHOR, { history: 64, replicas });
+    await ensureBucket(nc, KV_AUDIT_ANCHOR, { history: KV_AUDIT_ANCHOR_HISTORY, replicas });
     await new Objm(nc).create(OBJ_PACKAGES, { storage: StorageType.File, replicas });
   } finally {
     await nc.close();

@@ -65,7 +65,7 @@ const auth = { authorization: `Bearer ${operatorToken}` };
 console.log(`${stamp()} gateway:        ${system.gatewayUrl}`);
 console.log(`${stamp()} operator token: ${operatorToken}`);
 console.log(`${stamp()} viewer token:   ${viewerToken}`);
-console.log(`${stamp()} nats:           ${nats.url}`);
+console.log(`${stamp()} nats:           ${nats.url} (no anonymous access; credentials in ${join(dataDir, "nats", "auth", "creds")}, admin.creds for you)`);
 console.log(`${stamp()} publisher key:  ${publisher.keyId} (${publisherFiles.privateKeyFile}; push more with pnpm molt-publish push --key …)`);
 
 const nc = await nats.bus.connect("admin");

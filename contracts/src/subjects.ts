@@ -6,9 +6,10 @@ export const KV_DESIRED = "molt_desired";
 export const KV_PRESENCE = "molt_presence";
 /** The fleet-wide cap's numbered lease keys (the allocator's). */
 export const KV_LEASES = "molt_fleet_leases";
-/** The audit chain's signed heads, kept outside its table (the audit service's). */
-export const KV_AUDIT_ANCHOR = "molt_audit_anchor";
 export const OBJ_PACKAGES = "molt_packages";
+/** The audit service's signed chain heads (its own; provisioned by the admin with this history). */
+export const KV_AUDIT_ANCHOR = "molt_audit_anchor";
+export const KV_AUDIT_ANCHOR_HISTORY = 64;
 
 export const subjects = {
   all: "molt.es.>",

@@ -35,6 +35,10 @@ async function api<T>(method: string, path: string, token: string | null = OPERA
   return { status: res.status, body: (text ? JSON.parse(text) : null) as T, headers: res.headers };
 }
 
+/** A heartbeat as an agent sends it, claiming to come from `hostId`. */
+const heartbeat = (hostId: string) =>
+  JSON.stringify({ hostId, at: new Date().toISOString(), os: "linux", arch: "x64", labels: {}, components: { [COMPONENT]: "1.0.0" }, agentVersion: "test" });
+
 type Enrolment = { hostId: string; userKey: string; inboxPrefix: string; credentials: string };
 async function enrol(hostId: string): Promise<Enrolment> {
   const r = await api<Enrolment>("POST", `/v1/hosts/${hostId}/enrol`);
@@ -134,7 +138,7 @@ describe("the bus", () => {
     expect(r.body.userKey).toMatch(/^U[A-Z0-9]{55}$/);
     // The credentials work (host A's own heartbeat subject answers) ...
     const a = await as({ creds: r.body.credentials, inboxPrefix: r.body.inboxPrefix });
-    const answer = await a.request(subjects.heartbeat(HOST_A), JSON.stringify({ hostId: HOST_A, at: new Date().toISOString(), os: "linux", arch: "x64", labels: {}, components: { [COMPONENT]: "1.0.0" }, agentVersion: "test" }), { timeout: 5_000 });
+    const answer = await a.request(subjects.heartbeat(HOST_A), heartbeat(HOST_A), { timeout: 5_000 });
     expect(answer.json<{ status: string }>().status).toBe("ok");
     // ... and the audit log has the command, without the secret.
     const audit = await waitFor("enrol-host audited", async () => {
@@ -150,6 +154,9 @@ describe("the bus", () => {
     const a = await as({ creds: e.credentials, inboxPrefix: e.inboxPrefix });
     expect(await publishBlocked(a, subjects.heartbeat(HOST_B), subjects.heartbeat(HOST_A))).toBe(true);
     expect(await publishBlocked(a, subjects.report(HOST_B), subjects.report(HOST_A))).toBe(true);
+    // On its own subject, a heartbeat that claims to be B's is refused by feedback.
+    const answer = await a.request(subjects.heartbeat(HOST_A), heartbeat(HOST_B), { timeout: 5_000 });
+    expect(answer.json<{ status: string; reason?: string }>()).toMatchObject({ status: "refused" });
     // Subscriptions beyond its own nudge and inbox are refused by the server.
     const got: string[] = [];
     const refusedSubs: string[] = [];
@@ -246,7 +253,7 @@ describe("the bus", () => {
     const e = await enrol(HOST_A);
     const a = await nats.bus.connect({ creds: e.credentials, inboxPrefix: e.inboxPrefix }, { reconnect: false });
     const closed = a.closed();
-    await a.request(subjects.heartbeat(HOST_A), JSON.stringify({ hostId: HOST_A, at: new Date().toISOString(), os: "linux", arch: "x64", labels: {}, components: {}, agentVersion: "test" }), { timeout: 5_000 });
+    await a.request(subjects.heartbeat(HOST_A), heartbeat(HOST_A), { timeout: 5_000 });
     const serverPid = nats.pid;
     await nats.bus.revoke([e.userKey]);
     await closed; // the server dropped it
@@ -256,6 +263,6 @@ describe("the bus", () => {
     // Host B's agent is still connected and heartbeating on its own identity.
     const b = await enrol(HOST_B);
     const nb = await as({ creds: b.credentials, inboxPrefix: b.inboxPrefix });
-    expect((await nb.request(subjects.heartbeat(HOST_B), JSON.stringify({ hostId: HOST_B, at: new Date().toISOString(), os: "linux", arch: "x64", labels: {}, components: {}, agentVersion: "test" }), { timeout: 5_000 })).json<{ status: string }>().status).toBe("ok");
+    expect((await nb.request(subjects.heartbeat(HOST_B), heartbeat(HOST_B), { timeout: 5_000 })).json<{ status: string }>().status).toBe("ok");
   });
 });

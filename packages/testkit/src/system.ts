@@ -74,7 +74,7 @@ export async function startProcess(
   env: Record<string, string>,
   logDir: string,
   readyPattern: RegExp,
-  readyTimeoutMs = 60_000,
+  readyTimeoutMs = 120_000,
 ): Promise<RunningProcess> {
   await mkdir(logDir, { recursive: true });
   const logFile = join(logDir, `${name}.log`);

@@ -11,7 +11,7 @@ import { z } from "zod";
 export { KV_AUDIT_ANCHOR as ANCHOR_BUCKET } from "@molt/contracts";
 export const ANCHOR_KEY = "head";
 /** Anchors kept (KV history): how far back a rewrite can be placed between two anchors. */
-export const ANCHOR_HISTORY = 64;
+export { KV_AUDIT_ANCHOR_HISTORY as ANCHOR_HISTORY } from "@molt/contracts";
 
 /** What is signed: the head entry's id and hash, and when. */
 export const Anchor = z.object({
