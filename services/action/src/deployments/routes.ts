@@ -61,8 +61,8 @@ export function buildApp(deps: {
 
   // Enrolment: a fresh identity for the host, allowed only its own subjects and keys. The
   // credentials are in this answer only (never stored, never audited): give them to the host.
-  app.post("/v1/hosts/:hostId/enrol", { schema: { params: z.object({ hostId: HostId }) } }, async (req, reply) => {
-    Object.assign(req, { moltKind: "enrol-host", moltTarget: req.params.hostId });
+  app.post("/v1/hosts/:hostId/enrol", { config: { auditKind: "enrol-host" }, schema: { params: z.object({ hostId: HostId }) } }, async (req, reply) => {
+    Object.assign(req.audit, { target: req.params.hostId });
     if (!deps.hostIssuer) return reply.code(503).send({ error: { code: "unavailable", message: "host enrolment is not configured (MOLT_HOST_ISSUER_FILE)" } });
     const issued = await issueHostCreds(deps.hostIssuer, req.params.hostId);
     return reply
