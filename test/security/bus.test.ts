@@ -70,16 +70,17 @@ async function refused(attempt: () => Promise<unknown>): Promise<string> {
  * canary arrived, the forbidden message (sent before it) would have too if the server let it through.
  */
 async function publishBlocked(nc: NatsConnection, forbidden: string, canary: string): Promise<boolean> {
+  // Messages are told apart by a tag: host B's own agent heartbeats on B's subject all along.
   const seen: string[] = [];
-  const sub = admin.subscribe(">", { callback: (_e, m) => void seen.push(m.subject) });
+  const sub = admin.subscribe(">", { callback: (_e, m) => void seen.push(`${m.subject} ${m.string()}`) });
   await admin.flush();
   const tag = randomUUID();
   nc.publish(forbidden, tag);
   nc.publish(canary, tag);
   await nc.flush().catch(() => undefined);
-  await waitFor(`canary ${canary}`, () => (seen.includes(canary) ? true : undefined), { timeoutMs: 10_000, intervalMs: 20 });
+  await waitFor(`canary ${canary}`, () => (seen.includes(`${canary} ${tag}`) ? true : undefined), { timeoutMs: 10_000, intervalMs: 20 });
   sub.unsubscribe();
-  return !seen.includes(forbidden);
+  return !seen.includes(`${forbidden} ${tag}`);
 }
 
 beforeAll(async () => {
