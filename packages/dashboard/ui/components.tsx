@@ -55,3 +55,30 @@ export function BarChart(props: { rows: ReadonlyArray<{ label: string; value: nu
     </svg>
   );
 }
+
+/** A table's header row; a column given as `[label, class]` carries a class (e.g. `wide`). */
+export function Head(props: { columns: ReadonlyArray<string | readonly [string, string]> }) {
+  return (
+    <thead>
+      <tr>
+        {props.columns.map((c) => (typeof c === "string" ? <th key={c}>{c}</th> : <th key={c[0]} class={c[1]}>{c[0]}</th>))}
+      </tr>
+    </thead>
+  );
+}
+
+/** A filter: one of `options`, or "" for any. */
+export function Filter(props: { label: string; value: string; options: readonly string[]; onChange: (value: string) => void }) {
+  return (
+    <label class="filter">
+      {props.label}{" "}
+      <select value={props.value} onChange={(e) => props.onChange((e.target as HTMLSelectElement).value)}>
+        {["", ...props.options].map((s) => (
+          <option key={s} value={s}>
+            {s || "any"}
+          </option>
+        ))}
+      </select>
+    </label>
+  );
+}

@@ -8,6 +8,7 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateKeyPairSync } from "node:crypto";
 import { buildApp } from "./app.js";
+import type { AuditRow } from "./log/schema.js";
 import { anchorKey as anchorKeyOf } from "./log/anchor.js";
 import { entryHash, GENESIS } from "./log/chain.js";
 
@@ -321,7 +322,7 @@ describe("audit: anchored chain, guarded verify, safe filters", () => {
     // Rewrite the victim's actor, then recompute every hash from it on, as a careful forger would.
     await db.exec("ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only");
     await db.query("UPDATE audit_log SET actor = 'mallory' WHERE id = $1", [victim]);
-    const all = await db.query<AuditRowLike>("SELECT * FROM audit_log WHERE id >= $1 ORDER BY id", [victim]);
+    const all = await db.query<AuditRow>("SELECT * FROM audit_log WHERE id >= $1 ORDER BY id", [victim]);
     let prev = (await db.query<{ hash: string }>("SELECT hash FROM audit_log WHERE id < $1 ORDER BY id DESC LIMIT 1", [victim])).rows[0]?.hash ?? GENESIS;
     for (const r of all.rows) {
       const hash = entryHash(prev, { source: r.source, sourceStream: r.source_stream, sourceSeq: Number(r.source_seq), sourceIdx: r.source_idx, at: r.at.toISOString(), actor: r.actor, kind: r.kind, target: r.target, outcome: r.outcome, data: r.data });
@@ -353,16 +354,3 @@ describe("audit: anchored chain, guarded verify, safe filters", () => {
   });
 });
 
-interface AuditRowLike {
-  id: number;
-  source: "event" | "command";
-  source_stream: string;
-  source_seq: number;
-  source_idx: number;
-  at: Date;
-  actor: string;
-  kind: string;
-  target: string | null;
-  outcome: string | null;
-  data: unknown;
-}

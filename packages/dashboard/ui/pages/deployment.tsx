@@ -1,8 +1,8 @@
 import { useEffect, useMemo, useState } from "preact/hooks";
 import { Link } from "wouter-preact";
-import { DeploymentView, TaskView, type DeploymentSummary, type Me } from "@molt/contracts/views";
+import { DeploymentView, TASK_STATES, TaskView, type DeploymentSummary, type Me } from "@molt/contracts/views";
 import { command } from "../api.js";
-import { Card, ErrorLine, ProgressBar, StateBadge } from "../components.js";
+import { Card, ErrorLine, Filter, Head, ProgressBar, StateBadge } from "../components.js";
 import { failedCount, finished, progressPercent, TERMINAL, time, type Counts } from "../format.js";
 import { follow } from "../live.js";
 
@@ -146,13 +146,7 @@ function Failures(props: { tasks: ReadonlyMap<string, TaskView> }) {
   if (groups.length === 0) return <p class="empty">No failures.</p>;
   return (
     <table class="list" data-testid="failures">
-      <thead>
-        <tr>
-          <th>Step</th>
-          <th>Reason</th>
-          <th>Hosts</th>
-        </tr>
-      </thead>
+      <Head columns={["Step", "Reason", "Hosts"]} />
       <tbody>
         {groups.map((g) => (
           <tr key={`${g.step}/${g.reason}`} data-failure-step={g.step} data-failure-count={g.hosts.length}>
@@ -174,27 +168,9 @@ function Tasks(props: { tasks: ReadonlyMap<string, TaskView> }) {
   const rows = [...props.tasks.values()].filter((t) => !state || t.state === state).sort((a, b) => a.hostId.localeCompare(b.hostId) || a.attempt - b.attempt);
   return (
     <>
-      <label class="filter">
-        State{" "}
-        <select value={state} onChange={(e) => setState((e.target as HTMLSelectElement).value)}>
-          {["", "allocated", "dispatched", "running", "succeeded", "failed", "rejected", "timed-out", "cancelled"].map((s) => (
-            <option key={s} value={s}>
-              {s || "any"}
-            </option>
-          ))}
-        </select>
-      </label>
+      <Filter label="State" value={state} options={TASK_STATES} onChange={setState} />
       <table class="list" data-testid="tasks">
-        <thead>
-          <tr>
-            <th>Host</th>
-            <th>Attempt</th>
-            <th>State</th>
-            <th>Step</th>
-            <th>From</th>
-            <th>Error</th>
-          </tr>
-        </thead>
+        <Head columns={["Host", "Attempt", "State", "Step", "From", "Error"]} />
         <tbody>
           {rows.slice(0, TABLE_LIMIT).map((t) => (
             <tr key={t.taskId} data-task-id={t.taskId} data-host-id={t.hostId} data-state={t.state}>

@@ -2,11 +2,13 @@ import { useEffect, useState } from "preact/hooks";
 import { Link } from "wouter-preact";
 import { DeploymentList, DeploymentView } from "@molt/contracts/views";
 import { get } from "../api.js";
-import { Card, ErrorLine, ProgressBar, StateBadge } from "../components.js";
+import { Card, ErrorLine, Filter, Head, ProgressBar, StateBadge } from "../components.js";
 import { failedCount, finished, progressPercent, TERMINAL, time, type Counts } from "../format.js";
 import { follow } from "../live.js";
 
 type Row = DeploymentList["deployments"][number];
+
+const DEPLOYMENT_STATES = ["requested", "planned", "running", "paused", "completed", "failed", "cancelled"] as const;
 
 /** At most this many running deployments are followed live; the rest refresh with the list. */
 const LIVE_LIMIT = 20;
@@ -49,16 +51,7 @@ export function DeploymentsPage() {
 
   return (
     <Card title="Deployments">
-      <label class="filter">
-        State{" "}
-        <select value={filter} onChange={(e) => setFilter((e.target as HTMLSelectElement).value)}>
-          {["", "requested", "planned", "running", "paused", "completed", "failed", "cancelled"].map((s) => (
-            <option key={s} value={s}>
-              {s || "any"}
-            </option>
-          ))}
-        </select>
-      </label>
+      <Filter label="State" value={filter} options={DEPLOYMENT_STATES} onChange={setFilter} />
       <ErrorLine error={error} />
       {rows === null ? (
         <p>Loading…</p>
@@ -66,19 +59,7 @@ export function DeploymentsPage() {
         <p class="empty">No deployments yet.</p>
       ) : (
         <table class="list" data-testid="deployments">
-          <thead>
-            <tr>
-              <th>Deployment</th>
-              <th>Component</th>
-              <th>Version</th>
-              <th>State</th>
-              <th class="wide">Progress</th>
-              <th>Hosts</th>
-              <th>Failed</th>
-              <th>By</th>
-              <th>Created</th>
-            </tr>
-          </thead>
+          <Head columns={["Deployment", "Component", "Version", "State", ["Progress", "wide"], "Hosts", "Failed", "By", "Created"]} />
           <tbody>
             {rows.map(({ deployment: d, counts }) => (
               <DeploymentRow key={d.id} d={d} counts={counts} />

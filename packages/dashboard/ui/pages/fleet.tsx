@@ -2,7 +2,7 @@ import { useEffect, useState } from "preact/hooks";
 import { Link } from "wouter-preact";
 import { FleetVersions, HostList } from "@molt/contracts/views";
 import { get } from "../api.js";
-import { BarChart, Card, ErrorLine } from "../components.js";
+import { BarChart, Card, ErrorLine, Head } from "../components.js";
 import { time } from "../format.js";
 
 /** The fleet: version distribution per component, and the hosts. Refreshed every few seconds. */
@@ -33,16 +33,7 @@ export function FleetPage() {
       ))}
       <Card title="Hosts">
         <table class="list" data-testid="hosts">
-          <thead>
-            <tr>
-              <th>Host</th>
-              <th>Cluster</th>
-              <th>Platform</th>
-              <th>Online</th>
-              <th>Last seen</th>
-              <th>Components</th>
-            </tr>
-          </thead>
+          <Head columns={["Host", "Cluster", "Platform", "Online", "Last seen", "Components"]} />
           <tbody>
             {(hosts?.hosts ?? []).map((h) => (
               <tr key={h.hostId} data-host-id={h.hostId} data-online={String(h.online)}>

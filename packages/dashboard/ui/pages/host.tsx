@@ -3,7 +3,7 @@ import { Link } from "wouter-preact";
 import { HostView, TimelineEvent } from "@molt/contracts/views";
 import { z } from "zod";
 import { get } from "../api.js";
-import { Card, ErrorLine } from "../components.js";
+import { Card, ErrorLine, Head } from "../components.js";
 import { time } from "../format.js";
 import { follow } from "../live.js";
 
@@ -95,16 +95,7 @@ export function HostPage(props: { id: string }) {
           <p class="empty">No tasks yet.</p>
         ) : (
           <table class="list" data-testid="history">
-            <thead>
-              <tr>
-                <th>Task</th>
-                <th>Component</th>
-                <th>Outcome</th>
-                <th>Started</th>
-                <th>Last event</th>
-                <th>Steps</th>
-              </tr>
-            </thead>
+            <Head columns={["Task", "Component", "Outcome", "Started", "Last event", "Steps"]} />
             <tbody>
               {history.map((h) => (
                 <tr key={h.taskId} data-task-id={h.taskId} data-outcome={h.outcome}>

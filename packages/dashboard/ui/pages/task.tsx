@@ -2,7 +2,7 @@ import { useEffect, useState } from "preact/hooks";
 import { Link } from "wouter-preact";
 import { TaskView } from "@molt/contracts/views";
 import { get } from "../api.js";
-import { Card, ErrorLine, StateBadge } from "../components.js";
+import { Card, ErrorLine, Head, StateBadge } from "../components.js";
 import { duration, time } from "../format.js";
 import { follow } from "../live.js";
 
@@ -66,17 +66,7 @@ export function TaskPage(props: { id: string }) {
       </Card>
       <Card title="Steps">
         <table class="list steps" data-testid="steps">
-          <thead>
-            <tr>
-              <th>#</th>
-              <th>Step</th>
-              <th>State</th>
-              <th>Started</th>
-              <th>Duration</th>
-              <th class="wide">Timeline</th>
-              <th>Detail</th>
-            </tr>
-          </thead>
+          <Head columns={["#", "Step", "State", "Started", "Duration", ["Timeline", "wide"], "Detail"]} />
           <tbody>
             {task.steps.map((s) => {
               const from = s.startedAt ? Date.parse(s.startedAt) - start : 0;

@@ -8,10 +8,9 @@ import { componentPaths, seedComponent } from "../host/layout.js";
 import { isTerminal, readJournal, recordLaunch, taskPaths } from "../host/task-files.js";
 import { silentLog } from "../log.js";
 import { buildPackage, type BuiltPackage, desiredTask, type PackageServer, startPackageServer, tempDir } from "../testing/fixtures.js";
+import { restartAgent } from "../testing/restart.js";
 import { treeDigest } from "../testing/tree.js";
-import { kvDesiredSource } from "./desired.js";
 import { verdictFor } from "./forwarder.js";
-import { createHostAgent } from "./host-agent.js";
 import { recoverDeadRun } from "./recover.js";
 import { processRunner } from "./runners.js";
 
@@ -102,29 +101,7 @@ describe("crash recovery", () => {
       const exit = await processRunner({ log, env: { MOLT_CRASH_AT: point } }).start(root, t, () => undefined).exited;
       expect(exit.signal).toBe("SIGKILL");
       // The restarted agent finds the dead client's task, recovers the component and reports.
-      const agent = createHostAgent({
-        nc,
-        desired: kvDesiredSource(nc),
-        runner: processRunner({ log }),
-        log,
-        hostId: HOST,
-        root,
-        components: ["metrics-agent"],
-        labels: {},
-        seeds: [],
-        agentVersion: "0.1.0-test",
-        timing: { pollMs: 60_000, heartbeatMs: 60_000, reportRetryMs: 50, reportTimeoutMs: 500, journalPollMs: 50 },
-      });
-      await agent.start();
-      const entries = await waitFor(
-        "the final event reported",
-        () => {
-          const got = reports.filter((r) => r.taskId === t.taskId).flatMap((r) => r.entries);
-          return got.some(isTerminal) ? got : undefined;
-        },
-        { timeoutMs: 10_000 },
-      );
-      await agent.stop();
+      const entries = await restartAgent({ nc, reports, log, hostId: HOST, root, component: "metrics-agent", taskId: t.taskId, timeoutMs: 10_000 });
       const verdict = entries.at(-1);
       if (expected === "rolled-back") {
         expect(entries.map((e) => e.kind).slice(-4)).toEqual(["step-started", "step-succeeded", "rolled-back", "failed"]);

@@ -2,17 +2,16 @@ import { readlink, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { type DesiredState, type JournalEntry, StepReport } from "@molt/contracts";
-import { freePort, type NatsServer, startNatsServer, waitFor } from "@molt/testkit";
+import { freePort, type NatsServer, startNatsServer } from "@molt/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { pidAlive } from "../client/lock.js";
 import { componentPaths } from "../host/layout.js";
-import { isTerminal, recordLaunch } from "../host/task-files.js";
+import { recordLaunch } from "../host/task-files.js";
 import { silentLog } from "../log.js";
 import { type BuiltPackage, desiredTask, type PackageServer, startPackageServer, tempDir } from "../testing/fixtures.js";
+import { restartAgent } from "../testing/restart.js";
 import { appAnswers, appConfig, appPid, buildAppPackage, setAppSick } from "../testing/managed-app.js";
 import type { ComponentConfig } from "./components.js";
-import { kvDesiredSource } from "./desired.js";
-import { createHostAgent } from "./host-agent.js";
 import { processRunner } from "./runners.js";
 
 /**
@@ -83,34 +82,8 @@ async function crashedUpgrade(point: string) {
 }
 
 /** The agent restarts, finds the dead client's task, recovers the component and reports the final events. */
-async function restartAgent(root: string, t: DesiredState): Promise<JournalEntry[]> {
-  const agent = createHostAgent({
-    nc,
-    desired: kvDesiredSource(nc),
-    runner: processRunner({ log }),
-    log,
-    hostId: HOST,
-    root,
-    components: [COMPONENT],
-    labels: {},
-    seeds: [],
-    agentVersion: "0.1.0-test",
-    timing: { pollMs: 60_000, heartbeatMs: 60_000, reportRetryMs: 50, reportTimeoutMs: 500, journalPollMs: 50 },
-  });
-  await agent.start();
-  try {
-    return await waitFor(
-      "the final event reported",
-      () => {
-        const got = reports.filter((r) => r.taskId === t.taskId).flatMap((r) => r.entries);
-        return got.some(isTerminal) ? got : undefined;
-      },
-      { timeoutMs: 20_000 },
-    );
-  } finally {
-    await agent.stop();
-  }
-}
+const restart = (root: string, t: DesiredState): Promise<JournalEntry[]> =>
+  restartAgent({ nc, reports, log, hostId: HOST, root, component: COMPONENT, taskId: t.taskId });
 
 const tail = (entries: JournalEntry[], n: number) => entries.slice(-n).map((e) => ("step" in e && e.kind !== "failed" ? `${e.kind}:${e.step}` : e.kind));
 
@@ -118,7 +91,7 @@ describe("the agent's recovery of a managed component verifies the version it re
   it("[upgrade-client] SIGKILL while the old process is stopped: recovery restarts 1.0.0, verifies it for the watch window, and the events say so", async () => {
     const { root, port, paths, t, oldPid } = await crashedUpgrade("stop:stopped");
     expect(pidAlive(oldPid)).toBe(false);
-    const entries = await restartAgent(root, t);
+    const entries = await restart(root, t);
     expect(tail(entries, 5)).toEqual(["step-failed:stop", "step-started:rollback", "step-succeeded:rollback", "rolled-back", "failed"]);
     expect(entries.find((e) => e.kind === "step-succeeded" && e.step === "rollback")).toMatchObject({
       detail: expect.stringMatching(/current → versions\/1\.0\.0; .*old version started \(pid \d+\); healthy for 600 ms \(\d+ probes\), version 1\.0\.0/) as unknown,
@@ -132,7 +105,7 @@ describe("the agent's recovery of a managed component verifies the version it re
     const { root, port, paths, t, oldPid } = await crashedUpgrade("verify:passed");
     expect(await appAnswers(port)).toBe("2.0.0");
     const newPid = await appPid(paths);
-    const entries = await restartAgent(root, t);
+    const entries = await restart(root, t);
     expect(tail(entries, 5)).toEqual(["step-failed:verify", "step-started:rollback", "step-succeeded:rollback", "rolled-back", "failed"]);
     expect(entries.find((e) => e.kind === "step-succeeded" && e.step === "rollback")).toMatchObject({
       detail: expect.stringMatching(new RegExp(`pid ${newPid} ended after SIGTERM; old version started \\(pid \\d+\\); healthy for 600 ms .*version 1\\.0\\.0`)) as unknown,
@@ -145,7 +118,7 @@ describe("the agent's recovery of a managed component verifies the version it re
 
   it("[upgrade-client] SIGKILL right after the switch, before STOP: the untouched old process keeps running (not restarted) and is verified", async () => {
     const { root, port, paths, t, oldPid } = await crashedUpgrade("override:switched");
-    const entries = await restartAgent(root, t);
+    const entries = await restart(root, t);
     expect(tail(entries, 5)).toEqual(["step-failed:override", "step-started:rollback", "step-succeeded:rollback", "rolled-back", "failed"]);
     expect(entries.find((e) => e.kind === "step-succeeded" && e.step === "rollback")).toMatchObject({
       detail: expect.stringMatching(new RegExp(`current → versions/1\\.0\\.0; the old process was never stopped \\(pid ${oldPid}\\); healthy for 600 ms .*version 1\\.0\\.0`)) as unknown,
@@ -157,7 +130,7 @@ describe("the agent's recovery of a managed component verifies the version it re
   it("[upgrade-client] the restored 1.0.0 fails its health check: the rollback step fails with the reason, and the verdict is failed", async () => {
     const { root, paths, t } = await crashedUpgrade("stop:stopped");
     await setAppSick(paths, true);
-    const entries = await restartAgent(root, t);
+    const entries = await restart(root, t);
     expect(tail(entries, 4)).toEqual(["step-failed:stop", "step-started:rollback", "step-failed:rollback", "failed"]);
     expect(entries.some((e) => e.kind === "rolled-back")).toBe(false);
     expect(entries.find((e) => e.kind === "step-failed" && e.step === "rollback")).toMatchObject({
