@@ -2,12 +2,17 @@ import { defineConfig } from "vitest/config";
 
 // Two projects: fast unit/integration tests next to the code, and cross-service
 // scenario and fault suites under test/, which start many processes and run serially.
+// Tests log at warn or quieter (MOLT_TEST_LOG_LEVEL to see more); processes the testkit starts log
+// at info into their own files (MOLT_CHILD_LOG_LEVEL).
+const env = { MOLT_LOG_LEVEL: process.env["MOLT_TEST_LOG_LEVEL"] ?? "warn" };
+
 export default defineConfig({
   test: {
     projects: [
       {
         test: {
           name: "unit",
+          env,
           include: ["contracts/src/**/*.test.ts", "packages/*/src/**/*.test.ts", "services/*/src/**/*.test.ts"],
           testTimeout: 30_000,
           hookTimeout: 60_000,
@@ -18,6 +23,7 @@ export default defineConfig({
       {
         test: {
           name: "scenario",
+          env,
           include: ["test/**/*.test.ts"],
           testTimeout: 120_000,
           hookTimeout: 120_000,

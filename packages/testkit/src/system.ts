@@ -82,7 +82,9 @@ export async function startProcess(
   const argv = typeof service === "string" ? ["--import", "tsx", join(repoRoot, "services", service, "src/index.ts")] : service.argv;
   const proc = spawn(process.execPath, argv, {
     cwd: repoRoot,
-    env: { ...process.env, MOLT_LOG_LEVEL: process.env["MOLT_LOG_LEVEL"] ?? "info", ...env },
+    // The child's log goes to its file (and readiness is read from its info lines), never to the
+    // test's output, so it logs at info whatever level the test process itself runs at.
+    env: { ...process.env, MOLT_LOG_LEVEL: process.env["MOLT_CHILD_LOG_LEVEL"] ?? "info", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let tail = "";
