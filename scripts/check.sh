@@ -50,4 +50,13 @@ stage postgres pg_stage
 stage typecheck pnpm -s typecheck --output-logs=errors-only
 stage lint pnpm -s lint
 stage unit pnpm -s vitest run --project unit --reporter=default --reporter=json --outputFile.json="$reports/unit.json"
+# The other supported Node lines (22 and 24 LTS) run the unit tests too; MOLT_NODE_MATRIX=0 skips them.
+node_matrix() {
+  local bin
+  for bin in $(bash scripts/node-matrix.sh); do
+    local major; major="$(basename "$(dirname "$bin")")"
+    stage "unit-node$major" env PATH="$bin:$PATH" pnpm -s vitest run --project unit --reporter=default --reporter=json --outputFile.json="$reports/unit-node$major.json"
+  done
+}
+if [ "${MOLT_NODE_MATRIX:-1}" != "0" ]; then node_matrix; fi
 stage scenario pnpm -s vitest run --project scenario --reporter=default --reporter=json --outputFile.json="$reports/scenario.json"
