@@ -60,3 +60,5 @@ node_matrix() {
 }
 if [ "${MOLT_NODE_MATRIX:-1}" != "0" ]; then node_matrix; fi
 stage scenario pnpm -s vitest run --project scenario --reporter=default --reporter=json --outputFile.json="$reports/scenario.json"
+# The spine once more on Debian's nats-server 2.9.10: the oldest server whose features Molt may use.
+stage old-nats bash scripts/smoke-old-nats.sh --reporter=default --reporter=json --outputFile.json="$reports/old-nats.json"

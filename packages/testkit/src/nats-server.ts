@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer, connect as tcpConnect } from "node:net";
@@ -58,6 +58,19 @@ export function natsServerBinary(): string {
   const pinned = join(repoRoot, ".tools/bin/nats-server");
   if (existsSync(pinned)) return pinned;
   return "nats-server";
+}
+
+/** The binary's version as [major, minor, patch] (read once per binary). */
+const versions = new Map<string, number[]>();
+export function natsServerVersion(binary = natsServerBinary()): number[] {
+  let v = versions.get(binary);
+  if (!v) {
+    const out = execFileSync(binary, ["--version"], { encoding: "utf8" });
+    v = (/v(\d+)\.(\d+)\.(\d+)/.exec(out) ?? []).slice(1).map(Number);
+    if (v.length !== 3) throw new Error(`cannot read the version of ${binary}: ${out}`);
+    versions.set(binary, v);
+  }
+  return v;
 }
 
 export async function freePort(): Promise<number> {
@@ -175,10 +188,14 @@ async function secureServer(dataDir: string, port: number, url: string, tls: Ser
   const shipped = await readFile(join(repoRoot, "infra/nats/single.conf"), "utf8");
   for (const expected of ["listen: 127.0.0.1:4222", "http: 127.0.0.1:8222", "/var/lib/molt/nats", 'include "auth.conf"'])
     if (!shipped.includes(expected)) throw new Error(`infra/nats/single.conf no longer has ${expected}: update the test kit`);
-  const config = shipped
+  let config = shipped
     .replace("listen: 127.0.0.1:4222", `listen: "127.0.0.1:${port}"`)
     .replace("http: 127.0.0.1:8222", "")
     .replace("/var/lib/molt/nats", dataDir);
+  // `sync_interval` came with nats-server 2.10; the floor the project supports (Debian's 2.9.10,
+  // MOLT_ALLOW_OLD_NATS=1) refuses the field, and syncs on its own interval instead.
+  const [major = 0, minor = 0] = natsServerVersion();
+  if (major === 2 && minor < 10) config = config.replace(/^\s*sync_interval:.*$/m, "");
   const configFile = join(authDir, "nats.conf");
   await writeFile(configFile, [config, `log_file: ${JSON.stringify(process.env["MOLT_NATS_LOG_FILE"] ?? join(authDir, "nats.log"))}`, ...tlsBlock, ""].join("\n"));
   const files = new Map<BusUser, string>();
