@@ -198,29 +198,39 @@ async function secureServer(dataDir: string, port: number, url: string, tls: Ser
   if (major === 2 && minor < 10) config = config.replace(/^\s*sync_interval:.*$/m, "");
   const configFile = join(authDir, "nats.conf");
   await writeFile(configFile, [config, `log_file: ${JSON.stringify(process.env["MOLT_NATS_LOG_FILE"] ?? join(authDir, "nats.log"))}`, ...tlsBlock, ""].join("\n"));
+  const bus = secureBus(authority, authDir, [url], tls ? { caFile: tls.caFile } : {});
+  return { configFile, bus };
+}
+
+/**
+ * The SecureBus of a server or cluster: credentials files written once per identity into
+ * `authDir/creds`, the env a Molt process needs (every URL, comma-separated), connections as an
+ * identity, and revocation through the system account.
+ */
+export function secureBus(authority: BusAuthority, authDir: string, urls: string[], tls: { caFile?: string }): SecureBus {
   const files = new Map<BusUser, string>();
   const credsFile = async (who: BusUser) => {
     let f = files.get(who);
     if (!f) {
       f = join(authDir, "creds", `${who}.creds`);
+      await mkdir(dirname(f), { recursive: true, mode: 0o700 });
       await writeFile(f, (await userCreds(authority, who)).creds, { mode: 0o600 });
       files.set(who, f);
     }
     return f;
   };
-  const tlsOpts = tls ? { caFile: tls.caFile } : {};
   const bus: SecureBus = {
     authority,
-    ...(tls ? { caFile: tls.caFile } : {}),
+    ...(tls.caFile ? { caFile: tls.caFile } : {}),
     credsFile,
     async env(who) {
-      return { MOLT_NATS_URL: url, MOLT_NATS_CREDS: await credsFile(who), ...(tls ? { MOLT_NATS_CA: tls.caFile } : {}) };
+      return { MOLT_NATS_URL: urls.join(","), MOLT_NATS_CREDS: await credsFile(who), ...(tls.caFile ? { MOLT_NATS_CA: tls.caFile } : {}) };
     },
     async connect(who, extra = {}) {
-      if (typeof who === "string") return connect({ servers: url, ...natsSecurityOptions({ credsFile: await credsFile(who), ...tlsOpts }), ...extra });
+      if (typeof who === "string") return connect({ servers: urls, ...natsSecurityOptions({ credsFile: await credsFile(who), ...tls }), ...extra });
       const f = join(authDir, "creds", `adhoc-${Date.now()}-${Math.random().toString(36).slice(2)}.creds`);
       await writeFile(f, who.creds, { mode: 0o600 });
-      return connect({ servers: url, ...natsSecurityOptions({ credsFile: f, ...tlsOpts, inboxPrefix: who.inboxPrefix }), ...extra });
+      return connect({ servers: urls, ...natsSecurityOptions({ credsFile: f, ...tls, inboxPrefix: who.inboxPrefix }), ...extra });
     },
     async revoke(userKeys) {
       const sys = await bus.connect("system");
@@ -231,5 +241,5 @@ async function secureServer(dataDir: string, port: number, url: string, tls: Ser
       }
     },
   };
-  return { configFile, bus };
+  return bus;
 }

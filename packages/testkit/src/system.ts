@@ -6,7 +6,7 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import type { TrustedKeyConfig } from "@molt/contracts";
 import { hostIssuer, issueHostCreds, type ServiceIdentity } from "@molt/runtime";
-import { freePort, type SecureNatsServer, type SecureBus } from "./nats-server.js";
+import { freePort, type SecureBus } from "./nats-server.js";
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
 
@@ -31,8 +31,8 @@ export interface AgentSpec {
 }
 
 export interface SystemOptions {
-  /** A `secure` nats-server: every process connects with its own identity, none anonymously. */
-  nats: SecureNatsServer;
+  /** A `secure` nats-server or cluster: every process connects with its own identity, none anonymously. */
+  nats: { readonly bus: SecureBus };
   dataDir: string;
   /** token → actor/role; written to a token file every service reads. */
   tokens: Record<string, { actor: string; role: "viewer" | "operator" | "admin" }>;
