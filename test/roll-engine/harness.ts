@@ -4,7 +4,7 @@ import { join } from "node:path";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { SlotState, subjects, type MoltEvent } from "@molt/contracts";
 import { createEventStore, type EventStore, type StoredCommit } from "@molt/event-store";
-import { buildPackage, startNatsServer, startSystem, waitFor, type SecureNatsServer, type RunningProcess, type System } from "@molt/testkit";
+import { buildPackage, startNatsServer, startSystem, waitFor, type SecureBus, type RunningProcess, type System } from "@molt/testkit";
 import { expect } from "vitest";
 
 export const COMPONENT = "metrics-agent";
@@ -93,9 +93,19 @@ export async function downloadRequests(logFile: string): Promise<number> {
  * process (ids `<prefix>001`…), an event store to read back, and a wait until every host has
  * registered.
  */
-export async function startScenario(opts: { name: string; operator: string; prefix: string; hosts: readonly string[]; allocatorReplicas: number; stepDelayMs: number; env: Record<string, string> }) {
+export async function startScenario(opts: {
+  name: string;
+  operator: string;
+  prefix: string;
+  hosts: readonly string[];
+  allocatorReplicas: number;
+  stepDelayMs: number;
+  env: Record<string, string>;
+  /** The bus to run on (a cluster); a fresh single server when absent. */
+  nats?: Bus;
+}) {
   const dataDir = await mkdtemp(join(tmpdir(), `molt-${opts.name}-`));
-  const nats = await startNatsServer({ secure: true });
+  const nats = opts.nats ?? (await startNatsServer({ secure: true }));
   const nc = await nats.bus.connect("admin");
   const store = createEventStore(nc);
   const system = await startSystem({
@@ -122,8 +132,14 @@ export async function startScenario(opts: { name: string; operator: string; pref
 }
 export type Scenario = Awaited<ReturnType<typeof startScenario>>;
 
+/** A secured server or cluster: what a scenario runs on and stops. */
+export interface Bus {
+  readonly bus: SecureBus;
+  stop(): Promise<void>;
+}
+
 /** Stops what a scenario started, extra processes first, and removes its data dir. */
-export async function teardown(parts: { extra: RunningProcess[]; system?: System; nc?: NatsConnection; nats?: SecureNatsServer; dataDir?: string }) {
+export async function teardown(parts: { extra: RunningProcess[]; system?: System; nc?: NatsConnection; nats?: Bus; dataDir?: string }) {
   await Promise.all(parts.extra.map((p) => p.stop()));
   await parts.system?.stop();
   await parts.nc?.close();

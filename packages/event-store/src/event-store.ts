@@ -1,3 +1,4 @@
+import { appendFileSync } from "node:fs";
 import { DeliverPolicy, jetstream, jetstreamManager, JetStreamApiError, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { Commit, describeIssues, STREAM_EVENTS, type MoltEvent } from "@molt/contracts";
@@ -87,8 +88,9 @@ function parseCommit(subject: string, seq: number, data: Uint8Array): Commit {
   return parsed.data;
 }
 
-export function createEventStore(nc: NatsConnection, opts: { stream?: string } = {}): EventStore {
+export function createEventStore(nc: NatsConnection, opts: { stream?: string; ackLog?: string | undefined } = {}): EventStore {
   const stream = opts.stream ?? STREAM_EVENTS;
+  const ackLog = opts.ackLog;
   const js: JetStreamClient = jetstream(nc);
   let jsmPromise: Promise<JetStreamManager> | undefined;
   const jsm = () => (jsmPromise ??= jetstreamManager(nc));
@@ -126,6 +128,8 @@ export function createEventStore(nc: NatsConnection, opts: { stream?: string } =
           msgID: commit.commitId,
           expect: { lastSubjectSequence: expectedSequence },
         });
+        // One O_APPEND write per line: lines from several processes never interleave.
+        if (ackLog) appendFileSync(ackLog, `${ack.seq} ${subject} ${commit.commitId}\n`);
         return { seq: ack.seq, duplicate: ack.duplicate };
       } catch (err) {
         if (err instanceof JetStreamApiError && err.code === WRONG_LAST_SEQUENCE) {

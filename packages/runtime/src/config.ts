@@ -23,6 +23,11 @@ export const natsEnv = {
   MOLT_NATS_CA: z.string().min(1).optional(),
   MOLT_NATS_CERT: z.string().min(1).optional(),
   MOLT_NATS_KEY: z.string().min(1).optional(),
+  /**
+   * A file to which an event-store writer adds `<seq> <subject> <commitId>` for every append the
+   * stream acknowledged: the fault suites compare it with what the stream holds afterwards.
+   */
+  MOLT_ACK_LOG: z.string().min(1).optional(),
 };
 
 /** Env every HTTP service reads. */

@@ -22,7 +22,7 @@ const logger = createLogger("action");
 const nc = await connectNats({ url: config.MOLT_NATS_URL, name: "molt-action", ...natsSecurityFromEnv(config) });
 await ensureEventStream(nc, { replicas: config.MOLT_STREAM_REPLICAS });
 await ensureAuditStream(nc, { replicas: config.MOLT_STREAM_REPLICAS });
-const store = createEventStore(nc);
+const store = createEventStore(nc, { ackLog: config.MOLT_ACK_LOG });
 const app = buildApp({
   logger,
   tokens: loadTokens(),

@@ -34,7 +34,7 @@ const config = loadConfig(Config);
 const logger = createLogger("allocator", { replica: config.MOLT_REPLICA_ID });
 const nc = await connectNats({ url: config.MOLT_NATS_URL, name: `molt-allocator-${config.MOLT_REPLICA_ID}`, ...natsSecurityFromEnv(config) });
 await ensureEventStream(nc, { replicas: config.MOLT_STREAM_REPLICAS });
-const store = createEventStore(nc);
+const store = createEventStore(nc, { ackLog: config.MOLT_ACK_LOG });
 const kv = await ensureBucket(nc, KV_DESIRED, { history: 5, replicas: config.MOLT_STREAM_REPLICAS });
 const slots = slotRepository(store);
 const leases =

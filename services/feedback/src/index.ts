@@ -16,6 +16,6 @@ const logger = createLogger("feedback");
 const nc = await connectNats({ url: config.MOLT_NATS_URL, name: "molt-feedback", ...natsSecurityFromEnv(config) });
 await ensureEventStream(nc, { replicas: config.MOLT_STREAM_REPLICAS });
 const presence = await ensureBucket(nc, KV_PRESENCE, { ttl: config.MOLT_PRESENCE_TTL_MS, history: 1, replicas: config.MOLT_STREAM_REPLICAS });
-const feedback = startFeedback({ nc, store: createEventStore(nc), presence, logger, concurrency: config.MOLT_FEEDBACK_CONCURRENCY });
+const feedback = startFeedback({ nc, store: createEventStore(nc, { ackLog: config.MOLT_ACK_LOG }), presence, logger, concurrency: config.MOLT_FEEDBACK_CONCURRENCY });
 installShutdown(logger, [() => nc.drain(), () => feedback.stop()]);
 logger.info({ subjects: [subjects.reports, subjects.heartbeats] }, "feedback ready");

@@ -25,7 +25,7 @@ const swept = await sweepTemp(config.MOLT_DATA_DIR, 60 * 60 * 1000);
 const app = buildApp({
   logger,
   tokens,
-  store: createEventStore(nc),
+  store: createEventStore(nc, { ackLog: config.MOLT_ACK_LOG }),
   objects,
   dataDir: config.MOLT_DATA_DIR,
   publicUrl: config.MOLT_PUBLIC_URL,
