@@ -1,6 +1,6 @@
 import { fileURLToPath } from "node:url";
 
-export { inspectArchive, ArchiveRefusedError, type ArchiveLimits, type ArchiveSummary } from "./archive.js";
+export { inspectArchive, symlinkEscape, ArchiveRefusedError, type ArchiveLimits, type ArchiveSummary } from "./archive.js";
 export { manifestOf, manifestOfFile, PUBLISHER_LIMITS, type PackageIds } from "./manifest.js";
 export { generatePublisherKey, writePublisherKey, type PublisherKeyPair } from "./keys.js";
 export { addToMetadata, fetchMetadata, pushMetadata, pushPackage, signAndPush, signNextMetadata, yankPackage, type MetadataInput, type PushInput, type PushResult } from "./push.js";

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { gunzipSync, gzipSync } from "node:zlib";
 import { type DesiredState, type JournalEntry, type PackageManifest, signManifest } from "@molt/contracts";
 import { generatePublisherKey, manifestOf } from "@molt/publisher";
+import { escapingSymlinkChain, longEscapingSymlinkChain } from "@molt/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { processRunner } from "../agent/runners.js";
 import { componentPaths, seedComponent } from "../host/layout.js";
@@ -107,6 +108,8 @@ describe("malicious archives, signed by a trusted key with a correct sha256 (so 
     ["a directory, then a link of the same name", () => [{ path: "d", type: "Directory" }, { path: "d", type: "SymbolicLink", linkpath: outside }], /absolute or malformed|replaces an earlier/],
     ["a link inside, then a file through it", () => [{ path: "l", type: "SymbolicLink", linkpath: "sub" }, { path: "l/evil.txt", type: "File", body: "x" }], /goes through SymbolicLink/],
     ["a link out, then a file through it", () => [{ path: "l", type: "SymbolicLink", linkpath: "../../../../../../../../tmp" }, { path: "l/evil.txt", type: "File", body: "x" }], /points outside the package/],
+    ["[security] a symlink chain (a/b -> .., z -> a/b/.., e -> z/etc/cron.d): every hop inside as text, outside on disk", () => escapingSymlinkChain() as RawEntry[], /symlink "z" resolves outside the package/],
+    ["[security] the long symlink chain (… zN -> a/b/z(N-1), e -> zN/../etc)", () => longEscapingSymlinkChain(5) as RawEntry[], /symlink "z1" resolves outside the package/],
     ["a hardlink out", () => [{ path: "h", type: "Link", linkpath: "/etc/passwd" }], /hardlink "h"/],
     ["a device node", () => [{ path: "null", type: "CharacterDevice" }], /type CharacterDevice is not allowed/],
     ["a setuid file", () => [{ path: "suid", type: "File", body: "#!/bin/sh\n", mode: 0o4755 }], /setuid or setgid/],
