@@ -22,7 +22,7 @@ import type { EventStore } from "@molt/event-store";
 import { inspectArchive, type ArchiveLimits } from "@molt/publisher";
 import { createHttpApp, HttpError, type CommandLog, type Logger, type TokenMap } from "@molt/runtime";
 import { createBlobStore } from "./blobs.js";
-import { createPackageCatalog, type PublishedPackage } from "./catalog.js";
+import { createPackageCatalog, variantKey, type PublishedPackage } from "./catalog.js";
 import { serveBlob } from "./download.js";
 import { putMetadata, serverSignedMetadata, yankPackage, type MetadataDeps } from "./metadata.js";
 import { publishPackage } from "./publish.js";
@@ -224,7 +224,8 @@ export function buildApp(deps: PackageRepoDeps) {
 
   app.get("/v1/packages/:component/:version/:platform", { schema: { params: VariantParams } }, async (req) => {
     const { component, version, platform } = req.params;
-    const pkg = await catalog.find(component, version, platform);
+    // Caught up, not a cache hit: the answer says whether the variant is yanked.
+    const pkg = (await catalog.current(component)).state.packages.get(variantKey(version, platform));
     if (!pkg) throw new HttpError(404, "not_found", `${component} ${version} ${platform} is not published`);
     return detailOf(pkg);
   });

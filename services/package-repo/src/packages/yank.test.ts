@@ -139,6 +139,8 @@ describe("package yank and signed repository metadata", () => {
     expect(signed?.metadata.packages.map((e) => [e.platform, e.yanked])).toEqual([["linux-amd64", false], ["linux-arm64", true]]);
     const listing = (await (await fetch(`${base}/v1/packages/${component}`, { headers: auth })).json()) as { packages: { platform: string; yanked?: unknown }[] };
     expect(listing.packages.find((p) => p.platform === "linux-arm64")?.yanked).toMatchObject({ reason: "CVE-2026-1" });
+    const one = (await (await fetch(`${base}/v1/packages/${component}/1.0.0/linux-arm64`, { headers: auth })).json()) as { yanked?: unknown };
+    expect(one.yanked).toMatchObject({ reason: "CVE-2026-1" });
 
     // The same yank again (a retried request): answered as the first, nothing appended.
     const again = await yank(component, "1.0.0", { reason: "CVE-2026-1", platform: "linux-arm64", metadata: signed });
