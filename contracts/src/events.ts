@@ -50,6 +50,31 @@ export const PackageYanked = event(
   z.object({ component: ComponentName, version: Version, platform: Platform.optional(), reason: z.string().max(500) }),
 );
 
+/**
+ * A component's repository metadata (TUF's targets role, one document per component): every
+ * variant a host may install with its sha256 and whether it is yanked. `version` only grows; a host
+ * refuses a document older than the newest it has recorded (rollback) and one past `expires`
+ * (freeze). Signed by a publisher key like a manifest, so neither the bus nor the repository can
+ * forge a yank away or a variant in.
+ */
+export const RepositoryMetadata = z.object({
+  component: ComponentName,
+  version: z.number().int().positive(),
+  expires: Timestamp,
+  packages: z
+    .array(z.object({ version: Version, platform: Platform, sha256: Sha256, yanked: z.boolean() }).strict())
+    .max(10_000),
+});
+export type RepositoryMetadata = z.infer<typeof RepositoryMetadata>;
+export const SignedRepositoryMetadata = z.object({
+  metadata: RepositoryMetadata,
+  signature: z.string().max(200),
+  keyId: z.string().max(100),
+});
+export type SignedRepositoryMetadata = z.infer<typeof SignedRepositoryMetadata>;
+/** package-repo took a newer signed metadata document for the component (the latest one counts). */
+export const PackageMetadataSigned = event("PackageMetadataSigned", z.object({ component: ComponentName, signed: SignedRepositoryMetadata }));
+
 // ---------- deployments ----------
 /** An operator's Idempotency-Key (hashed with the actor), kept in the event so a replay is recognised from the history. */
 const CommandKey = z.string().min(1).max(100).optional();
@@ -66,6 +91,8 @@ export const PackageRef = z.object({
   signed: z
     .object({ manifest: PackageManifest, signature: z.string().max(200), keyId: z.string().max(100) })
     .optional(),
+  /** The component's latest signed repository metadata when planned; the host checks it (yank, rollback, freeze). */
+  metadata: SignedRepositoryMetadata.optional(),
 });
 export type PackageRef = z.infer<typeof PackageRef>;
 
@@ -379,7 +406,7 @@ export const SlotEvent = z.discriminatedUnion("type", [
   HostQuarantineCleared,
 ]);
 export const HostEvent = z.discriminatedUnion("type", [HostRegistered, HostLabelsChanged, ComponentVersionObserved]);
-export const PackageEvent = z.discriminatedUnion("type", [PackagePublished, PackageYanked]);
+export const PackageEvent = z.discriminatedUnion("type", [PackagePublished, PackageYanked, PackageMetadataSigned]);
 export const MoltEvent = z.discriminatedUnion("type", [
   ...DeploymentEvent.options,
   ...SlotEvent.options,

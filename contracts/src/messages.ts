@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { Labels, PackageRef, Selector, SkippedHost, Step, Strategy } from "./events.js";
+import { Labels, PackageRef, Selector, SignedRepositoryMetadata, SkippedHost, Step, Strategy } from "./events.js";
 import { ComponentName, HostId, Id, Platform, Sha256, Timestamp, Version } from "./ids.js";
 
 // ---------- operator HTTP bodies ----------
@@ -173,6 +173,15 @@ export type CommandRecord = z.infer<typeof CommandRecord>;
 
 // ---------- packages ----------
 export const PackageUploadQuery = z.object({ component: ComponentName, version: Version, platform: Platform });
+/**
+ * `POST /v1/packages/:component/:version/yank`: no platform yanks every platform of the version;
+ * `metadata` is the publisher's signed metadata marking it yanked (required where the repository
+ * takes publisher-signed packages only; a repository-side signer makes it otherwise).
+ */
+export const PackageYankBody = z
+  .object({ reason: z.string().min(1).max(500), platform: Platform.max(32).optional(), metadata: SignedRepositoryMetadata.optional() })
+  .strict();
+export type PackageYankBody = z.infer<typeof PackageYankBody>;
 export const PackageInfo = z.object({
   component: ComponentName,
   version: Version,

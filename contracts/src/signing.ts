@@ -1,6 +1,6 @@
 import { createHash, createPrivateKey, createPublicKey, sign, verify, type KeyObject } from "node:crypto";
 import { z } from "zod";
-import { PackageManifest } from "./events.js";
+import { PackageManifest, RepositoryMetadata } from "./events.js";
 
 /**
  * One text per JSON value: object keys sorted by UTF-16 code units at every level (RFC 8785's
@@ -175,8 +175,20 @@ export function verifyManifest(manifest: unknown, signature: unknown, keyId: unk
   const m = PackageManifest.strict().safeParse(manifest);
   if (!m.success)
     return { ok: false, reason: "malformed", message: `manifest: ${m.error.issues.map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`).join("; ")}` };
+  const checked = checkDetached(manifestBytes(m.data), signature, keyId, keys, "manifest");
+  return checked.ok ? { ok: true, manifest: m.data, keyId: checked.keyId } : checked;
+}
+
+/** One detached ed25519 signature over `bytes`, by a trusted, unrevoked key; what is signed is named in messages. */
+function checkDetached(
+  bytes: Buffer,
+  signature: unknown,
+  keyId: unknown,
+  keys: TrustedKeys,
+  what: string,
+): { ok: true; keyId: KeyId } | { ok: false; reason: ManifestRefusal; message: string } {
   if (signature === undefined || signature === null || signature === "")
-    return { ok: false, reason: "malformed", message: "the manifest carries no signature" };
+    return { ok: false, reason: "malformed", message: `the ${what} carries no signature` };
   const s = ManifestSignatureText.safeParse(signature);
   if (!s.success) return { ok: false, reason: "malformed", message: s.error.issues[0]?.message ?? "bad signature" };
   const k = KeyId.safeParse(keyId);
@@ -184,7 +196,29 @@ export function verifyManifest(manifest: unknown, signature: unknown, keyId: unk
   const key = keys.get(k.data);
   if (key === undefined) return { ok: false, reason: "unknown-key", message: `key ${k.data} is not a trusted publisher key` };
   if (key.revoked) return { ok: false, reason: "revoked-key", message: `key ${k.data} is revoked` };
-  if (!verify(null, manifestBytes(m.data), key.publicKey, Buffer.from(s.data, "base64")))
-    return { ok: false, reason: "bad-signature", message: `the signature does not verify with key ${k.data}` };
-  return { ok: true, manifest: m.data, keyId: k.data };
+  if (!verify(null, bytes, key.publicKey, Buffer.from(s.data, "base64")))
+    return { ok: false, reason: "bad-signature", message: `the ${what} signature does not verify with key ${k.data}` };
+  return { ok: true, keyId: k.data };
+}
+
+// ---------- repository metadata ----------
+
+/** ed25519 over the canonical metadata document with a publisher's private key (PEM or KeyObject). */
+export function signRepositoryMetadata(metadata: RepositoryMetadata, privateKey: KeyObject | string): ManifestSignature {
+  const key = privateKeyOf(privateKey);
+  const parsed = RepositoryMetadata.strict().parse(metadata);
+  return { signature: sign(null, Buffer.from(canonicalJson(parsed), "utf8"), key).toString("base64"), keyId: keyIdOf(key) };
+}
+
+export type MetadataVerdict =
+  | { ok: true; metadata: RepositoryMetadata; keyId: KeyId }
+  | { ok: false; reason: ManifestRefusal; message: string };
+
+/** Checks a publisher's signature over a repository metadata document, as `verifyManifest` does for a manifest. */
+export function verifyRepositoryMetadata(metadata: unknown, signature: unknown, keyId: unknown, keys: TrustedKeys): MetadataVerdict {
+  const m = RepositoryMetadata.strict().safeParse(metadata);
+  if (!m.success)
+    return { ok: false, reason: "malformed", message: `metadata: ${m.error.issues.map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`).join("; ")}` };
+  const checked = checkDetached(Buffer.from(canonicalJson(m.data), "utf8"), signature, keyId, keys, "metadata");
+  return checked.ok ? { ok: true, metadata: m.data, keyId: checked.keyId } : checked;
 }

@@ -4,15 +4,30 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { encodeHostToken, STREAM_EVENTS, subjects } from "@molt/contracts";
+import {
+  CreateDeploymentBody,
+  encodeHostToken,
+  Heartbeat,
+  OperatorCommandBody,
+  PackageYankBody,
+  PlanPreviewRequest,
+  QuarantineBody,
+  SignedRepositoryMetadata,
+  StepReport,
+  STREAM_EVENTS,
+  subjects,
+} from "@molt/contracts";
 import { buildPackage, startNatsServer, startSystem, waitFor, type SecureNatsServer, type System } from "@molt/testkit";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { z } from "zod";
+import { nearlyValid } from "./zod-arbitrary.js";
 
 /**
  * Property-based fuzz of the running system, every piece its own process: every HTTP endpoint
- * through the gateway and every NATS request subject a service answers, with bodies shaped like
- * the zod schemas' (valid and nearly valid) and hostile strings. What must hold: only 2xx/4xx (a
+ * through the gateway and every NATS request subject a service answers, with bodies generated from
+ * the contracts' zod schemas (zod-arbitrary.ts: valid, or with one field broken, dropped or
+ * added) and hostile strings. What must hold: only 2xx/4xx (a
  * 4xx in the one error shape), nothing appended by a refused request, every process alive, the
  * projector and the audit log still following. Bounded in time (FUZZ_MS, 40 s by default).
  */
@@ -81,41 +96,31 @@ const query = fc
   )
   .map((pairs) => (pairs.length ? `?${pairs.map(([k, v]) => `${k}=${v}`).join("&")}` : ""));
 
-const strategy = fc.record(
-  {
-    canary: fc.oneof(fc.anything(), fc.record({ size: fc.oneof(fc.record({ hosts: fc.integer({ min: -2, max: 5 }) }), fc.record({ percent: fc.double() })), approval: fc.boolean() }, { requiredKeys: [] })),
-    maxUnavailable: fc.oneof(fc.record({ percent: fc.integer({ min: -10, max: 200 }) }), fc.record({ hosts: fc.integer({ min: -1, max: 50 }) }), fc.anything()),
-    brake: fc.record({ threshold: fc.double({ min: -1, max: 2, noNaN: true }), minFinished: fc.integer({ min: -1, max: 10 }) }, { requiredKeys: [] }),
-    pauseMs: fc.oneof(fc.integer({ min: -1000, max: 100_000 }), text),
-  },
-  { requiredKeys: [] },
-);
-/** Shaped like CreateDeploymentBody: valid now and then, nearly valid mostly. */
-const deploymentBody = fc.record(
-  {
-    component: fc.oneof(fc.constantFrom("metrics-agent", "fuzz-comp"), text),
-    version: fc.oneof(fc.constantFrom("2.1.0", "9.9.9"), text),
-    hosts: fc.oneof(fc.array(fc.oneof(fc.constantFrom("web-1.example.com", "10.0.0.7", "i-0abc"), text), { maxLength: 5 }), fc.anything()),
-    selector: fc.oneof(fc.record({ platform: text, labels: fc.dictionary(text, text, { maxKeys: 3 }) }, { requiredKeys: [] }), fc.anything()),
-    strategy,
-    taskTimeoutMs: fc.oneof(fc.integer(), fc.double(), text),
-    allowEmpty: fc.oneof(fc.boolean(), text),
-  },
-  { requiredKeys: [] },
-);
+/** What a broken field holds instead: hostile text, or a value of another JSON type. */
+const junk = fc.oneof({ weight: 3, arbitrary: text }, fc.integer(), fc.double(), fc.boolean(), fc.constant(null), fc.anything({ maxDepth: 2 }));
 const deep = fc.integer({ min: 100, max: 6000 }).map((n) => `{"component":${"[".repeat(n)}${"]".repeat(n)}}`);
 /** Valid CreateDeploymentBody (an empty plan allowed), so accepted commands and their events are in the mix. */
 const validDeployment = fc
   .record({ hosts: fc.uniqueArray(fc.constantFrom("web-1.example.com", "10.0.0.7", "i-0abc", "db-2"), { minLength: 1, maxLength: 3 }), version: fc.constantFrom("2.1.0", "3.0.0") })
   .map(({ hosts, version }) => JSON.stringify({ component: "metrics-agent", version, hosts, allowEmpty: true }));
-const jsonBody = fc.oneof(
-  { weight: 2, arbitrary: validDeployment },
-  { weight: 4, arbitrary: deploymentBody.map((b) => JSON.stringify(b)) },
-  { weight: 2, arbitrary: fc.json({ maxDepth: 4 }) },
-  { weight: 1, arbitrary: deep },
-  { weight: 1, arbitrary: fc.string({ unit: "binary", maxLength: 200 }) },
-  { weight: 1, arbitrary: fc.record({ reason: text, component: text }, { requiredKeys: [] }).map((b) => JSON.stringify(b)) },
-);
+/** A body for an endpoint that takes `schema`: generated from it (valid, or one thing broken), or not JSON-shaped at all. */
+const bodyOf = (schema: z.ZodType) =>
+  fc.oneof(
+    { weight: 6, arbitrary: nearlyValid(schema, junk).map((b) => JSON.stringify(b)) },
+    { weight: 2, arbitrary: fc.json({ maxDepth: 4 }) },
+    { weight: 1, arbitrary: deep },
+    { weight: 1, arbitrary: fc.string({ unit: "binary", maxLength: 200 }) },
+  );
+/** Every JSON command endpoint with the contracts' schema of its body; `{}` are path segments. */
+const COMMANDS: Array<{ path: string; method: string; schema: z.ZodType }> = [
+  { path: "/v1/deployments", method: "POST", schema: CreateDeploymentBody },
+  { path: "/v1/deployments?dryRun=true", method: "POST", schema: CreateDeploymentBody },
+  { path: "/v1/deployments/{}/{}", method: "POST", schema: OperatorCommandBody },
+  { path: "/v1/hosts/{}/{}", method: "POST", schema: QuarantineBody },
+  { path: "/v1/hosts/{}/enrol", method: "POST", schema: z.object({}) },
+  { path: "/v1/packages/{}/{}/yank", method: "POST", schema: PackageYankBody },
+  { path: "/v1/packages/{}/metadata", method: "PUT", schema: SignedRepositoryMetadata },
+];
 const token = fc.constantFrom<string | null>(OP, OP, VIEW, ADMIN, null, "not-a-token-but-long-enough", "Basic abc");
 
 type Req = { method: string; path: string; body?: string | Uint8Array; contentType?: string; token: string | null };
@@ -137,6 +142,7 @@ const request: fc.Arbitrary<Req> = fc.oneof(
         "/v1/packages/{}",
         "/v1/packages/{}/{}/{}",
         "/v1/packages/{}/{}/{}/download",
+        "/v1/packages/{}/metadata",
         "/v1/blobs/{}",
         "/v1/audit",
         "/v1/audit/status",
@@ -150,17 +156,20 @@ const request: fc.Arbitrary<Req> = fc.oneof(
       fc.constantFrom("GET", "GET", "HEAD"),
     )
     .map(([tpl, segs, q, t, method]) => ({ method, path: fill(tpl, segs) + q, token: t })),
-  // Commands.
+  // Commands: each endpoint with a body from its own schema (valid deployments mixed in, so accepted commands and their events are in the mix).
   fc
-    .tuple(
-      fc.constantFrom("/v1/deployments", "/v1/deployments?dryRun=true", "/v1/deployments/{}/{}", "/v1/hosts/{}/{}"),
-      fc.array(fc.oneof(segment, fc.constantFrom("pause", "resume", "approve", "cancel", "retry", "rollback", "quarantine", "clear")), { minLength: 3, maxLength: 3 }),
-      jsonBody,
-      fc.constantFrom("application/json", "application/json", "text/plain", "application/x-www-form-urlencoded"),
-      token,
-      fc.constantFrom("POST", "POST", "PUT", "DELETE", "PATCH"),
+    .constantFrom(...COMMANDS)
+    .chain((c) =>
+      fc.tuple(
+        fc.constant(c),
+        fc.array(fc.oneof(segment, fc.constantFrom("pause", "resume", "approve", "cancel", "retry", "rollback", "quarantine", "clear", "metrics-agent", "2.1.0")), { minLength: 3, maxLength: 3 }),
+        c.schema === CreateDeploymentBody ? fc.oneof(validDeployment, bodyOf(c.schema)) : bodyOf(c.schema),
+        fc.constantFrom("application/json", "application/json", "application/json", "text/plain", "application/x-www-form-urlencoded"),
+        token,
+        fc.constantFrom(c.method, c.method, c.method, "PUT", "DELETE", "PATCH"),
+      ),
     )
-    .map(([tpl, segs, body, contentType, t, method]) => ({ method, path: fill(tpl, segs), body, contentType, token: t })),
+    .map(([c, segs, body, contentType, t, method]) => ({ method, path: fill(c.path, segs), body, contentType, token: t })),
   // Uploads: random bytes with hostile names.
   fc
     .tuple(query, fc.uint8Array({ maxLength: 4096 }), token, fc.constantFrom("application/gzip", "application/octet-stream", "application/json"))
@@ -199,22 +208,11 @@ describe("fuzz: hostile input never breaks a service [security]", () => {
       fc.constantFrom("web-1.example.com", "10.0.0.7", "i-0abc", "fuzz-host-1").map(encodeHostToken),
       fc.stringMatching(/^[A-Za-z0-9_-]{1,30}$/),
     );
-    const entry = fc.record(
-      {
-        kind: fc.constantFrom("accepted", "step-started", "step-succeeded", "step-failed", "succeeded", "failed", "rejected", "rolled-back", "nope"),
-        seq: fc.oneof(fc.integer({ min: -1, max: 5 }), text),
-        at: fc.oneof(fc.constantFrom("0000-01-01T00:00:00Z", "2025-01-01T00:00:00Z", "9999-12-31T23:59:59Z"), text),
-        step: fc.oneof(fc.constantFrom("begin", "backup", "download", "verify"), text),
-        durationMs: fc.oneof(fc.integer(), fc.double()),
-        error: text,
-        version: text,
-      },
-      { requiredKeys: ["kind"] },
-    );
+    // Each subject's request schema, valid or with one thing broken; any payload goes to any subject too.
     const payload = fc.oneof(
-      fc.record({ hostId: fc.oneof(fc.constant("web-1.example.com"), text), taskId: text, component: fc.oneof(fc.constant("metrics-agent"), text), entries: fc.array(entry, { maxLength: 4 }) }, { requiredKeys: [] }).map((o) => JSON.stringify(o)),
-      fc.record({ hostId: text, at: text, os: text, arch: text, labels: fc.dictionary(text, text, { maxKeys: 3 }), components: fc.dictionary(text, fc.oneof(text, fc.constant(null)), { maxKeys: 3 }), agentVersion: text }, { requiredKeys: [] }).map((o) => JSON.stringify(o)),
-      fc.record({ component: text, version: text, hosts: fc.array(text, { maxLength: 3 }), selector: fc.anything(), strategy, kind: text, origin: text }, { requiredKeys: [] }).map((o) => JSON.stringify(o)),
+      nearlyValid(StepReport, junk).map((o) => JSON.stringify(o)),
+      nearlyValid(Heartbeat, junk).map((o) => JSON.stringify(o)),
+      nearlyValid(PlanPreviewRequest, junk).map((o) => JSON.stringify(o)),
       fc.json({ maxDepth: 3 }),
       deep,
       fc.string({ unit: "binary", maxLength: 300 }),

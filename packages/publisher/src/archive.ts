@@ -123,38 +123,10 @@ class TreeCheck {
   private readonly links = new Map<string, string>();
   private readonly dirs = new Set<string>();
 
-  /**
-   * Follows each link's target through the archive's other links, `..` applied to where a link
-   * really leads (as the kernel does), not to the text: `a/b -> ..` then `z -> a/b/..` reads as
-   * "a" but is the root's parent on disk. Run after the last entry, because a later link changes
-   * what an earlier one resolves to. Returns the refusal, or null when every link stays inside.
-   */
+  /** Run after the last entry, because a later link changes what an earlier one resolves to. */
   finish(): ArchiveRefusedError | null {
-    for (const [path, target] of this.links) {
-      const at = path.split("/").slice(0, -1);
-      // The target's segments still to walk, next one last.
-      const todo = target.split("/").reverse();
-      let hops = 0;
-      let via: string | null = null;
-      while (todo.length > 0) {
-        const segment = todo.pop()!;
-        if (segment === "" || segment === ".") continue;
-        if (segment === "..") {
-          if (at.length === 0)
-            return new ArchiveRefusedError(`symlink ${JSON.stringify(path)} resolves outside the package${via === null ? "" : ` (through ${JSON.stringify(via)})`}`);
-          at.pop();
-          continue;
-        }
-        at.push(segment);
-        const next = this.links.get(at.join("/"));
-        if (next === undefined) continue;
-        if (++hops > MAX_LINK_HOPS) return new ArchiveRefusedError(`symlink ${JSON.stringify(path)}: too many levels of symlinks`);
-        via = at.join("/");
-        at.pop();
-        todo.push(...next.split("/").reverse());
-      }
-    }
-    return null;
+    const escape = symlinkEscape(this.links);
+    return escape === null ? null : new ArchiveRefusedError(escape);
   }
 
   check(entry: ReadEntry): void {
@@ -195,6 +167,40 @@ class TreeCheck {
       if (target.length === 0) throw new ArchiveRefusedError(`hard link ${JSON.stringify(entry.path)} has no target`);
     }
   }
+}
+
+/**
+ * Follows each link's target through the package's other links (path → target, paths relative
+ * to the package root), `..` applied to where a link really leads (as the kernel does), not to
+ * the text: `a/b -> ..` then `z -> a/b/..` reads as "a" but is the root's parent on disk.
+ * Returns why the first escaping link is refused, or null when every link stays inside. The
+ * repository (on upload) and every host (before extraction) run this same resolution.
+ */
+export function symlinkEscape(links: ReadonlyMap<string, string>): string | null {
+  for (const [path, target] of links) {
+    const at = path.split("/").slice(0, -1);
+    // The target's segments still to walk, next one last.
+    const todo = target.split("/").reverse();
+    let hops = 0;
+    let via: string | null = null;
+    while (todo.length > 0) {
+      const segment = todo.pop()!;
+      if (segment === "" || segment === ".") continue;
+      if (segment === "..") {
+        if (at.length === 0) return `symlink ${JSON.stringify(path)} resolves outside the package${via === null ? "" : ` (through ${JSON.stringify(via)})`}`;
+        at.pop();
+        continue;
+      }
+      at.push(segment);
+      const next = links.get(at.join("/"));
+      if (next === undefined) continue;
+      if (++hops > MAX_LINK_HOPS) return `symlink ${JSON.stringify(path)}: too many levels of symlinks`;
+      via = at.join("/");
+      at.pop();
+      todo.push(...next.split("/").reverse());
+    }
+  }
+  return null;
 }
 
 /** Normalised segments of an archive path; refuses absolute, `..`, backslash and drive-letter paths. */

@@ -11,7 +11,8 @@ import {
 } from "@molt/contracts";
 import { generatePublisherKey, writePublisherKey } from "./keys.js";
 import { manifestOfFile, type PackageIds } from "./manifest.js";
-import { pushPackage } from "./push.js";
+import { DEFAULT_METADATA_EXPIRY_DAYS, expiresIn } from "./metadata.js";
+import { addToMetadata, pushPackage, yankPackage, type PushResult } from "./push.js";
 
 export const USAGE = `molt-publish: sign packages with a publisher key and push them to package-repo
 
@@ -26,7 +27,13 @@ export const USAGE = `molt-publish: sign packages with a publisher key and push 
 
   molt-publish push --url URL (--key FILE | --signature SIG) [--component C --version V --platform P] ARCHIVE
       uploads ARCHIVE with its signature (made now with --key, or read from SIG, whose manifest
-      must match ARCHIVE); the bearer token comes from MOLT_TOKEN (or --token)
+      must match ARCHIVE); the bearer token comes from MOLT_TOKEN (or --token). With --key it then
+      signs the component's next repository metadata listing the variant (hosts install only
+      what the metadata lists); --expires-days N (default 90) bounds how long hosts accept it
+
+  molt-publish yank --url URL --key FILE --component C --version V [--platform P] --reason TEXT
+      yanks the version (every platform unless --platform): signs the next metadata marking it
+      yanked, so hosts refuse it, and records the yank, so new plans skip it
 
   molt-publish verify --trusted KEYS SIG [ARCHIVE]
       checks SIG as a host would, against KEYS (a JSON array of { publicKey, keyId?, revoked? },
@@ -53,6 +60,8 @@ const OPTIONS = {
   url: { type: "string" },
   token: { type: "string" },
   trusted: { type: "string" },
+  reason: { type: "string" },
+  "expires-days": { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -104,12 +113,37 @@ export async function runPublisherCli(argv: string[], io: CliIo): Promise<number
           signature = signManifest(await manifestOfFile(archive, ids), privateKey);
         }
         const result = await pushPackage({ url, token, ids, archive, signature });
-        if (result.status === 200 || result.status === 201) {
-          io.out(JSON.stringify({ status: result.status, keyId: signature.keyId, package: result.body }));
-          return 0;
+        if (result.status !== 200 && result.status !== 201) return refused(io, "push", result);
+        let metadataVersion: number | null = null;
+        if (values.key !== undefined) {
+          const privateKey = await readFile(values.key, "utf8");
+          const sha256 = (result.body as { sha256?: string }).sha256 ?? "";
+          const meta = await addToMetadata({ url, token, component: ids.component, privateKey, expires: expiresFrom(values) }, { ...ids, sha256 });
+          if (meta && meta.status !== 200 && meta.status !== 201) return refused(io, "metadata", meta);
+          metadataVersion = (meta?.body as { metadata?: { version?: number } } | undefined)?.metadata?.version ?? null;
         }
-        io.err(`push refused: HTTP ${result.status} ${typeof result.body === "string" ? result.body : JSON.stringify(result.body)}`);
-        return 1;
+        io.out(JSON.stringify({ status: result.status, keyId: signature.keyId, package: result.body, metadataVersion }));
+        return 0;
+      }
+      case "yank": {
+        if (rest.length > 0) throw new UsageError("yank takes no arguments");
+        const url = required(values.url, "--url");
+        const token = values.token ?? io.env["MOLT_TOKEN"];
+        if (!token) throw new UsageError("set MOLT_TOKEN (or --token) to an operator token");
+        const privateKey = await readFile(required(values.key, "--key"), "utf8");
+        const result = await yankPackage({
+          url,
+          token,
+          privateKey,
+          expires: expiresFrom(values),
+          component: required(values.component, "--component"),
+          version: required(values.version, "--version"),
+          ...(values.platform !== undefined ? { platform: values.platform } : {}),
+          reason: required(values.reason, "--reason"),
+        });
+        if (result.status !== 200 && result.status !== 201) return refused(io, "yank", result);
+        io.out(JSON.stringify({ status: result.status, yank: result.body }));
+        return 0;
       }
       case "verify": {
         if (rest.length < 1 || rest.length > 2) throw new UsageError("give a signature file and, optionally, the archive");
@@ -143,6 +177,18 @@ export async function runPublisherCli(argv: string[], io: CliIo): Promise<number
 }
 
 type Values = { component?: string; version?: string; platform?: string };
+
+function refused(io: CliIo, what: string, result: PushResult): number {
+  io.err(`${what} refused: HTTP ${result.status} ${typeof result.body === "string" ? result.body : JSON.stringify(result.body)}`);
+  return 1;
+}
+
+function expiresFrom(values: { "expires-days"?: string | undefined }): string {
+  const raw = values["expires-days"];
+  const days = raw === undefined ? DEFAULT_METADATA_EXPIRY_DAYS : Number(raw);
+  if (!Number.isFinite(days) || days <= 0 || days > 3660) throw new UsageError("--expires-days must be a number of days between 0 and 3660");
+  return expiresIn(days);
+}
 
 const hasIds = (v: Values) => v.component !== undefined || v.version !== undefined || v.platform !== undefined;
 

@@ -2,8 +2,16 @@ import { createReadStream } from "node:fs";
 import { stat } from "node:fs/promises";
 import { request as httpRequest, type IncomingMessage } from "node:http";
 import { request as httpsRequest } from "node:https";
-import { PUBLISHER_SIGNATURE_HEADER, PUBLISHER_KEY_ID_HEADER, signManifest, type ManifestSignature } from "@molt/contracts";
+import {
+  PUBLISHER_SIGNATURE_HEADER,
+  PUBLISHER_KEY_ID_HEADER,
+  signManifest,
+  signRepositoryMetadata,
+  SignedRepositoryMetadata,
+  type ManifestSignature,
+} from "@molt/contracts";
 import { manifestOf, type PackageIds } from "./manifest.js";
+import { DEFAULT_METADATA_EXPIRY_DAYS, expiresIn, nextMetadata, type MetadataChange } from "./metadata.js";
 
 export interface PushInput {
   /** Base URL of the gateway or of package-repo itself, e.g. `http://127.0.0.1:8080`. */
@@ -59,9 +67,88 @@ export async function pushPackage(input: PushInput): Promise<PushResult> {
   return { status: res.statusCode ?? 0, body };
 }
 
-/** Computes the manifest of the archive, signs it with the publisher's private key (PEM) and pushes both. */
-export async function signAndPush(input: Omit<PushInput, "signature"> & { privateKey: string }): Promise<PushResult & { signature: ManifestSignature }> {
+/**
+ * Computes the manifest of the archive, signs it with the publisher's private key (PEM), pushes
+ * both, then adds the variant to the component's signed metadata (unless the repository's own
+ * signer already lists it, the demo's shortcut): hosts install only what the metadata lists.
+ */
+export async function signAndPush(
+  input: Omit<PushInput, "signature"> & { privateKey: string },
+): Promise<PushResult & { signature: ManifestSignature; metadata: PushResult | null }> {
   const { privateKey, ...rest } = input;
-  const signature = signManifest(await manifestOf(input.archive, input.ids), privateKey);
-  return { ...(await pushPackage({ ...rest, signature })), signature };
+  const manifest = await manifestOf(input.archive, input.ids);
+  const signature = signManifest(manifest, privateKey);
+  const pushed = await pushPackage({ ...rest, signature });
+  if (pushed.status !== 200 && pushed.status !== 201) return { ...pushed, signature, metadata: null };
+  const metadata = await addToMetadata({ url: input.url, token: input.token, component: manifest.component, privateKey }, manifest);
+  return { ...pushed, signature, metadata };
+}
+
+/** Adds the variant to the signed metadata when the current document does not list it yet (null: it does). */
+export async function addToMetadata(input: MetadataInput, m: { version: string; platform: string; sha256: string }): Promise<PushResult | null> {
+  const current = await fetchMetadata(input.url, input.component);
+  if (current?.metadata.packages.some((e) => e.version === m.version && e.platform === m.platform && e.sha256 === m.sha256)) return null;
+  return pushMetadata(input, { version: m.version, platform: m.platform, sha256: m.sha256 });
+}
+
+export interface MetadataInput {
+  /** Base URL of the gateway or of package-repo itself. */
+  url: string;
+  token: string;
+  component: string;
+  /** The publisher's private key (PEM) that signs the new metadata. */
+  privateKey: string;
+  /** When the new document stops being accepted by hosts (default: DEFAULT_METADATA_EXPIRY_DAYS from now). */
+  expires?: string;
+}
+
+const jsonOf = async (res: Response): Promise<unknown> => {
+  const text = await res.text();
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+};
+
+/** The component's current signed metadata on the repository (null: none yet). */
+export async function fetchMetadata(url: string, component: string): Promise<SignedRepositoryMetadata | null> {
+  const res = await fetch(`${url.replace(/\/+$/, "")}/v1/packages/${encodeURIComponent(component)}/metadata`);
+  if (res.status === 404) return null;
+  const body = await jsonOf(res);
+  if (res.status !== 200) throw new Error(`metadata of ${component}: HTTP ${res.status} ${JSON.stringify(body)}`);
+  return SignedRepositoryMetadata.parse(body);
+}
+
+/**
+ * The next signed metadata document for one change: the repository's current document with the
+ * change applied and its version one more, signed here with the publisher's key.
+ */
+export async function signNextMetadata(input: MetadataInput, change: MetadataChange): Promise<SignedRepositoryMetadata> {
+  const current = await fetchMetadata(input.url, input.component);
+  const metadata = nextMetadata(input.component, current?.metadata ?? null, change, input.expires ?? expiresIn(DEFAULT_METADATA_EXPIRY_DAYS));
+  return { metadata, ...signRepositoryMetadata(metadata, input.privateKey) };
+}
+
+/** Adds a pushed variant to the component's signed metadata (`PUT /v1/packages/:c/metadata`). */
+export async function pushMetadata(input: MetadataInput, entry: { version: string; platform: string; sha256: string }): Promise<PushResult> {
+  const signed = await signNextMetadata(input, { kind: "add", entry });
+  const res = await fetch(`${input.url.replace(/\/+$/, "")}/v1/packages/${encodeURIComponent(input.component)}/metadata`, {
+    method: "PUT",
+    headers: { authorization: `Bearer ${input.token}`, "content-type": "application/json" },
+    body: JSON.stringify(signed),
+  });
+  return { status: res.status, body: await jsonOf(res) };
+}
+
+/** Yanks a version (one platform or all) with the signed metadata that tells hosts (`POST …/yank`). */
+export async function yankPackage(input: MetadataInput & { version: string; platform?: string; reason: string }): Promise<PushResult> {
+  const metadata = await signNextMetadata(input, { kind: "yank", version: input.version, platform: input.platform });
+  const path = [input.component, input.version].map(encodeURIComponent).join("/");
+  const res = await fetch(`${input.url.replace(/\/+$/, "")}/v1/packages/${path}/yank`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${input.token}`, "content-type": "application/json" },
+    body: JSON.stringify({ reason: input.reason, ...(input.platform !== undefined ? { platform: input.platform } : {}), metadata }),
+  });
+  return { status: res.status, body: await jsonOf(res) };
 }

@@ -6,5 +6,5 @@ export { buildPackage } from "./packages.js";
 export { rawTar, type RawEntry } from "./tar.js";
 export { startFeedbackStandIn, type FeedbackStandIn } from "./feedback.js";
 export { buildAgentBundle, type BuiltAgentBundle } from "./agent-bundle.js";
-export { escapingSymlinkChain } from "./attacks.js";
+export { escapingSymlinkChain, longEscapingSymlinkChain } from "./attacks.js";
 export { maxInFlight } from "./replay.js";

@@ -2,6 +2,7 @@ import { createReadStream } from "node:fs";
 import { chmod, lstat, mkdir, open, readdir, readlink } from "node:fs/promises";
 import { join, posix, relative, resolve, sep } from "node:path";
 import { extract, list, type Parser, type ReadEntry, type Unpack } from "tar";
+import { symlinkEscape } from "@molt/publisher";
 import { syncFile } from "../host/durable.js";
 import { collectEvery } from "./memory.js";
 
@@ -32,6 +33,8 @@ const FILE_TYPES = new Set(["File", "OldFile", "ContiguousFile"]);
  */
 export async function inspectArchive(file: string, limits: ExtractLimits): Promise<ArchiveSummary> {
   const seen = new Map<string, string>();
+  /** Symlink path → target, resolved through each other once the listing is complete. */
+  const links = new Map<string, string>();
   let entries = 0;
   let files = 0;
   let bytes = 0;
@@ -65,6 +68,7 @@ export async function inspectArchive(file: string, limits: ExtractLimits): Promi
       const resolved = posix.normalize(posix.join(posix.dirname(norm), target));
       if (resolved === ".." || resolved.startsWith("../"))
         return `symlink ${JSON.stringify(path)}: target ${JSON.stringify(target)} points outside the package`;
+      links.set(norm, target);
     } else if (type === "Link") {
       const target = safeRelative(entry.linkpath ?? "");
       if (typeof target !== "string" || target === "" || !FILE_TYPES.has(seen.get(target) ?? ""))
@@ -92,6 +96,8 @@ export async function inspectArchive(file: string, limits: ExtractLimits): Promi
     throw new UnsafeArchiveError(`unreadable archive: ${(err as Error).message}`);
   }
   if (entries === 0) problem ??= "no entries (not a tar archive?)";
+  // Each link inside as text can still lead out through another (a chain): resolved as the kernel will.
+  problem ??= symlinkEscape(links) ?? undefined;
   if (problem) throw new UnsafeArchiveError(`unsafe archive: ${problem}`);
   return { entries, files, bytes };
 }

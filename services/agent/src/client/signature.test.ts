@@ -1,9 +1,10 @@
-import { access, readdir, readlink, rm } from "node:fs/promises";
+import { access, readdir, readFile, readlink, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gunzipSync, gzipSync } from "node:zlib";
-import { type DesiredState, type JournalEntry, type PackageManifest, signManifest } from "@molt/contracts";
+import { type DesiredState, type JournalEntry, type PackageManifest, type RepositoryMetadata, signManifest, signRepositoryMetadata } from "@molt/contracts";
 import { generatePublisherKey, manifestOf } from "@molt/publisher";
+import { escapingSymlinkChain, longEscapingSymlinkChain } from "@molt/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { processRunner } from "../agent/runners.js";
 import { componentPaths, seedComponent } from "../host/layout.js";
@@ -38,15 +39,21 @@ afterAll(async () => {
 type Signed = NonNullable<NonNullable<DesiredState["package"]>["signed"]>;
 const sign = (m: PackageManifest, key = trusted): Signed => ({ manifest: m, ...signManifest(m, key.privateKeyPem) });
 
-async function run(opts: { body: Buffer; size?: number; sha256: string; signed?: Signed }): Promise<{ root: string; entries: JournalEntry[]; path: string }> {
-  const root = await tempDir("sig");
-  roots.push(root);
-  await seedComponent(root, { component: COMPONENT, version: "1.0.0" });
+type Metadata = NonNullable<NonNullable<DesiredState["package"]>["metadata"]>;
+
+async function run(opts: { body: Buffer; size?: number; sha256: string; signed?: Signed; metadata?: Metadata; root?: string; version?: string }): Promise<{ root: string; entries: JournalEntry[]; path: string }> {
+  let root = opts.root;
+  if (root === undefined) {
+    root = await tempDir("sig");
+    roots.push(root);
+    await seedComponent(root, { component: COMPONENT, version: "1.0.0" });
+  }
   const path = `/sig-${Math.random().toString(36).slice(2)}.tar.gz`;
   const url = server.serve(path, { body: opts.body });
   const t = desiredTask({
     hostId: HOST,
-    package: { platform: "linux-amd64", sha256: opts.sha256, size: opts.size ?? opts.body.length, url, ...(opts.signed ? { signed: opts.signed } : {}) },
+    ...(opts.version !== undefined ? { version: opts.version } : {}),
+    package: { platform: "linux-amd64", sha256: opts.sha256, size: opts.size ?? opts.body.length, url, ...(opts.signed ? { signed: opts.signed } : {}), ...(opts.metadata ? { metadata: opts.metadata } : {}) },
   });
   await recordLaunch(root, t, { component: { name: COMPONENT, kind: "third-party" }, trustedKeys: [{ publicKey: trusted.publicKey }] });
   expect((await processRunner({ log: silentLog() }).start(root, t, () => undefined).exited).code).toBe(0);
@@ -97,6 +104,51 @@ describe("the host installs only what a trusted publisher signed", () => {
   });
 });
 
+describe("repository metadata: the host refuses yanked, unlisted, older and expired metadata [security]", () => {
+  const FUTURE = "2099-01-01T00:00:00.000Z";
+  const entry = (over: Partial<RepositoryMetadata["packages"][number]> = {}) => ({ version: "2.0.0", platform: "linux-amd64", sha256: pkg.sha256, yanked: false, ...over });
+  const doc = (version: number, packages = [entry()], over: Partial<RepositoryMetadata> = {}): RepositoryMetadata => ({ component: COMPONENT, version, expires: FUTURE, packages, ...over });
+  const meta = (m: RepositoryMetadata, key = trusted): Metadata => ({ metadata: m, ...signRepositoryMetadata(m, key.privateKeyPem) });
+  const signedPkg = () => ({ body: pkg.bytes, sha256: pkg.sha256, signed: sign(manifest) });
+
+  it("[security] listed and not yanked in metadata signed by a trusted key: installs; the host records the metadata version", async () => {
+    const { root, entries } = await run({ ...signedPkg(), metadata: meta(doc(3)) });
+    expect(entries.at(-1)).toMatchObject({ kind: "succeeded", version: "2.0.0" });
+    expect(JSON.parse(await readFile(join(root, "agent", "metadata", `${COMPONENT}.json`), "utf8"))).toMatchObject({ version: 3 });
+  });
+
+  const refusals: Array<[string, () => Metadata, RegExp]> = [
+    ["the target yanked", () => meta(doc(4, [entry({ yanked: true })])), /repository metadata refused: metrics-agent 2\.0\.0 linux-amd64 is yanked/],
+    ["the target not listed", () => meta(doc(4, [entry({ version: "1.0.0" })])), /is not listed in the repository metadata/],
+    ["listed with other bytes", () => meta(doc(4, [entry({ sha256: "f".repeat(64) })])), /lists sha256 f{64}/],
+    ["expired (a freeze)", () => meta(doc(4, [entry()], { expires: "2020-01-01T00:00:00.000Z" })), /expired at 2020-01-01/],
+    ["signed by an unknown key", () => meta(doc(4), stranger), /repository metadata refused \(unknown-key\)/],
+    ["altered after signing", () => ({ ...meta(doc(4, [entry({ yanked: true })])), metadata: doc(4) }), /repository metadata refused \(bad-signature\)/],
+    ["for another component", () => meta(doc(4, [entry()], { component: "other-agent" })), /is for other-agent/],
+  ];
+  it.each(refusals)("[security] refused before download, old version untouched: %s", async (_name, metadata, reason) => {
+    const { root, entries, path } = await run({ ...signedPkg(), metadata: metadata() });
+    expect(entries.at(-1)).toMatchObject({ kind: "failed", step: "download", reason: expect.stringMatching(reason) as unknown });
+    await expectUntouched(root);
+    expect(server.requests.filter((r) => r.path === path)).toEqual([]);
+  });
+
+  it("[security] once the host has seen metadata version N: an older document (a rollback) and a package without metadata are refused", async () => {
+    // Seen, not installed: the metadata passes, the bytes do not (so 1.0.0 stays and 2.0.0 is still a change).
+    const tampered = Buffer.from(pkg.bytes);
+    tampered[tampered.length - 10] = tampered[tampered.length - 10]! ^ 0xff;
+    const first = await run({ body: tampered, sha256: pkg.sha256, signed: sign(manifest), metadata: meta(doc(5)) });
+    expect(first.entries.at(-1)).toMatchObject({ kind: "failed", reason: expect.stringMatching(/sha256 mismatch/) as unknown });
+    const { root } = first;
+    const older = await run({ ...signedPkg(), root, metadata: meta(doc(4)) });
+    expect(older.entries.at(-1)).toMatchObject({ kind: "failed", step: "download", reason: expect.stringMatching(/metadata version 4 is older than version 5, which this host has seen/) as unknown });
+    const stripped = await run({ ...signedPkg(), root });
+    expect(stripped.entries.at(-1)).toMatchObject({ kind: "failed", step: "download", reason: expect.stringMatching(/carries no repository metadata, and this host has seen version 5/) as unknown });
+    await expectUntouched(root);
+    expect(JSON.parse(await readFile(join(root, "agent", "metadata", `${COMPONENT}.json`), "utf8"))).toMatchObject({ version: 5 });
+  });
+});
+
 describe("malicious archives, signed by a trusted key with a correct sha256 (so extraction really runs)", () => {
   const abs = () => join(outside, "abs-evil.txt");
   const cases: Array<[string, () => RawEntry[], RegExp, Partial<PackageManifest>?]> = [
@@ -107,6 +159,8 @@ describe("malicious archives, signed by a trusted key with a correct sha256 (so 
     ["a directory, then a link of the same name", () => [{ path: "d", type: "Directory" }, { path: "d", type: "SymbolicLink", linkpath: outside }], /absolute or malformed|replaces an earlier/],
     ["a link inside, then a file through it", () => [{ path: "l", type: "SymbolicLink", linkpath: "sub" }, { path: "l/evil.txt", type: "File", body: "x" }], /goes through SymbolicLink/],
     ["a link out, then a file through it", () => [{ path: "l", type: "SymbolicLink", linkpath: "../../../../../../../../tmp" }, { path: "l/evil.txt", type: "File", body: "x" }], /points outside the package/],
+    ["[security] a symlink chain (a/b -> .., z -> a/b/.., e -> z/etc/cron.d): every hop inside as text, outside on disk", () => escapingSymlinkChain() as RawEntry[], /symlink "z" resolves outside the package/],
+    ["[security] the long symlink chain (… zN -> a/b/z(N-1), e -> zN/../etc)", () => longEscapingSymlinkChain(5) as RawEntry[], /symlink "z1" resolves outside the package/],
     ["a hardlink out", () => [{ path: "h", type: "Link", linkpath: "/etc/passwd" }], /hardlink "h"/],
     ["a device node", () => [{ path: "null", type: "CharacterDevice" }], /type CharacterDevice is not allowed/],
     ["a setuid file", () => [{ path: "suid", type: "File", body: "#!/bin/sh\n", mode: 0o4755 }], /setuid or setgid/],

@@ -61,11 +61,11 @@ export function planner(deps: EngineDeps) {
   async function compute(req: PlanRequest): Promise<Plan> {
     const fleet = deps.fleet ?? NO_FLEET;
     if (req.kind === "rollback") return computeRollback(req, fleet);
-    const [candidates, packages] = await Promise.all([
+    const [candidates, { packages, yanked }] = await Promise.all([
       loadCandidates({ store: deps.store, fleet }, req),
       loadPackages(deps.store, req.component, req.version, downloadUrl(req.component, req.version)),
     ]);
-    return planDeployment({ component: req.component, version: req.version, kind: "upgrade", candidates, packages, strategy: req.strategy });
+    return planDeployment({ component: req.component, version: req.version, kind: "upgrade", candidates, packages, yanked, strategy: req.strategy });
   }
 
   /** Each host the origin changed goes back to its own from-version; the others are skipped with why. */

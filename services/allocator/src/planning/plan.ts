@@ -15,6 +15,8 @@ export interface PlanInput {
   candidates: readonly Candidate[];
   /** The published package per platform, for this component and version. */
   packages: ReadonlyMap<string, PackageRef>;
+  /** Platforms whose variant of this version is yanked, with the yank's reason. */
+  yanked?: ReadonlyMap<string, string>;
   strategy: Strategy;
 }
 
@@ -56,6 +58,11 @@ export function planDeployment(input: PlanInput): Plan {
     }
     if (input.kind === "upgrade") {
       const pkg = input.packages.get(c.state.platform);
+      const yanked = input.yanked?.get(c.state.platform);
+      if (!pkg && yanked !== undefined) {
+        skipped.push({ hostId: c.hostId, reason: `yanked: ${input.component} ${input.version} for platform ${c.state.platform} (${yanked})` });
+        continue;
+      }
       if (!pkg) {
         skipped.push({ hostId: c.hostId, reason: `no package ${input.component} ${input.version} for platform ${c.state.platform}` });
         continue;

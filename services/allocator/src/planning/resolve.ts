@@ -84,14 +84,20 @@ export async function loadCandidates(
   );
 }
 
-/** The published, not yanked, variants of one component version, by platform. */
+/**
+ * The published, not yanked, variants of one component version, by platform, each with the
+ * component's latest signed repository metadata (the host checks yank, rollback and freeze with
+ * it); and the yanked platforms with the yank's reason, so a plan can say why it skipped a host.
+ */
 export async function loadPackages(
   store: EventStore,
   component: string,
   version: string,
   downloadUrl: (platform: string) => string,
-): Promise<Map<string, PackageRef>> {
+): Promise<{ packages: Map<string, PackageRef>; yanked: Map<string, string> }> {
   const out = new Map<string, PackageRef>();
+  const yanked = new Map<string, string>();
+  let metadata: PackageRef["metadata"];
   for (const c of await store.read(subjects.package(component))) {
     for (const e of c.commit.events) {
       if (e.type === "PackagePublished" && e.data.version === version) {
@@ -101,10 +107,13 @@ export async function loadPackages(
         out.set(d.platform, { platform: d.platform, sha256: d.sha256, size: d.size, url: downloadUrl(d.platform), ...(signed ? { signed } : {}) });
       }
       if (e.type === "PackageYanked" && e.data.version === version) {
-        if (e.data.platform) out.delete(e.data.platform);
-        else out.clear();
+        for (const platform of e.data.platform ? [e.data.platform] : [...out.keys()]) {
+          if (out.delete(platform)) yanked.set(platform, e.data.reason);
+        }
       }
+      if (e.type === "PackageMetadataSigned") metadata = e.data.signed;
     }
   }
-  return out;
+  if (metadata) for (const [platform, ref] of out) out.set(platform, { ...ref, metadata });
+  return { packages: out, yanked };
 }

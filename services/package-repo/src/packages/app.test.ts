@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { canonicalJson, keyIdOf, OBJ_PACKAGES, PackagePublished, subjects, type PackageInfo } from "@molt/contracts";
 import { createEventStore, ensureEventStream, type EventStore } from "@molt/event-store";
 import { createLogger, parseTokens } from "@molt/runtime";
-import { escapingSymlinkChain, rawTar, startNatsServer, waitFor, type NatsServer } from "@molt/testkit";
+import { escapingSymlinkChain, longEscapingSymlinkChain, rawTar, startNatsServer, waitFor, type NatsServer } from "@molt/testkit";
 import { buildApp } from "./app.js";
 import { createManifestSigner } from "./signing.js";
 
@@ -419,6 +419,15 @@ describe("package-repo over HTTP", () => {
       const res = await upload({ component, version: "1.0.0" }, chain);
       expect(res.status).toBe(400);
       expect(((await res.json()) as { error: { message: string } }).error.message).toMatch(/symlink "z" resolves outside the package/);
+      await nothingStored(component, sha256(chain));
+    });
+
+    it("[security] the long symlink chain (a/b -> .., z1 -> a/b/.., zI -> a/b/z(I-1), e -> zN/../etc) → 400 and nothing stored", async () => {
+      const component = uniq();
+      const chain = gzipSync(rawTar(longEscapingSymlinkChain(5)));
+      const res = await upload({ component, version: "1.0.0" }, chain);
+      expect(res.status).toBe(400);
+      expect(((await res.json()) as { error: { message: string } }).error.message).toMatch(/symlink "z1" resolves outside the package/);
       await nothingStored(component, sha256(chain));
     });
 

@@ -6,6 +6,8 @@ import {
   ComponentName,
   PackageManifest,
   PackageUploadQuery,
+  PackageYankBody,
+  SignedRepositoryMetadata,
   Platform,
   PUBLISHER_KEY_ID_HEADER,
   PUBLISHER_SIGNATURE_HEADER,
@@ -20,8 +22,9 @@ import type { EventStore } from "@molt/event-store";
 import { inspectArchive, type ArchiveLimits } from "@molt/publisher";
 import { createHttpApp, HttpError, type CommandLog, type Logger, type TokenMap } from "@molt/runtime";
 import { createBlobStore } from "./blobs.js";
-import { createPackageCatalog, type PublishedPackage } from "./catalog.js";
+import { createPackageCatalog, variantKey, type PublishedPackage } from "./catalog.js";
 import { serveBlob } from "./download.js";
+import { putMetadata, serverSignedMetadata, yankPackage, type MetadataDeps } from "./metadata.js";
 import { publishPackage } from "./publish.js";
 import type { ManifestSigner } from "./signing.js";
 import { PackageTooLargeError, receiveToFile, refuseOversizeUpload, type LingerLimits } from "./upload.js";
@@ -55,6 +58,7 @@ export interface PackageRepoDeps {
 const UploadQuery = PackageUploadQuery.extend({ platform: Platform.max(32, "platform must be at most 32 characters") });
 const ComponentParams = z.object({ component: ComponentName });
 const VariantParams = z.object({ component: ComponentName, version: Version, platform: Platform });
+const VersionParams = z.object({ component: ComponentName, version: Version });
 const BlobParams = z.object({ sha256: Sha256 });
 
 /** The only request bodies this service takes are package archives. */
@@ -70,9 +74,11 @@ export function buildApp(deps: PackageRepoDeps) {
   const now = deps.now ?? (() => new Date());
 
   // Hand the body through as a stream: an upload may be hundreds of MiB and is never buffered.
-  // Any other content type (JSON, forms) is answered 415 by fastify.
-  app.removeAllContentTypeParsers();
+  // JSON (the runtime's guarded parser) is for yanks and metadata; an upload of JSON is 415.
+  app.removeContentTypeParser("text/plain");
   app.addContentTypeParser(UPLOAD_TYPES, (_req, payload, done) => done(null, payload));
+  const metadataDeps: MetadataDeps = { store: deps.store, catalog, keys: deps.publisherKeys, signer: deps.signer, now };
+  const signer = deps.signer;
 
   const infoOf = (p: PublishedPackage): PackageInfo => ({
     component: p.component,
@@ -150,7 +156,7 @@ export function buildApp(deps: PackageRepoDeps) {
       const manifest = PackageManifest.parse({ component, version, platform, ...received, ...archive });
       const signature = signatureFor(manifest, req.headers);
       const outcome = await publishPackage(
-        { store: deps.store, catalog, blobs },
+        { store: deps.store, catalog, blobs, ...(signer ? { metadataAfter: (state) => serverSignedMetadata(signer, component, state, now()) } : {}) },
         { manifest, signature, file, meta: { now: now().toISOString(), actor: principal.actor, correlationId: req.id } },
       );
       req.log.info(
@@ -164,6 +170,50 @@ export function buildApp(deps: PackageRepoDeps) {
     }
   });
 
+  app.post(
+    "/v1/packages/:component/:version/yank",
+    { config: { auditKind: "yank-package" }, schema: { params: VersionParams, body: PackageYankBody } },
+    async (req, reply) => {
+      const { component, version } = req.params;
+      const { reason, platform, metadata } = req.body;
+      req.audit.target = `${component}@${version}${platform ? `/${platform}` : ""}`;
+      const principal = req.principal;
+      if (!principal) throw new HttpError(401, "unauthorized", "missing bearer token");
+      const meta = { now: now().toISOString(), actor: principal.actor, correlationId: req.id };
+      const { status, answer } = await yankPackage(metadataDeps, { component, version, platform, reason, metadata }, meta);
+      req.log.info({ component, version, platform: platform ?? null, reason, outcome: status }, status === "appended" ? "package yanked" : "package yank replayed");
+      return await reply.code(status === "appended" ? 201 : 200).send({
+        component,
+        version,
+        ...(platform !== undefined ? { platform } : {}),
+        reason,
+        yanked: answer.variants.map(detailOf),
+        metadataVersion: answer.metadataVersion,
+      });
+    },
+  );
+
+  // Hosts and mirrors read it without a token, like downloads: it is signed by a publisher.
+  app.get("/v1/packages/:component/metadata", { config: { auth: false }, schema: { params: ComponentParams } }, async (req) => {
+    const { state } = await catalog.current(req.params.component);
+    if (!state.metadata) throw new HttpError(404, "not_found", `no signed metadata for component ${req.params.component}`);
+    return state.metadata;
+  });
+
+  app.put(
+    "/v1/packages/:component/metadata",
+    { config: { auditKind: "sign-package-metadata" }, schema: { params: ComponentParams, body: SignedRepositoryMetadata } },
+    async (req, reply) => {
+      const { component } = req.params;
+      req.audit.target = component;
+      const principal = req.principal;
+      if (!principal) throw new HttpError(401, "unauthorized", "missing bearer token");
+      const meta = { now: now().toISOString(), actor: principal.actor, correlationId: req.id };
+      const { status, answer } = await putMetadata(metadataDeps, component, req.body, meta);
+      return await reply.code(status === "appended" ? 201 : 200).send(answer);
+    },
+  );
+
   app.get("/v1/packages/:component", { schema: { params: ComponentParams } }, async (req) => {
     const { component } = req.params;
     const { state } = await catalog.current(component);
@@ -174,7 +224,8 @@ export function buildApp(deps: PackageRepoDeps) {
 
   app.get("/v1/packages/:component/:version/:platform", { schema: { params: VariantParams } }, async (req) => {
     const { component, version, platform } = req.params;
-    const pkg = await catalog.find(component, version, platform);
+    // Caught up, not a cache hit: the answer says whether the variant is yanked.
+    const pkg = (await catalog.current(component)).state.packages.get(variantKey(version, platform));
     if (!pkg) throw new HttpError(404, "not_found", `${component} ${version} ${platform} is not published`);
     return detailOf(pkg);
   });

@@ -1,4 +1,4 @@
-import { subjects, type PackageEvent, type PackageManifest } from "@molt/contracts";
+import { subjects, type PackageEvent, type PackageManifest, type SignedRepositoryMetadata } from "@molt/contracts";
 import { ConflictError, type EventBodyOf } from "@molt/domain";
 import type { EventStore, StoredCommit } from "@molt/event-store";
 
@@ -21,17 +21,20 @@ export interface PublishedPackage {
 /** The package aggregate of one component (`molt.es.package.<component>`). */
 export interface PackageState {
   readonly packages: ReadonlyMap<string, PublishedPackage>;
+  /** The latest signed repository metadata the component's publisher handed over (null: none yet). */
+  readonly metadata: SignedRepositoryMetadata | null;
 }
 
 export const variantKey = (version: string, platform: string) => `${version} ${platform}`;
 
 export function initialPackageState(): PackageState {
-  return { packages: new Map() };
+  return { packages: new Map(), metadata: null };
 }
 
 /** Folds one commit's events into a new state (the old one is left as it was, for readers holding it). */
 export function evolvePackage(state: PackageState, event: PackageEvent, seq: number): PackageState {
   const packages = new Map(state.packages);
+  let metadata = state.metadata;
   switch (event.type) {
     case "PackagePublished": {
       const d = event.data;
@@ -56,12 +59,15 @@ export function evolvePackage(state: PackageState, event: PackageEvent, seq: num
           packages.set(key, { ...p, yanked: { reason: d.reason, at: event.metadata.occurredAt } });
       break;
     }
+    case "PackageMetadataSigned":
+      metadata = event.data.signed;
+      break;
     default: {
       const never: never = event;
       throw new Error(`unknown package event ${JSON.stringify(never)}`);
     }
   }
-  return { packages };
+  return { packages, metadata };
 }
 
 export interface PublishCommand {
@@ -116,7 +122,7 @@ export interface Snapshot {
 export interface PackageCatalog {
   /** The aggregate caught up with the stream: one direct get, plus a replay of only what is new. */
   current(component: string): Promise<Snapshot>;
-  /** A cache hit needs no round trip (published variants never change); a miss catches up first. */
+  /** A cache hit needs no round trip (a variant's bytes never change; its yank may be seen late); a miss catches up first. */
   find(component: string, version: string, platform: string): Promise<PublishedPackage | undefined>;
 }
 
@@ -135,7 +141,7 @@ export function createPackageCatalog(store: EventStore): PackageCatalog {
       if (c.seq <= seq) continue;
       for (const e of c.commit.events)
         // Only package events belong on a package subject; anything else is not ours to fold.
-        if (e.type === "PackagePublished" || e.type === "PackageYanked") state = evolvePackage(state, e, c.seq);
+        if (e.type === "PackagePublished" || e.type === "PackageYanked" || e.type === "PackageMetadataSigned") state = evolvePackage(state, e, c.seq);
       seq = c.seq;
     }
     return { seq, state };

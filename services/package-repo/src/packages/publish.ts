@@ -1,14 +1,16 @@
 import { createHash } from "node:crypto";
 import { subjects, type ManifestSignature, type PackageManifest } from "@molt/contracts";
-import { toEnvelopes, type CommandMeta } from "@molt/domain";
+import { toEnvelopes, type CommandMeta, type EventBodyOf } from "@molt/domain";
 import { ConcurrencyError, type EventStore } from "@molt/event-store";
 import type { BlobStore } from "./blobs.js";
-import { decidePublish, variantKey, type PackageCatalog, type PublishedPackage } from "./catalog.js";
+import { decidePublish, evolvePackage, variantKey, type PackageCatalog, type PackageState, type PublishedPackage } from "./catalog.js";
 
 export interface PublishDeps {
   store: EventStore;
   catalog: PackageCatalog;
   blobs: BlobStore;
+  /** A repository-side signer's metadata for the state after the publish, appended in the same commit. */
+  metadataAfter?: (state: PackageState) => EventBodyOf<"PackageMetadataSigned"> | null;
 }
 
 export type PublishOutcome = { status: "published" | "replayed"; pkg: PublishedPackage };
@@ -48,10 +50,14 @@ export async function publishPackage(
       await deps.blobs.adopt(input.file, manifest.sha256, manifest.size);
       stored = true;
     }
+    const events: (EventBodyOf<"PackagePublished"> | EventBodyOf<"PackageMetadataSigned">)[] = [...decision.events];
+    // The metadata describes the aggregate as this publish leaves it.
+    const metadata = deps.metadataAfter?.(evolvePackage(snap.state, toEnvelopes(decision.events, meta, commitId)[0]!, snap.seq + 1));
+    if (metadata) events.push(metadata);
     try {
       const result = await deps.store.append(
         subject,
-        { commitId, events: toEnvelopes(decision.events, meta, commitId) },
+        { commitId, events: toEnvelopes(events, meta, commitId) },
         { expectedSequence: snap.seq },
       );
       const pkg = (await deps.catalog.current(manifest.component)).state.packages.get(variantKey(manifest.version, manifest.platform));
@@ -63,3 +69,4 @@ export async function publishPackage(
     }
   }
 }
+

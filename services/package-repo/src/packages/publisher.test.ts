@@ -204,13 +204,14 @@ describe("publisher signing", () => {
     }
   });
 
-  it("[upgrade-client] signAndPush (what the demo uses): 201, then the same bytes again replay with the first signature", async () => {
+  it("[upgrade-client] signAndPush (what the demo uses): 201 and the variant added to the signed metadata, then the same bytes again replay with the first signature", async () => {
     const component = uniq();
     const bytes = await pkg("lib");
     const first = await signAndPush({ url: base, token: OPERATOR, ids: ids(component), archive: bytes, privateKey: current.privateKeyPem });
     expect(first.status, JSON.stringify(first.body)).toBe(201);
     const again = await pushPackage({ url: base, token: OPERATOR, ids: ids(component), archive: bytes, signature: first.signature });
     expect(again.status).toBe(200);
-    expect(await store.read(subjects.package(component))).toHaveLength(1);
+    // The publish, then the publisher-signed metadata that lists it; the replay added nothing.
+    expect((await store.read(subjects.package(component))).map((c) => c.commit.events.map((e) => e.type))).toEqual([["PackagePublished"], ["PackageMetadataSigned"]]);
   });
 });

@@ -298,6 +298,7 @@ async function applyEvent(tx: Queryable, event: MoltEvent): Promise<void> {
     case "ComponentVersionObserved":
     case "PackagePublished":
     case "PackageYanked":
+    case "PackageMetadataSigned":
       return;
     default:
       return unreachable(event);

@@ -119,6 +119,7 @@ function fieldsOf(event: MoltEvent): TimelineFields {
     case "DeploymentFailed":
     case "PackagePublished":
     case "PackageYanked":
+    case "PackageMetadataSigned":
       return { taskId: null, step: null, at: null };
     default:
       return unreachable(event);

@@ -1,6 +1,6 @@
 import { downloadPackage, viaMirror } from "../download.js";
 import type { StepContext, StepResult } from "../machine.js";
-import { checkSignedManifest } from "../signature.js";
+import { checkRepositoryMetadata, checkSignedManifest } from "../signature.js";
 import { archivePath } from "../staging.js";
 
 /**
@@ -13,6 +13,7 @@ export async function download({ input, signal }: StepContext): Promise<StepResu
   const pkg = task.package;
   if (pkg === undefined) throw new Error(`a ${task.kind} task has no package to download`);
   const manifest = checkSignedManifest(task, input.trust);
+  const metadataVersion = await checkRepositoryMetadata(task, input.trust, input.root, input.now());
   const url = viaMirror(pkg.url, mirror);
   const res = await downloadPackage({
     url,
@@ -28,6 +29,6 @@ export async function download({ input, signal }: StepContext): Promise<StepResu
   const resumed = res.resumedBytes > 0 ? `, resumed ${res.resumedBytes} bytes` : "";
   const tries = res.tries > 1 ? `, ${res.tries} tries` : "";
   const via = mirror ? ` via ${new URL(url).origin}` : "";
-  const signedBy = manifest ? `, signed by ${pkg.signed?.keyId ?? ""}` : "";
+  const signedBy = manifest ? `, signed by ${pkg.signed?.keyId ?? ""}${metadataVersion !== null ? `, metadata version ${metadataVersion}` : ""}` : "";
   return { detail: `${res.bytes} bytes, sha256 ok${signedBy}${resumed}${tries}${via}`, facts: { manifest } };
 }
