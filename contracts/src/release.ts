@@ -7,6 +7,12 @@ import { ComponentName, HostId, Id, Platform, Sha256, Timestamp, Version } from 
  * breaks a reader here is a new `.v2` type, published beside the old one.
  */
 export const STREAM_RELEASE = "MOLT_RELEASE";
+/**
+ * MOLT_RELEASE's msgID dedupe window: a publisher killed between publishing a commit's events and
+ * committing its checkpoint publishes them again when it restarts, and the stream drops them if
+ * that restart is within the window.
+ */
+export const RELEASE_DUPLICATE_WINDOW_MS = 3_600_000;
 export const releaseSubjects = {
   all: "molt.release.>",
   /** `molt.release.<component>.<kind>.<action>`, e.g. `molt.release.metrics-agent.deployment.started`. */
@@ -65,6 +71,9 @@ const envelope = <N extends ReleaseName>(name: N) =>
     })
     .strict();
 
+/** The whole CloudEvents envelope of one type, its data included. */
+export const releaseEventSchema = <N extends ReleaseName>(name: N) => envelope(name);
+
 export const ReleaseEvent = z.discriminatedUnion(
   "type",
   RELEASE_NAMES.map((n) => envelope(n)) as unknown as [ReturnType<typeof envelope<ReleaseName>>, ...ReturnType<typeof envelope<ReleaseName>>[]],
@@ -75,6 +84,53 @@ export type ReleaseEvent = { [N in ReleaseName]: Omit<z.infer<ReturnType<typeof 
 export function releaseNameOf(type: string): ReleaseName | undefined {
   const m = /^dev\.molt\.(.+)\.v1$/.exec(type);
   return m && m[1] && m[1] in RELEASE_DATA ? (m[1] as ReleaseName) : undefined;
+}
+
+/**
+ * The AsyncAPI 3 document of the release events, generated from the schemas above: one channel
+ * per type (`molt.release.{component}.<type>`), each message's payload the envelope's JSON Schema.
+ */
+export function releaseAsyncApi(opts: { natsUrl?: string } = {}) {
+  const key = (n: ReleaseName) => n.replaceAll(".", "-");
+  const schema = (n: ReleaseName) => {
+    const { $schema: _drop, ...rest } = z.toJSONSchema(releaseEventSchema(n), { target: "draft-7", unrepresentable: "any" });
+    return rest;
+  };
+  const nats = opts.natsUrl ? new URL(opts.natsUrl) : undefined;
+  return {
+    asyncapi: "3.0.0",
+    info: {
+      title: "Molt release events",
+      version: "1.0.0",
+      description:
+        "What Molt released, for other platforms: CloudEvents 1.0 (structured JSON) on NATS JetStream stream " +
+        `${STREAM_RELEASE} (message id = event id), and the same bodies by signed webhook (Standard Webhooks).`,
+    },
+    defaultContentType: "application/cloudevents+json",
+    ...(nats ? { servers: { nats: { host: nats.host, protocol: "nats", description: `JetStream stream ${STREAM_RELEASE}` } } } : {}),
+    channels: Object.fromEntries(
+      RELEASE_NAMES.map((n) => [
+        key(n),
+        {
+          address: `molt.release.{component}.${n}`,
+          title: releaseType(n),
+          parameters: { component: { description: "The component the event is about (a-z 0-9 _ -)." } },
+          messages: { [key(n)]: { $ref: `#/components/messages/${key(n)}` } },
+        },
+      ]),
+    ),
+    operations: Object.fromEntries(
+      RELEASE_NAMES.map((n) => [
+        `receive-${key(n)}`,
+        { action: "receive", channel: { $ref: `#/channels/${key(n)}` }, messages: [{ $ref: `#/channels/${key(n)}/messages/${key(n)}` }] },
+      ]),
+    ),
+    components: {
+      messages: Object.fromEntries(
+        RELEASE_NAMES.map((n) => [key(n), { name: releaseType(n), title: releaseType(n), contentType: "application/cloudevents+json", payload: schema(n) }]),
+      ),
+    },
+  };
 }
 
 // ---------- webhook subscriptions (the release-events service's admin API) ----------
