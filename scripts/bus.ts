@@ -17,7 +17,7 @@ import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { Objm, StorageType } from "@nats-io/obj";
-import { KV_AUDIT_ANCHOR, KV_AUDIT_ANCHOR_HISTORY, KV_DESIRED, KV_LEASES, KV_PRESENCE, OBJ_PACKAGES } from "@molt/contracts";
+import { KV_AUDIT_ANCHOR, KV_AUDIT_ANCHOR_HISTORY, KV_DESIRED, KV_LEASES, KV_PRESENCE, OBJ_PACKAGES, RELEASE_DUPLICATE_WINDOW_MS, releaseSubjects, STREAM_RELEASE } from "@molt/contracts";
 import { ensureAuditStream, ensureEventStream } from "@molt/event-store";
 import {
   BusAuthority,
@@ -35,7 +35,7 @@ import {
 } from "@molt/runtime";
 import { z } from "zod";
 
-const IDENTITIES: BusUser[] = ["admin", "system", "sim", "action", "allocator", "feedback", "package-repo", "projector", "audit"];
+const IDENTITIES: BusUser[] = ["admin", "system", "sim", "action", "allocator", "feedback", "package-repo", "projector", "audit", "release-events"];
 
 async function init(dir: string, resolverDir: string): Promise<void> {
   await mkdir(join(dir, "creds"), { recursive: true, mode: 0o700 });
@@ -56,6 +56,8 @@ async function provision(env: NodeJS.ProcessEnv): Promise<void> {
   try {
     await ensureEventStream(nc, { replicas });
     await ensureAuditStream(nc, { replicas });
+    // Release events (release-events service): msgID = source event id, deduplicated for an hour.
+    await ensureEventStream(nc, { stream: STREAM_RELEASE, subjects: [releaseSubjects.all], replicas, duplicateWindowMs: RELEASE_DUPLICATE_WINDOW_MS });
     await ensureBucket(nc, KV_DESIRED, { history: 5, replicas });
     await ensureBucket(nc, KV_PRESENCE, { ttl: config.MOLT_PRESENCE_TTL_MS, history: 1, replicas });
     await ensureBucket(nc, KV_LEASES, { history: 1, replicas });

@@ -5,3 +5,4 @@ export * from "./messages.js";
 export * from "./issues.js";
 export * from "./signing.js";
 export * from "./views.js";
+export * from "./release.js";

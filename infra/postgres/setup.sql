@@ -3,3 +3,4 @@
 CREATE ROLE molt LOGIN PASSWORD 'change-me';
 CREATE DATABASE molt_projector OWNER molt;
 CREATE DATABASE molt_audit OWNER molt;
+CREATE DATABASE molt_release_events OWNER molt;

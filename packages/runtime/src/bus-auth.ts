@@ -20,7 +20,7 @@ import {
   type KeyPair,
   type Permissions,
 } from "@nats-io/jwt";
-import { encodeHostToken, KV_AUDIT_ANCHOR, KV_DESIRED, KV_LEASES, KV_PRESENCE, OBJ_PACKAGES, STREAM_EVENTS, subjects } from "@molt/contracts";
+import { encodeHostToken, KV_AUDIT_ANCHOR, KV_DESIRED, KV_LEASES, KV_PRESENCE, OBJ_PACKAGES, releaseSubjects, STREAM_EVENTS, STREAM_RELEASE, subjects } from "@molt/contracts";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { z } from "zod";
 
@@ -125,7 +125,7 @@ const ALLOCATOR_DURABLES = ["molt-allocator", "molt-allocator-deadlines"];
 /** Nobody but admin creates a named durable; the allocator's own two are its alone. */
 const durableDeny = [api("CONSUMER.DURABLE.CREATE.>"), ...ALLOCATOR_DURABLES.flatMap((d) => [api(`CONSUMER.CREATE.${STREAM_EVENTS}.${d}`), api(`CONSUMER.CREATE.${STREAM_EVENTS}.${d}.>`)])];
 
-export type ServiceIdentity = "action" | "allocator" | "feedback" | "package-repo" | "projector" | "audit";
+export type ServiceIdentity = "action" | "allocator" | "feedback" | "package-repo" | "projector" | "audit" | "release-events";
 
 /**
  * Each service's permissions: only the subjects, streams, KV keys and JetStream API calls it
@@ -168,6 +168,9 @@ export function servicePermissions(service: ServiceIdentity): Permissions {
       return p([...events, ...records, ...kvRead(KV_PRESENCE)]);
     case "audit":
       return p([...events, ...records, ...streamRead(STREAM_AUDIT), ...kvWrite(KV_AUDIT_ANCHOR)]);
+    case "release-events":
+      // Reads the event store, publishes only release events into its own stream.
+      return p([...events, ...records, releaseSubjects.all, ...streamRead(STREAM_RELEASE)]);
   }
 }
 

@@ -10,7 +10,7 @@ import { freePort, type SecureBus } from "./nats-server.js";
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
 
-export type ServiceName = "gateway" | "action" | "allocator" | "package-repo" | "feedback" | "projector" | "audit" | "agent";
+export type ServiceName = "gateway" | "action" | "allocator" | "package-repo" | "feedback" | "projector" | "audit" | "release-events" | "agent";
 
 export interface RunningProcess {
   readonly name: string;
@@ -53,7 +53,7 @@ export interface SystemOptions {
 
 export interface System {
   gatewayUrl: string;
-  urls: Record<"action" | "projector" | "packageRepo" | "audit", string>;
+  urls: Record<"action" | "projector" | "packageRepo" | "audit" | "releaseEvents", string>;
   processes: RunningProcess[];
   /** Roots of the agents' hosts (explicit agents and simulated ones). */
   hostRoot(hostId: string): string;
@@ -166,7 +166,7 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
   const as = (who: ServiceIdentity) => bus.env(who);
   const processes: RunningProcess[] = [];
   const port = async () => String(await freePort());
-  const [pAction, pProjector, pRepo, pAudit, pGateway] = await Promise.all([port(), port(), port(), port(), port()]);
+  const [pAction, pProjector, pRepo, pAudit, pGateway, pRelease] = await Promise.all([port(), port(), port(), port(), port(), port()]);
   const url = (p: string) => `http://127.0.0.1:${p}`;
   const gatewayUrl = url(pGateway);
   const hostRoots = new Map<string, string>();
@@ -194,6 +194,7 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
         LISTENING,
       ),
       start("audit", "audit", { ...(await as("audit")), MOLT_HTTP_PORT: pAudit, MOLT_DATA_DIR: join(opts.dataDir, "audit") }, LISTENING),
+      start("release-events", "release-events", { ...(await as("release-events")), MOLT_HTTP_PORT: pRelease, MOLT_DATA_DIR: join(opts.dataDir, "release-events") }, LISTENING),
       start("feedback", "feedback", await as("feedback"), /feedback ready/),
       ...Array.from({ length: opts.allocatorReplicas ?? 1 }, async (_, i) =>
         start(`allocator-${i + 1}`, "allocator", { ...(await as("allocator")), MOLT_PACKAGE_BASE_URL: gatewayUrl, MOLT_REPLICA_ID: `r${i + 1}` }, /allocator running/),
@@ -208,6 +209,7 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
         MOLT_PROJECTOR_URL: url(pProjector),
         MOLT_PACKAGE_REPO_URL: url(pRepo),
         MOLT_AUDIT_URL: url(pAudit),
+        MOLT_RELEASE_EVENTS_URL: url(pRelease),
       },
       LISTENING,
     );
@@ -246,7 +248,7 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
 
   return {
     gatewayUrl,
-    urls: { action: url(pAction), projector: url(pProjector), packageRepo: url(pRepo), audit: url(pAudit) },
+    urls: { action: url(pAction), projector: url(pProjector), packageRepo: url(pRepo), audit: url(pAudit), releaseEvents: url(pRelease) },
     processes,
     hostRoot: (hostId) => hostRoots.get(hostId) ?? join(opts.dataDir, "hosts", hostId),
     startAgent,

@@ -9,6 +9,8 @@ const Config = z.object({
   MOLT_PROJECTOR_URL: z.url(),
   MOLT_PACKAGE_REPO_URL: z.url(),
   MOLT_AUDIT_URL: z.url(),
+  /** The release-events service (webhooks, /asyncapi.json); unset, those routes answer 404. */
+  MOLT_RELEASE_EVENTS_URL: z.url().optional(),
   /** Where the built dashboard is (default: the dashboard package's dist). */
   MOLT_DASHBOARD_DIR: z.string().optional(),
   /** The same variable package-repo reads: uploads over it are refused here already. */
@@ -27,6 +29,7 @@ const app = buildApp({
     projector: config.MOLT_PROJECTOR_URL,
     packageRepo: config.MOLT_PACKAGE_REPO_URL,
     audit: config.MOLT_AUDIT_URL,
+    ...(config.MOLT_RELEASE_EVENTS_URL ? { releaseEvents: config.MOLT_RELEASE_EVENTS_URL } : {}),
   },
   dashboardDir: config.MOLT_DASHBOARD_DIR ?? DASHBOARD_DIR,
   bodyLimits: { json: config.MOLT_MAX_BODY_BYTES, packages: config.MOLT_MAX_PACKAGE_BYTES },

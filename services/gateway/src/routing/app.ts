@@ -82,8 +82,9 @@ export function buildApp(deps: { logger: Logger; tokens: TokenMap; upstreams: Up
   const forward = (req: FastifyRequest, reply: FastifyReply) => {
     const path = req.url.split("?")[0] ?? req.url;
     const owner = ownerOf(req.method, path);
-    if (!owner) throw new HttpError(404, "not_found", `no service owns ${req.method} ${path.slice(0, 300)}`);
-    return reply.from(`${deps.upstreams[owner]}${req.url}`, {
+    const upstream = owner && deps.upstreams[owner];
+    if (!owner || !upstream) throw new HttpError(404, "not_found", `no service owns ${req.method} ${path.slice(0, 300)}`);
+    return reply.from(`${upstream}${req.url}`, {
       rewriteRequestHeaders: (_req, headers) => {
         const { expect: _expect, ...rest } = headers;
         return rest;
@@ -97,6 +98,8 @@ export function buildApp(deps: { logger: Logger; tokens: TokenMap; upstreams: Up
   };
   // Token checks happen in the owning service; downloads by hosts carry none.
   app.all("/v1/*", { config: { auth: false } }, forward);
+  // The release events' AsyncAPI document, where integrators look for it.
+  app.get("/asyncapi.json", { config: { auth: false } }, forward);
   dashboardRoutes(app, { dir: deps.dashboardDir });
   return app;
 }

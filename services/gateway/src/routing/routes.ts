@@ -4,6 +4,7 @@ export interface Upstreams {
   projector: string;
   packageRepo: string;
   audit: string;
+  releaseEvents?: string;
 }
 
 export type Owner = keyof Upstreams;
@@ -28,6 +29,9 @@ const RULES: readonly Rule[] = [
   { methods: "*", prefix: "/v1/packages", owner: "packageRepo" },
   { methods: "*", prefix: "/v1/blobs", owner: "packageRepo" },
   { methods: READ, prefix: "/v1/audit", owner: "audit" },
+  { methods: "*", prefix: "/v1/webhooks", owner: "releaseEvents" },
+  { methods: READ, prefix: "/v1/release-events", owner: "releaseEvents" },
+  { methods: READ, prefix: "/asyncapi.json", owner: "releaseEvents" },
 ];
 
 export function ownerOf(method: string, path: string): Owner | undefined {

@@ -1,0 +1,42 @@
+import { describe, expect, it } from "vitest";
+import { CreateWebhook, RELEASE_NAMES, ReleaseEvent, releaseDataSchema, releaseNameOf, releaseSubjects, releaseType } from "./index.js";
+
+const base = (name: (typeof RELEASE_NAMES)[number], data: unknown) => ({
+  specversion: "1.0",
+  id: "d-1-3/0",
+  source: "/molt/deployments/d-1",
+  type: releaseType(name),
+  subject: "d-1",
+  time: "2026-12-06T05:00:00.000Z",
+  datacontenttype: "application/json",
+  dataschema: releaseDataSchema(name),
+  data,
+});
+
+describe("release events: the public vocabulary", () => {
+  it("[release-events] has the issue's types, versioned dev.molt.<kind>.<action>.v1, on molt.release.<component>.<type>", () => {
+    expect(RELEASE_NAMES.map(releaseType).sort()).toEqual(
+      [
+        "package.published", "package.yanked", "deployment.started", "deployment.batch-completed", "deployment.braked", "deployment.paused",
+        "deployment.completed", "deployment.failed", "deployment.cancelled", "deployment.rolled-back", "host.upgraded", "host.upgrade-failed",
+      ].map((n) => `dev.molt.${n}.v1`).sort(),
+    );
+    expect(releaseSubjects.of("metrics-agent", "host.upgraded")).toBe("molt.release.metrics-agent.host.upgraded");
+    expect(releaseNameOf("dev.molt.host.upgrade-failed.v1")).toBe("host.upgrade-failed");
+    expect(releaseNameOf("dev.molt.host.upgrade-failed.v2")).toBeUndefined();
+  });
+
+  it("[release-events] an envelope validates with its own data and is refused with another type's", () => {
+    const data = { hostId: "web-1.example.com", component: "metrics-agent", deploymentId: "d-1", fromVersion: "1.0.0", toVersion: "2.0.0" };
+    expect(ReleaseEvent.safeParse(base("host.upgraded", data)).success).toBe(true);
+    expect(ReleaseEvent.safeParse(base("host.upgrade-failed", data)).success).toBe(false);
+    expect(ReleaseEvent.safeParse({ ...base("host.upgraded", data), extra: 1 }).success).toBe(false);
+  });
+
+  it("[release-events] a webhook body takes short names or CloudEvents types and refuses unknown ones", () => {
+    const ok = CreateWebhook.parse({ url: "https://ci.example.com/hook", filters: { types: ["dev.molt.host.upgraded.v1", "deployment.failed"] } });
+    expect(ok.filters.types).toEqual(["host.upgraded", "deployment.failed"]);
+    expect(CreateWebhook.safeParse({ url: "https://ci.example.com/hook", filters: { types: ["dev.molt.nope.v1"] } }).success).toBe(false);
+    expect(CreateWebhook.safeParse({ url: "ftp://ci.example.com/hook" }).success).toBe(false);
+  });
+});

@@ -1,0 +1,295 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { RELEASE_DUPLICATE_WINDOW_MS, ReleaseEvent, releaseSubjects, STREAM_RELEASE, subjects, type MoltEvent } from "@molt/contracts";
+import { createTemplate, type DatabaseTemplate, type Db } from "@molt/db";
+import { createEventStore, ensureEventStream, type EventStore } from "@molt/event-store";
+import { createLogger, parseTokens } from "@molt/runtime";
+import { startNatsServer, waitFor, type NatsServer } from "@molt/testkit";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { Webhook } from "standardwebhooks";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { buildApp } from "./app.js";
+
+type App = Awaited<ReturnType<typeof buildApp>>;
+const ADMIN = "admin-token-0123456789";
+const VIEWER = "viewer-token-0123456789";
+const tokens = parseTokens(JSON.stringify({ [ADMIN]: { actor: "ada", role: "admin" }, [VIEWER]: { actor: "vera", role: "viewer" } }), "test");
+const logger = createLogger("release-events-test");
+logger.level = "warn";
+
+let server: NatsServer;
+let nc: NatsConnection;
+let store: EventStore;
+let template: DatabaseTemplate;
+const apps: App[] = [];
+const servers: Server[] = [];
+
+beforeAll(async () => {
+  [server, template] = await Promise.all([startNatsServer(), createTemplate()]);
+  nc = await connect({ servers: server.url });
+  await ensureEventStream(nc);
+  await ensureEventStream(nc, { stream: STREAM_RELEASE, subjects: [releaseSubjects.all], duplicateWindowMs: RELEASE_DUPLICATE_WINDOW_MS });
+  store = createEventStore(nc);
+});
+afterAll(async () => {
+  await Promise.all(apps.map((a) => a.close()));
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  await template?.close();
+  await nc?.close();
+  await server?.stop();
+});
+
+let n = 0;
+const uniq = () => `${Date.now().toString(36)}${++n}`;
+// Attempts get 5 s: a loaded test machine answers slowly, and a timed-out attempt the receiver did take is delivered again.
+const FAST = { timeoutMs: 5_000, retryMinMs: 20, retryMaxMs: 100, giveUpMs: 60_000, pollMs: 50 };
+
+/**
+ * The apps share one nats-server, MOLT_EVENTS and MOLT_RELEASE: each derives every commit, and
+ * the stream's msgID dedupe keeps one of each; tests tell theirs apart by a unique component.
+ */
+async function start(db: Db, opts: { timings?: Partial<typeof FAST>; allowNets?: string[] } = {}) {
+  const app = await buildApp({ db, nc, logger, tokens, allowNets: opts.allowNets ?? ["127.0.0.0/8"], timings: { ...FAST, ...opts.timings }, rateLimits: false, retryMs: 50 });
+  apps.push(app);
+  return { app, stream: STREAM_RELEASE };
+}
+const api = (app: App, method: "GET" | "POST" | "DELETE", url: string, body?: unknown, token = ADMIN) =>
+  app.inject({ method, url, headers: { authorization: `Bearer ${token}` }, ...(body !== undefined ? { payload: body as object } : {}) });
+
+const meta = () => ({ occurredAt: new Date().toISOString(), actor: "otto", correlationId: "c" });
+const ev = (id: string, type: MoltEvent["type"], data: unknown) => ({ id, type, data, metadata: meta() }) as MoltEvent;
+
+/** Each slot's last sequence (the second rollout of a test reuses its hosts). */
+const slotSeqs = new Map<string, number>();
+async function appendSlot(host: string, component: string, commitId: string, e: MoltEvent) {
+  const subject = subjects.slot(host, component);
+  const r = await store.append(subject, { commitId, events: [e] }, { expectedSequence: slotSeqs.get(subject) ?? 0 });
+  slotSeqs.set(subject, r.seq);
+}
+
+/** A deployment of `component` on `hosts`: requested, planned, each host allocated then succeeded (or failed), completed. */
+async function rollout(component: string, hosts: string[], failing: string[] = []) {
+  const id = `d-${uniq()}`;
+  let seq = 0;
+  const dep = async (events: MoltEvent[]) => {
+    const r = await store.append(subjects.deployment(id), { commitId: `${id}-${seq + 1}`, events }, { expectedSequence: seq === 0 ? 0 : seq });
+    seq = r.seq;
+  };
+  await dep([ev(`${id}-1/0`, "DeploymentRequested", { deploymentId: id, component, version: "2.0.0", hosts, idempotencyKey: null, requestHash: "c".repeat(64), taskTimeoutMs: 60_000 })]);
+  await dep([ev(`${id}-2/0`, "DeploymentPlanned", { deploymentId: id, planId: "p1", parts: 0, packages: {}, batches: [{ index: 0, kind: "batch", size: hosts.length }], skipped: 0 })]);
+  const now = new Date().toISOString();
+  for (const h of hosts) {
+    const t = `t-${id}-${h}`.replaceAll(".", "-");
+    const last = failing.includes(h)
+      ? ev(`${t}-2/0`, "TaskFailed", { taskId: t, seq: 2, at: now, reason: "injected", step: "download" })
+      : ev(`${t}-2/0`, "TaskSucceeded", { taskId: t, seq: 2, at: now, version: "2.0.0" });
+    await appendSlot(h, component, `${t}-1`, ev(`${t}-1/0`, "TaskAllocated", { taskId: t, deploymentId: id, hostId: h, component, version: "2.0.0", fromVersion: "1.0.0", attempt: 1, deadline: now }));
+    await appendSlot(h, component, `${t}-2`, last);
+  }
+  const failed = failing.length;
+  await dep([ev(`${id}-3/0`, "BatchCompleted", { deploymentId: id, index: 0, succeeded: hosts.length - failed, failed })]);
+  await dep([ev(`${id}-4/0`, "DeploymentCompleted", { deploymentId: id, succeeded: hosts.length - failed, failed, skipped: 0 })]);
+  return id;
+}
+
+async function streamEvents(stream: string) {
+  const jsm = await jetstreamManager(nc);
+  const last = (await jsm.streams.info(stream)).state.last_seq;
+  const out: Array<{ subject: string; event: ReleaseEvent; msgId: string | undefined }> = [];
+  for (let s = 1; s <= last; s++) {
+    const m = await jsm.streams.getMessage(stream, { seq: s }).catch(() => null);
+    if (m) out.push({ subject: m.subject, event: ReleaseEvent.parse(m.json()) as ReleaseEvent, msgId: m.header?.get("Nats-Msg-Id") });
+  }
+  return out;
+}
+
+interface Received {
+  id: string;
+  body: string;
+  headers: Record<string, string>;
+  at: number;
+}
+/** A webhook receiver on 127.0.0.1: `mode` decides its answers; it can go down and come back on its port. */
+async function receiver(mode: "ok" | "500" | "hang" = "ok") {
+  const got: Received[] = [];
+  const state = { mode };
+  const handle = (req: IncomingMessage, res: ServerResponse) => {
+    let body = "";
+    req.on("data", (c: Buffer) => (body += c.toString()));
+    req.on("end", () => {
+      if (state.mode === "hang") return;
+      if (state.mode === "500") return void res.writeHead(500).end();
+      got.push({ id: String(req.headers["webhook-id"]), body, headers: req.headers as Record<string, string>, at: Date.now() });
+      res.writeHead(204).end();
+    });
+  };
+  let srv = createServer(handle);
+  servers.push(srv);
+  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
+  const port = (srv.address() as AddressInfo).port;
+  return {
+    got,
+    state,
+    url: `http://127.0.0.1:${port}/hook`,
+    async down() {
+      srv.closeAllConnections();
+      await new Promise((r) => srv.close(r));
+    },
+    async up() {
+      srv = createServer(handle);
+      servers.push(srv);
+      await new Promise<void>((r) => srv.listen(port, "127.0.0.1", r));
+    },
+  };
+}
+
+async function subscribe(app: App, url: string, filters?: unknown) {
+  const r = await api(app, "POST", "/v1/webhooks", { url, ...(filters ? { filters } : {}) });
+  expect(r.statusCode, r.body).toBe(201);
+  return r.json<{ id: string; secret: string; state: string }>();
+}
+
+describe("release events: derived from the event store, published once", () => {
+  it("[release-events] a rollout with one failed host gives the expected events on molt.release.<component>.<type>, msgID = id; a restart publishes none twice", async () => {
+    const db = await template.fresh();
+    const { app, stream } = await start(db);
+    const component = `c${uniq()}`.replace(/[^a-z0-9]/g, "");
+    const id = await rollout(component, ["web-1.example.com", "web-2.example.com"], ["web-2.example.com"]);
+    const want = ["deployment.started", "host.upgraded", "host.upgrade-failed", "deployment.batch-completed", "deployment.completed"];
+    const mine = async () => (await streamEvents(stream)).filter((e) => e.subject.startsWith(`molt.release.${component}.`));
+    await waitFor("5 release events", async () => ((await mine()).length >= want.length ? true : undefined), { timeoutMs: 20_000 });
+    const got = await mine();
+    expect(got.map((e) => e.event.type)).toEqual(want.map((t) => `dev.molt.${t}.v1`));
+    expect(got.map((e) => e.subject)).toEqual(want.map((t) => `molt.release.${component}.${t}`));
+    for (const e of got) expect(e.msgId).toBe(e.event.id);
+    const failed = got.find((e) => e.event.type === "dev.molt.host.upgrade-failed.v1")!.event;
+    expect(failed).toMatchObject({ subject: "web-2.example.com", source: `/molt/deployments/${id}`, data: { hostId: "web-2.example.com", component, fromVersion: "1.0.0", toVersion: "2.0.0", step: "download", reason: "injected", deploymentId: id } });
+
+    // The checkpoint is set back (a crash before it committed): the same commits are derived
+    // and published again, and the stream keeps one of each.
+    await app.close();
+    apps.splice(apps.indexOf(app), 1);
+    await db.query("UPDATE checkpoints SET seq = 0 WHERE name = 'release-events'");
+    await start(db);
+    const lastSeq = await store.lastSequence();
+    const checkpoint = async () => Number((await db.query<{ seq: string }>("SELECT seq FROM checkpoints WHERE name = 'release-events'")).rows[0]!.seq);
+    await waitFor("caught up again", async () => ((await checkpoint()) >= lastSeq ? true : undefined), { timeoutMs: 20_000 });
+    expect((await mine()).map((e) => e.event.id)).toEqual(got.map((e) => e.event.id));
+  });
+});
+
+const component = () => `c${uniq()}`.replace(/[^a-z0-9]/g, "");
+const eventsFor = (got: Received[], c: string) => got.map((r) => JSON.parse(r.body) as ReleaseEvent).filter((e) => "component" in e.data && e.data.component === c);
+
+describe("webhooks: signed, durable, in order, never blocked by another receiver", () => {
+  it("[release-events] the secret is shown once; the signature verifies with standardwebhooks and fails with a wrong secret; viewers may not manage webhooks", async () => {
+    const { app } = await start(await template.fresh());
+    const rx = await receiver();
+    const c = component();
+    const sub = await subscribe(app, rx.url, { components: [c] });
+    expect(sub.secret).toMatch(/^whsec_/);
+    const listed = (await api(app, "GET", "/v1/webhooks")).json<{ webhooks: Array<Record<string, unknown>> }>().webhooks.find((w) => w["id"] === sub.id)!;
+    expect(listed).toMatchObject({ url: rx.url, state: "active", filters: { components: [c], types: [] } });
+    expect(JSON.stringify(listed)).not.toContain(sub.secret);
+    expect((await api(app, "GET", "/v1/webhooks", undefined, VIEWER)).statusCode).toBe(403);
+    expect((await api(app, "POST", "/v1/webhooks", { url: rx.url }, VIEWER)).statusCode).toBe(403);
+
+    await rollout(c, ["web-1.example.com"]);
+    await waitFor("4 deliveries", () => (eventsFor(rx.got, c).length >= 4 ? true : undefined), { timeoutMs: 20_000 });
+    const r = rx.got[0]!;
+    const verified = new Webhook(sub.secret).verify(r.body, r.headers) as ReleaseEvent;
+    expect(verified.id).toBe(r.id);
+    expect(ReleaseEvent.safeParse(verified).success).toBe(true);
+    const wrong = `whsec_${Buffer.alloc(32, 7).toString("base64")}`;
+    expect(() => new Webhook(wrong).verify(r.body, r.headers)).toThrow(/signature/i);
+    expect(() => new Webhook(sub.secret).verify(r.body.replace("2.0.0", "6.6.6"), r.headers)).toThrow(/signature/i);
+  });
+
+  it("[release-events] a receiver down for many retry periods gets every event once, in order, when back; a 500 or hanging receiver does not delay another", async () => {
+    // A long attempt timeout: the hanging receiver holds its first attempt open for 10 s.
+    const { app } = await start(await template.fresh(), { timings: { timeoutMs: 10_000 } });
+    const [late, good, failing, hanging] = await Promise.all([receiver(), receiver(), receiver("500"), receiver("hang")]);
+    const c = component();
+    const subs = {
+      late: await subscribe(app, late.url, { components: [c] }),
+      good: await subscribe(app, good.url, { components: [c] }),
+      failing: await subscribe(app, failing.url, { components: [c] }),
+      hanging: await subscribe(app, hanging.url, { components: [c] }),
+    };
+    await late.down();
+    const hosts = ["web-1.example.com", "web-2.example.com", "web-3.example.com"];
+    const ids = [await rollout(c, hosts, ["web-2.example.com"]), await rollout(c, hosts)];
+    const total = ids.length * (3 + hosts.length);
+    const attempts = async (id: string) => (await api(app, "GET", `/v1/webhooks/${id}/attempts?limit=1000`)).json<{ attempts: Array<{ ok: boolean; status: number | null; error: string | null; eventId: string }> }>().attempts;
+    await waitFor("the good receiver has all", () => (eventsFor(good.got, c).length >= total ? true : undefined), { timeoutMs: 20_000 });
+    // Served while the hanging receiver held its first attempt open (one at most has timed out
+    // since): were the subscriptions served in turn, the good one would get one event per timeout.
+    expect((await attempts(subs.hanging.id)).length).toBeLessThanOrEqual(1);
+    await waitFor("the late one failed several times", async () => ((await attempts(subs.late.id)).length >= 5 ? true : undefined), { timeoutMs: 20_000 });
+    expect((await attempts(subs.failing.id)).some((a) => a.status === 500 && !a.ok)).toBe(true);
+    await waitFor("the hanging one timed out", async () => ((await attempts(subs.hanging.id)).some((a) => !a.ok && a.status === null) ? true : undefined), { timeoutMs: 40_000 });
+    expect(eventsFor(late.got, c)).toEqual([]);
+
+    await late.up();
+    await waitFor("the late receiver has all", () => (eventsFor(late.got, c).length >= total ? true : undefined), { timeoutMs: 30_000 });
+    for (const rx of [late, good]) {
+      const got = eventsFor(rx.got, c);
+      expect(got.length).toBe(total);
+      expect(new Set(got.map((e) => e.id)).size).toBe(total);
+      // In stream order, so in order per deployment: each deployment's started first and completed last.
+      for (const id of ids) {
+        const types = got.filter((e) => e.source === `/molt/deployments/${id}`).map((e) => e.type);
+        expect(types[0]).toBe("dev.molt.deployment.started.v1");
+        expect(types.at(-1)).toBe("dev.molt.deployment.completed.v1");
+      }
+    }
+    expect(eventsFor(good.got, c).map((e) => e.id)).toEqual(eventsFor(late.got, c).map((e) => e.id));
+    for (const s of [subs.failing, subs.hanging]) expect((await api(app, "DELETE", `/v1/webhooks/${s.id}`)).statusCode).toBe(204);
+  }, 120_000);
+
+  it("[release-events] after the give-up time a subscription is marked failing and paused; resumed, it goes on from the event it stopped at", async () => {
+    const { app } = await start(await template.fresh(), { timings: { giveUpMs: 300 } });
+    const rx = await receiver("500");
+    const c = component();
+    const sub = await subscribe(app, rx.url, { components: [c], types: ["host.upgraded", "dev.molt.deployment.completed.v1"] });
+    await rollout(c, ["web-1.example.com", "web-2.example.com"]);
+    const get = async () => (await api(app, "GET", `/v1/webhooks/${sub.id}`)).json<{ state: string; lastError: string | null }>();
+    await waitFor("failing", async () => ((await get()).state === "failing" ? true : undefined), { timeoutMs: 20_000 });
+    expect((await get()).lastError).toMatch(/answered 500/);
+    rx.state.mode = "ok";
+    expect((await api(app, "POST", `/v1/webhooks/${sub.id}/resume`)).json()).toMatchObject({ state: "active" });
+    await waitFor("3 deliveries", () => (eventsFor(rx.got, c).length >= 3 ? true : undefined), { timeoutMs: 20_000 });
+    expect(eventsFor(rx.got, c).map((e) => e.type)).toEqual(["dev.molt.host.upgraded.v1", "dev.molt.host.upgraded.v1", "dev.molt.deployment.completed.v1"]);
+    // Paused by the operator: nothing is delivered until resumed, then what came meanwhile.
+    expect((await api(app, "POST", `/v1/webhooks/${sub.id}/pause`)).json()).toMatchObject({ state: "paused" });
+    await rollout(c, ["web-3.example.com"]);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(eventsFor(rx.got, c).length).toBe(3);
+    await api(app, "POST", `/v1/webhooks/${sub.id}/resume`);
+    await waitFor("5 deliveries", () => (eventsFor(rx.got, c).length >= 5 ? true : undefined), { timeoutMs: 20_000 });
+  });
+
+  it("[release-events] SSRF: private, link-local, metadata and (not allowed) loopback URLs are refused, after DNS too; a redirect to loopback is not followed", async () => {
+    // Only 127.0.0.2 is allowed: the redirecting receiver lives there, its target on 127.0.0.1.
+    const { app } = await start(await template.fresh(), { allowNets: ["127.0.0.2/32"] });
+    for (const url of ["http://10.1.2.3/hook", "http://192.168.1.1/hook", "http://169.254.169.254/latest/meta-data", "http://[::1]:8080/hook", "http://127.0.0.1:9/hook", "http://localhost:9/hook", "http://[::ffff:127.0.0.1]/hook", "http://0.0.0.0/hook"]) {
+      const r = await api(app, "POST", "/v1/webhooks", { url });
+      expect(r.statusCode, `${url}: ${r.body}`).toBe(400);
+      expect(r.json<{ error: { message: string } }>().error.message).toMatch(/refused/);
+    }
+    expect((await api(app, "GET", "/v1/webhooks")).json<{ webhooks: unknown[] }>().webhooks).toEqual([]);
+
+    const target = await receiver();
+    const redirector = createServer((req, res) => res.writeHead(307, { location: target.url }).end());
+    servers.push(redirector);
+    await new Promise<void>((r) => redirector.listen(0, "127.0.0.2", r));
+    const sub = await subscribe(app, `http://127.0.0.2:${(redirector.address() as AddressInfo).port}/hook`);
+    const c = component();
+    await rollout(c, ["web-1.example.com"]);
+    const attempts = async () => (await api(app, "GET", `/v1/webhooks/${sub.id}/attempts`)).json<{ attempts: Array<{ status: number | null; error: string | null }> }>().attempts;
+    await waitFor("a refused redirect", async () => ((await attempts()).length >= 2 ? true : undefined), { timeoutMs: 20_000 });
+    expect((await attempts())[0]).toMatchObject({ status: 307, error: expect.stringMatching(/not followed/) as unknown });
+    expect(target.got).toEqual([]);
+  });
+});
