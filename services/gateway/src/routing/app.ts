@@ -96,7 +96,9 @@ export function buildApp(deps: { logger: Logger; tokens: TokenMap; upstreams: Up
     });
   };
   // Token checks happen in the owning service; downloads by hosts carry none.
-  app.all("/v1/*", { config: { auth: false } }, forward);
+  // Fastify logs every request twice at info: for the gateway that is every poll of every
+  // dashboard and CLI (hundreds a minute). Its own refusals and upstream failures still log.
+  app.all("/v1/*", { config: { auth: false }, logLevel: "warn" }, forward);
   dashboardRoutes(app, { dir: deps.dashboardDir });
   return app;
 }
