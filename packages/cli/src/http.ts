@@ -92,7 +92,7 @@ export interface SseMessage {
 }
 
 /** Server-sent events from a byte stream (https://html.spec.whatwg.org/multipage/server-sent-events.html), comments skipped. */
-export async function* sseMessages(body: AsyncIterable<Buffer>): AsyncGenerator<SseMessage> {
+export async function* sseMessages(body: AsyncIterable<Buffer> | Iterable<Buffer>): AsyncGenerator<SseMessage> {
   let buffer = "";
   let event = "message";
   let data: string[] = [];

@@ -105,6 +105,7 @@ export function buildProgram(io: CliIo, setExit: (code: number) => void): Comman
     .option("--idempotency-key <key>", "send this key (a rerun with it is the same deployment)")
     .option("--dry-run", "print the plan only; records nothing")
     .option("--watch", "follow the deployment after it starts (exit code as `molt watch`)")
+    .option("-q, --quiet", "print only the deployment id: DEP=$(molt deploy … -q)")
     .addHelpText("after", example("molt deploy metrics-agent 2.1.0 --selector cluster=eu-1,platform=linux-amd64 --canary 1 --approval --max-unavailable 25% --brake 10%", "molt deploy metrics-agent 2.1.0 --hosts sim-001,sim-002 --dry-run"))
     .action(
       act(async (ctx, component: string, version: string, o: Parameters<typeof deploy>[3] & { watch?: boolean }) => {

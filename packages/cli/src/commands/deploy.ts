@@ -20,6 +20,8 @@ export interface DeployFlags {
   allowEmpty?: boolean;
   dryRun?: boolean;
   idempotencyKey?: string;
+  /** Print only the deployment id (for `DEP=$(molt deploy … -q)`). */
+  quiet?: boolean;
 }
 
 /** `5` is five hosts, `10%` ten percent of the planned hosts. */
@@ -96,9 +98,10 @@ export async function deploy(ctx: Context, component: string, version: string, f
     else printPlan(ctx, plan);
     return null;
   }
-  if (!ctx.out.json) printPlan(ctx, plan);
+  if (!ctx.out.json && !flags.quiet) printPlan(ctx, plan);
   const accepted = await gw.post("/v1/deployments", DeploymentAccepted, { body, idempotencyKey: flags.idempotencyKey ?? idempotencyKey("cli-deploy") });
   if (ctx.out.json) ctx.out.data({ ...accepted, plan });
+  else if (flags.quiet) ctx.out.line(accepted.deploymentId);
   else {
     ctx.out.line(`${ctx.out.c.green("✓")} deployment ${ctx.out.c.bold(accepted.deploymentId)} accepted`);
     ctx.out.line(`  follow it: molt watch ${accepted.deploymentId}`);
