@@ -18,6 +18,7 @@ import { z } from "zod";
  */
 const OPERATOR = "operator-token-cli-000001";
 const VIEWER = "viewer-token-cli-0000001";
+const ADMIN = "admin-token-cli-00000001";
 const COMPONENT = "metrics-agent";
 const HOSTS = Array.from({ length: 6 }, (_, i) => `cli-${String(i + 1).padStart(3, "0")}`);
 const repoRoot = resolve(import.meta.dirname, "../..");
@@ -79,7 +80,7 @@ beforeAll(async () => {
   system = await startSystem({
     nats,
     dataDir,
-    tokens: { [OPERATOR]: { actor: "otto", role: "operator" }, [VIEWER]: { actor: "vera", role: "viewer" } },
+    tokens: { [OPERATOR]: { actor: "otto", role: "operator" }, [VIEWER]: { actor: "vera", role: "viewer" }, [ADMIN]: { actor: "ada", role: "admin" } },
     trustedPublisherKeys: [{ keyId: publisher.keyId, publicKey: publisher.publicKey }],
     sim: { count: HOSTS.length, prefix: "cli-", seed: `${COMPONENT}@1.0.0`, stepDelayMs: 150 },
     env: { MOLT_HEARTBEAT_MS: "500", MOLT_POLL_MS: "1000", MOLT_RETRY_DELAY_MS: "100", MOLT_ACK_WAIT_MS: "3000", MOLT_SIM_FAULT_FILE: faultFile },
@@ -183,6 +184,48 @@ describe("the molt CLI against the running system", () => {
     const usage = await molt(["deploy", COMPONENT, "2.0.0", "--hosts", "cli-006", "--canary", "lots"]);
     expect(usage.code).toBe(2);
     expect(usage.stderr).toContain('--canary "lots"');
+  }, 120_000);
+
+  it("[cli] timeline --follow prints new events as they land; audit lists by actor and --verify checks the chain", async () => {
+    // Follow cli-006 (untouched so far), then deploy to it: its task's events arrive on the follower.
+    const follower = spawn(TSX, [CLI_BIN, "timeline", "cli-006", "--follow", "--json"], {
+      cwd: dataDir,
+      env: { ...process.env, HOME: dataDir, MOLT_URL: system.gatewayUrl, MOLT_TOKEN: VIEWER },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let followed = "";
+    follower.stdout.on("data", (d: Buffer) => (followed += d.toString()));
+    try {
+      await waitFor("the follower's first events", () => (followed.includes("HostRegistered") ? true : undefined), { timeoutMs: 30_000 });
+      const id = await deploy(["2.0.0", "--hosts", "cli-006"]);
+      await waitFor("the new task's events on the follower", () => (followed.includes('"TaskSucceeded"') ? true : undefined), { timeoutMs: 60_000, intervalMs: 200 });
+      const events = followed.trim().split("\n").map((l) => HostTimeline.shape.events.element.parse(JSON.parse(l)));
+      expect(events.some((e) => e.type === "TaskAllocated" && (e.data as { deploymentId?: string }).deploymentId === id)).toBe(true);
+      // In stream order, each once.
+      const seqs = events.map((e) => e.streamSeq);
+      expect(seqs).toEqual([...seqs].sort((a, b) => a - b));
+    } finally {
+      follower.kill("SIGTERM");
+    }
+
+    const mine = await molt(["audit", "--actor", "otto", "--kind", "create-deployment", "--json"], { token: VIEWER });
+    const entries = jsonOf(z.object({ entries: z.array(z.object({ actor: z.string(), kind: z.string() })) }), mine).entries;
+    expect(entries.length).toBeGreaterThan(0);
+    expect(new Set(entries.map((e) => `${e.actor} ${e.kind}`))).toEqual(new Set(["otto create-deployment"]));
+    const verified = await molt(["audit", "--verify"], { token: ADMIN });
+    expect(verified.code, verified.stderr).toBe(0);
+    expect(verified.stdout).toMatch(/✓ the audit chain verifies \(\d+ entries checked\)/);
+    const notAdmin = await molt(["audit", "--verify"], { token: OPERATOR });
+    expect(notAdmin.code).toBe(1);
+    expect(notAdmin.stderr).toMatch(/\(403 forbidden\)/);
+  }, 180_000);
+
+  it("[cli] the one-file bundle (pnpm build:cli) runs with Node alone", async () => {
+    const outfile = join(dataDir, "bundle", "molt.mjs");
+    const built = await promisify(execFile)(TSX, [join(repoRoot, "scripts", "build-cli.ts"), "--outfile", outfile], { cwd: repoRoot });
+    expect(JSON.parse(built.stdout)).toMatchObject({ outfile });
+    const { stdout } = await promisify(execFile)(process.execPath, [outfile, "hosts", "--json"], { cwd: dataDir, env: { PATH: "", HOME: dataDir, MOLT_URL: system.gatewayUrl, MOLT_TOKEN: VIEWER } });
+    expect(HostList.parse(JSON.parse(stdout)).hosts).toHaveLength(HOSTS.length);
   }, 120_000);
 
   it("[cli] in a terminal (tmux), watch draws progress bars that move to the end", async () => {

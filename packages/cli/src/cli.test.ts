@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { deploymentBody, millis, parseSelector } from "./commands/deploy.js";
 import { resolveTarget } from "./config.js";
 import { sseMessages } from "./http.js";
-import { parseSince } from "./output.js";
+import { createOutput, parseSince } from "./output.js";
 import { runCli } from "./program.js";
 
 let home: string;
@@ -79,6 +79,24 @@ describe("molt: arguments", () => {
     expect(completion.out).toContain("complete -o default -F _molt molt");
     for (const n of names) expect(completion.out).toContain(n);
     expect(completion.out).toContain('"package push") echo "--component --version --platform --sign-key');
+  });
+});
+
+describe("molt: colours", () => {
+  it("[cli] colours and bars only on a terminal, never with NO_COLOR, --no-color or --json", () => {
+    const terminal = Object.assign(new PassThrough(), { isTTY: true }) as unknown as NodeJS.WriteStream;
+    const pipe = new PassThrough() as unknown as NodeJS.WriteStream;
+    const painted = (o: ReturnType<typeof createOutput>) => o.c.green("ok") !== "ok";
+    const at = (stdout: NodeJS.WriteStream, env: NodeJS.ProcessEnv, flags: { json?: boolean; color?: boolean } = {}) =>
+      createOutput({ json: flags.json ?? false, ...(flags.color !== undefined ? { color: flags.color } : {}), env, stdout, stderr: pipe });
+    expect(painted(at(terminal, {}))).toBe(true);
+    expect(at(terminal, {}).tty).toBe(true);
+    expect(painted(at(terminal, { NO_COLOR: "1" }))).toBe(false);
+    expect(painted(at(terminal, {}, { color: false }))).toBe(false);
+    expect(painted(at(terminal, {}, { json: true }))).toBe(false);
+    expect(at(terminal, {}, { json: true }).tty).toBe(false);
+    expect(painted(at(pipe, {}))).toBe(false);
+    expect(at(pipe, {}).tty).toBe(false);
   });
 });
 
