@@ -101,6 +101,7 @@ const publisherFiles = await writePublisherKey(dataDir, "publisher", publisher);
 
 console.log(`${stamp()} starting nats-server and the services (logs in ${join(dataDir, "logs")})`);
 const nats = await startNatsServer({ dataDir: join(dataDir, "nats"), secure: true });
+// A service that does not come up must not leave nats-server (and the pid file) behind.
 const system = await startSystem({
   nats,
   dataDir,
@@ -110,6 +111,10 @@ const system = await startSystem({
   sim: { count: hostCount, seed: `${component}@1.0.0`, stepDelayMs: Number(values["step-delay-ms"]) },
   env: { MOLT_HEARTBEAT_MS: "2000" },
   gatewayPort: port,
+}).catch(async (err: unknown) => {
+  await nats.stop({ keepData: true });
+  await rm(pidFile, { force: true });
+  fail(`${(err as Error).message}\n(logs in ${join(dataDir, "logs")})`);
 });
 let stopping = false;
 const shutdown = async () => {
