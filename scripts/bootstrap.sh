@@ -63,6 +63,12 @@ if [ "${1:-}" = "--tests" ] && ! command -v chromium >/dev/null 2>&1 && [ "$(id 
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "bootstrap: chromium could not be installed; the browser tests will fail" >&2
 fi
 
+# Debian's tmux: the CLI's terminal test runs `molt watch` in it and reads the bars with capture-pane.
+if [ "${1:-}" = "--tests" ] && ! command -v tmux >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "bootstrap: installing Debian's tmux (for the CLI's terminal test)"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux >/dev/null) || echo "bootstrap: tmux could not be installed; the CLI's terminal test will fail" >&2
+fi
+
 cd "$root"
 export PATH="$tools/bin:$PATH"
 if [ ! -d node_modules/.pnpm ] || [ pnpm-lock.yaml -nt node_modules/.modules.yaml ]; then

@@ -49,6 +49,8 @@ export interface SystemOptions {
   agentBundle?: string;
   /** Extra env for every process (timings for tests: MOLT_TICK_MS, MOLT_POLL_MS, …). */
   env?: Record<string, string>;
+  /** The gateway's port (the demo's stable URL); a free one when unset. */
+  gatewayPort?: number;
 }
 
 export interface System {
@@ -166,7 +168,7 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
   const as = (who: ServiceIdentity) => bus.env(who);
   const processes: RunningProcess[] = [];
   const port = async () => String(await freePort());
-  const [pAction, pProjector, pRepo, pAudit, pGateway, pRelease] = await Promise.all([port(), port(), port(), port(), port(), port()]);
+  const [pAction, pProjector, pRepo, pAudit, pGateway, pRelease] = await Promise.all([port(), port(), port(), port(), opts.gatewayPort !== undefined ? String(opts.gatewayPort) : port(), port()]);
   const url = (p: string) => `http://127.0.0.1:${p}`;
   const gatewayUrl = url(pGateway);
   const hostRoots = new Map<string, string>();

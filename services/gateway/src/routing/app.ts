@@ -97,9 +97,11 @@ export function buildApp(deps: { logger: Logger; tokens: TokenMap; upstreams: Up
     });
   };
   // Token checks happen in the owning service; downloads by hosts carry none.
-  app.all("/v1/*", { config: { auth: false } }, forward);
+  // Fastify logs every request twice at info: for the gateway that is every poll of every
+  // dashboard and CLI (hundreds a minute). Its own refusals and upstream failures still log.
+  app.all("/v1/*", { config: { auth: false }, logLevel: "warn" }, forward);
   // The release events' AsyncAPI document, where integrators look for it.
-  app.get("/asyncapi.json", { config: { auth: false } }, forward);
+  app.get("/asyncapi.json", { config: { auth: false }, logLevel: "warn" }, forward);
   dashboardRoutes(app, { dir: deps.dashboardDir });
   return app;
 }

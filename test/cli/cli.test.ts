@@ -1,0 +1,264 @@
+import { spawn, execFile } from "node:child_process";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { promisify } from "node:util";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { DeploymentAccepted, DeploymentSummary, FleetVersions, HostList, HostTimeline, PackageInfo, PlanPreview, TaskCounts, TaskView, subjects } from "@molt/contracts";
+import { createEventStore } from "@molt/event-store";
+import { generatePublisherKey, writePublisherKey } from "@molt/publisher";
+import { CLI_BIN, WATCH_EXIT } from "@molt/cli";
+import { buildPackage, startNatsServer, startSystem, waitFor, type SecureNatsServer, type System } from "@molt/testkit";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { z } from "zod";
+
+/**
+ * The `molt` CLI as an operator runs it: a child process talking to the whole system through the
+ * gateway, its output read back as text (and as JSON against the contracts' schemas).
+ */
+const OPERATOR = "operator-token-cli-000001";
+const VIEWER = "viewer-token-cli-0000001";
+const ADMIN = "admin-token-cli-00000001";
+const COMPONENT = "metrics-agent";
+const HOSTS = Array.from({ length: 6 }, (_, i) => `cli-${String(i + 1).padStart(3, "0")}`);
+const repoRoot = resolve(import.meta.dirname, "../..");
+const TSX = join(repoRoot, "node_modules", ".bin", "tsx");
+
+let dataDir: string;
+let nats: SecureNatsServer;
+let nc: NatsConnection;
+let system: System;
+let keyFile: string;
+let faultFile: string;
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `molt …` to its end (no terminal: no colours, no bars). */
+function molt(args: string[], opts: { token?: string; env?: Record<string, string> } = {}): Promise<Run> {
+  return new Promise((res, rej) => {
+    const child = spawn(TSX, [CLI_BIN, ...args], {
+      cwd: dataDir,
+      env: { ...process.env, HOME: dataDir, MOLT_URL: system.gatewayUrl, MOLT_TOKEN: opts.token ?? OPERATOR, ...opts.env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    child.on("error", rej);
+    child.on("close", (code) => res({ code: code ?? -1, stdout, stderr }));
+  });
+}
+
+const jsonOf = <S extends z.ZodType>(schema: S, r: Run): z.infer<S> => {
+  expect(r.code, r.stderr).toBe(0);
+  return schema.parse(JSON.parse(r.stdout));
+};
+
+const WatchLine = z.discriminatedUnion("type", [
+  z.object({ type: z.literal("progress"), deployment: DeploymentSummary, counts: TaskCounts }),
+  z.object({ type: z.literal("task"), task: TaskView }),
+  z.object({ type: z.literal("end"), deploymentId: z.string(), outcome: z.enum(["completed", "failed", "cancelled", "braked"]), exitCode: z.number() }),
+]);
+
+async function deploy(args: string[]): Promise<string> {
+  const r = await molt(["deploy", COMPONENT, ...args, "--json"]);
+  return jsonOf(DeploymentAccepted.extend({ plan: PlanPreview }), r).deploymentId;
+}
+
+beforeAll(async () => {
+  dataDir = await mkdtemp(join(tmpdir(), "molt-cli-"));
+  const publisher = generatePublisherKey();
+  keyFile = (await writePublisherKey(dataDir, "publisher", publisher)).privateKeyFile;
+  faultFile = join(dataDir, "fault.json");
+  nats = await startNatsServer({ secure: true });
+  nc = await nats.bus.connect("admin");
+  system = await startSystem({
+    nats,
+    dataDir,
+    tokens: { [OPERATOR]: { actor: "otto", role: "operator" }, [VIEWER]: { actor: "vera", role: "viewer" }, [ADMIN]: { actor: "ada", role: "admin" } },
+    trustedPublisherKeys: [{ keyId: publisher.keyId, publicKey: publisher.publicKey }],
+    sim: { count: HOSTS.length, prefix: "cli-", seed: `${COMPONENT}@1.0.0`, stepDelayMs: 150 },
+    env: { MOLT_HEARTBEAT_MS: "500", MOLT_POLL_MS: "1000", MOLT_RETRY_DELAY_MS: "100", MOLT_ACK_WAIT_MS: "3000", MOLT_SIM_FAULT_FILE: faultFile },
+  });
+  const store = createEventStore(nc);
+  await waitFor("hosts registered", async () => {
+    for (const h of HOSTS) if (!(await store.readLast(subjects.hostMeta(h)))) return undefined;
+    return true;
+  }, { timeoutMs: 90_000 });
+  // A package directory, pushed by the CLI in the first test.
+  await mkdir(join(dataDir, "pkg", "bin"), { recursive: true });
+  await writeFile(join(dataDir, "pkg", "VERSION"), "2.0.0\n");
+  await writeFile(join(dataDir, "pkg", "bin", "run.sh"), `#!/bin/sh\necho ${COMPONENT} 2.0.0\n`, { mode: 0o755 });
+}, 240_000);
+
+afterAll(async () => {
+  await system?.stop();
+  await nc?.close();
+  await nats?.stop();
+  if (dataDir) await rm(dataDir, { recursive: true, force: true });
+});
+
+describe("the molt CLI against the running system", () => {
+  it("[cli] push a directory, deploy printing the plan, watch to completion (exit 0); --json answers parse with the contracts", async () => {
+    const pushed = await molt(["package", "push", join(dataDir, "pkg"), "--component", COMPONENT, "--version", "2.0.0", "--platform", "linux-amd64", "--sign-key", keyFile, "--json"]);
+    const info = jsonOf(PackageInfo.extend({ published: z.boolean(), keyId: z.string() }), pushed);
+    expect(info).toMatchObject({ component: COMPONENT, version: "2.0.0", published: true });
+
+    const dry = await molt(["deploy", COMPONENT, "2.0.0", "--hosts", "cli-001,cli-002", "--max-unavailable", "1", "--dry-run"]);
+    expect(dry.code, dry.stderr).toBe(0);
+    expect(dry.stdout).toMatch(/plan: 2 host\(s\) in \d batch\(es\), 0 skipped/);
+    expect(dry.stdout).toMatch(/cli-001/);
+
+    const started = await molt(["deploy", COMPONENT, "2.0.0", "--hosts", "cli-001,cli-002", "--max-unavailable", "1"]);
+    expect(started.code, started.stderr).toBe(0);
+    // The plan comes before the deployment starts.
+    expect(started.stdout.indexOf("plan:")).toBeLessThan(started.stdout.indexOf("accepted"));
+    const id = /deployment (d-[a-z0-9]+) accepted/.exec(started.stdout)?.[1];
+    expect(id, started.stdout).toBeDefined();
+
+    const watched = await molt(["watch", id!, "--json"]);
+    expect(watched.code, watched.stderr).toBe(0);
+    const lines = watched.stdout.trim().split("\n").map((l) => WatchLine.parse(JSON.parse(l)));
+    expect(lines.at(-1)).toEqual({ type: "end", deploymentId: id, outcome: "completed", exitCode: 0 });
+    expect(lines.some((l) => l.type === "task" && l.task.state === "succeeded")).toBe(true);
+
+    const plain = await molt(["watch", id!]);
+    expect(plain.code).toBe(0);
+    expect(plain.stdout).toContain(`deployment ${id} completed`);
+    expect(plain.stdout).not.toContain("\u001b["); // not a terminal: no colours
+
+    const hosts = jsonOf(HostList, await molt(["hosts", "--json"], { token: VIEWER }));
+    expect(hosts.hosts.map((h) => h.hostId)).toEqual(HOSTS);
+    const versions = jsonOf(FleetVersions, await molt(["versions", COMPONENT, "--json"], { token: VIEWER }));
+    expect(versions.components[0]?.versions).toContainEqual({ version: "2.0.0", hosts: 2 });
+    const timeline = jsonOf(HostTimeline, await molt(["timeline", "cli-001", "--json"], { token: VIEWER }));
+    expect(timeline.events.map((e) => e.type)).toContain("TaskSucceeded");
+    const readable = await molt(["timeline", "cli-001"], { token: VIEWER });
+    expect(readable.stdout).toMatch(/TaskStepSucceeded\s+download\s+\d/);
+
+    // Polled through the gateway all along: none of it logged at info there.
+    const gatewayLog = await readFile(system.processes.find((p) => p.name === "gateway")!.logFile, "utf8");
+    expect(gatewayLog.split("\n").filter((l) => l.includes('"level":30') && l.includes("request completed"))).toEqual([]);
+  }, 240_000);
+
+  it("[cli] watch exits non-zero when the deployment brakes (failures shown with host, step and reason) and when it is cancelled", async () => {
+    await writeFile(faultFile, JSON.stringify({ hosts: ["cli-003", "cli-004", "cli-005"], step: "download", message: "injected: mirror down" }));
+    const braked = await deploy(["2.0.0", "--hosts", "cli-003,cli-004,cli-005", "--max-unavailable", "1", "--brake", "10%"]);
+    const w = await molt(["watch", braked]);
+    expect(w.code, `${w.stdout}\n${w.stderr}`).toBe(WATCH_EXIT.braked);
+    expect(w.stdout).toMatch(/✗ cli-003: failed at download: .*injected: mirror down/);
+    expect(w.stdout).toContain(`deployment ${braked} braked`);
+    await rm(faultFile);
+    const cancelledBrake = await molt(["cancel", braked, "--reason", "mirror fixed, redeploying"]);
+    expect(cancelledBrake.code, cancelledBrake.stderr).toBe(0);
+
+    // Waits for approval after the canary; cancelled while watched.
+    const waiting = await deploy(["2.0.0", "--hosts", "cli-004,cli-005", "--canary", "1", "--approval"]);
+    const watching = molt(["watch", waiting, "--json"]);
+    await waitFor("the canary to await approval", async () => {
+      const r = await fetch(`${system.gatewayUrl}/v1/deployments/${waiting}`, { headers: { authorization: `Bearer ${VIEWER}` } });
+      return r.ok && DeploymentSummary.parse(((await r.json()) as { deployment: unknown }).deployment).awaitingApproval !== null ? true : undefined;
+    }, { timeoutMs: 60_000, intervalMs: 200 });
+    const cancelled = await molt(["cancel", waiting]);
+    expect(cancelled.code, cancelled.stderr).toBe(0);
+    const ended = await watching;
+    expect(ended.code, `${ended.stdout}\n${ended.stderr}`).toBe(WATCH_EXIT.cancelled);
+    expect(ended.stdout.trim().split("\n").at(-1)).toBe(JSON.stringify({ type: "end", deploymentId: waiting, outcome: "cancelled", exitCode: WATCH_EXIT.cancelled }));
+  }, 240_000);
+
+  it("[cli] a refusal from the server is shown with its message and a non-zero exit; so is an unreachable gateway", async () => {
+    const forbidden = await molt(["deploy", COMPONENT, "2.0.0", "--hosts", "cli-006"], { token: VIEWER });
+    expect(forbidden.code).toBe(1);
+    expect(forbidden.stderr).toMatch(/^molt: .+ \(403 forbidden\)\n$/);
+    const missing = await molt(["approve", "d-does-not-exist"]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toBe("molt: deployment does not exist (404 not_found)\n");
+    const unreachable = await molt(["hosts"], { env: { MOLT_URL: "http://127.0.0.1:1" } });
+    expect(unreachable.code).toBe(1);
+    expect(unreachable.stderr).toContain("cannot reach the gateway at http://127.0.0.1:1 (ECONNREFUSED)");
+    const usage = await molt(["deploy", COMPONENT, "2.0.0", "--hosts", "cli-006", "--canary", "lots"]);
+    expect(usage.code).toBe(2);
+    expect(usage.stderr).toContain('--canary "lots"');
+  }, 120_000);
+
+  it("[cli] timeline --follow prints new events as they land; audit lists by actor and --verify checks the chain", async () => {
+    // Follow cli-006 (untouched so far), then deploy to it: its task's events arrive on the follower.
+    const follower = spawn(TSX, [CLI_BIN, "timeline", "cli-006", "--follow", "--json"], {
+      cwd: dataDir,
+      env: { ...process.env, HOME: dataDir, MOLT_URL: system.gatewayUrl, MOLT_TOKEN: VIEWER },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let followed = "";
+    follower.stdout.on("data", (d: Buffer) => (followed += d.toString()));
+    try {
+      await waitFor("the follower's first events", () => (followed.includes("HostRegistered") ? true : undefined), { timeoutMs: 30_000 });
+      const id = await deploy(["2.0.0", "--hosts", "cli-006"]);
+      await waitFor("the new task's events on the follower", () => (followed.includes('"TaskSucceeded"') ? true : undefined), { timeoutMs: 60_000, intervalMs: 200 });
+      const events = followed.trim().split("\n").map((l) => HostTimeline.shape.events.element.parse(JSON.parse(l)));
+      expect(events.some((e) => e.type === "TaskAllocated" && (e.data as { deploymentId?: string }).deploymentId === id)).toBe(true);
+      // In stream order, each once.
+      const seqs = events.map((e) => e.streamSeq);
+      expect(seqs).toEqual([...seqs].sort((a, b) => a - b));
+    } finally {
+      follower.kill("SIGTERM");
+    }
+
+    const mine = await molt(["audit", "--actor", "otto", "--kind", "create-deployment", "--json"], { token: VIEWER });
+    const entries = jsonOf(z.object({ entries: z.array(z.object({ actor: z.string(), kind: z.string() })) }), mine).entries;
+    expect(entries.length).toBeGreaterThan(0);
+    expect(new Set(entries.map((e) => `${e.actor} ${e.kind}`))).toEqual(new Set(["otto create-deployment"]));
+    const verified = await molt(["audit", "--verify"], { token: ADMIN });
+    expect(verified.code, verified.stderr).toBe(0);
+    expect(verified.stdout).toMatch(/✓ the audit chain verifies \(\d+ entries checked\)/);
+    const notAdmin = await molt(["audit", "--verify"], { token: OPERATOR });
+    expect(notAdmin.code).toBe(1);
+    expect(notAdmin.stderr).toMatch(/\(403 forbidden\)/);
+  }, 180_000);
+
+  it("[cli] the one-file bundle (pnpm build:cli) runs with Node alone", async () => {
+    const outfile = join(dataDir, "bundle", "molt.mjs");
+    const built = await promisify(execFile)(TSX, [join(repoRoot, "scripts", "build-cli.ts"), "--outfile", outfile], { cwd: repoRoot });
+    expect(JSON.parse(built.stdout)).toMatchObject({ outfile });
+    const { stdout } = await promisify(execFile)(process.execPath, [outfile, "hosts", "--json"], { cwd: dataDir, env: { PATH: "", HOME: dataDir, MOLT_URL: system.gatewayUrl, MOLT_TOKEN: VIEWER } });
+    expect(HostList.parse(JSON.parse(stdout)).hosts).toHaveLength(HOSTS.length);
+  }, 120_000);
+
+  it("[cli] in a terminal (tmux), watch draws progress bars that move to the end", async () => {
+    const exec = promisify(execFile);
+    const socket = `molt-cli-test-${process.pid}`;
+    const tmux = (...args: string[]) => exec("tmux", ["-L", socket, ...args]);
+    // A fresh version, so every host is in the plan; pushed as a .tar.gz file this time.
+    const archive = join(dataDir, "metrics-agent-2.1.0.tar.gz");
+    await writeFile(archive, await buildPackage({ VERSION: "2.1.0\n", "bin/run.sh": `#!/bin/sh\necho ${COMPONENT} 2.1.0\n` }));
+    const pushed = await molt(["package", "push", archive, "--component", COMPONENT, "--version", "2.1.0", "--platform", "linux-amd64", "--sign-key", keyFile]);
+    expect(pushed.code, pushed.stderr).toBe(0);
+    const id = await deploy(["2.1.0", "--hosts", HOSTS.join(","), "--max-unavailable", "1"]);
+    const exitFile = join(dataDir, "tmux-exit");
+    const command = `env MOLT_URL=${system.gatewayUrl} MOLT_TOKEN=${OPERATOR} HOME=${dataDir} ${TSX} ${CLI_BIN} watch ${id}; echo $? > ${exitFile}; sleep 60`;
+    await tmux("new-session", "-d", "-x", "160", "-y", "20", command);
+    try {
+      const frames: string[] = [];
+      await waitFor("watch to end in tmux", async () => {
+        const { stdout } = await tmux("capture-pane", "-p");
+        const bar = /hosts\s+\S+\s+(\d+)\/6\b/.exec(stdout)?.[0];
+        if (bar && frames.at(-1) !== bar) frames.push(bar);
+        return (await readFile(exitFile, "utf8").catch(() => "")).trim() || undefined;
+      }, { timeoutMs: 120_000, intervalMs: 100 });
+      expect((await readFile(exitFile, "utf8")).trim()).toBe("0");
+      // The bar was seen at more than one value on its way to 6/6.
+      const values = frames.map((f) => Number(/(\d+)\/6\b/.exec(f)![1]));
+      expect(new Set(values).size, frames.join("\n")).toBeGreaterThan(1);
+      expect(values.at(-1)).toBe(6);
+      const { stdout: last } = await tmux("capture-pane", "-p");
+      expect(last).toMatch(/batches\s+\S+\s+(\d+)\/\1\b/); // every batch completed
+      expect(last).toContain(`deployment ${id} completed`);
+    } finally {
+      await tmux("kill-server").catch(() => undefined);
+    }
+  }, 240_000);
+});
