@@ -69,6 +69,12 @@ if [ "${1:-}" = "--tests" ] && ! command -v tmux >/dev/null 2>&1 && [ "$(id -u)"
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux >/dev/null) || echo "bootstrap: tmux could not be installed; the CLI's terminal test will fail" >&2
 fi
 
+# Debian's prometheus: its promtool checks every service's /metrics in the observability test (`--tests` only).
+if [ "${1:-}" = "--tests" ] && ! command -v promtool >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "bootstrap: installing Debian's prometheus (for promtool)"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null) || echo "bootstrap: prometheus could not be installed; the metrics test will fail" >&2
+fi
+
 cd "$root"
 export PATH="$tools/bin:$PATH"
 if [ ! -d node_modules/.pnpm ] || [ pnpm-lock.yaml -nt node_modules/.modules.yaml ]; then

@@ -81,6 +81,8 @@ export const DesiredState = z
     attempt: z.number().int().positive(),
     deadline: Timestamp,
     package: PackageRef.optional(),
+    /** W3C trace context of the allocation (when tracing): the agent and the upgrade client continue its trace. */
+    traceparent: z.string().max(200).optional(),
   })
   .refine((d) => d.package !== undefined || d.kind === "rollback" || d.kind === "uninstall", {
     message: "package is required for upgrade and install tasks",

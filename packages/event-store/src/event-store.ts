@@ -1,4 +1,5 @@
 import { appendFileSync } from "node:fs";
+import { context, propagation, trace } from "@opentelemetry/api";
 import { DeliverPolicy, jetstream, jetstreamManager, JetStreamApiError, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { Commit, describeIssues, STREAM_EVENTS, type MoltEvent } from "@molt/contracts";
@@ -31,6 +32,25 @@ export interface AppendResult {
   duplicate: boolean;
 }
 
+
+/**
+ * The W3C `traceparent` of the active span: none without a tracing SDK or outside a span (the
+ * OpenTelemetry API's no-op), so nothing is added then.
+ */
+export function currentTraceparent(): string | undefined {
+  const ctx = context.active();
+  if (!trace.getSpanContext(ctx)) return undefined;
+  const carrier: Record<string, string> = {};
+  propagation.inject(ctx, carrier);
+  return carrier["traceparent"];
+}
+
+/** Events stamped with the active trace (`metadata.traceparent`) where they carry none, so the next process continues the trace. */
+function traced<E extends { metadata: { traceparent?: string | undefined } }>(events: readonly E[]): readonly E[] {
+  const traceparent = currentTraceparent();
+  if (traceparent === undefined) return events;
+  return events.map((e) => (e.metadata.traceparent ? e : { ...e, metadata: { ...e.metadata, traceparent } }));
+}
 
 export interface EventStore {
   readonly stream: string;
@@ -118,7 +138,7 @@ export function createEventStore(nc: NatsConnection, opts: { stream?: string; ac
     async append(subject, commit, { expectedSequence }) {
       // The stream is immutable: a commit that readers would refuse, or that the server would
       // refuse for its size, must be stopped here, before it is stored for good.
-      const checked = Commit.safeParse({ commitId: commit.commitId, events: commit.events, state: commit.state });
+      const checked = Commit.safeParse({ commitId: commit.commitId, events: traced(commit.events), state: commit.state });
       if (!checked.success) throw new InvalidCommitError(subject, describeIssues(checked.error));
       const body = encoder.encode(JSON.stringify(checked.data));
       const max = nc.info?.max_payload ?? 1024 * 1024;

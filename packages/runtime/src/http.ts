@@ -1,8 +1,11 @@
 import { createHash, randomUUID } from "node:crypto";
 import rateLimit from "@fastify/rate-limit";
+import { fastifySwagger } from "@fastify/swagger";
+import fp from "fastify-plugin";
 import Fastify, { type FastifyInstance, type FastifyError, type FastifyReply, type FastifyRequest } from "fastify";
 import {
   hasZodFastifySchemaValidationErrors,
+  jsonSchemaTransform,
   serializerCompiler,
   validatorCompiler,
   type ZodTypeProvider,
@@ -16,6 +19,7 @@ import { codeForFastifyCode, errorBody, HttpError, statusForCode } from "./error
 import { describeIssues } from "@molt/contracts";
 import type { Registry } from "prom-client";
 import { createMetrics, metricsRoutes } from "./metrics.js";
+import { requestTracing, tracingEnabled } from "./tracing.js";
 
 export type App = ReturnType<typeof createHttpApp>;
 
@@ -71,6 +75,24 @@ export function createHttpApp(opts: {
       void (reply as FastifyReply).code(400).send(errorBody(codeForFastifyCode(err.code), err.message));
     },
   }).withTypeProvider<ZodTypeProvider>();
+  // The service's OpenAPI document, generated from its routes' zod schemas; the gateway merges
+  // every service's into the one served at /docs. Set up now, not registered (registering loads it
+  // only once the app is ready, after the services have declared their routes), so its route
+  // hook sees every route.
+  fastifySwagger(
+    app as unknown as FastifyInstance,
+    {
+      openapi: { info: { title: `Molt ${String(opts.logger.bindings().service ?? "service")}`, version: "1" }, components: { securitySchemes: { bearer: { type: "http", scheme: "bearer" } } } },
+      transform: jsonSchemaTransform,
+    },
+    (err) => {
+      if (err) throw err;
+    },
+  );
+  // Under its name too, for plugins that depend on it (the gateway's Swagger UI).
+  void app.register(fp((_app, _opts, done) => done(), { name: "@fastify/swagger" }));
+  // A server span per request, the caller's trace continued: only when tracing is configured.
+  if (tracingEnabled) void app.register(requestTracing);
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   app.setErrorHandler((err: FastifyError | Error, req, reply) => {
@@ -136,7 +158,8 @@ export function createHttpApp(opts: {
   }
   void app.register(bearerAuth, { tokens: opts.tokens });
   if (opts.commands) void app.register(commandAudit, { commands: opts.commands });
-  app.get("/healthz", { config: { auth: false } }, () => ({ ok: true }));
+  app.get("/healthz", { config: { auth: false }, schema: { hide: true } }, () => ({ ok: true }));
+  app.get("/openapi.json", { config: { auth: false }, schema: { hide: true } }, () => app.swagger());
   // Every service answers /metrics; one that has its own metrics passes its registry.
   void app.register(metricsRoutes, { registry: opts.metrics ?? createMetrics(String(opts.logger.bindings().service ?? "molt")) });
   return app;

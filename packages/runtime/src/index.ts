@@ -24,4 +24,5 @@ export { createHttpApp, rateLimitsFromEnv, type App, type RateLimits } from "./h
 export { commandLog, commandAudit, type CommandLog, type AuditNote } from "./commands.js";
 export { checkQueryString, parseJsonBody, hasUnstorableText, jsonDepth, MAX_JSON_DEPTH } from "./edge.js";
 export { respond, type Responder } from "./responder.js";
-export { createMetrics, metricsRoutes } from "./metrics.js";
+export { createMetrics, metricsRoutes, metricsEnv, serveMetrics, metricsFromEnv, stepDurations, TASK_END_OUTCOME, type MetricsServer } from "./metrics.js";
+export { tracer, tracingEnabled, startTracing, contextFrom, contextFromNats, injectTrace, inSpan, context, propagation, trace, SpanKind, type Context, type Span } from "./tracing.js";

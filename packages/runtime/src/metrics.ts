@@ -1,4 +1,8 @@
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { collectDefaultMetrics, Histogram, Registry } from "prom-client";
+import type { Logger } from "pino";
+import { z } from "zod";
 import type { FastifyPluginCallback } from "fastify";
 import fp from "fastify-plugin";
 
@@ -10,6 +14,9 @@ export function createMetrics(service: string): Registry {
   const registry = new Registry();
   registry.setDefaultLabels({ service });
   collectDefaultMetrics({ register: registry, prefix: "molt_" });
+  // prom-client also names three gauges `*_total`, a counter's suffix, which `promtool check
+  // metrics` refuses; `molt_nodejs_active_resources` (by type) says the same, so they go.
+  for (const name of ["active_handles_total", "active_requests_total", "active_resources_total"]) registry.removeSingleMetric(`molt_nodejs_${name}`);
   return registry;
 }
 
@@ -31,7 +38,7 @@ const metricsPlugin: FastifyPluginCallback<{ registry: Registry }> = (app, { reg
     if (route !== "/metrics") requests.observe({ method: req.method, route, status: String(reply.statusCode) }, reply.elapsedTime / 1000);
     done();
   });
-  app.get("/metrics", { config: { auth: false } }, async (_req, reply) => {
+  app.get("/metrics", { config: { auth: false }, schema: { hide: true } }, async (_req, reply) => {
     const text = await registry.metrics();
     return reply.type(registry.contentType).send(text);
   });
@@ -40,3 +47,68 @@ const metricsPlugin: FastifyPluginCallback<{ registry: Registry }> = (app, { reg
 
 /** Registered on the app itself (not encapsulated), so the hook sees every route. */
 export const metricsRoutes = fp(metricsPlugin, { name: "molt-metrics" });
+
+/** Env of a process without an HTTP API (allocator, feedback, agent): where it serves `/metrics`, if anywhere. */
+export const metricsEnv = {
+  MOLT_METRICS_HOST: z.string().min(1).default("127.0.0.1"),
+  /** Unset: no metrics endpoint. 0: any free port (logged). */
+  MOLT_METRICS_PORT: z.coerce.number().int().min(0).max(65535).optional(),
+};
+
+export interface MetricsServer {
+  readonly url: string;
+  close(): Promise<void>;
+}
+
+/**
+ * `GET /metrics` on its own small node:http server, for a process that has no HTTP API: the
+ * registry is read at scrape time only, so nothing runs between scrapes.
+ */
+export async function serveMetrics(registry: Registry, opts: { host: string; port: number }): Promise<MetricsServer> {
+  const server = createServer((req, res) => {
+    if (req.method !== "GET" || req.url?.split("?")[0] !== "/metrics") {
+      res.writeHead(404, { "content-type": "text/plain" }).end("only GET /metrics here\n");
+      return;
+    }
+    registry.metrics().then(
+      (text) => res.writeHead(200, { "content-type": registry.contentType }).end(text),
+      (err: unknown) => res.writeHead(500, { "content-type": "text/plain" }).end(`metrics failed: ${err instanceof Error ? err.message : String(err)}\n`),
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(opts.port, opts.host, () => resolve());
+  });
+  const address = server.address() as AddressInfo;
+  return {
+    url: `http://${opts.host.includes(":") ? `[${opts.host}]` : opts.host}:${address.port}/metrics`,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+/** Metrics from the environment: a registry, served when MOLT_METRICS_PORT is set (the url is logged for port 0). */
+export async function metricsFromEnv(
+  service: string,
+  config: { MOLT_METRICS_HOST: string; MOLT_METRICS_PORT?: number | undefined },
+  logger: Logger,
+): Promise<{ registry: Registry; close: () => Promise<void> }> {
+  const registry = createMetrics(service);
+  if (config.MOLT_METRICS_PORT === undefined) return { registry, close: () => Promise.resolve() };
+  const server = await serveMetrics(registry, { host: config.MOLT_METRICS_HOST, port: config.MOLT_METRICS_PORT });
+  logger.info({ url: server.url }, "metrics listening");
+  return { registry, close: () => server.close() };
+}
+
+/** The `outcome` label of each event that ends a task: one list for every service that counts them. */
+export const TASK_END_OUTCOME: Readonly<Record<string, string>> = {
+  TaskSucceeded: "succeeded",
+  TaskFailed: "failed",
+  TaskRejected: "rejected",
+  TaskTimedOut: "timed-out",
+  TaskCancelled: "cancelled",
+};
+
+/** Upgrade step durations by step and outcome, with buckets from 10 ms to 15 min: the agent's and the projector's. */
+export function stepDurations(registry: Registry, name: string, help: string) {
+  return new Histogram({ name, help, labelNames: ["step", "outcome"] as const, buckets: [0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900], registers: [registry] });
+}

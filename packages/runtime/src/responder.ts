@@ -1,5 +1,6 @@
 import type { Msg, NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
+import { contextFromNats, inSpan, SpanKind, tracingEnabled } from "./tracing.js";
 
 export interface Responder {
   stop(): Promise<void>;
@@ -30,7 +31,8 @@ export function respond(
       const p = (async () => {
         let answer: unknown;
         try {
-          answer = await opts.handle(msg);
+          // Traced: a SERVER span, the child of the requester's `traceparent` header.
+          answer = await (tracingEnabled ? inSpan(`${opts.queue} ${opts.subject}`, contextFromNats(msg.headers), () => opts.handle(msg), {}, SpanKind.SERVER) : opts.handle(msg));
         } catch (err) {
           opts.logger.error({ err, subject: msg.subject }, "request handler failed");
           answer = opts.onError(err);

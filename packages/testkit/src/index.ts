@@ -8,3 +8,4 @@ export { startFeedbackStandIn, type FeedbackStandIn } from "./feedback.js";
 export { buildAgentBundle, type BuiltAgentBundle } from "./agent-bundle.js";
 export { escapingSymlinkChain, longEscapingSymlinkChain } from "./attacks.js";
 export { maxInFlight } from "./replay.js";
+export { metricSample, promtoolCheck } from "./metrics.js";

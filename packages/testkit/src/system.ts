@@ -56,6 +56,8 @@ export interface SystemOptions {
 export interface System {
   gatewayUrl: string;
   urls: Record<"action" | "projector" | "packageRepo" | "audit" | "releaseEvents", string>;
+  /** Every process's `/metrics` URL by process name (the HTTP services on their port, the others on MOLT_METRICS_PORT). */
+  metricsUrls: Record<string, string>;
   processes: RunningProcess[];
   /** Roots of the agents' hosts (explicit agents and simulated ones). */
   hostRoot(hostId: string): string;
@@ -172,6 +174,13 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
   const url = (p: string) => `http://127.0.0.1:${p}`;
   const gatewayUrl = url(pGateway);
   const hostRoots = new Map<string, string>();
+  const metricsUrls: Record<string, string> = {};
+  /** A /metrics port for a process without an HTTP API. */
+  const metricsPort = async (name: string) => {
+    const p = await port();
+    metricsUrls[name] = `${url(p)}/metrics`;
+    return { MOLT_METRICS_PORT: p };
+  };
 
   const start = async (name: string, service: ProcessSpec, env: Record<string, string>, ready: RegExp) => {
     const p = await startProcess(name, service, { ...base, ...env }, logDir, ready);
@@ -197,9 +206,9 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
       ),
       start("audit", "audit", { ...(await as("audit")), MOLT_HTTP_PORT: pAudit, MOLT_DATA_DIR: join(opts.dataDir, "audit") }, LISTENING),
       start("release-events", "release-events", { ...(await as("release-events")), MOLT_HTTP_PORT: pRelease, MOLT_DATA_DIR: join(opts.dataDir, "release-events") }, LISTENING),
-      start("feedback", "feedback", await as("feedback"), /feedback ready/),
+      start("feedback", "feedback", { ...(await as("feedback")), ...(await metricsPort("feedback")) }, /feedback ready/),
       ...Array.from({ length: opts.allocatorReplicas ?? 1 }, async (_, i) =>
-        start(`allocator-${i + 1}`, "allocator", { ...(await as("allocator")), MOLT_PACKAGE_BASE_URL: gatewayUrl, MOLT_REPLICA_ID: `r${i + 1}` }, /allocator running/),
+        start(`allocator-${i + 1}`, "allocator", { ...(await as("allocator")), MOLT_PACKAGE_BASE_URL: gatewayUrl, MOLT_REPLICA_ID: `r${i + 1}`, ...(await metricsPort(`allocator-${i + 1}`)) }, /allocator running/),
       ),
     ]);
     await start(
@@ -243,6 +252,7 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
         MOLT_ROOT: root,
         ...(opts.sim.seed ? { MOLT_SEED: opts.sim.seed } : {}),
         ...(opts.sim.stepDelayMs !== undefined ? { MOLT_SIM_STEP_DELAY_MS: String(opts.sim.stepDelayMs) } : {}),
+        ...(await metricsPort("agent-sim")),
       },
       /agent (running|started|ready)|sim/i,
     );
@@ -251,6 +261,12 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
   return {
     gatewayUrl,
     urls: { action: url(pAction), projector: url(pProjector), packageRepo: url(pRepo), audit: url(pAudit), releaseEvents: url(pRelease) },
+    metricsUrls: {
+      ...Object.fromEntries(
+        [["action", pAction], ["projector", pProjector], ["package-repo", pRepo], ["audit", pAudit], ["release-events", pRelease], ["gateway", pGateway]].map(([n, p]) => [n!, `${url(p!)}/metrics`]),
+      ),
+      ...metricsUrls,
+    },
     processes,
     hostRoot: (hostId) => hostRoots.get(hostId) ?? join(opts.dataDir, "hosts", hostId),
     startAgent,

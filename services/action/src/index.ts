@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { deploymentRepository, slotRepository } from "@molt/aggregates";
 import { createEventStore, ensureAuditStream, ensureEventStream } from "@molt/event-store";
-import { HostIssuer, commandLog, connectNats, natsSecurityFromEnv, createLogger, httpEnv, installShutdown, loadConfig, loadTokens, natsEnv } from "@molt/runtime";
+import { HostIssuer, commandLog, connectNats, natsSecurityFromEnv, createLogger, httpEnv, installShutdown, loadConfig, loadTokens, natsEnv, startTracing } from "@molt/runtime";
 import { z } from "zod";
 
 import { planPreviews } from "./deployments/preview.js";
@@ -19,6 +19,8 @@ const Config = z.object({
 
 const config = loadConfig(Config);
 const logger = createLogger("action");
+// OpenTelemetry: on only when OTEL_EXPORTER_OTLP_ENDPOINT is set; spans flushed at shutdown (closed last).
+const stopTracing = await startTracing("action");
 const nc = await connectNats({ url: config.MOLT_NATS_URL, name: "molt-action", ...natsSecurityFromEnv(config) });
 await ensureEventStream(nc, { replicas: config.MOLT_STREAM_REPLICAS });
 await ensureAuditStream(nc, { replicas: config.MOLT_STREAM_REPLICAS });
@@ -33,6 +35,6 @@ const app = buildApp({
   defaultTaskTimeoutMs: config.MOLT_TASK_TIMEOUT_MS,
   hostIssuer: config.MOLT_HOST_ISSUER_FILE ? HostIssuer.parse(JSON.parse(readFileSync(config.MOLT_HOST_ISSUER_FILE, "utf8"))) : null,
 });
-installShutdown(logger, [() => nc.drain(), () => app.close()]);
+installShutdown(logger, [stopTracing, () => nc.drain(), () => app.close()]);
 const url = await app.listen({ host: config.MOLT_HTTP_HOST, port: config.MOLT_HTTP_PORT });
 logger.info({ url }, "listening");

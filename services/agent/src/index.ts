@@ -5,12 +5,13 @@
  */
 import { readFileSync } from "node:fs";
 import { pathToFileURL } from "node:url";
-import { connectNats, createLogger, hostInboxPrefix, installShutdown, loadConfig, natsSecurityFromEnv } from "@molt/runtime";
+import { connectNats, createLogger, hostInboxPrefix, installShutdown, loadConfig, metricsFromEnv, natsSecurityFromEnv, startTracing } from "@molt/runtime";
 import { z } from "zod";
 import { loadAgentConfigFile } from "./agent/components.js";
 import { AgentEnv, argvOverrides, simHostIds } from "./agent/config.js";
 import { kvDesiredSource } from "./agent/desired.js";
 import { createHostAgent } from "./agent/host-agent.js";
+import { agentMetrics } from "./agent/metrics.js";
 import { processRunner } from "./agent/runners.js";
 import { startSim } from "./sim/sim.js";
 
@@ -30,6 +31,8 @@ const agentVersion = z
 export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void> {
   const config = loadConfig(AgentEnv, { ...env, ...argvOverrides(argv) });
   const log = createLogger("agent");
+  // OpenTelemetry: on only when OTEL_EXPORTER_OTLP_ENDPOINT is set (the SDK is loaded only then).
+  const stopTracing = await startTracing("agent");
   const sim = config.MOLT_SIM;
   // A real host is configured by its file (validated whole at start); env stays for --sim and demos.
   const file = config.MOLT_CONFIG !== undefined && !sim ? await loadAgentConfigFile(config.MOLT_CONFIG) : undefined;
@@ -54,7 +57,10 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
   const version = config.MOLT_AGENT_VERSION ?? agentVersion;
   const labels = file ? { ...file.labels, ...(file.cluster ? { cluster: file.cluster } : {}) } : config.MOLT_LABELS;
   const mirror = file?.packageMirror ?? config.MOLT_PACKAGE_MIRROR;
+  // Counted only when served: an agent without MOLT_METRICS_PORT keeps no registry.
+  const served = config.MOLT_METRICS_PORT !== undefined ? await metricsFromEnv("agent", config, log) : undefined;
   const common = {
+    ...(served ? { metrics: agentMetrics(served.registry) } : {}),
     nc,
     desired,
     components: config.MOLT_COMPONENTS,
@@ -97,7 +103,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
     stop = () => agent.stop();
   }
   // Reverse order on shutdown: stop the agent first (it still needs the connection), then drain.
-  installShutdown(log, [() => nc.drain(), stop]);
+  installShutdown(log, [stopTracing, async () => served?.close(), () => nc.drain(), stop]);
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {

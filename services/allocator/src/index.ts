@@ -2,18 +2,20 @@ import { randomUUID } from "node:crypto";
 import { deploymentRepository, slotRepository } from "@molt/aggregates";
 import { KV_DESIRED, KV_PRESENCE, STREAM_EVENTS, subjects } from "@molt/contracts";
 import { createEventStore, ensureEventStream } from "@molt/event-store";
-import { connectNats, natsSecurityFromEnv, createLogger, ensureBucket, installShutdown, loadConfig, natsEnv } from "@molt/runtime";
+import { connectNats, natsSecurityFromEnv, createLogger, ensureBucket, contextFrom, inSpan, installShutdown, loadConfig, metricsEnv, metricsFromEnv, natsEnv, startTracing } from "@molt/runtime";
 import { z } from "zod";
 import { desiredStates } from "./dispatch/desired.js";
 import { fleetLeases, KV_LEASES } from "./dispatch/leases.js";
 import { consume, runConsumer } from "./engine/consumer.js";
 import { allocationOf, engine, HANDLED } from "./engine/rules.js";
+import { allocatorMetrics } from "./metrics.js";
 import { fleetIndex } from "./planning/fleet-index.js";
 import { fleetReader } from "./planning/resolve.js";
 import { planPreviews } from "./preview/respond.js";
 
 const Config = z.object({
   ...natsEnv,
+  ...metricsEnv,
   /** Base URL hosts download packages from: package-repo, the gateway, or a mirror in front of them. */
   MOLT_PACKAGE_BASE_URL: z.url(),
   MOLT_REPLICA_ID: z.string().default(() => randomUUID().slice(0, 8)),
@@ -32,6 +34,10 @@ const Config = z.object({
 
 const config = loadConfig(Config);
 const logger = createLogger("allocator", { replica: config.MOLT_REPLICA_ID });
+// OpenTelemetry: on only when OTEL_EXPORTER_OTLP_ENDPOINT is set; spans flushed at shutdown (closed last).
+const stopTracing = await startTracing("allocator");
+const metrics = await metricsFromEnv("allocator", config, logger);
+const counted = allocatorMetrics(metrics.registry);
 const nc = await connectNats({ url: config.MOLT_NATS_URL, name: `molt-allocator-${config.MOLT_REPLICA_ID}`, ...natsSecurityFromEnv(config) });
 await ensureEventStream(nc, { replicas: config.MOLT_STREAM_REPLICAS });
 const store = createEventStore(nc, { ackLog: config.MOLT_ACK_LOG });
@@ -61,7 +67,14 @@ const rules = engine({
   ...(leases ? { leases, leaseRetryMs: config.MOLT_LEASE_RETRY_MS } : {}),
 });
 const common = { stream: STREAM_EVENTS, retryDelayMs: config.MOLT_RETRY_DELAY_MS, ackWaitMs: config.MOLT_ACK_WAIT_MS };
-const consumer = await runConsumer(nc, { ...common, durable: "molt-allocator", concurrency: config.MOLT_ALLOCATOR_CONCURRENCY, handles: HANDLED }, (c, ctx) => rules.handle(c, ctx), logger);
+const consumer = await runConsumer(nc, { ...common, durable: "molt-allocator", concurrency: config.MOLT_ALLOCATOR_CONCURRENCY, handles: HANDLED }, async (c, ctx) => {
+    // Traced: a span per commit handled, the child of the trace its events carry.
+    const first = c.commit.events[0]!;
+    await inSpan(`allocator ${first.type}`, contextFrom(first.metadata.traceparent), () => rules.handle(c, ctx), { "molt.subject": c.subject });
+    counted.handled(c);
+  },
+  logger,
+);
 const deadlines = await consume(
   nc,
   { ...common, durable: "molt-allocator-deadlines", filter: subjects.slots, concurrency: config.MOLT_ALLOCATOR_CONCURRENCY, maxAckPending: config.MOLT_MAX_TASKS_IN_FLIGHT, headersOnly: true },
@@ -80,5 +93,5 @@ for (const c of [consumer, deadlines, fleet, ...(leases ? [leases] : [])])
     process.exit(1);
   });
 // Closed last to first: stop answering, stop both consumers, then drain.
-installShutdown(logger, [() => nc.drain(), () => deadlines.stop(), () => consumer.stop(), () => previews.stop(), async () => leases?.stop(), () => fleet.stop(), () => void (stopping = true)]);
+installShutdown(logger, [stopTracing, () => metrics.close(), () => nc.drain(), () => deadlines.stop(), () => consumer.stop(), () => previews.stop(), async () => leases?.stop(), () => fleet.stop(), () => void (stopping = true)]);
 logger.info("allocator running");

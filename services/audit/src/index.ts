@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import { openDatabase } from "@molt/db";
 import { ensureAuditStream, ensureEventStream } from "@molt/event-store";
-import { commandLog, connectNats, natsSecurityFromEnv, createLogger, httpEnv, installShutdown, loadConfig, loadTokens, natsEnv } from "@molt/runtime";
+import { commandLog, connectNats, natsSecurityFromEnv, createLogger, httpEnv, installShutdown, loadConfig, loadTokens, natsEnv, startTracing } from "@molt/runtime";
 import { z } from "zod";
 import { buildApp } from "./app.js";
 import { loadOrCreateAnchorKey } from "./log/anchor.js";
@@ -19,6 +19,8 @@ const Config = z.object({
 
 const config = loadConfig(Config);
 const logger = createLogger("audit");
+// OpenTelemetry: on only when OTEL_EXPORTER_OTLP_ENDPOINT is set; spans flushed at shutdown (closed last).
+const stopTracing = await startTracing("audit");
 const tokens = loadTokens(process.env, { onReload: (err, size) => (err ? logger.error({ err }, "token file reload failed; the previous tokens stay") : logger.info({ tokens: size }, "tokens reloaded")) });
 const anchorKey = loadOrCreateAnchorKey(config.MOLT_AUDIT_KEY_FILE ?? join(config.MOLT_DATA_DIR, "audit-anchor.key"));
 const db = await openDatabase({
@@ -40,6 +42,6 @@ const app = await buildApp({
   replicas: config.MOLT_STREAM_REPLICAS,
 });
 // Closed in reverse: HTTP and the followers first, then NATS, then the database.
-installShutdown(logger, [() => db.close(), () => nc.drain(), () => app.close(), () => tokens.close()]);
+installShutdown(logger, [stopTracing, () => db.close(), () => nc.drain(), () => app.close(), () => tokens.close()]);
 const url = await app.listen({ host: config.MOLT_HTTP_HOST, port: config.MOLT_HTTP_PORT });
 logger.info({ url, database: db.kind, anchorKeyId: anchorKey.keyId }, "listening");

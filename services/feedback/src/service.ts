@@ -4,6 +4,7 @@ import { slotRepository } from "@molt/aggregates";
 import { subjects } from "@molt/contracts";
 import type { EventStore } from "@molt/event-store";
 import { respond, type Logger } from "@molt/runtime";
+import type { FeedbackMetrics } from "./metrics.js";
 import { observeHeartbeat } from "./heartbeats/observe.js";
 import { recordReport } from "./reports/record.js";
 
@@ -17,8 +18,21 @@ function parseJson(data: Uint8Array): unknown {
   }
 }
 
+const VERDICTS = new Set(["succeeded", "failed", "rejected"]);
+
+/** The verdict a report carries (its entry that ends the task), if any. */
+function verdictOf(payload: unknown): string | undefined {
+  const entries = (payload as { entries?: unknown } | undefined)?.entries;
+  if (!Array.isArray(entries)) return undefined;
+  for (const e of entries) {
+    const kind = (e as { kind?: unknown } | null)?.kind;
+    if (typeof kind === "string" && VERDICTS.has(kind)) return kind;
+  }
+  return undefined;
+}
+
 /** Answers step reports and heartbeats (NATS request/reply, queue group shared by replicas). */
-export function startFeedback(deps: { nc: NatsConnection; store: EventStore; presence: KV; logger: Logger; concurrency: number }) {
+export function startFeedback(deps: { nc: NatsConnection; store: EventStore; presence: KV; logger: Logger; concurrency: number; metrics?: FeedbackMetrics }) {
   const { nc, store, presence, logger } = deps;
   const slots = slotRepository(store);
   // An answer the agent does not take as final: it retries until feedback can decide.
@@ -29,10 +43,9 @@ export function startFeedback(deps: { nc: NatsConnection; store: EventStore; pre
     concurrency: deps.concurrency,
     logger,
     handle: async (msg) => {
-      const answer = await recordReport(
-        { slots },
-        { subjectHostToken: tokenOf(msg.subject), payload: parseJson(msg.data), receivedAt: new Date().toISOString() },
-      );
+      const payload = parseJson(msg.data);
+      const answer = await recordReport({ slots }, { subjectHostToken: tokenOf(msg.subject), payload, receivedAt: new Date().toISOString() });
+      deps.metrics?.report(answer.status, verdictOf(payload));
       if (answer.status === "refused") logger.warn({ subject: msg.subject, reason: answer.reason }, "report refused");
       return answer;
     },
@@ -43,11 +56,14 @@ export function startFeedback(deps: { nc: NatsConnection; store: EventStore; pre
     queue: "molt-feedback",
     concurrency: deps.concurrency,
     logger,
-    handle: (msg) =>
-      observeHeartbeat(
+    handle: async (msg) => {
+      const answer = await observeHeartbeat(
         { store, presence },
         { subjectHostToken: tokenOf(msg.subject), payload: parseJson(msg.data), receivedAt: new Date().toISOString() },
-      ),
+      );
+      deps.metrics?.heartbeat(answer.status);
+      return answer;
+    },
     onError,
   });
   return {

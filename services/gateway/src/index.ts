@@ -1,5 +1,5 @@
 import { DASHBOARD_DIR } from "@molt/dashboard";
-import { createLogger, httpEnv, installShutdown, loadConfig, loadTokens } from "@molt/runtime";
+import { createLogger, httpEnv, installShutdown, loadConfig, loadTokens, startTracing } from "@molt/runtime";
 import { z } from "zod";
 import { buildApp, DEFAULT_BODY_LIMITS } from "./routing/app.js";
 
@@ -20,6 +20,8 @@ const Config = z.object({
 
 const config = loadConfig(Config);
 const logger = createLogger("gateway");
+// OpenTelemetry: on only when OTEL_EXPORTER_OTLP_ENDPOINT is set; spans flushed at shutdown (closed last).
+const stopTracing = await startTracing("gateway");
 const tokens = loadTokens(process.env, { onReload: (err, size) => (err ? logger.error({ err }, "token file reload failed; the previous tokens stay") : logger.info({ tokens: size }, "tokens reloaded")) });
 const app = buildApp({
   logger,
@@ -34,6 +36,6 @@ const app = buildApp({
   dashboardDir: config.MOLT_DASHBOARD_DIR ?? DASHBOARD_DIR,
   bodyLimits: { json: config.MOLT_MAX_BODY_BYTES, packages: config.MOLT_MAX_PACKAGE_BYTES },
 });
-installShutdown(logger, [() => app.close(), () => tokens.close()]);
+installShutdown(logger, [stopTracing, () => app.close(), () => tokens.close()]);
 const url = await app.listen({ host: config.MOLT_HTTP_HOST, port: config.MOLT_HTTP_PORT });
 logger.info({ url }, "listening");

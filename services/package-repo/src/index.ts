@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { Objm, StorageType } from "@nats-io/obj";
 import { OBJ_PACKAGES } from "@molt/contracts";
 import { createEventStore, ensureAuditStream, ensureEventStream } from "@molt/event-store";
-import { commandLog, connectNats, natsSecurityFromEnv, createLogger, installShutdown, loadConfig, loadTokens } from "@molt/runtime";
+import { commandLog, connectNats, natsSecurityFromEnv, createLogger, installShutdown, loadConfig, loadTokens, startTracing } from "@molt/runtime";
 import { Config, loadPublisherKeys } from "./config.js";
 import { buildApp } from "./packages/app.js";
 import { sweepTemp } from "./packages/blobs.js";
@@ -11,6 +11,8 @@ import { createManifestSigner } from "./packages/signing.js";
 // Composition root: read the environment, connect, wire the app, listen.
 const config = loadConfig(Config);
 const logger = createLogger("package-repo");
+// OpenTelemetry: on only when OTEL_EXPORTER_OTLP_ENDPOINT is set; spans flushed at shutdown (closed last).
+const stopTracing = await startTracing("package-repo");
 const tokens = loadTokens();
 const publisherKeys = loadPublisherKeys(config);
 const signer = config.MOLT_PUBLISHER_KEY_FILE ? createManifestSigner(readFileSync(config.MOLT_PUBLISHER_KEY_FILE, "utf8")) : null;
@@ -35,7 +37,7 @@ const app = buildApp({
   signer,
   commands: commandLog(nc, logger),
 });
-installShutdown(logger, [() => nc.drain(), () => app.close()]);
+installShutdown(logger, [stopTracing, () => nc.drain(), () => app.close()]);
 const url = await app.listen({ host: config.MOLT_HTTP_HOST, port: config.MOLT_HTTP_PORT });
 logger.info(
   { url, publicUrl: config.MOLT_PUBLIC_URL, dataDir: config.MOLT_DATA_DIR, keyId: signer?.keyId ?? null, publisherKeys: [...publisherKeys.keys()], sweptTempFiles: swept },

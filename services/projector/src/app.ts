@@ -1,6 +1,6 @@
 import type { Db } from "@molt/db";
 import type { EventStore } from "@molt/event-store";
-import { createHttpApp, createMetrics, type CommandLog, type Logger, type TokenMap } from "@molt/runtime";
+import { contextFrom, createHttpApp, createMetrics, inSpan, tracingEnabled, type CommandLog, type Logger, type TokenMap } from "@molt/runtime";
 import { projectorMetrics } from "./projection/metrics.js";
 import { deploymentsProjection } from "./deployments/projection.js";
 import { deploymentRoutes } from "./deployments/routes.js";
@@ -48,6 +48,12 @@ export async function buildApp(deps: ProjectorDeps) {
   });
   const metrics = createMetrics("projector");
   projectorMetrics(metrics, { db, runner, presence: deps.presence ?? null });
+  // Traced: a span per commit once it is in the views, the child of the trace its events carry.
+  if (tracingEnabled)
+    runner.onApplied((c) => {
+      const first = c.commit.events[0]!;
+      void inSpan(`projector applied ${first.type}`, contextFrom(first.metadata.traceparent), () => undefined, { "molt.seq": c.seq });
+    });
   const app = createHttpApp({ logger, tokens: deps.tokens, metrics, ...(deps.commands ? { commands: deps.commands } : {}) });
   deploymentRoutes(app, { db });
   timelineRoutes(app, { db });

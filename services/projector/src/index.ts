@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import { openDatabase } from "@molt/db";
 import { createEventStore, ensureAuditStream, ensureEventStream } from "@molt/event-store";
-import { commandLog, connectNats, natsSecurityFromEnv, createLogger, httpEnv, installShutdown, loadConfig, loadTokens, natsEnv } from "@molt/runtime";
+import { commandLog, connectNats, natsSecurityFromEnv, createLogger, httpEnv, installShutdown, loadConfig, loadTokens, natsEnv, startTracing } from "@molt/runtime";
 import { z } from "zod";
 import { buildApp } from "./app.js";
 import { watchPresence } from "./fleet/presence.js";
@@ -16,6 +16,8 @@ const Config = z.object({
 
 const config = loadConfig(Config);
 const logger = createLogger("projector");
+// OpenTelemetry: on only when OTEL_EXPORTER_OTLP_ENDPOINT is set; spans flushed at shutdown (closed last).
+const stopTracing = await startTracing("projector");
 const tokens = loadTokens();
 const db = await openDatabase({
   url: config.DATABASE_URL,
@@ -28,6 +30,6 @@ await ensureAuditStream(nc, { replicas: config.MOLT_STREAM_REPLICAS });
 const presence = watchPresence(nc, logger);
 const app = await buildApp({ db, store: createEventStore(nc), logger, tokens, presence, commands: commandLog(nc, logger) });
 // Closed in reverse: HTTP and the projection first, then NATS, then the database.
-installShutdown(logger, [() => db.close(), () => nc.drain(), () => presence.stop(), () => app.close()]);
+installShutdown(logger, [stopTracing, () => db.close(), () => nc.drain(), () => presence.stop(), () => app.close()]);
 const url = await app.listen({ host: config.MOLT_HTTP_HOST, port: config.MOLT_HTTP_PORT });
 logger.info({ url, database: db.kind }, "listening");

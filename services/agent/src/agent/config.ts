@@ -1,6 +1,6 @@
 import { parseArgs } from "node:util";
 import { ComponentName, HostId, Labels } from "@molt/contracts";
-import { natsEnv } from "@molt/runtime";
+import { metricsEnv, natsEnv } from "@molt/runtime";
 import { z } from "zod";
 import { parseSeeds } from "../host/layout.js";
 
@@ -51,6 +51,7 @@ export const AgentEnv = z
     MOLT_NATS_CA: natsEnv.MOLT_NATS_CA,
     MOLT_NATS_CERT: natsEnv.MOLT_NATS_CERT,
     MOLT_NATS_KEY: natsEnv.MOLT_NATS_KEY,
+    ...metricsEnv,
     /** The version this agent reports (a bundle sets it at build time); default: the package's version. */
     MOLT_AGENT_VERSION: z.string().min(1).max(64).optional(),
     /** The agent's configuration file (JSON, see infra/agent/agent.example.json); its fields win over the env ones. */

@@ -1,8 +1,9 @@
-import type { NatsConnection } from "@nats-io/transport-node";
+import { headers as natsHeaders, type NatsConnection } from "@nats-io/transport-node";
 import { type DesiredState, type JournalEntry, ReportAnswer, type Step, type StepReport, subjects } from "@molt/contracts";
 import { pidAlive } from "../client/lock.js";
 import { isTerminal, type JournalRecord, openJournal, readJournal, taskPaths, writeForwarded } from "../host/task-files.js";
 import { errorMessage, type Log } from "../log.js";
+import type { AgentMetrics } from "./metrics.js";
 import { type DeadRunOutcome, recoverDeadRun } from "./recover.js";
 import type { ClientExit, ClientRun } from "./runners.js";
 
@@ -25,6 +26,7 @@ export interface ForwarderDeps {
    * dozen entries in one or two reports instead of four or five. A verdict is never held back.
    */
   readonly lingerMs?: number;
+  readonly metrics?: AgentMetrics;
 }
 
 /** Where a task's client stands when its watch begins. */
@@ -124,17 +126,23 @@ export function watchTask(deps: ForwarderDeps, task: DesiredState, client: Clien
     }
     const report: StepReport = { hostId: deps.hostId, taskId: task.taskId, component: task.component, entries: batch };
     const body = JSON.stringify(report);
+    // The task's trace (when the agent traces) goes on to feedback in the request's headers.
+    const traced = task.traceparent ? natsHeaders() : undefined;
+    traced?.set("traceparent", task.traceparent!);
     const first = batch[0]!.seq;
     const last = batch[batch.length - 1]!.seq;
     for (let attempt = 1; !stopped; attempt++) {
       try {
-        const msg = await deps.nc.request(subjects.report(deps.hostId), body, { timeout: deps.requestTimeoutMs });
+        const msg = await deps.nc.request(subjects.report(deps.hostId), body, { timeout: deps.requestTimeoutMs, ...(traced ? { headers: traced } : {}) });
         const answer = ReportAnswer.safeParse(msg.json());
         if (!answer.success) throw new Error(`feedback answered something that is not a ReportAnswer: ${msg.string().slice(0, 200)}`);
         if (answer.data.status === "refused") {
           refused = answer.data.reason ?? "refused";
           log.warn({ first, last, reason: refused }, "feedback refused the report; this task's later entries are not sent");
-        } else log.debug({ first, last, status: answer.data.status, attempt }, "report answered");
+        } else {
+          log.debug({ first, last, status: answer.data.status, attempt }, "report answered");
+          deps.metrics?.forwarded(task, batch);
+        }
         await writeForwarded(deps.root, task.taskId, last);
         answered = last;
         pending.splice(0, batch.length);

@@ -32,13 +32,18 @@ export async function buildHeartbeat(input: HeartbeatInput): Promise<Heartbeat> 
 }
 
 /** One heartbeat by request/reply. Nobody listening is normal (feedback not up yet): debug only. */
-export async function sendHeartbeat(nc: NatsConnection, hb: Heartbeat, timeoutMs: number, log: Log): Promise<void> {
+export async function sendHeartbeat(nc: NatsConnection, hb: Heartbeat, timeoutMs: number, log: Log): Promise<"ok" | "refused" | "unanswered"> {
   try {
     const msg = await nc.request(subjects.heartbeat(hb.hostId), JSON.stringify(hb), { timeout: timeoutMs });
     const answer = HeartbeatAnswer.safeParse(msg.json());
-    if (!answer.success) log.warn({ answer: msg.string().slice(0, 200) }, "heartbeat answer is not a HeartbeatAnswer");
-    else if (answer.data.status === "refused") log.warn({ reason: answer.data.reason }, "feedback refused the heartbeat");
+    if (!answer.success) {
+      log.warn({ answer: msg.string().slice(0, 200) }, "heartbeat answer is not a HeartbeatAnswer");
+      return "refused";
+    }
+    if (answer.data.status === "refused") log.warn({ reason: answer.data.reason }, "feedback refused the heartbeat");
+    return answer.data.status;
   } catch (err) {
     log.debug({ err: errorMessage(err) }, "heartbeat not answered");
+    return "unanswered";
   }
 }

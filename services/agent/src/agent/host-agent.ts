@@ -2,6 +2,7 @@ import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import { type DesiredState, desiredKey, subjects, type TrustedKeyConfig } from "@molt/contracts";
+import { contextFrom, injectTrace, trace, tracer, tracingEnabled } from "@molt/runtime";
 import { pidAlive } from "../client/lock.js";
 import { linkComponentRoot, listComponents, type Seed, seedComponent } from "../host/layout.js";
 import {
@@ -23,6 +24,7 @@ import { type ComponentConfig, filesOnly } from "./components.js";
 import type { DesiredSource } from "./desired.js";
 import { type ClientState, type TaskWatch, watchTask } from "./forwarder.js";
 import { buildHeartbeat, sendHeartbeat } from "./heartbeat.js";
+import type { AgentMetrics } from "./metrics.js";
 import type { TaskRunner } from "./runners.js";
 
 export interface HostAgentTiming {
@@ -61,6 +63,8 @@ export interface HostAgentDeps {
   /** Real hosts: also write each heartbeat to `<root>/agent/heartbeat.json` (a self-upgrade's watcher reads it). */
   readonly localHeartbeat?: boolean;
   readonly now?: () => Date;
+  /** Counted when given (MOLT_METRICS_PORT set): nothing is counted otherwise. */
+  readonly metrics?: AgentMetrics;
 }
 
 export interface HostAgent {
@@ -107,6 +111,7 @@ export function createHostAgent(deps: HostAgentDeps): HostAgent {
     requestTimeoutMs: timing.reportTimeoutMs,
     journalPollMs: timing.journalPollMs,
     ...(timing.reportLingerMs !== undefined ? { lingerMs: timing.reportLingerMs } : {}),
+    ...(deps.metrics ? { metrics: deps.metrics } : {}),
   };
 
   const later = (ms: number, fn: () => void) => {
@@ -233,17 +238,25 @@ export function createHostAgent(deps: HostAgentDeps): HostAgent {
       log.info({ component, taskId: task.taskId, deadline: task.deadline }, "task deadline has passed; not starting it");
       return;
     }
+    // Traced: the agent's span of the task, the child of the allocation's trace; the task as
+    // launched carries it on, to the upgrade client (task.json) and feedback (report headers).
+    const span = tracingEnabled ? tracer().startSpan("agent task", { attributes: { "molt.task_id": task.taskId, "molt.host_id": hostId } }, contextFrom(task.traceparent)) : undefined;
+    let traceparent: string | undefined;
+    if (span) injectTrace((k, v) => void (k === "traceparent" && (traceparent = v)), trace.setSpan(contextFrom(task.traceparent), span));
+    const launched = traceparent ? { ...task, traceparent } : task;
     // Durable before the spawn: after a crash the file says "launched", and it is never run again.
     const context = { component: configs.get(component) ?? filesOnly(component), trustedKeys: [...(deps.trustedKeys ?? [])] };
-    if (!(await recordLaunch(root, task, context))) {
+    if (!(await recordLaunch(root, launched, context))) {
       known.add(task.taskId);
+      span?.end();
       return;
     }
     known.add(task.taskId);
     lastNote.delete(component);
     log.info({ component, taskId: task.taskId, version: task.version, deploymentId: task.deploymentId }, "launching upgrade client");
-    const run = deps.runner.start(root, task, () => watches.get(task.taskId)?.poke());
-    track(task, { kind: "running", run }, 0);
+    const run = deps.runner.start(root, launched, () => watches.get(launched.taskId)?.poke());
+    const watch = track(launched, { kind: "running", run }, 0);
+    if (span) void watch.done.finally(() => span.end());
   };
 
   const readOnce = async () => {
@@ -330,7 +343,8 @@ export function createHostAgent(deps: HostAgentDeps): HostAgent {
         });
         // Locally too: the upgrade client of a self-upgrade watches this file to see the new agent live.
         if (deps.localHeartbeat) await writeFileDurable(localHeartbeatPath(root), JSON.stringify({ pid: process.pid, version: deps.agentVersion, at: hb.at }));
-        await sendHeartbeat(deps.nc, hb, timing.reportTimeoutMs, log);
+        const answer = await sendHeartbeat(deps.nc, hb, timing.reportTimeoutMs, log);
+        deps.metrics?.heartbeat(answer);
       } catch (err) {
         log.warn({ err: errorMessage(err) }, "heartbeat failed");
       }

@@ -10,6 +10,8 @@ import { parseArgs } from "node:util";
 import { claimTask, openJournal, readTask, taskPaths } from "../host/task-files.js";
 import { launchOptions } from "./launch.js";
 import { crashFromSpec } from "./crash.js";
+// Only the tracing module: the client stays small (no HTTP server, no metrics, no NATS).
+import { contextFrom, inSpan, startTracing } from "@molt/runtime/tracing";
 import { cancelled, DEFAULT_RETRY, runTask } from "./run-task.js";
 
 async function main(argv: string[]): Promise<number> {
@@ -42,8 +44,10 @@ async function main(argv: string[]): Promise<number> {
   const faultFile = process.env["MOLT_SIM_FAULT_FILE"];
   const crash = crashFromSpec(process.env["MOLT_CRASH_AT"]);
   const journal = await openJournal(taskPaths(root, taskId).journal, { afterWrite: () => crash("journal:written") });
+  // Traced when the agent passed OTEL_EXPORTER_OTLP_ENDPOINT on: the run is a span of the task's trace.
+  const stopTracing = await startTracing("upgrade-client");
   try {
-    await runTask({
+    await inSpan("upgrade client", contextFrom(task.traceparent), async () => runTask({
       root,
       task,
       journal,
@@ -54,9 +58,10 @@ async function main(argv: string[]): Promise<number> {
       ...(await launchOptions(root, task)),
       ...(faultFile ? { faultFile } : {}),
       ...(values.mirror ? { mirror: values.mirror } : {}),
-    });
+    }), { "molt.task_id": taskId, "molt.kind": task.kind });
   } finally {
     await journal.close();
+    await stopTracing();
   }
   return 0;
 }

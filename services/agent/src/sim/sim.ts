@@ -7,6 +7,7 @@ import type { Fetch } from "../client/download.js";
 import { setFsync } from "../host/durable.js";
 import type { Seed } from "../host/layout.js";
 import type { Log } from "../log.js";
+import type { AgentMetrics } from "../agent/metrics.js";
 
 export interface SimDeps {
   readonly nc: NatsConnection;
@@ -30,6 +31,7 @@ export interface SimDeps {
   readonly fetch?: Fetch;
   /** `MOLT_SIM_FAULT_FILE`: hosts and a step to fail, re-read at every step. */
   readonly faultFile?: string;
+  readonly metrics?: AgentMetrics;
 }
 
 export interface Sim {
@@ -63,6 +65,7 @@ export async function startSim(deps: SimDeps): Promise<Sim> {
       labels: deps.labels,
       seeds: deps.seeds,
       agentVersion: deps.agentVersion,
+      ...(deps.metrics ? { metrics: deps.metrics } : {}),
       timing: {
         ...deps.timing,
         // In-process runs poke the forwarder on every append; the poll is only a safety net.

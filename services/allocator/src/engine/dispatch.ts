@@ -1,8 +1,14 @@
 import { decodeHostToken, parseEventSubject, SlotState, subjects, type EventOf, type HostOutcome, type MoltEvent, type TaskOutcome } from "@molt/contracts";
 import { inFlightHosts, isTerminal, SlotBusyError } from "@molt/domain";
-import type { StoredCommit } from "@molt/event-store";
+import { currentTraceparent, type StoredCommit } from "@molt/event-store";
 import type { LoadedSlot } from "@molt/aggregates";
 import { ZodError } from "zod";
+
+/** The allocation's trace (when tracing), for the host to continue. */
+const traceOf = () => {
+  const traceparent = currentTraceparent();
+  return traceparent ? { traceparent } : {};
+};
 import type { batches } from "./batches.js";
 import { fresh, metaOf, pool, RetryLater, taskIdFor, type EngineDeps } from "./deps.js";
 
@@ -117,6 +123,7 @@ export function dispatcher(deps: EngineDeps, rules: ReturnType<typeof batches>) 
       attempt: d.attempt,
       deadline: d.deadline,
       ...(d.package !== undefined ? { package: d.package } : {}),
+      ...traceOf(),
     });
     if (revision === null) return;
     await deps.slots.handle(d.hostId, d.component, { type: "DispatchTask", data: { taskId: d.taskId, revision } }, metaOf(e), `${d.taskId}:dispatched`, slot);

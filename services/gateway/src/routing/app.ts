@@ -1,8 +1,9 @@
 import { Transform } from "node:stream";
 import replyFrom from "@fastify/reply-from";
 import type { FastifyReply, FastifyRequest } from "fastify";
-import { createHttpApp, errorBody, HttpError, type Logger, type RateLimits, type TokenMap } from "@molt/runtime";
+import { createHttpApp, errorBody, HttpError, injectTrace, type Logger, type RateLimits, type TokenMap } from "@molt/runtime";
 import { dashboardRoutes } from "./dashboard.js";
+import { docsRoutes } from "./docs.js";
 import { ownerOf, type Owner, type Upstreams } from "./routes.js";
 
 const MiB = 1024 * 1024;
@@ -87,6 +88,8 @@ export function buildApp(deps: { logger: Logger; tokens: TokenMap; upstreams: Up
     return reply.from(`${upstream}${req.url}`, {
       rewriteRequestHeaders: (_req, headers) => {
         const { expect: _expect, ...rest } = headers;
+        // The request's span (when tracing) goes on to the owner as `traceparent`.
+        injectTrace((k, v) => (rest[k] = v));
         return rest;
       },
       onError: (rep, { error }) => {
@@ -103,5 +106,6 @@ export function buildApp(deps: { logger: Logger; tokens: TokenMap; upstreams: Up
   // The release events' AsyncAPI document, where integrators look for it.
   app.get("/asyncapi.json", { config: { auth: false }, logLevel: "warn" }, forward);
   dashboardRoutes(app, { dir: deps.dashboardDir });
+  docsRoutes(app, deps.upstreams);
   return app;
 }

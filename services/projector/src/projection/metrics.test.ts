@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { subjects, type MoltEvent } from "@molt/contracts";
 import { createLogger } from "@molt/runtime";
-import { waitFor } from "@molt/testkit";
+import { metricSample, waitFor } from "@molt/testkit";
 import { buildApp } from "../app.js";
 import { projectorTestBed, viewerHeaders, viewerTokens as tokens } from "../testing.js";
 
@@ -19,15 +19,7 @@ async function append(subject: string, expectedSequence: number, events: Array<O
   return (await bed.store.append(subject, { commitId, events: full }, { expectedSequence })).seq;
 }
 
-/** One sample's value from Prometheus' text format, e.g. `molt_tasks{state="failed",service="projector"}`. */
-function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
-  for (const line of text.split("\n")) {
-    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
-    const ok = Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`));
-    if (ok) return Number(line.slice(line.lastIndexOf(" ") + 1));
-  }
-  return undefined;
-}
+const sample = metricSample;
 
 describe("projector metrics", () => {
   it("[views] /metrics counts equal a scripted rollout's known outcomes: 3 succeeded, 1 failed at download", async () => {

@@ -1,6 +1,7 @@
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import { TASK_STATES } from "@molt/contracts";
 import type { Db } from "@molt/db";
+import { stepDurations, TASK_END_OUTCOME } from "@molt/runtime";
 import type { Presence } from "../fleet/presence.js";
 import type { ProjectionRunner } from "./runner.js";
 
@@ -18,6 +19,23 @@ export function projectorMetrics(registry: Registry, deps: { db: Db; runner: Pro
     async collect() {
       this.set((await runner.status()).lag);
     },
+  });
+  /** When the newest commit in the views was decided (its last event's occurredAt), as epoch ms. */
+  let newestApplied: number | null = null;
+  new Gauge({
+    name: "molt_projection_lag_seconds",
+    help: "While events wait: seconds since the newest commit in the views was decided (0 when caught up)",
+    registers: [registry],
+    async collect() {
+      const { lag } = await runner.status();
+      this.set(lag > 0 && newestApplied !== null ? Math.max(0, (Date.now() - newestApplied) / 1000) : 0);
+    },
+  });
+  const delay = new Histogram({
+    name: "molt_projection_delay_seconds",
+    help: "From a commit's decision (occurredAt) to its being visible in the views",
+    buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [registry],
   });
   new Gauge({
     name: "molt_projection_dead_letters",
@@ -66,13 +84,7 @@ export function projectorMetrics(registry: Registry, deps: { db: Db; runner: Pro
       this.set({ online: "false" }, Math.max(0, total - online));
     },
   });
-  const steps = new Histogram({
-    name: "molt_task_step_duration_seconds",
-    help: "Upgrade step durations as hosts reported them",
-    labelNames: ["step", "outcome"] as const,
-    buckets: [0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900],
-    registers: [registry],
-  });
+  const steps = stepDurations(registry, "molt_task_step_duration_seconds", "Upgrade step durations as hosts reported them");
   const finished = new Counter({
     name: "molt_tasks_finished_total",
     help: "Tasks that reached an end, by outcome",
@@ -80,6 +92,9 @@ export function projectorMetrics(registry: Registry, deps: { db: Db; runner: Pro
     registers: [registry],
   });
   runner.onApplied((c) => {
+    const decided = Date.parse(c.commit.events.at(-1)!.metadata.occurredAt);
+    newestApplied = decided;
+    delay.observe(Math.max(0, Date.now() - decided) / 1000);
     for (const e of c.commit.events) {
       switch (e.type) {
         case "TaskStepSucceeded":
@@ -88,23 +103,11 @@ export function projectorMetrics(registry: Registry, deps: { db: Db; runner: Pro
         case "TaskStepFailed":
           steps.observe({ step: e.data.step, outcome: "failed" }, e.data.durationMs / 1000);
           break;
-        case "TaskSucceeded":
-          finished.inc({ outcome: "succeeded" });
+        default: {
+          const outcome = TASK_END_OUTCOME[e.type];
+          if (outcome !== undefined) finished.inc({ outcome });
           break;
-        case "TaskFailed":
-          finished.inc({ outcome: "failed" });
-          break;
-        case "TaskRejected":
-          finished.inc({ outcome: "rejected" });
-          break;
-        case "TaskTimedOut":
-          finished.inc({ outcome: "timed-out" });
-          break;
-        case "TaskCancelled":
-          finished.inc({ outcome: "cancelled" });
-          break;
-        default:
-          break;
+        }
       }
     }
   });
