@@ -1,16 +1,18 @@
 import { DeploymentList, DeploymentView as DeploymentViewSchema, TaskList, TaskView, subjects, type MoltEvent, type Step } from "@molt/contracts";
-import { createTemplate, type Db, type DatabaseTemplate } from "@molt/db";
+import type { Db } from "@molt/db";
 import { createEventStore, ensureEventStream, type EventStore } from "@molt/event-store";
 import { createLogger, parseTokens } from "@molt/runtime";
 import { startNatsServer, waitFor, type NatsServer } from "@molt/testkit";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildApp } from "./app.js";
+import { testDatabases } from "./testing.js";
 
 type App = Awaited<ReturnType<typeof buildApp>>;
 
 const VIEWER = "viewer-token-0123456789";
-const tokens = parseTokens(JSON.stringify({ [VIEWER]: { actor: "vera", role: "viewer" } }), "test");
+const ADMIN = "admin-token-0123456789a";
+const tokens = parseTokens(JSON.stringify({ [VIEWER]: { actor: "vera", role: "viewer" }, [ADMIN]: { actor: "ada", role: "admin" } }), "test");
 const auth = { authorization: `Bearer ${VIEWER}` };
 const logger = createLogger("projector-test");
 logger.level = "warn";
@@ -18,19 +20,16 @@ logger.level = "warn";
 let server: NatsServer;
 let nc: NatsConnection;
 let store: EventStore;
-// One PGlite for the file, cloned per test: a fresh PGlite costs seconds.
-let template: DatabaseTemplate;
 const apps: App[] = [];
 
 beforeAll(async () => {
-  [server, template] = await Promise.all([startNatsServer(), createTemplate()]);
+  server = await startNatsServer();
   nc = await connect({ servers: server.url });
   await ensureEventStream(nc);
   store = createEventStore(nc);
 });
 afterAll(async () => {
   await Promise.all(apps.map((a) => a.close()));
-  await template?.close();
   await nc?.close();
   await server?.stop();
 });
@@ -202,9 +201,10 @@ interface DeploymentView {
   }>;
 }
 
-describe("projector: deployments, tasks and host timelines from MOLT_EVENTS", () => {
+// On PGlite, and on the real PostgreSQL of MOLT_TEST_DATABASE_URL when it is set (CI sets it).
+describe.each(testDatabases())("projector on %s: deployments, tasks and host timelines from MOLT_EVENTS", (_kind, template) => {
   it("[spine] a rollout with one success and one failure: counts, ordered steps with durations, the error, the host timeline", async () => {
-    const app = await start(await template.fresh());
+    const app = await start(await template().fresh());
     const r = await appendRollout();
     await caughtUp(app, r.lastSeq);
 
@@ -267,7 +267,7 @@ describe("projector: deployments, tasks and host timelines from MOLT_EVENTS", ()
   });
 
   it("[spine] a restart resumes from the checkpoint: nothing applied twice, new events picked up", async () => {
-    const db = await template.fresh();
+    const db = await template().fresh();
     let app = await start(db);
     const r = await appendRollout();
     await caughtUp(app, r.lastSeq);
@@ -290,7 +290,7 @@ describe("projector: deployments, tasks and host timelines from MOLT_EVENTS", ()
   });
 
   it("[spine] two workers on one database apply each commit once", async () => {
-    const db = await template.fresh();
+    const db = await template().fresh();
     const one = await start(db);
     const two = await start(db);
     const r = await appendRollout();
@@ -303,14 +303,14 @@ describe("projector: deployments, tasks and host timelines from MOLT_EVENTS", ()
   });
 
   it("[spine] a rebuild from sequence 0 into a fresh database gives the same rows", async () => {
-    const db = await template.fresh();
+    const db = await template().fresh();
     const app = await start(db);
     const r = await appendRollout();
     const last = await store.lastSequence();
     expect(last).toBeGreaterThanOrEqual(r.lastSeq);
     await caughtUp(app, last);
 
-    const fresh = await template.fresh();
+    const fresh = await template().fresh();
     const rebuilt = await start(fresh);
     await caughtUp(rebuilt, last);
     await close(app);
@@ -320,8 +320,37 @@ describe("projector: deployments, tasks and host timelines from MOLT_EVENTS", ()
     expect(y).toEqual(x);
   });
 
+  it("[views] POST /v1/projector/rebuild replays into fresh tables and swaps them in: the views answer throughout and equal the live ones", async () => {
+    const db = await template().fresh();
+    const app = await start(db);
+    const r = await appendRollout();
+    await appendRollout();
+    const last = await store.lastSequence();
+    await caughtUp(app, last);
+    const before = await dump(db);
+    // A marker row in the live tables: gone after the swap, so the views are really the rebuilt ones.
+    await db.query("UPDATE deployments SET reason = 'marker' WHERE id = $1", [r.id]);
+
+    expect((await app.inject({ method: "POST", url: "/v1/projector/rebuild", headers: auth })).statusCode).toBe(403);
+    const rebuilding = app.inject({ method: "POST", url: "/v1/projector/rebuild", headers: { authorization: `Bearer ${ADMIN}` } });
+    // While it replays, the live views answer.
+    const during = await get(app, `/v1/deployments/${r.id}`);
+    expect(during.statusCode).toBe(200);
+    const res = await rebuilding;
+    expect(res.statusCode).toBe(200);
+    expect(res.json<{ checkpoint: number }>().checkpoint).toBeGreaterThanOrEqual(last);
+
+    const after = await dump(db);
+    expect(after.deployments.find((d) => d["id"] === r.id)?.["reason"]).toBeNull();
+    expect(after).toEqual(before);
+    // It follows on the new tables.
+    const seq = await r.dep({ type: "DeploymentCompleted", ms: 9_000, data: { deploymentId: r.id, succeeded: 1, failed: 1, skipped: 0 } });
+    await caughtUp(app, seq);
+    expect((await get(app, `/v1/deployments/${r.id}`)).json<DeploymentView>().deployment).toMatchObject({ state: "completed" });
+  });
+
   it("[spine] a commit that fails leaves no trace, stops projecting, and is applied once it can be", async () => {
-    const db = await template.fresh();
+    const db = await template().fresh();
     const app = await start(db);
     await caughtUp(app, await store.lastSequence());
     await db.exec("ALTER TABLE host_timeline RENAME TO host_timeline_away");
@@ -344,7 +373,7 @@ describe("projector: deployments, tasks and host timelines from MOLT_EVENTS", ()
   });
 
   it("[spine] edges: 400 for a malformed id, 404 for unknown ones, 401 without a token, a newest-first list, status", async () => {
-    const app = await start(await template.fresh());
+    const app = await start(await template().fresh());
     const r = await appendRollout();
     const r2 = await appendRollout();
     await caughtUp(app, r2.lastSeq);
@@ -375,7 +404,7 @@ describe("projector: deployments, tasks and host timelines from MOLT_EVENTS", ()
   });
 
   it("[views] task queries: a deployment's tasks by state and failed step, one task by id, deployments by state and component in cursor pages", async () => {
-    const app = await start(await template.fresh());
+    const app = await start(await template().fresh());
     const r = await appendRollout();
     await caughtUp(app, r.lastSeq);
 
@@ -414,7 +443,7 @@ describe("projector: deployments, tasks and host timelines from MOLT_EVENTS", ()
   });
 
   it("[views] live over SSE: a host's timeline replays after Last-Event-ID then follows; a deployment streams snapshots then changes", async () => {
-    const app = await start(await template.fresh());
+    const app = await start(await template().fresh());
     const base = await app.listen({ host: "127.0.0.1", port: 0 });
     const r = await appendRollout();
     await caughtUp(app, r.lastSeq);
