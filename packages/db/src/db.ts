@@ -155,6 +155,6 @@ export function inSchema(db: Db, schema: string): Db {
     exec: (sql) => transaction((tx) => tx.exec(sql)),
     transaction,
     // A view of a database someone else owns: its owner closes it.
-    close: async () => undefined,
+    close: () => Promise.resolve(),
   };
 }
