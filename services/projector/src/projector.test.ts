@@ -59,6 +59,8 @@ function writer(subject: string, base: number) {
   };
 }
 
+/** What host B's client sent with its failed download: the end of the step's output. */
+const LOG_TAIL = "GET /p.tar.gz 200\nsha256 mismatch: got 00ff, want aaaa";
 const STEPS_OK: Step[] = ["begin", "backup", "download", "override", "stop", "start", "verify", "end-action"];
 
 /**
@@ -132,7 +134,7 @@ async function appendRollout() {
       if (fail && step === "download") {
         await slot(
           { type: "TaskStepStarted", ms: t, actor: `host:${host}`, data: { taskId, seq: seq++, step, at: ts(start) } },
-          { type: "TaskStepFailed", ms: t, actor: `host:${host}`, data: { taskId, seq: seq++, step, at: ts(t), durationMs: duration, error: "sha256 mismatch: got 00ff, want aaaa" } },
+          { type: "TaskStepFailed", ms: t, actor: `host:${host}`, data: { taskId, seq: seq++, step, at: ts(t), durationMs: duration, error: "sha256 mismatch: got 00ff, want aaaa", logTail: LOG_TAIL } },
         );
         // Reported separately: a start in one commit, its end in the next.
         await slot({ type: "TaskStepStarted", ms: t + 1, actor: `host:${host}`, data: { taskId, seq: seq++, step: "rollback", at: ts(t + 1) } });
@@ -243,7 +245,10 @@ describe.each(testDatabases())("projector on %s: deployments, tasks and host tim
       ["download", "failed"],
       ["rollback", "succeeded"],
     ]);
-    expect(b.steps[2]).toMatchObject({ error: "sha256 mismatch: got 00ff, want aaaa", durationMs: 300 });
+    expect(b.steps[2]).toMatchObject({ error: "sha256 mismatch: got 00ff, want aaaa", durationMs: 300, logTail: LOG_TAIL });
+    // The task row carries the log tail its client sent with the failure.
+    expect(b).toMatchObject({ logTail: LOG_TAIL });
+    expect(a).toMatchObject({ logTail: null });
 
     const tl = await get(app, `/v1/hosts/${r.hostA}/timeline`);
     expect(tl.statusCode).toBe(200);

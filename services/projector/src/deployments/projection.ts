@@ -65,6 +65,9 @@ const MIGRATIONS = [
   // changes the skipped hosts exactly as the decider's evolve does.
   `ALTER TABLE deployments ADD COLUMN plan_id text;
   ALTER TABLE deployments ADD COLUMN plan_parts jsonb NOT NULL DEFAULT '[]'`,
+  // The end of a failed step's output as the client sent it; the task keeps its latest failed step's.
+  `ALTER TABLE task_steps ADD COLUMN log_tail text;
+  ALTER TABLE tasks ADD COLUMN log_tail text`,
 ];
 
 /**
@@ -160,16 +163,16 @@ async function applyEvent(tx: Queryable, event: MoltEvent): Promise<void> {
       // Closes the open row of this step; a step whose start was never reported gets a row of its own.
       await tx.query(
         `WITH closed AS (
-           UPDATE task_steps SET state = $3, ended_at = $5::timestamptz, duration_ms = $6::float8, error = $7, detail = $8
+           UPDATE task_steps SET state = $3, ended_at = $5::timestamptz, duration_ms = $6::float8, error = $7, detail = $8, log_tail = $10
            WHERE task_id = $1 AND step = $2 AND state = 'running'
            RETURNING 1
          ), added AS (
-           INSERT INTO task_steps (task_id, seq, step, state, started_at, ended_at, duration_ms, error, detail)
-           SELECT $1, $4, $2, $3, $5::timestamptz - make_interval(secs => $6::float8 / 1000), $5::timestamptz, $6::float8, $7, $8
+           INSERT INTO task_steps (task_id, seq, step, state, started_at, ended_at, duration_ms, error, detail, log_tail)
+           SELECT $1, $4, $2, $3, $5::timestamptz - make_interval(secs => $6::float8 / 1000), $5::timestamptz, $6::float8, $7, $8, $10
            WHERE NOT EXISTS (SELECT 1 FROM closed)
            ON CONFLICT DO NOTHING
          )
-         UPDATE tasks SET current_step = $2, updated_at = $9::timestamptz WHERE task_id = $1`,
+         UPDATE tasks SET current_step = $2, updated_at = $9::timestamptz, log_tail = COALESCE($10, log_tail) WHERE task_id = $1`,
         [
           d.taskId,
           d.step,
@@ -180,6 +183,7 @@ async function applyEvent(tx: Queryable, event: MoltEvent): Promise<void> {
           event.type === "TaskStepFailed" ? event.data.error : null,
           event.type === "TaskStepSucceeded" ? (event.data.detail ?? null) : null,
           at,
+          event.type === "TaskStepFailed" ? (event.data.logTail ?? null) : null,
         ],
       );
       return;
