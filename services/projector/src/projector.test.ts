@@ -1,3 +1,4 @@
+import { readFile } from "node:fs/promises";
 import { DeploymentList, DeploymentView as DeploymentViewSchema, TaskList, TaskView, subjects, type MoltEvent, type Step } from "@molt/contracts";
 import type { Db } from "@molt/db";
 import { createEventStore, ensureEventStream, type EventStore } from "@molt/event-store";
@@ -352,6 +353,34 @@ describe.each(testDatabases())("projector on %s: deployments, tasks and host tim
     const seq = await r.dep({ type: "DeploymentCompleted", ms: 9_000, data: { deploymentId: r.id, succeeded: 1, failed: 1, skipped: 0 } });
     await caughtUp(app, seq);
     expect((await get(app, `/v1/deployments/${r.id}`)).json<DeploymentView>().deployment).toMatchObject({ state: "completed" });
+  });
+
+  it("[views] every SQL query of the Grafana dashboard runs against the views after a rollout and returns rows; its Prometheus panels name metrics the projector exposes", async () => {
+    const db = await template().fresh();
+    const app = await start(db);
+    const r = await appendRollout();
+    // The hosts describe themselves too (the fleet tables).
+    const meta = writer(subjects.hostMeta(r.hostA), 0);
+    await meta(
+      { type: "HostRegistered", ms: 1, actor: `host:${r.hostA}`, data: { hostId: r.hostA, os: "linux", arch: "amd64", platform: "linux-amd64", labels: { env: "prod" } } },
+      { type: "ComponentVersionObserved", ms: 2, actor: `host:${r.hostA}`, data: { hostId: r.hostA, component: r.component, version: "2.1.0", previous: "2.0.0" } },
+    );
+    await caughtUp(app, await store.lastSequence());
+
+    const dashboard = JSON.parse(await readFile(new URL("../../../infra/grafana/molt.json", import.meta.url), "utf8")) as {
+      panels: Array<{ title: string; targets: Array<{ rawSql?: string; expr?: string }> }>;
+    };
+    const queries = dashboard.panels.flatMap((p) => p.targets.filter((t) => t.rawSql).map((t) => ({ title: p.title, sql: t.rawSql! })));
+    expect(queries.length).toBeGreaterThanOrEqual(8);
+    for (const q of queries) {
+      const rows = (await db.query(q.sql)).rows;
+      expect(rows.length, `"${q.title}" returned no rows`).toBeGreaterThan(0);
+    }
+
+    const exposed = new Set([...(await app.inject({ method: "GET", url: "/metrics" })).body.matchAll(/^# TYPE (\S+)/gm)].map((m) => m[1]!));
+    const named = dashboard.panels.flatMap((p) => p.targets.flatMap((t) => [...(t.expr ?? "").matchAll(/\b(molt_[a-z_]+)/g)].map((m) => m[1]!)));
+    expect(named.length).toBeGreaterThan(0);
+    for (const name of named) expect(exposed, `${name} is not exposed`).toContain(name.replace(/_bucket$/, ""));
   });
 
   it("[spine] a commit that fails leaves no trace, stops projecting, and is applied once it can be", async () => {
