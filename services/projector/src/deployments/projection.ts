@@ -86,6 +86,12 @@ export function deploymentsProjection(): Projection {
         // their deployment's updated_at: the last of a run on one deployment leaves the same row.
         const next = events[i + 1];
         if (next && onlyTouches(event) && onlyTouches(next) && event.data.deploymentId === next.data.deploymentId) continue;
+        // A step's start and end reported together (the usual report) make one complete row.
+        if (next && event.type === "TaskStepStarted" && isStepEnd(next) && next.data.taskId === event.data.taskId && next.data.step === event.data.step) {
+          await applyStepPair(tx, event, next);
+          i++;
+          continue;
+        }
         await applyEvent(tx, event);
       }
     },
@@ -93,6 +99,38 @@ export function deploymentsProjection(): Projection {
 }
 
 type Touch = Extract<MoltEvent, { type: "HostsAssigned" | "HostOutcomeRecorded" }>;
+type StepEnd = Extract<MoltEvent, { type: "TaskStepSucceeded" | "TaskStepFailed" }>;
+const isStepEnd = (e: MoltEvent): e is StepEnd => e.type === "TaskStepSucceeded" || e.type === "TaskStepFailed";
+
+/**
+ * TaskStepStarted then its end, in one commit: the rows the two leave one by one, in one
+ * statement. The slot decider refuses a step start while any step is open, so the end closes
+ * exactly the row the start opened.
+ */
+async function applyStepPair(tx: Queryable, start: Extract<MoltEvent, { type: "TaskStepStarted" }>, end: StepEnd): Promise<void> {
+  const failed = end.type === "TaskStepFailed";
+  await tx.query(
+    `WITH step AS (
+       INSERT INTO task_steps (task_id, seq, step, state, started_at, ended_at, duration_ms, error, detail, log_tail)
+       VALUES ($1, $2, $3, $4, $5::timestamptz, $6::timestamptz, $7::float8, $8, $9, $10)
+       ON CONFLICT DO NOTHING
+     )
+     UPDATE tasks SET current_step = $3, updated_at = $11::timestamptz, log_tail = COALESCE($10, log_tail) WHERE task_id = $1`,
+    [
+      start.data.taskId,
+      start.data.seq,
+      start.data.step,
+      failed ? "failed" : "succeeded",
+      start.data.at,
+      end.data.at,
+      end.data.durationMs,
+      end.type === "TaskStepFailed" ? end.data.error : null,
+      end.type === "TaskStepSucceeded" ? (end.data.detail ?? null) : null,
+      end.type === "TaskStepFailed" ? (end.data.logTail ?? null) : null,
+      end.metadata.occurredAt,
+    ],
+  );
+}
 const onlyTouches = (e: MoltEvent): e is Touch => e.type === "HostsAssigned" || e.type === "HostOutcomeRecorded";
 
 async function applyEvent(tx: Queryable, event: MoltEvent): Promise<void> {
