@@ -347,7 +347,16 @@ export const TaskStepSucceeded = event(
 );
 export const TaskStepFailed = event(
   "TaskStepFailed",
-  z.object({ taskId: Id, seq: Seq, step: Step, at: At, durationMs: z.number().nonnegative(), error: ErrorText }),
+  z.object({
+    taskId: Id,
+    seq: Seq,
+    step: Step,
+    at: At,
+    durationMs: z.number().nonnegative(),
+    error: ErrorText,
+    /** The end of the step's command output as the client sent it (at most 4 KiB of text). */
+    logTail: z.string().max(4096).optional(),
+  }),
 );
 export const TaskRolledBack = event("TaskRolledBack", z.object({ taskId: Id, seq: Seq, at: At, reason: ErrorText }));
 export const TaskSucceeded = event("TaskSucceeded", z.object({ taskId: Id, seq: Seq, at: At, version: Version }));

@@ -110,6 +110,8 @@ export const JournalEntry = z.discriminatedUnion("kind", [
     step: Step,
     durationMs: z.number().nonnegative(),
     error: z.string().max(4000),
+    /** The end of what the step's command printed (stdout and stderr), at most 4 KiB of text. */
+    logTail: z.string().max(4096).optional(),
   }),
   z.object({ kind: z.literal("rolled-back"), seq: z.number().int().positive(), at: At, reason: z.string().max(4000) }),
   z.object({ kind: z.literal("succeeded"), seq: z.number().int().positive(), at: At, version: Version }),

@@ -55,6 +55,8 @@ export const StepView = z.object({
   durationMs: z.number().nullable(),
   error: z.string().nullable(),
   detail: z.string().nullable(),
+  /** The end of the step's output its client sent with a failure (at most 4 KiB). */
+  logTail: z.string().nullable(),
 });
 export type StepView = z.infer<typeof StepView>;
 
@@ -70,6 +72,8 @@ export const TaskView = z.object({
   state: TaskStateView,
   currentStep: z.string().nullable(),
   error: z.string().nullable(),
+  /** The log tail of the step the task failed at (or of its latest failed step), as its client sent it. */
+  logTail: z.string().nullable(),
   allocatedAt: Timestamp,
   updatedAt: Timestamp,
   finishedAt: Timestamp.nullable(),

@@ -135,3 +135,26 @@ function openPostgres(url: string, opts: OpenDatabaseOptions): Db {
     },
   };
 }
+
+/**
+ * The same database with `schema` first on the search path: every statement runs in a
+ * transaction that sets it (SET LOCAL), so unqualified table names resolve there on any pooled
+ * connection. For building a copy of a set of tables beside the live ones (a projection rebuild).
+ */
+export function inSchema(db: Db, schema: string): Db {
+  if (!/^[a-z_][a-z0-9_]{0,62}$/i.test(schema)) throw new Error(`not a plain schema name: ${schema}`);
+  const enter = (tx: Queryable) => tx.exec(`SET LOCAL search_path TO ${schema}`);
+  const transaction = <T>(fn: (tx: Queryable) => Promise<T>) =>
+    db.transaction(async (tx) => {
+      await enter(tx);
+      return fn(tx);
+    });
+  return {
+    kind: db.kind,
+    query: <T>(sql: string, params?: readonly unknown[]) => transaction((tx) => tx.query<T>(sql, params)),
+    exec: (sql) => transaction((tx) => tx.exec(sql)),
+    transaction,
+    // A view of a database someone else owns: its owner closes it.
+    close: () => Promise.resolve(),
+  };
+}

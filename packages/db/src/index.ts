@@ -1,7 +1,7 @@
-export { openDatabase, fromPGlite, type Db, type Queryable, type QueryResult, type OpenDatabaseOptions } from "./db.js";
+export { openDatabase, fromPGlite, inSchema, type Db, type Queryable, type QueryResult, type OpenDatabaseOptions } from "./db.js";
 export { migrate } from "./migrate.js";
 export { DataDirBusyError } from "./owner-lock.js";
-export { createTemplate, type DatabaseTemplate } from "./template.js";
+export { createPostgresTemplate, createTemplate, type DatabaseTemplate } from "./template.js";
 export { pgSafe } from "./text.js";
 export {
   advanceCheckpoint,

@@ -1,5 +1,5 @@
 import { PGlite } from "@electric-sql/pglite";
-import { fromPGlite, type Db } from "./db.js";
+import { fromPGlite, openDatabase, type Db } from "./db.js";
 
 export interface DatabaseTemplate {
   /** A new database holding a copy of the template (about 0.5 s instead of 2–5 s for a fresh PGlite). */
@@ -24,6 +24,36 @@ export async function createTemplate(prepare?: (db: Db) => Promise<void>): Promi
     async close() {
       await Promise.all(clones.map((c) => c.close()));
       await base.close();
+    },
+  };
+}
+
+/**
+ * For tests on a real PostgreSQL (`MOLT_TEST_DATABASE_URL`): `fresh()` creates a database of its
+ * own on that server (dropped by `close()`), so tests written for PGlite templates run unchanged.
+ */
+export async function createPostgresTemplate(url: string): Promise<DatabaseTemplate> {
+  const admin = await openDatabase({ url, maxConnections: 1 });
+  const made: Array<{ name: string; db: Db }> = [];
+  return {
+    async fresh() {
+      const name = `molt_t_${process.pid}_${Date.now().toString(36)}_${made.length}`;
+      await admin.exec(`CREATE DATABASE ${name}`);
+      const u = new URL(url);
+      u.pathname = `/${name}`;
+      const opened = await openDatabase({ url: u.toString() });
+      let closing: Promise<void> | undefined;
+      // A test may close its database itself; the template's close then leaves it be.
+      const db: Db = { ...opened, close: () => (closing ??= opened.close()) };
+      made.push({ name, db });
+      return db;
+    },
+    async close() {
+      for (const { name, db } of made) {
+        await db.close();
+        await admin.exec(`DROP DATABASE IF EXISTS ${name}`);
+      }
+      await admin.close();
     },
   };
 }

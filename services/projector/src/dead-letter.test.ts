@@ -4,7 +4,7 @@ import { subjects, type MoltEvent } from "@molt/contracts";
 import { createLogger } from "@molt/runtime";
 import { waitFor } from "@molt/testkit";
 import { buildApp } from "./app.js";
-import { projectorTestBed, viewerHeaders as headers, viewerTokens as tokens } from "./testing.js";
+import { projectorTestBed, testDatabases, viewerHeaders as headers, viewerTokens as tokens } from "./testing.js";
 
 // Its own server and stream: the poison stays out of the other projector tests' stream.
 // The projector logs each failed try at error: that is the behaviour under test, not noise to show.
@@ -19,29 +19,34 @@ const requested = (id: string): MoltEvent => ({
     metadata: { occurredAt: "2026-03-01T10:00:00.000Z", actor: "alice", correlationId: "c-1" },
 });
 
-describe("projector: poison commits", () => {
+// The file's stream is shared: a fresh database replays the poison of every run before its own.
+let poisons = 0;
+
+describe.each(testDatabases())("projector on %s: poison commits", (kind, template) => {
   it("[views] a commit no reader can parse lands in the dead-letter table and later commits are still projected", async () => {
-    const db = await bed.template.fresh();
+    const db = await template().fresh();
     const app = await buildApp({ db, store: bed.store, logger, tokens, retryMs: 20 });
     try {
       // Written past the event store's validation, as a buggy or hostile writer on the bus could.
-      const poisonSubject = subjects.deployment("d-poison");
+      const poisonSubject = subjects.deployment(`d-poison-${kind}`);
       const ack = await jetstream(bed.nc).publish(poisonSubject, new TextEncoder().encode('{"commitId":"x","events":[{"type":"Nope"}]}'));
-      const after = await bed.store.append(subjects.deployment("d-after"), { commitId: "d-after#1", events: [requested("d-after")] }, { expectedSequence: 0 });
+      poisons++;
+      const id = `d-after-${kind}`;
+      const after = await bed.store.append(subjects.deployment(id), { commitId: `${id}#1`, events: [requested(id)] }, { expectedSequence: 0 });
 
       const status = await waitFor("the projector to pass the poison", async () => {
         const s = (await app.inject({ url: "/v1/projector/status", headers })).json<{ checkpoint: number }>();
         return s.checkpoint >= after.seq ? s : undefined;
       });
-      expect(status).toMatchObject({ error: null, lag: 0, deadLetters: 1 });
-      const view = await app.inject({ url: "/v1/deployments/d-after", headers });
+      expect(status).toMatchObject({ error: null, lag: 0, deadLetters: poisons });
+      const view = await app.inject({ url: `/v1/deployments/${id}`, headers });
       expect(view.statusCode).toBe(200);
-      expect(view.json()).toMatchObject({ deployment: { id: "d-after" } });
-      const dead = (await app.inject({ url: "/v1/projector/dead-letters", headers })).json<{ deadLetters: unknown[] }>();
-      expect(dead.deadLetters).toEqual([
-        expect.objectContaining({ seq: ack.seq, subject: poisonSubject, attempts: 3, payload: expect.stringContaining('"Nope"') as unknown }),
-      ]);
-      expect(dead.deadLetters[0]).toMatchObject({ error: expect.stringMatching(/not a valid commit/) as unknown });
+      expect(view.json()).toMatchObject({ deployment: { id } });
+      const dead = (await app.inject({ url: "/v1/projector/dead-letters", headers })).json<{ deadLetters: Array<{ seq: number }> }>();
+      expect(dead.deadLetters).toHaveLength(poisons);
+      const mine = dead.deadLetters.find((d) => d.seq === ack.seq);
+      expect(mine).toEqual(expect.objectContaining({ seq: ack.seq, subject: poisonSubject, attempts: 3, payload: expect.stringContaining('"Nope"') as unknown }));
+      expect(mine).toMatchObject({ error: expect.stringMatching(/not a valid commit/) as unknown });
     } finally {
       await app.close();
     }

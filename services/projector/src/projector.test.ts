@@ -1,16 +1,19 @@
+import { readFile } from "node:fs/promises";
 import { DeploymentList, DeploymentView as DeploymentViewSchema, TaskList, TaskView, subjects, type MoltEvent, type Step } from "@molt/contracts";
-import { createTemplate, type Db, type DatabaseTemplate } from "@molt/db";
+import type { Db } from "@molt/db";
 import { createEventStore, ensureEventStream, type EventStore } from "@molt/event-store";
 import { createLogger, parseTokens } from "@molt/runtime";
 import { startNatsServer, waitFor, type NatsServer } from "@molt/testkit";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildApp } from "./app.js";
+import { testDatabases } from "./testing.js";
 
 type App = Awaited<ReturnType<typeof buildApp>>;
 
 const VIEWER = "viewer-token-0123456789";
-const tokens = parseTokens(JSON.stringify({ [VIEWER]: { actor: "vera", role: "viewer" } }), "test");
+const ADMIN = "admin-token-0123456789a";
+const tokens = parseTokens(JSON.stringify({ [VIEWER]: { actor: "vera", role: "viewer" }, [ADMIN]: { actor: "ada", role: "admin" } }), "test");
 const auth = { authorization: `Bearer ${VIEWER}` };
 const logger = createLogger("projector-test");
 logger.level = "warn";
@@ -18,19 +21,16 @@ logger.level = "warn";
 let server: NatsServer;
 let nc: NatsConnection;
 let store: EventStore;
-// One PGlite for the file, cloned per test: a fresh PGlite costs seconds.
-let template: DatabaseTemplate;
 const apps: App[] = [];
 
 beforeAll(async () => {
-  [server, template] = await Promise.all([startNatsServer(), createTemplate()]);
+  server = await startNatsServer();
   nc = await connect({ servers: server.url });
   await ensureEventStream(nc);
   store = createEventStore(nc);
 });
 afterAll(async () => {
   await Promise.all(apps.map((a) => a.close()));
-  await template?.close();
   await nc?.close();
   await server?.stop();
 });
@@ -60,6 +60,8 @@ function writer(subject: string, base: number) {
   };
 }
 
+/** What host B's client sent with its failed download: the end of the step's output. */
+const LOG_TAIL = "GET /p.tar.gz 200\nsha256 mismatch: got 00ff, want aaaa";
 const STEPS_OK: Step[] = ["begin", "backup", "download", "override", "stop", "start", "verify", "end-action"];
 
 /**
@@ -133,7 +135,7 @@ async function appendRollout() {
       if (fail && step === "download") {
         await slot(
           { type: "TaskStepStarted", ms: t, actor: `host:${host}`, data: { taskId, seq: seq++, step, at: ts(start) } },
-          { type: "TaskStepFailed", ms: t, actor: `host:${host}`, data: { taskId, seq: seq++, step, at: ts(t), durationMs: duration, error: "sha256 mismatch: got 00ff, want aaaa" } },
+          { type: "TaskStepFailed", ms: t, actor: `host:${host}`, data: { taskId, seq: seq++, step, at: ts(t), durationMs: duration, error: "sha256 mismatch: got 00ff, want aaaa", logTail: LOG_TAIL } },
         );
         // Reported separately: a start in one commit, its end in the next.
         await slot({ type: "TaskStepStarted", ms: t + 1, actor: `host:${host}`, data: { taskId, seq: seq++, step: "rollback", at: ts(t + 1) } });
@@ -202,9 +204,10 @@ interface DeploymentView {
   }>;
 }
 
-describe("projector: deployments, tasks and host timelines from MOLT_EVENTS", () => {
+// On PGlite, and on the real PostgreSQL of MOLT_TEST_DATABASE_URL when it is set (CI sets it).
+describe.each(testDatabases())("projector on %s: deployments, tasks and host timelines from MOLT_EVENTS", (_kind, template) => {
   it("[spine] a rollout with one success and one failure: counts, ordered steps with durations, the error, the host timeline", async () => {
-    const app = await start(await template.fresh());
+    const app = await start(await template().fresh());
     const r = await appendRollout();
     await caughtUp(app, r.lastSeq);
 
@@ -243,7 +246,10 @@ describe("projector: deployments, tasks and host timelines from MOLT_EVENTS", ()
       ["download", "failed"],
       ["rollback", "succeeded"],
     ]);
-    expect(b.steps[2]).toMatchObject({ error: "sha256 mismatch: got 00ff, want aaaa", durationMs: 300 });
+    expect(b.steps[2]).toMatchObject({ error: "sha256 mismatch: got 00ff, want aaaa", durationMs: 300, logTail: LOG_TAIL });
+    // The task row carries the log tail its client sent with the failure.
+    expect(b).toMatchObject({ logTail: LOG_TAIL });
+    expect(a).toMatchObject({ logTail: null });
 
     const tl = await get(app, `/v1/hosts/${r.hostA}/timeline`);
     expect(tl.statusCode).toBe(200);
@@ -267,7 +273,7 @@ describe("projector: deployments, tasks and host timelines from MOLT_EVENTS", ()
   });
 
   it("[spine] a restart resumes from the checkpoint: nothing applied twice, new events picked up", async () => {
-    const db = await template.fresh();
+    const db = await template().fresh();
     let app = await start(db);
     const r = await appendRollout();
     await caughtUp(app, r.lastSeq);
@@ -290,7 +296,7 @@ describe("projector: deployments, tasks and host timelines from MOLT_EVENTS", ()
   });
 
   it("[spine] two workers on one database apply each commit once", async () => {
-    const db = await template.fresh();
+    const db = await template().fresh();
     const one = await start(db);
     const two = await start(db);
     const r = await appendRollout();
@@ -303,14 +309,14 @@ describe("projector: deployments, tasks and host timelines from MOLT_EVENTS", ()
   });
 
   it("[spine] a rebuild from sequence 0 into a fresh database gives the same rows", async () => {
-    const db = await template.fresh();
+    const db = await template().fresh();
     const app = await start(db);
     const r = await appendRollout();
     const last = await store.lastSequence();
     expect(last).toBeGreaterThanOrEqual(r.lastSeq);
     await caughtUp(app, last);
 
-    const fresh = await template.fresh();
+    const fresh = await template().fresh();
     const rebuilt = await start(fresh);
     await caughtUp(rebuilt, last);
     await close(app);
@@ -320,8 +326,65 @@ describe("projector: deployments, tasks and host timelines from MOLT_EVENTS", ()
     expect(y).toEqual(x);
   });
 
+  it("[views] POST /v1/projector/rebuild replays into fresh tables and swaps them in: the views answer throughout and equal the live ones", async () => {
+    const db = await template().fresh();
+    const app = await start(db);
+    const r = await appendRollout();
+    await appendRollout();
+    const last = await store.lastSequence();
+    await caughtUp(app, last);
+    const before = await dump(db);
+    // A marker row in the live tables: gone after the swap, so the views are really the rebuilt ones.
+    await db.query("UPDATE deployments SET reason = 'marker' WHERE id = $1", [r.id]);
+
+    expect((await app.inject({ method: "POST", url: "/v1/projector/rebuild", headers: auth })).statusCode).toBe(403);
+    const rebuilding = app.inject({ method: "POST", url: "/v1/projector/rebuild", headers: { authorization: `Bearer ${ADMIN}` } });
+    // While it replays, the live views answer.
+    const during = await get(app, `/v1/deployments/${r.id}`);
+    expect(during.statusCode).toBe(200);
+    const res = await rebuilding;
+    expect(res.statusCode).toBe(200);
+    expect(res.json<{ checkpoint: number }>().checkpoint).toBeGreaterThanOrEqual(last);
+
+    const after = await dump(db);
+    expect(after.deployments.find((d) => d["id"] === r.id)?.["reason"]).toBeNull();
+    expect(after).toEqual(before);
+    // It follows on the new tables.
+    const seq = await r.dep({ type: "DeploymentCompleted", ms: 9_000, data: { deploymentId: r.id, succeeded: 1, failed: 1, skipped: 0 } });
+    await caughtUp(app, seq);
+    expect((await get(app, `/v1/deployments/${r.id}`)).json<DeploymentView>().deployment).toMatchObject({ state: "completed" });
+  });
+
+  it("[views] every SQL query of the Grafana dashboard runs against the views after a rollout and returns rows; its Prometheus panels name metrics the projector exposes", async () => {
+    const db = await template().fresh();
+    const app = await start(db);
+    const r = await appendRollout();
+    // The hosts describe themselves too (the fleet tables).
+    const meta = writer(subjects.hostMeta(r.hostA), 0);
+    await meta(
+      { type: "HostRegistered", ms: 1, actor: `host:${r.hostA}`, data: { hostId: r.hostA, os: "linux", arch: "amd64", platform: "linux-amd64", labels: { env: "prod" } } },
+      { type: "ComponentVersionObserved", ms: 2, actor: `host:${r.hostA}`, data: { hostId: r.hostA, component: r.component, version: "2.1.0", previous: "2.0.0" } },
+    );
+    await caughtUp(app, await store.lastSequence());
+
+    const dashboard = JSON.parse(await readFile(new URL("../../../infra/grafana/molt.json", import.meta.url), "utf8")) as {
+      panels: Array<{ title: string; targets: Array<{ rawSql?: string; expr?: string }> }>;
+    };
+    const queries = dashboard.panels.flatMap((p) => p.targets.filter((t) => t.rawSql).map((t) => ({ title: p.title, sql: t.rawSql! })));
+    expect(queries.length).toBeGreaterThanOrEqual(8);
+    for (const q of queries) {
+      const rows = (await db.query(q.sql)).rows;
+      expect(rows.length, `"${q.title}" returned no rows`).toBeGreaterThan(0);
+    }
+
+    const exposed = new Set([...(await app.inject({ method: "GET", url: "/metrics" })).body.matchAll(/^# TYPE (\S+)/gm)].map((m) => m[1]!));
+    const named = dashboard.panels.flatMap((p) => p.targets.flatMap((t) => [...(t.expr ?? "").matchAll(/\b(molt_[a-z_]+)/g)].map((m) => m[1]!)));
+    expect(named.length).toBeGreaterThan(0);
+    for (const name of named) expect(exposed, `${name} is not exposed`).toContain(name.replace(/_bucket$/, ""));
+  });
+
   it("[spine] a commit that fails leaves no trace, stops projecting, and is applied once it can be", async () => {
-    const db = await template.fresh();
+    const db = await template().fresh();
     const app = await start(db);
     await caughtUp(app, await store.lastSequence());
     await db.exec("ALTER TABLE host_timeline RENAME TO host_timeline_away");
@@ -344,7 +407,7 @@ describe("projector: deployments, tasks and host timelines from MOLT_EVENTS", ()
   });
 
   it("[spine] edges: 400 for a malformed id, 404 for unknown ones, 401 without a token, a newest-first list, status", async () => {
-    const app = await start(await template.fresh());
+    const app = await start(await template().fresh());
     const r = await appendRollout();
     const r2 = await appendRollout();
     await caughtUp(app, r2.lastSeq);
@@ -375,7 +438,7 @@ describe("projector: deployments, tasks and host timelines from MOLT_EVENTS", ()
   });
 
   it("[views] task queries: a deployment's tasks by state and failed step, one task by id, deployments by state and component in cursor pages", async () => {
-    const app = await start(await template.fresh());
+    const app = await start(await template().fresh());
     const r = await appendRollout();
     await caughtUp(app, r.lastSeq);
 
@@ -414,7 +477,7 @@ describe("projector: deployments, tasks and host timelines from MOLT_EVENTS", ()
   });
 
   it("[views] live over SSE: a host's timeline replays after Last-Event-ID then follows; a deployment streams snapshots then changes", async () => {
-    const app = await start(await template.fresh());
+    const app = await start(await template().fresh());
     const base = await app.listen({ host: "127.0.0.1", port: 0 });
     const r = await appendRollout();
     await caughtUp(app, r.lastSeq);

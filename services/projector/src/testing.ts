@@ -1,6 +1,6 @@
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll } from "vitest";
-import { createTemplate, type DatabaseTemplate } from "@molt/db";
+import { createPostgresTemplate, createTemplate, type DatabaseTemplate } from "@molt/db";
 import { createEventStore, ensureEventStream, type EventStore } from "@molt/event-store";
 import { parseTokens } from "@molt/runtime";
 import { startNatsServer, type NatsServer } from "@molt/testkit";
@@ -35,4 +35,33 @@ export function projectorTestBed(): TestBed {
     await bed.server?.stop();
   });
   return bed;
+}
+
+export type DatabaseKind = "pglite" | "postgres";
+
+/**
+ * The databases a projection test runs on, for `describe.each`: PGlite always, and the real
+ * PostgreSQL that scripts/check.sh starts when `MOLT_TEST_DATABASE_URL` names it (CI runs both).
+ * `MOLT_TEST_DATABASES=postgres` (or `pglite`) narrows the list. Each template lives for the file.
+ */
+export function testDatabases(): Array<[DatabaseKind, () => DatabaseTemplate]> {
+  const url = process.env["MOLT_TEST_DATABASE_URL"];
+  const only = process.env["MOLT_TEST_DATABASES"]?.split(",");
+  const kinds = (["pglite", "postgres"] as const).filter((k) => (k === "pglite" || url) && (!only || only.includes(k)));
+  return kinds.map((kind) => {
+    let template: DatabaseTemplate | undefined;
+    beforeAll(async () => {
+      template = kind === "postgres" ? await createPostgresTemplate(url!) : await createTemplate();
+    });
+    afterAll(async () => {
+      await template?.close();
+    });
+    return [
+      kind,
+      () => {
+        if (!template) throw new Error(`the ${kind} template is not ready`);
+        return template;
+      },
+    ];
+  });
 }

@@ -113,7 +113,15 @@ function eventFor(taskId: string, entry: JournalEntry): SlotEventBody {
     case "step-failed":
       return {
         type: "TaskStepFailed",
-        data: { taskId, seq: entry.seq, step: entry.step, at: entry.at, durationMs: entry.durationMs, error: entry.error },
+        data: {
+          taskId,
+          seq: entry.seq,
+          step: entry.step,
+          at: entry.at,
+          durationMs: entry.durationMs,
+          error: entry.error,
+          ...(entry.logTail !== undefined ? { logTail: entry.logTail } : {}),
+        },
       };
     case "rolled-back":
       return { type: "TaskRolledBack", data: { taskId, seq: entry.seq, at: entry.at, reason: entry.reason } };

@@ -141,6 +141,20 @@ describe("a managed component (a real process serving its version over HTTP)", (
     expect(await runningPid(root)).toBe(oldPid);
   });
 
+  it("[views] a failing hook's step report carries the tail of its output (the last 4 KiB), not only the short error", async () => {
+    const { root, component } = await hostWith100();
+    // 6,000 numbered bytes, then the reason: the tail keeps the end.
+    const hook = `i=0; while [ $i -lt 600 ]; do printf 'line%05d\\n' $i; i=$((i+1)); done; echo draining failed; exit 4`;
+    const entries = await run(root, task("2.0.0"), { ...component, hooks: { beforeStop: hook, timeoutMs: 5_000 } });
+    const failed = entries.find((e) => e.kind === "step-failed");
+    expect(failed?.kind === "step-failed" && failed.logTail).toBeTruthy();
+    const tail = failed?.kind === "step-failed" ? failed.logTail! : "";
+    expect(tail.length).toBeLessThanOrEqual(4096);
+    expect(tail.length).toBeGreaterThan(2000);
+    expect(tail).toMatch(/line00599\ndraining failed$/);
+    expect(tail).not.toContain("line00000");
+  });
+
   it("[upgrade-client] a new version that crashes on start: rolled back, the old version restarted and answering", async () => {
     const { root, port, component } = await hostWith100();
     const entries = await run(root, task("2.0.1"), component);

@@ -12,6 +12,19 @@ export function componentEnv(paths: ComponentPaths, version: string | null): Nod
   return { ...process.env, MOLT_COMPONENT_DIR: paths.dir, MOLT_SHARED_DIR: paths.shared, MOLT_VERSION: version ?? "" };
 }
 
+/** How much of a command's output is kept (and sent as a failed step's log tail). */
+export const LOG_TAIL_CHARS = 4096;
+
+/** A command that failed, with the end of what it printed (the failed step's `logTail`). */
+export class CommandFailedError extends Error {
+  constructor(
+    message: string,
+    readonly output: string,
+  ) {
+    super(message);
+  }
+}
+
 export interface CommandResult {
   readonly code: number | null;
   readonly signal: string | null;
@@ -28,7 +41,7 @@ export function runCommand(command: string, opts: { cwd: string; env: NodeJS.Pro
     const child = spawn("/bin/sh", ["-c", command], { cwd: opts.cwd, env: opts.env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
     let output = "";
     const keep = (d: Buffer) => {
-      output = (output + d.toString("utf8")).slice(-2000);
+      output = (output + d.toString("utf8")).slice(-LOG_TAIL_CHARS);
     };
     child.stdout.on("data", keep);
     child.stderr.on("data", keep);
@@ -42,7 +55,7 @@ export function runCommand(command: string, opts: { cwd: string; env: NodeJS.Pro
     });
     child.once("close", (code, signal) => {
       clearTimeout(timer);
-      resolve({ code, signal, output: output.trim() });
+      resolve({ code, signal, output: output.trim().slice(-LOG_TAIL_CHARS) });
     });
   });
 }
@@ -77,7 +90,7 @@ export async function startProcess(config: ComponentConfig, paths: ComponentPath
   if (start === undefined) return null;
   if (start.systemdUnit !== undefined) {
     const r = await runCommand(`systemctl start ${start.systemdUnit}`, { cwd: "/", env: process.env, timeoutMs: 60_000 });
-    if (r.code !== 0) throw new Error(describeResult(`systemctl start ${start.systemdUnit}`, r));
+    if (r.code !== 0) throw new CommandFailedError(describeResult(`systemctl start ${start.systemdUnit}`, r), r.output);
     return null;
   }
   const cwd = await realpath(paths.current);
@@ -155,7 +168,7 @@ export async function stopProcess(config: ComponentConfig, paths: ComponentPaths
   const notes: string[] = [];
   if (config.stop?.systemdUnit !== undefined) {
     const r = await runCommand(`systemctl stop ${config.stop.systemdUnit}`, { cwd: "/", env: process.env, timeoutMs: graceMs + 60_000 });
-    if (r.code !== 0) throw new Error(describeResult(`systemctl stop ${config.stop.systemdUnit}`, r));
+    if (r.code !== 0) throw new CommandFailedError(describeResult(`systemctl stop ${config.stop.systemdUnit}`, r), r.output);
     notes.push(`systemctl stop ${config.stop.systemdUnit}`);
   } else if (config.stop?.command !== undefined) {
     const cwd = await realpath(paths.current).catch(() => paths.dir);

@@ -6,6 +6,7 @@ import type { ExtractLimits } from "./extract.js";
 import { type Crash, noCrash } from "./crash.js";
 import { filesOnly, type ComponentConfig } from "../agent/components.js";
 import { injectedFault } from "./fault.js";
+import { CommandFailedError, LOG_TAIL_CHARS } from "./process.js";
 import { type Facts, machineFor, NO_FACTS, type StepMachine, type StepSpec, type TaskInput, TaskRejectedError } from "./machine.js";
 
 /** A repository away for a minute or so is ridden out; the deadline ends the tries in any case. */
@@ -100,7 +101,9 @@ export async function runTask(opts: RunTaskOptions): Promise<Verdict> {
     } catch (err) {
       const durationMs = Math.round(performance.now() - started);
       const error = describe(err, signal, task.deadline).slice(0, 4000);
-      await journal.append({ kind: "step-failed", step: spec.step, durationMs, error });
+      // A command that failed sends the end of its output along (the short error keeps 500 bytes).
+      const logTail = err instanceof CommandFailedError && err.output ? { logTail: err.output.slice(-LOG_TAIL_CHARS) } : {};
+      await journal.append({ kind: "step-failed", step: spec.step, durationMs, error, ...logTail });
       // The first failure decides the verdict; cleanup that follows does not change it.
       failure ??= { step: spec.step, error, rejected: err instanceof TaskRejectedError };
       at = spec.onFailure;

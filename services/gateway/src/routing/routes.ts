@@ -24,6 +24,8 @@ const RULES: readonly Rule[] = [
   { methods: READ, prefix: "/v1/hosts", owner: "projector" },
   { methods: "*", prefix: "/v1/hosts", owner: "action" },
   { methods: READ, prefix: "/v1/projector", owner: "projector" },
+  // The views' rebuild (admin; the projector checks the role and audits it).
+  { methods: ["POST"], prefix: "/v1/projector/rebuild", owner: "projector" },
   { methods: READ, prefix: "/v1/fleet", owner: "projector" },
   { methods: READ, prefix: "/v1/tasks", owner: "projector" },
   { methods: "*", prefix: "/v1/packages", owner: "packageRepo" },

@@ -1,6 +1,6 @@
 import { TASK_STATES, type MoltEvent, type TaskStateView } from "@molt/contracts";
 import type { Queryable } from "@molt/db";
-import { unreachable } from "@molt/domain";
+import { evolveDeployment, initialDeploymentState, unreachable, type DeploymentEventBody, type DeploymentState, type DeploymentStatus } from "@molt/domain";
 import type { Projection } from "../projection/projection.js";
 
 export { TASK_STATES };
@@ -61,6 +61,13 @@ const MIGRATIONS = [
     detail text,
     PRIMARY KEY (task_id, seq)
   )`,
+  // The plan being recorded (parts before the seal), so a replayed part or another replica's plan
+  // changes the skipped hosts exactly as the decider's evolve does.
+  `ALTER TABLE deployments ADD COLUMN plan_id text;
+  ALTER TABLE deployments ADD COLUMN plan_parts jsonb NOT NULL DEFAULT '[]'`,
+  // The end of a failed step's output as the client sent it; the task keeps its latest failed step's.
+  `ALTER TABLE task_steps ADD COLUMN log_tail text;
+  ALTER TABLE tasks ADD COLUMN log_tail text`,
 ];
 
 /**
@@ -79,6 +86,12 @@ export function deploymentsProjection(): Projection {
         // their deployment's updated_at: the last of a run on one deployment leaves the same row.
         const next = events[i + 1];
         if (next && onlyTouches(event) && onlyTouches(next) && event.data.deploymentId === next.data.deploymentId) continue;
+        // A step's start and end reported together (the usual report) make one complete row.
+        if (next && event.type === "TaskStepStarted" && isStepEnd(next) && next.data.taskId === event.data.taskId && next.data.step === event.data.step) {
+          await applyStepPair(tx, event, next);
+          i++;
+          continue;
+        }
         await applyEvent(tx, event);
       }
     },
@@ -86,115 +99,64 @@ export function deploymentsProjection(): Projection {
 }
 
 type Touch = Extract<MoltEvent, { type: "HostsAssigned" | "HostOutcomeRecorded" }>;
+type StepEnd = Extract<MoltEvent, { type: "TaskStepSucceeded" | "TaskStepFailed" }>;
+const isStepEnd = (e: MoltEvent): e is StepEnd => e.type === "TaskStepSucceeded" || e.type === "TaskStepFailed";
+
+/**
+ * TaskStepStarted then its end, in one commit: the rows the two leave one by one, in one
+ * statement. The slot decider refuses a step start while any step is open, so the end closes
+ * exactly the row the start opened.
+ */
+async function applyStepPair(tx: Queryable, start: Extract<MoltEvent, { type: "TaskStepStarted" }>, end: StepEnd): Promise<void> {
+  const failed = end.type === "TaskStepFailed";
+  await tx.query(
+    `WITH step AS (
+       INSERT INTO task_steps (task_id, seq, step, state, started_at, ended_at, duration_ms, error, detail, log_tail)
+       VALUES ($1, $2, $3, $4, $5::timestamptz, $6::timestamptz, $7::float8, $8, $9, $10)
+       ON CONFLICT DO NOTHING
+     )
+     UPDATE tasks SET current_step = $3, updated_at = $11::timestamptz, log_tail = COALESCE($10, log_tail) WHERE task_id = $1`,
+    [
+      start.data.taskId,
+      start.data.seq,
+      start.data.step,
+      failed ? "failed" : "succeeded",
+      start.data.at,
+      end.data.at,
+      end.data.durationMs,
+      end.type === "TaskStepFailed" ? end.data.error : null,
+      end.type === "TaskStepSucceeded" ? (end.data.detail ?? null) : null,
+      end.type === "TaskStepFailed" ? (end.data.logTail ?? null) : null,
+      end.metadata.occurredAt,
+    ],
+  );
+}
 const onlyTouches = (e: MoltEvent): e is Touch => e.type === "HostsAssigned" || e.type === "HostOutcomeRecorded";
 
 async function applyEvent(tx: Queryable, event: MoltEvent): Promise<void> {
   const at = event.metadata.occurredAt;
   switch (event.type) {
-    // ---------- deployments: the same transitions as the deployment decider's evolve ----------
-    case "DeploymentRequested": {
-      const d = event.data;
-      await tx.query(
-        `INSERT INTO deployments (id, component, version, state, requested_by, hosts_total, created_at, updated_at)
-         VALUES ($1, $2, $3, 'requested', $4, $5, $6::timestamptz, $6::timestamptz)
-         ON CONFLICT (id) DO NOTHING`,
-        [d.deploymentId, d.component, d.version, event.metadata.actor, d.hosts.length, at],
-      );
-      return;
-    }
-    case "PlanPartRecorded": {
-      // Parts of one plan arrive in order from part 0; a re-plan (another plan id) starts again at 0.
-      const d = event.data;
-      await tx.query(
-        `UPDATE deployments SET skipped = CASE WHEN $2 = 0 THEN $3::jsonb ELSE skipped || $3::jsonb END, updated_at = $4::timestamptz WHERE id = $1`,
-        [d.deploymentId, d.part, JSON.stringify(d.skipped), at],
-      );
-      return;
-    }
-    case "DeploymentPlanned": {
-      const d = event.data;
-      const planned = d.batches.reduce((n, b) => n + b.size, 0);
-      await tx.query(
-        `UPDATE deployments SET
-           planned = true,
-           state = CASE WHEN state = 'requested' THEN 'planned' ELSE state END,
-           paused_from = CASE WHEN state = 'paused' THEN 'planned' ELSE paused_from END,
-           hosts_total = $2, batches_total = $3, updated_at = $4::timestamptz
-         WHERE id = $1`,
-        [d.deploymentId, planned + d.skipped, d.batches.length, at],
-      );
-      return;
-    }
+    // ---------- deployments: state transitions are the deployment decider's own evolve ----------
+    case "DeploymentRequested":
+    case "PlanPartRecorded":
+    case "DeploymentPlanned":
+    case "DeploymentRetried":
+    case "BatchStarted":
+    case "BatchCompleted":
+    case "DeploymentPaused":
+    case "DeploymentResumed":
+    case "DeploymentBraked":
+    case "CanaryAwaitingApproval":
+    case "CanaryApproved":
+    case "DeploymentCancelled":
+    case "DeploymentCompleted":
+    case "DeploymentFailed":
+      return evolveRow(tx, event);
     case "HostsAssigned":
     case "HostOutcomeRecorded":
       // The tasks table holds each host's task; these only feed the roll engine's counters.
       await tx.query(`UPDATE deployments SET updated_at = $2::timestamptz WHERE id = $1`, [event.data.deploymentId, at]);
       return;
-    case "DeploymentRetried":
-      await tx.query(
-        `UPDATE deployments SET state = CASE WHEN state IN ('completed', 'failed') THEN 'running' ELSE state END,
-           braked = NULL, completed_at = NULL, batches_total = batches_total + 1, updated_at = $2::timestamptz
-         WHERE id = $1`,
-        [event.data.deploymentId, at],
-      );
-      return;
-    case "BatchStarted":
-      await tx.query(
-        `UPDATE deployments SET
-           state = CASE WHEN state = 'planned' THEN 'running' ELSE state END,
-           paused_from = CASE WHEN state = 'paused' THEN 'running' ELSE paused_from END,
-           batches_started = batches_started + 1, updated_at = $2::timestamptz
-         WHERE id = $1`,
-        [event.data.deploymentId, at],
-      );
-      return;
-    case "BatchCompleted":
-      await tx.query(`UPDATE deployments SET batches_completed = batches_completed + 1, updated_at = $2::timestamptz WHERE id = $1`, [
-        event.data.deploymentId,
-        at,
-      ]);
-      return;
-    case "DeploymentPaused":
-      await tx.query(
-        `UPDATE deployments SET paused_from = state, state = 'paused', reason = $2, updated_at = $3::timestamptz
-         WHERE id = $1 AND state IN ('requested', 'planned', 'running')`,
-        [event.data.deploymentId, event.data.reason ?? null, at],
-      );
-      return;
-    case "DeploymentResumed":
-      await tx.query(
-        `UPDATE deployments SET
-           state = COALESCE(paused_from, CASE WHEN planned THEN 'planned' ELSE 'requested' END),
-           paused_from = NULL, reason = NULL, updated_at = $2::timestamptz
-         WHERE id = $1 AND state = 'paused'`,
-        [event.data.deploymentId, at],
-      );
-      return;
-    case "DeploymentBraked": {
-      const { deploymentId, failed, finished, threshold } = event.data;
-      await tx.query(`UPDATE deployments SET braked = $2::jsonb, updated_at = $3::timestamptz WHERE id = $1`, [
-        deploymentId,
-        JSON.stringify({ failed, finished, threshold }),
-        at,
-      ]);
-      return;
-    }
-    case "CanaryAwaitingApproval":
-      await tx.query(`UPDATE deployments SET awaiting_approval = $2, updated_at = $3::timestamptz WHERE id = $1`, [
-        event.data.deploymentId,
-        event.data.index,
-        at,
-      ]);
-      return;
-    case "CanaryApproved":
-      await tx.query(`UPDATE deployments SET awaiting_approval = NULL, updated_at = $2::timestamptz WHERE id = $1`, [event.data.deploymentId, at]);
-      return;
-    case "DeploymentCancelled":
-      return finishDeployment(tx, event.data.deploymentId, "cancelled", event.data.reason ?? null, at);
-    case "DeploymentCompleted":
-      return finishDeployment(tx, event.data.deploymentId, "completed", null, at);
-    case "DeploymentFailed":
-      return finishDeployment(tx, event.data.deploymentId, "failed", event.data.reason, at);
 
     // ---------- tasks and their steps ----------
     case "TaskAllocated": {
@@ -239,16 +201,16 @@ async function applyEvent(tx: Queryable, event: MoltEvent): Promise<void> {
       // Closes the open row of this step; a step whose start was never reported gets a row of its own.
       await tx.query(
         `WITH closed AS (
-           UPDATE task_steps SET state = $3, ended_at = $5::timestamptz, duration_ms = $6::float8, error = $7, detail = $8
+           UPDATE task_steps SET state = $3, ended_at = $5::timestamptz, duration_ms = $6::float8, error = $7, detail = $8, log_tail = $10
            WHERE task_id = $1 AND step = $2 AND state = 'running'
            RETURNING 1
          ), added AS (
-           INSERT INTO task_steps (task_id, seq, step, state, started_at, ended_at, duration_ms, error, detail)
-           SELECT $1, $4, $2, $3, $5::timestamptz - make_interval(secs => $6::float8 / 1000), $5::timestamptz, $6::float8, $7, $8
+           INSERT INTO task_steps (task_id, seq, step, state, started_at, ended_at, duration_ms, error, detail, log_tail)
+           SELECT $1, $4, $2, $3, $5::timestamptz - make_interval(secs => $6::float8 / 1000), $5::timestamptz, $6::float8, $7, $8, $10
            WHERE NOT EXISTS (SELECT 1 FROM closed)
            ON CONFLICT DO NOTHING
          )
-         UPDATE tasks SET current_step = $2, updated_at = $9::timestamptz WHERE task_id = $1`,
+         UPDATE tasks SET current_step = $2, updated_at = $9::timestamptz, log_tail = COALESCE($10, log_tail) WHERE task_id = $1`,
         [
           d.taskId,
           d.step,
@@ -259,6 +221,7 @@ async function applyEvent(tx: Queryable, event: MoltEvent): Promise<void> {
           event.type === "TaskStepFailed" ? event.data.error : null,
           event.type === "TaskStepSucceeded" ? (event.data.detail ?? null) : null,
           at,
+          event.type === "TaskStepFailed" ? (event.data.logTail ?? null) : null,
         ],
       );
       return;
@@ -305,14 +268,6 @@ async function applyEvent(tx: Queryable, event: MoltEvent): Promise<void> {
   }
 }
 
-async function finishDeployment(tx: Queryable, id: string, state: string, reason: string | null, at: string): Promise<void> {
-  await tx.query(
-    `UPDATE deployments SET state = $2, paused_from = NULL, reason = COALESCE($3, reason), updated_at = $4::timestamptz, completed_at = $4::timestamptz
-     WHERE id = $1`,
-    [id, state, reason, at],
-  );
-}
-
 async function finishTask(
   tx: Queryable,
   f: { taskId: string; state: TaskState; error: string | null; finishedAt: string; at: string; step?: string | undefined },
@@ -324,4 +279,117 @@ async function finishTask(
      WHERE task_id = $1 AND state IN ${ACTIVE}`,
     [f.taskId, f.state, f.error, f.finishedAt, f.at, f.step ?? null],
   );
+}
+
+/** The columns of a deployment row that `evolve` decides, and the counters kept beside them. */
+interface DeploymentRow {
+  state: Exclude<DeploymentStatus, "none">;
+  paused_from: DeploymentState["pausedFrom"];
+  planned: boolean;
+  skipped: DeploymentState["skipped"];
+  plan_id: string | null;
+  plan_parts: number[];
+  awaiting_approval: number | null;
+  braked: DeploymentState["braked"];
+  reason: string | null;
+  hosts_total: number;
+  batches_total: number;
+  batches_started: number;
+  batches_completed: number;
+  completed_at: string | null;
+}
+
+type DeploymentLevel = Extract<MoltEvent, DeploymentEventBody> & { type: Exclude<DeploymentEventBody["type"], Touch["type"]> };
+
+/**
+ * The deployment's row as the decider's state (only what the view keeps: status, pause, plan
+ * parts and skips, approval, brake), folded with the domain's `evolveDeployment`, written back:
+ * the view's state machine is the decider's, so the two cannot differ. Counters and times stay
+ * the projection's own.
+ */
+async function evolveRow(tx: Queryable, event: DeploymentLevel): Promise<void> {
+  const id = event.data.deploymentId;
+  const at = event.metadata.occurredAt;
+  if (event.type === "DeploymentRequested") {
+    const next = evolveDeployment(initialDeploymentState(), event);
+    await tx.query(
+      `INSERT INTO deployments (id, component, version, state, requested_by, hosts_total, created_at, updated_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7::timestamptz, $7::timestamptz)
+       ON CONFLICT (id) DO NOTHING`,
+      [id, event.data.component, event.data.version, next.status, event.metadata.actor, event.data.hosts.length, at],
+    );
+    return;
+  }
+  const found = await tx.query<DeploymentRow>(
+    `SELECT state, paused_from, planned, skipped, plan_id, plan_parts, awaiting_approval, braked, reason,
+       hosts_total, batches_total, batches_started, batches_completed, completed_at::text
+     FROM deployments WHERE id = $1`,
+    [id],
+  );
+  const row = found.rows[0];
+  // The decider refuses every command before the request: nothing to fold into.
+  if (row === undefined) return;
+  const before: DeploymentState = {
+    ...initialDeploymentState(),
+    status: row.state,
+    deploymentId: id,
+    planned: row.planned,
+    pausedFrom: row.paused_from,
+    skipped: row.skipped,
+    pendingPlan: row.plan_id === null ? null : { planId: row.plan_id, parts: row.plan_parts, batches: new Map() },
+    awaitingApproval: row.awaiting_approval,
+    braked: row.braked,
+  };
+  const next = evolveDeployment(before, event);
+  const counted = { ...row, ...countersAfter(row, event, at, next.status !== before.status) };
+  await tx.query(
+    `UPDATE deployments SET state = $2, paused_from = $3, planned = $4, skipped = $5::jsonb, plan_id = $6, plan_parts = $7::jsonb,
+       awaiting_approval = $8, braked = $9::jsonb, reason = $10, hosts_total = $11, batches_total = $12, batches_started = $13,
+       batches_completed = $14, completed_at = $15::timestamptz, updated_at = $16::timestamptz
+     WHERE id = $1`,
+    [
+      id,
+      next.status,
+      next.pausedFrom,
+      next.planned,
+      JSON.stringify(next.skipped),
+      next.pendingPlan?.planId ?? null,
+      JSON.stringify(next.pendingPlan?.parts ?? []),
+      next.awaitingApproval,
+      next.braked === null ? null : JSON.stringify(next.braked),
+      counted.reason,
+      counted.hosts_total,
+      counted.batches_total,
+      counted.batches_started,
+      counted.batches_completed,
+      counted.completed_at,
+      at,
+    ],
+  );
+}
+
+/** What the view counts beside the state: plan sizes, batches, the reason shown, when it ended. */
+function countersAfter(row: DeploymentRow, event: DeploymentLevel, at: string, moved: boolean): Partial<DeploymentRow> {
+  switch (event.type) {
+    case "DeploymentPlanned":
+      return { hosts_total: event.data.batches.reduce((n, b) => n + b.size, 0) + event.data.skipped, batches_total: event.data.batches.length };
+    case "DeploymentRetried":
+      return { batches_total: row.batches_total + 1, completed_at: null };
+    case "BatchStarted":
+      return { batches_started: row.batches_started + 1 };
+    case "BatchCompleted":
+      return { batches_completed: row.batches_completed + 1 };
+    case "DeploymentPaused":
+      return moved ? { reason: event.data.reason ?? null } : {};
+    case "DeploymentResumed":
+      return moved ? { reason: null } : {};
+    case "DeploymentCancelled":
+      return { reason: event.data.reason ?? row.reason, completed_at: at };
+    case "DeploymentCompleted":
+      return { completed_at: at };
+    case "DeploymentFailed":
+      return { reason: event.data.reason, completed_at: at };
+    default:
+      return {};
+  }
 }

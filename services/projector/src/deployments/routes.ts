@@ -35,6 +35,7 @@ export interface TaskRow {
   state: TaskState;
   current_step: string | null;
   error: string | null;
+  log_tail: string | null;
   allocated_at: Date;
   updated_at: Date;
   finished_at: Date | null;
@@ -51,6 +52,7 @@ interface StepJson {
   durationMs: number | null;
   error: string | null;
   detail: string | null;
+  logTail: string | null;
 }
 
 // Counts follow each host's latest attempt, so a host retried after a failure counts once.
@@ -94,11 +96,11 @@ export function deployment(row: DeploymentRow) {
 // Steps ride along as JSON so a task and its steps come from one snapshot.
 export const TASK_SELECT = `
   SELECT t.task_id, t.deployment_id, t.component, t.host_id, t.version, t.from_version, t.attempt, t.state, t.current_step,
-    t.error, t.allocated_at, t.updated_at, t.finished_at,
+    t.error, t.log_tail, t.allocated_at, t.updated_at, t.finished_at,
     COALESCE((
       SELECT jsonb_agg(jsonb_build_object(
         'seq', s.seq, 'step', s.step, 'state', s.state, 'startedAt', s.started_at, 'endedAt', s.ended_at,
-        'durationMs', s.duration_ms, 'error', s.error, 'detail', s.detail) ORDER BY s.seq)
+        'durationMs', s.duration_ms, 'error', s.error, 'detail', s.detail, 'logTail', s.log_tail) ORDER BY s.seq)
       FROM task_steps s WHERE s.task_id = t.task_id
     ), '[]'::jsonb) AS steps
   FROM tasks t`;
@@ -115,6 +117,7 @@ export function task(t: TaskRow): TaskView {
     state: t.state,
     currentStep: t.current_step,
     error: t.error,
+    logTail: t.log_tail,
     allocatedAt: isoOf(t.allocated_at),
     updatedAt: isoOf(t.updated_at),
     finishedAt: iso(t.finished_at),

@@ -1,5 +1,5 @@
 import { decodeHostToken, parseEventSubject } from "@molt/contracts";
-import { createCheckpointedFollower, migrate, pgSafe, readDeadLetters, refusedByDatabase, type Db, type DeadLetter } from "@molt/db";
+import { createCheckpointedFollower, inSchema, migrate, pgSafe, readCheckpoint, readDeadLetters, refusedByDatabase, type Db, type DeadLetter } from "@molt/db";
 import { CorruptCommitError, storedCommitOf, type EventStore, type RawMessage, type StoredCommit } from "@molt/event-store";
 import type { Logger } from "@molt/runtime";
 import type { ProjectedCommit, Projection } from "./projection.js";
@@ -23,8 +23,25 @@ export interface ProjectionRunner {
   deadLetters(limit?: number): Promise<DeadLetter[]>;
   /** The last stream sequence applied, as this runner knows it (no query). */
   checkpoint(): number;
+  /**
+   * Replays the stream into fresh tables and swaps them in atomically; the views keep answering
+   * meanwhile. Throws RebuildBusyError while one is under way.
+   */
+  rebuild(): Promise<RebuildResult>;
   /** Told of every commit once it is in the views (live updates); returns the unsubscribe. */
   onApplied(listener: (c: ProjectedCommit) => void): () => void;
+}
+
+export interface RebuildResult {
+  /** The checkpoint of the swapped-in views. */
+  checkpoint: number;
+  tookMs: number;
+}
+
+export class RebuildBusyError extends Error {
+  constructor() {
+    super("a rebuild is already under way");
+  }
 }
 
 export interface RunnerDeps {
@@ -40,6 +57,8 @@ export interface RunnerDeps {
   deadLetterAfter?: number;
   /** How long a run of commits waits for more before it is applied in one transaction (default 20 ms; 0: at once). */
   lingerMs?: number;
+  /** How often a rebuild checks how far its copy got (default 50 ms). */
+  rebuildPollMs?: number;
 }
 
 /** Splits the subject once so projections never parse it themselves; cleans what PostgreSQL would refuse. */
@@ -74,56 +93,129 @@ export function createRunner(deps: RunnerDeps): ProjectionRunner {
   let applied = 0;
   // Raw messages, parsed inside apply: a commit no reader can parse, like a row the database
   // refuses, fails that one message (and is dead-lettered), not the whole subscription forever.
-  const follower = createCheckpointedFollower<RawMessage>({
-    db,
-    logger: deps.logger,
-    name,
-    open: (fromSeq, handler, onError) => store.subscribeRaw({ fromSeq, handler, onError }),
-    apply: async (tx, raw) => {
-      const c = toProjected(storedCommitOf(raw));
-      for (const p of projections) await p.apply(tx, c);
-      pending.set(c.seq, c);
-    },
-    // Projections write disjoint tables, so each may take the whole run at once.
-    applyBatch: async (tx, raws) => {
-      const cs = raws.map((raw) => toProjected(storedCommitOf(raw)));
-      for (const p of projections) {
-        if (p.applyRun) await p.applyRun(tx, cs);
-        else for (const c of cs) await p.apply(tx, c);
-      }
-      for (const c of cs) pending.set(c.seq, c);
-    },
-    onApplied: (raw) => {
-      applied = raw.seq;
-      const c = pending.get(raw.seq);
-      // A run rolled back leaves its entries behind: drop them with this one.
-      for (const seq of pending.keys()) if (seq <= raw.seq) pending.delete(seq);
-      if (c === undefined) return;
-      for (const listener of listeners) {
-        try {
-          listener(c);
-        } catch (err) {
-          deps.logger.warn({ err }, "a live-update listener failed");
+  const followerOn = (target: Db, live: boolean) =>
+    createCheckpointedFollower<RawMessage>({
+      db: target,
+      logger: deps.logger,
+      name,
+      open: (fromSeq, handler, onError) => store.subscribeRaw({ fromSeq, handler, onError }),
+      apply: async (tx, raw) => {
+        const c = toProjected(storedCommitOf(raw));
+        for (const p of projections) await p.apply(tx, c);
+        if (live) pending.set(c.seq, c);
+      },
+      // Projections write disjoint tables, so each may take the whole run at once.
+      applyBatch: async (tx, raws) => {
+        const cs = raws.map((raw) => toProjected(storedCommitOf(raw)));
+        for (const p of projections) {
+          if (p.applyRun) await p.applyRun(tx, cs);
+          else for (const c of cs) await p.apply(tx, c);
         }
+        if (live) for (const c of cs) pending.set(c.seq, c);
+      },
+      ...(live ? { onApplied: told } : {}),
+      deadLetter: {
+        after: deps.deadLetterAfter ?? 3,
+        describe: (m) => ({ subject: m.subject, payload: decoder.decode(m.data) }),
+        isPoison: (err) => err instanceof CorruptCommitError || refusedByDatabase(err),
+      },
+      ...(deps.retryMs !== undefined ? { retryMs: deps.retryMs } : {}),
+      // PGlite's cost is mostly per statement and per transaction: a rollout's commits come in
+      // bursts, and 20 ms makes one transaction of a burst (views that much later).
+      lingerMs: deps.lingerMs ?? 20,
+    });
+  const told = (raw: RawMessage) => {
+    applied = raw.seq;
+    const c = pending.get(raw.seq);
+    // A run rolled back leaves its entries behind: drop them with this one.
+    for (const seq of pending.keys()) if (seq <= raw.seq) pending.delete(seq);
+    if (c === undefined) return;
+    for (const listener of listeners) {
+      try {
+        listener(c);
+      } catch (err) {
+        deps.logger.warn({ err }, "a live-update listener failed");
       }
-    },
-    deadLetter: {
-      after: deps.deadLetterAfter ?? 3,
-      describe: (m) => ({ subject: m.subject, payload: decoder.decode(m.data) }),
-      isPoison: (err) => err instanceof CorruptCommitError || refusedByDatabase(err),
-    },
-    ...(deps.retryMs !== undefined ? { retryMs: deps.retryMs } : {}),
-    // PGlite's cost is mostly per statement and per transaction: a rollout's commits come in
-    // bursts, and 20 ms makes one transaction of a burst (views that much later).
-    lingerMs: deps.lingerMs ?? 20,
-  });
+    }
+  };
+  const migrateAll = async (target: Db) => {
+    for (const p of projections) await migrate(target, `${name}.${p.name}`, p.migrations);
+  };
+  let follower = followerOn(db, true);
+  let rebuilding: Promise<RebuildResult> | undefined;
+
+  /**
+   * Replays the stream from sequence 1 into fresh tables in a schema of their own while the live
+   * views keep answering and following; once the copy has caught up with the stream's end as it
+   * was when the rebuild began, the live follower stops, the copy catches up to the last commit
+   * and one transaction swaps the schemas (renames), then following resumes on the new tables
+   * from their own checkpoint. The old tables are dropped.
+   */
+  const rebuild = async (): Promise<RebuildResult> => {
+    const started = Date.now();
+    const live = (await db.query<{ schema: string }>("SELECT current_schema() AS schema")).rows[0]!.schema;
+    const shadow = `${name.replace(/[^a-z0-9_]/gi, "_")}_rebuild_${started}`;
+    await db.exec(`CREATE SCHEMA ${shadow}`);
+    const copyDb = inSchema(db, shadow);
+    const copy = followerOn(copyDb, false);
+    let liveStopped = false;
+    try {
+      await migrateAll(copyDb);
+      await copy.start();
+      const reached = async (seq: number) => {
+        const retry = deps.rebuildPollMs ?? 50;
+        for (;;) {
+          const s = await copy.status();
+          if (s.checkpoint >= seq) return;
+          await new Promise((r) => setTimeout(r, retry));
+        }
+      };
+      await reached(await store.lastSequence());
+      // The last stretch with the live follower stopped, so nothing lands in the old tables after the copy's last commit.
+      liveStopped = true;
+      await follower.stop();
+      await reached(await readCheckpoint(db, name));
+      await copy.stop();
+      const retired = `${shadow}_old`;
+      await db.transaction(async (tx) => {
+        await tx.exec(`ALTER SCHEMA ${live} RENAME TO ${retired}; ALTER SCHEMA ${shadow} RENAME TO ${live}`);
+      });
+      await db.exec(`DROP SCHEMA ${retired} CASCADE`);
+    } catch (err) {
+      await copy.stop();
+      await db.exec(`DROP SCHEMA IF EXISTS ${shadow} CASCADE`).catch(() => undefined);
+      throw err;
+    } finally {
+      // Following again, on the swapped-in tables (or the old ones, if the rebuild failed).
+      if (liveStopped) {
+        follower = followerOn(db, true);
+        if (!stopped) await follower.start();
+      }
+    }
+    const checkpoint = await readCheckpoint(db, name);
+    applied = checkpoint;
+    return { checkpoint, tookMs: Date.now() - started };
+  };
+  let stopped = false;
+
   return {
     async start() {
-      for (const p of projections) await migrate(db, `${name}.${p.name}`, p.migrations);
+      await migrateAll(db);
       await follower.start();
       applied = Math.max(applied, (await follower.status()).checkpoint);
     },
-    stop: () => follower.stop(),
+    async stop() {
+      stopped = true;
+      await rebuilding?.catch(() => undefined);
+      await follower.stop();
+    },
+    rebuild() {
+      if (rebuilding) throw new RebuildBusyError();
+      rebuilding = rebuild().finally(() => {
+        rebuilding = undefined;
+      });
+      return rebuilding;
+    },
     async status() {
       const [s, last] = await Promise.all([follower.status(), store.lastSequence()]);
       return { checkpoint: s.checkpoint, streamLastSeq: last, lag: Math.max(0, last - s.checkpoint), error: s.error, deadLetters: s.deadLetters };

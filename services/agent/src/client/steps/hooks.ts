@@ -1,6 +1,6 @@
 import { realpath } from "node:fs/promises";
 import type { StepContext, StepResult } from "../machine.js";
-import { componentEnv, describeResult, runCommand } from "../process.js";
+import { CommandFailedError, componentEnv, describeResult, runCommand } from "../process.js";
 
 async function runHook(ctx: StepContext, which: "beforeStop" | "afterVerify"): Promise<StepResult> {
   const { input, facts } = ctx;
@@ -13,7 +13,7 @@ async function runHook(ctx: StepContext, which: "beforeStop" | "afterVerify"): P
     env: { ...componentEnv(input.paths, input.task.version), MOLT_PREVIOUS_VERSION: facts.previousVersion ?? "" },
     timeoutMs: hooks?.timeoutMs ?? 60_000,
   });
-  if (r.code !== 0) throw new Error(describeResult(`hook ${which}`, r));
+  if (r.code !== 0) throw new CommandFailedError(describeResult(`hook ${which}`, r), r.output);
   return { detail: `hook ${which} ok${r.output ? `: ${r.output.slice(-200)}` : ""}` };
 }
 
