@@ -1,6 +1,6 @@
 import { join } from "node:path";
 import { openDatabase } from "@molt/db";
-import { commandLog, connectNats, natsSecurityFromEnv, createLogger, httpEnv, installShutdown, loadConfig, loadTokens, natsEnv } from "@molt/runtime";
+import { commandLog, connectNats, natsSecurityFromEnv, createLogger, httpEnv, installShutdown, loadConfig, loadTokens, natsEnv, startTracing } from "@molt/runtime";
 import { z } from "zod";
 import { buildApp } from "./app.js";
 
@@ -23,6 +23,8 @@ const Config = z.object({
 
 const config = loadConfig(Config);
 const logger = createLogger("release-events");
+// OpenTelemetry: on only when OTEL_EXPORTER_OTLP_ENDPOINT is set; spans flushed at shutdown (closed last).
+const stopTracing = await startTracing("release-events");
 const tokens = loadTokens(process.env, { onReload: (err, size) => (err ? logger.error({ err }, "token file reload failed; the previous tokens stay") : logger.info({ tokens: size }, "tokens reloaded")) });
 const db = await openDatabase({
   url: config.DATABASE_URL,
@@ -47,6 +49,6 @@ const app = await buildApp({
   commands: commandLog(nc, logger),
 });
 // Closed in reverse: HTTP, the publisher and the deliveries first, then NATS, then the database.
-installShutdown(logger, [() => db.close(), () => nc.drain(), () => app.close(), () => tokens.close()]);
+installShutdown(logger, [stopTracing, () => db.close(), () => nc.drain(), () => app.close(), () => tokens.close()]);
 const url = await app.listen({ host: config.MOLT_HTTP_HOST, port: config.MOLT_HTTP_PORT });
 logger.info({ url, database: db.kind }, "listening");
