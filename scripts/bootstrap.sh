@@ -19,7 +19,8 @@ if [ ! -x "$tools/pnpm/node_modules/.bin/pnpm" ]; then
   echo "bootstrap: installing pnpm@$PNPM_VERSION into .tools/pnpm"
   npm install --silent --no-fund --no-audit --prefix "$tools/pnpm" "pnpm@$PNPM_VERSION" >/dev/null
 fi
-ln -sf "$tools/pnpm/node_modules/.bin/pnpm" "$tools/bin/pnpm"
+# Relative, so the link holds wherever the tools folder is reached from (a symlink, a moved checkout).
+ln -sfn ../pnpm/node_modules/.bin/pnpm "$tools/bin/pnpm"
 
 # nats-server: the pinned release built with Go; else one on PATH; else Debian's package.
 nats="$tools/bin/nats-server"
