@@ -1,5 +1,6 @@
 export { startNatsServer, natsServerBinary, natsServerVersion, freePort, type NatsServer, type SecureNatsServer, type SecureBus, type ServerTls, type NatsServerOptions } from "./nats-server.js";
 export { startNatsCluster, makeTestCerts, type NatsCluster, type ClusterNode, type TestCerts } from "./nats-cluster.js";
+export { startPostgres, type PostgresServer } from "./postgres.js";
 export { waitFor } from "./wait.js";
 export { startSystem, startProcess, provisionBus, hostCredsFile, type System, type SystemOptions, type AgentSpec, type RunningProcess, type ServiceName, type ProcessSpec } from "./system.js";
 export { buildPackage } from "./packages.js";

@@ -49,6 +49,8 @@ export interface SystemOptions {
   agentBundle?: string;
   /** Extra env for every process (timings for tests: MOLT_TICK_MS, MOLT_POLL_MS, …). */
   env?: Record<string, string>;
+  /** Extra env for one process by its name (`projector`, `allocator-1`, …), e.g. a DATABASE_URL. */
+  processEnv?: Record<string, Record<string, string>>;
   /** The gateway's port (the demo's stable URL); a free one when unset. */
   gatewayPort?: number;
 }
@@ -183,7 +185,7 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
   };
 
   const start = async (name: string, service: ProcessSpec, env: Record<string, string>, ready: RegExp) => {
-    const p = await startProcess(name, service, { ...base, ...env }, logDir, ready);
+    const p = await startProcess(name, service, { ...base, ...env, ...opts.processEnv?.[name] }, logDir, ready);
     processes.push(p);
     return p;
   };
