@@ -103,6 +103,8 @@ export async function startScenario(opts: {
   env: Record<string, string>;
   /** The bus to run on (a cluster); a fresh single server when absent. */
   nats?: Bus;
+  /** An admin token too (rebuilds, audit verification). */
+  admin?: string;
 }) {
   const dataDir = await mkdtemp(join(tmpdir(), `molt-${opts.name}-`));
   const nats = opts.nats ?? (await startNatsServer({ secure: true }));
@@ -111,7 +113,7 @@ export async function startScenario(opts: {
   const system = await startSystem({
     nats,
     dataDir,
-    tokens: { [opts.operator]: { actor: "otto", role: "operator" } },
+    tokens: { [opts.operator]: { actor: "otto", role: "operator" }, ...(opts.admin ? { [opts.admin]: { actor: "ada", role: "admin" as const } } : {}) },
     allocatorReplicas: opts.allocatorReplicas,
     sim: { count: opts.hosts.length, prefix: opts.prefix, seed: `${COMPONENT}@1.0.0`, stepDelayMs: opts.stepDelayMs },
     env: opts.env,

@@ -5,14 +5,17 @@ import { STREAM_EVENTS } from "@molt/contracts";
 import { startNatsCluster, waitFor, type NatsCluster } from "@molt/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { COMPONENT, history, operatorApi, simIds, startScenario, type Scenario } from "../roll-engine/harness.js";
+import { projectorViews } from "../views/compare.js";
 
 /**
  * Faults on a real 3-node cluster (the shipped example: TLS, credentials, R3 streams and buckets,
  * `sync_interval: always`) under a 300-host simulated rollout: the node that leads the event
  * stream killed with SIGKILL and started again; frozen with SIGSTOP for longer than the clients'
- * timeouts; the whole bus down. Every service and agent is given all three URLs.
+ * timeouts; the whole bus down. Every service and agent is given all three URLs; after each, the
+ * views equal a rebuild.
  */
 const OPERATOR = "operator-token-cluster-0001";
+const ADMIN = "admin-token-cluster-000001";
 const HOSTS = simIds("c-", 300);
 const TIMINGS = { MOLT_HEARTBEAT_MS: "1000", MOLT_POLL_MS: "1000", MOLT_RETRY_DELAY_MS: "100", MOLT_ACK_WAIT_MS: "3000" };
 /** How long the whole bus stays down (the issue's 30 s; shorter only to try the test by hand). */
@@ -21,6 +24,7 @@ const BUS_DOWN_MS = Number(process.env["MOLT_TEST_BUS_DOWN_MS"] ?? 30_000);
 let cluster: NatsCluster;
 let s: Scenario;
 const op = operatorApi(() => s.system, OPERATOR);
+const { settled, views, rebuild } = projectorViews(operatorApi(() => s.system, ADMIN), HOSTS, () => s.store);
 const h = () => history(s.store);
 
 beforeAll(async () => {
@@ -28,6 +32,7 @@ beforeAll(async () => {
   s = await startScenario({
     name: "cluster",
     operator: OPERATOR,
+    admin: ADMIN,
     prefix: "c-",
     hosts: HOSTS,
     allocatorReplicas: 2,
@@ -94,9 +99,14 @@ async function deployUntil(version: string, atProgress: number): Promise<string>
   return id;
 }
 
-async function expectCompleted(id: string) {
+/** Completed with every host upgraded, and the projector's views (fed through the fault) equal a rebuild from the start. */
+async function expectCompleted(id: string, version: string) {
   const done = await h().waitFor(id, "DeploymentCompleted", 240_000);
   expect(done.e.type === "DeploymentCompleted" && done.e.data).toMatchObject({ succeeded: HOSTS.length, failed: 0 });
+  await settled(version, HOSTS.length, 120_000);
+  const live = await views();
+  await rebuild();
+  expect(await views()).toEqual(live);
 }
 
 describe("a 3-node cluster under faults mid-rollout", () => {
@@ -109,7 +119,7 @@ describe("a 3-node cluster under faults mid-rollout", () => {
     await waitFor("a new leader of the event stream", async () => ((await cluster.leaderOf(STREAM_EVENTS)) !== leader ? true : undefined), { timeoutMs: 30_000, intervalMs: 250 });
     await waitFor("progress without the killed node", async () => ((await h().events(id)).filter(({ e }) => e.type === "HostOutcomeRecorded").length > outcomesBefore + 20 ? true : undefined), { timeoutMs: 120_000, intervalMs: 250 });
     await cluster.nodes[leader]!.start();
-    await expectCompleted(id);
+    await expectCompleted(id, "2.0.0");
     expect(outcomesBefore, "the kill landed mid-rollout").toBeLessThan(HOSTS.length);
     await expectNothingLostOrDoubled(id);
   }, 420_000);
@@ -124,7 +134,7 @@ describe("a 3-node cluster under faults mid-rollout", () => {
     } finally {
       cluster.nodes[leader]!.thaw();
     }
-    await expectCompleted(id);
+    await expectCompleted(id, "3.0.0");
     await expectNothingLostOrDoubled(id);
   }, 420_000);
 
@@ -133,7 +143,7 @@ describe("a 3-node cluster under faults mid-rollout", () => {
     await Promise.all(cluster.nodes.map((n) => n.stop()));
     await new Promise((r) => setTimeout(r, BUS_DOWN_MS));
     await Promise.all(cluster.nodes.map((n) => n.start()));
-    await expectCompleted(id);
+    await expectCompleted(id, "4.0.0");
     await expectNothingLostOrDoubled(id);
     // Every simulated host runs the new version (read from the hosts' own files).
     const versions = await Promise.all(HOSTS.map((host) => readFile(join(s.system.hostRoot(host), "components", COMPONENT, "current", "VERSION"), "utf8").catch(() => "")));
