@@ -101,7 +101,15 @@ async function putDesired(task: DesiredState): Promise<KV> {
   return kv;
 }
 
-const entriesOf = (taskId: string): JournalEntry[] => reports.filter((r) => r.taskId === taskId).flatMap((r) => r.entries);
+/**
+ * A task's entries as feedback keeps them: one per sequence number. Reports are at-least-once (an
+ * answer slower than reportTimeoutMs, as under load, makes the agent send the same entries again),
+ * and the real feedback stores each (task, seq) once.
+ */
+const entriesOf = (taskId: string): JournalEntry[] => {
+  const seen = new Set<number>();
+  return reports.filter((r) => r.taskId === taskId).flatMap((r) => r.entries).filter((e) => !seen.has(e.seq) && seen.add(e.seq));
+};
 const terminalReported = (taskId: string) =>
   entriesOf(taskId).some((e) => e.kind === "succeeded" || e.kind === "failed" || e.kind === "rejected") ? true : undefined;
 
