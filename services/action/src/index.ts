@@ -6,6 +6,7 @@ import { z } from "zod";
 
 import { planPreviews } from "./deployments/preview.js";
 import { buildApp } from "./deployments/routes.js";
+import { loadEnrolKeys } from "./hosts/enrol-keys.js";
 
 const Config = z.object({
   ...natsEnv,
@@ -15,6 +16,8 @@ const Config = z.object({
   MOLT_PLAN_PREVIEW_TIMEOUT_MS: z.coerce.number().int().positive().default(10_000),
   /** JSON `{ account, signingSeed }` from `pnpm molt-bus init` (host-issuer.json): enables POST /v1/hosts/:id/enrol. */
   MOLT_HOST_ISSUER_FILE: z.string().min(1).optional(),
+  /** Scoped enrolment keys (host-id glob, expiry, uses): hosts enrol with one instead of an operator token. */
+  MOLT_ENROL_KEYS_FILE: z.string().min(1).optional(),
 });
 
 const config = loadConfig(Config);
@@ -33,6 +36,7 @@ const app = buildApp({
   previews: planPreviews(nc, logger, config.MOLT_PLAN_PREVIEW_TIMEOUT_MS),
   commands: commandLog(nc, logger),
   defaultTaskTimeoutMs: config.MOLT_TASK_TIMEOUT_MS,
+  enrolKeys: config.MOLT_ENROL_KEYS_FILE ? loadEnrolKeys(config.MOLT_ENROL_KEYS_FILE) : null,
   hostIssuer: config.MOLT_HOST_ISSUER_FILE ? HostIssuer.parse(JSON.parse(readFileSync(config.MOLT_HOST_ISSUER_FILE, "utf8"))) : null,
 });
 installShutdown(logger, [stopTracing, () => nc.drain(), () => app.close()]);
