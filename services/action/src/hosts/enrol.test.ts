@@ -5,9 +5,12 @@ import { commandLog, createBusAuthority, createLogger, hashToken, hostIssuer, pa
 import { startNatsServer, waitFor, type NatsServer } from "@molt/testkit";
 import { jetstream } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildApp } from "../deployments/routes.js";
-import { parseEnrolKeys } from "./enrol-keys.js";
+import { loadEnrolKeys, parseEnrolKeys } from "./enrol-keys.js";
 
 let server: NatsServer;
 let nc: NatsConnection;
@@ -110,5 +113,43 @@ describe("action: POST /v1/hosts/:hostId/enrol with a scoped enrolment key", () 
     expect((await enrol("db-7.dc3", OP)).statusCode).toBe(201);
     expect((await enrol("db-7.dc3", VIEWER)).statusCode).toBe(403);
     expect((await enrol("db-7.dc3", {})).statusCode).toBe(401);
+  });
+});
+
+describe("enrolment keys file", () => {
+  it("[security] removing a key from the file revokes it without a restart; a bad file keeps the keys in force", async () => {
+    const file = join(mkdtempSync(join(tmpdir(), "molt-enrol-")), "enrol-keys.json");
+    const entry = { name: "rack-12", hosts: "web-*", expiresAt: new Date(Date.now() + hour).toISOString(), uses: 100_000 };
+    writeFileSync(file, JSON.stringify({ [hashToken(RACK_KEY)]: entry }));
+    const reloads: Array<Error | null> = [];
+    const keys = loadEnrolKeys(file, { pollMs: 20, onReload: (err) => reloads.push(err) });
+    try {
+      expect(keys.spend(RACK_KEY, "web-1")).toEqual({ ok: true, name: "rack-12" });
+      // Each attempt rewrites the file with another size: a change made before the watcher's
+      // first look would otherwise go unseen.
+      let n = 0;
+      await waitFor("bad file reported", () => {
+        if (reloads.some((e) => e !== null)) return true;
+        writeFileSync(file, `{ not json ${"x".repeat(n++)}`);
+        return undefined;
+      });
+      expect(keys.spend(RACK_KEY, "web-2")).toEqual({ ok: true, name: "rack-12" });
+      await waitFor("key revoked", () => {
+        if (!keys.spend(RACK_KEY, "web-3").ok) return true;
+        writeFileSync(file, `{}${" ".repeat(n++)}`);
+        return undefined;
+      });
+      expect(keys.spend(RACK_KEY, "web-3")).toMatchObject({ ok: false, status: 401, message: "unknown enrolment key" });
+    } finally {
+      keys.close();
+    }
+  });
+
+  it("[security] a key without an expiry, in clear, or with a bad glob is refused at load", () => {
+    const ok = { name: "k", hosts: "web-*", expiresAt: new Date(Date.now() + hour).toISOString(), uses: 1 };
+    expect(() => parseEnrolKeys(JSON.stringify({ [hashToken(RACK_KEY)]: { ...ok, expiresAt: undefined } }), "t")).toThrow(/expiresAt/);
+    expect(() => parseEnrolKeys(JSON.stringify({ [RACK_KEY]: ok }), "t")).toThrow(/sha256/);
+    expect(() => parseEnrolKeys(JSON.stringify({ [RACK_KEY]: ok }), "t")).not.toThrow(RACK_KEY);
+    expect(() => parseEnrolKeys(JSON.stringify({ [hashToken(RACK_KEY)]: { ...ok, hosts: "web-(.*)" } }), "t")).toThrow(/glob/);
   });
 });
