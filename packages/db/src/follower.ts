@@ -30,6 +30,11 @@ export function refusedByDatabase(err: unknown): boolean {
   return typeof code === "string" && /^2[23][0-9A-Z]{3}$/.test(code);
 }
 
+/** Creates the checkpoint and dead-letter tables (a follower's start does it too). */
+export async function migrateCheckpoints(db: Db): Promise<void> {
+  await migrate(db, "checkpoints", CHECKPOINT_MIGRATIONS);
+}
+
 export async function readCheckpoint(q: Queryable, name: string): Promise<number> {
   const r = await q.query<{ seq: number }>("SELECT seq FROM checkpoints WHERE name = $1", [name]);
   return r.rows[0]?.seq ?? 0;
@@ -308,7 +313,7 @@ export function createCheckpointedFollower<M extends { seq: number }>(deps: {
 
   return {
     async start() {
-      await migrate(db, "checkpoints", CHECKPOINT_MIGRATIONS);
+      await migrateCheckpoints(db);
       await open();
     },
     async stop() {

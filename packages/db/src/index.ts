@@ -5,6 +5,7 @@ export { createPostgresTemplate, createTemplate, type DatabaseTemplate } from ".
 export { pgSafe } from "./text.js";
 export {
   advanceCheckpoint,
+  migrateCheckpoints,
   createCheckpointedFollower,
   readCheckpoint,
   readDeadLetters,

@@ -7,6 +7,9 @@ import type { Db, Queryable } from "./db.js";
  * together, so every step holds a transaction-scoped advisory lock and re-checks under it.
  */
 export async function migrate(db: Db, name: string, statements: readonly string[]): Promise<{ applied: number }> {
+  // Up to date: nothing to do, and no DDL either, so a role without CREATE (a writer that does not
+  // own the tables, as audit runs on PostgreSQL) starts once its owner has migrated.
+  if (await upToDate(db, name, statements.length)) return { applied: 0 };
   const lock = (tx: Queryable) => tx.query("SELECT pg_advisory_xact_lock(hashtext('molt-migrate'))");
   await db.transaction(async (tx) => {
     await lock(tx);
@@ -34,4 +37,11 @@ export async function migrate(db: Db, name: string, statements: readonly string[
     if (ran) applied++;
   }
   return { applied };
+}
+
+async function upToDate(db: Db, name: string, count: number): Promise<boolean> {
+  const table = await db.query<{ t: string | null }>("SELECT to_regclass('schema_migrations')::text AS t");
+  if (!table.rows[0]?.t) return false;
+  const done = await db.query<{ n: number }>("SELECT count(*)::int AS n FROM schema_migrations WHERE name = $1 AND version <= $2", [name, count]);
+  return done.rows[0]?.n === count;
 }

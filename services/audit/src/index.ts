@@ -5,6 +5,7 @@ import { commandLog, connectNats, natsSecurityFromEnv, createLogger, httpEnv, in
 import { z } from "zod";
 import { buildApp } from "./app.js";
 import { loadOrCreateAnchorKey } from "./log/anchor.js";
+import { migrateAsOwner } from "./log/roles.js";
 
 const Config = z.object({
   ...natsEnv,
@@ -12,17 +13,21 @@ const Config = z.object({
   /** PGlite lives in <dir>/audit unless DATABASE_URL names a PostgreSQL. */
   MOLT_DATA_DIR: z.string().min(1).default(".molt/data"),
   DATABASE_URL: z.string().min(1).optional(),
+  /** PostgreSQL as the table's owner: migrations run over it, and DATABASE_URL's role is only a writer. */
+  MOLT_DATABASE_MIGRATE_URL: z.string().min(1).optional(),
   /** ed25519 private key (PEM) that signs the chain's head; created at <data dir>/audit-anchor.key when unset. */
   MOLT_AUDIT_KEY_FILE: z.string().min(1).optional(),
   MOLT_AUDIT_ANCHOR_MS: z.coerce.number().int().positive().default(10_000),
 });
 
-const config = loadConfig(Config);
+const config = loadConfig(Config.refine((c) => !c.MOLT_DATABASE_MIGRATE_URL || c.DATABASE_URL, "MOLT_DATABASE_MIGRATE_URL needs DATABASE_URL (the writer role)"));
 const logger = createLogger("audit");
 // OpenTelemetry: on only when OTEL_EXPORTER_OTLP_ENDPOINT is set; spans flushed at shutdown (closed last).
 const stopTracing = await startTracing("audit");
 const tokens = loadTokens(process.env, { onReload: (err, size) => (err ? logger.error({ err }, "token file reload failed; the previous tokens stay") : logger.info({ tokens: size }, "tokens reloaded")) });
 const anchorKey = loadOrCreateAnchorKey(config.MOLT_AUDIT_KEY_FILE ?? join(config.MOLT_DATA_DIR, "audit-anchor.key"));
+// The owner migrates and grants; the service itself then holds only the writer's rights.
+if (config.MOLT_DATABASE_MIGRATE_URL && config.DATABASE_URL) await migrateAsOwner(config.MOLT_DATABASE_MIGRATE_URL, config.DATABASE_URL);
 const db = await openDatabase({
   url: config.DATABASE_URL,
   dataDir: join(config.MOLT_DATA_DIR, "audit"),

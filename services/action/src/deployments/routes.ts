@@ -1,7 +1,9 @@
 import { CreateDeploymentBody, OperatorCommandBody, OperatorCommandName, QuarantineBody, HostId } from "@molt/contracts";
 import type { DeploymentRepository, SlotRepository } from "@molt/aggregates";
-import { createHttpApp, hostInboxPrefix, issueHostCreds, type CommandLog, type HostIssuer, type Logger, type RateLimits, type TokenMap } from "@molt/runtime";
+import { createHttpApp, hasRole, hostInboxPrefix, HttpError, issueHostCreds, type CommandLog, type HostIssuer, type Logger, type RateLimits, type TokenMap } from "@molt/runtime";
 import { z } from "zod";
+import type { FastifyRequest } from "fastify";
+import type { EnrolKeys } from "../hosts/enrol-keys.js";
 import { runCommand } from "./commands.js";
 import { createDeployment, previewDeployment } from "./create.js";
 import type { PlanPreviews } from "./preview.js";
@@ -18,6 +20,8 @@ export function buildApp(deps: {
   previews?: PlanPreviews | null;
   /** The MOLT account's host signing key: enrolment issues host credentials with it. */
   hostIssuer?: HostIssuer | null;
+  /** Scoped enrolment keys (MOLT_ENROL_KEYS_FILE): a host-id glob, an expiry and a number of uses each. */
+  enrolKeys?: EnrolKeys | null;
 }) {
   // Every command, refused ones (bad body, 409, 422, 403, 401) too, is audited with its actor and
   // what was sent, before the answer leaves (the runtime's command audit; routes name kind and target).
@@ -61,8 +65,27 @@ export function buildApp(deps: {
 
   // Enrolment: a fresh identity for the host, allowed only its own subjects and keys. The
   // credentials are in this answer only (never stored, never audited): give them to the host.
-  app.post("/v1/hosts/:hostId/enrol", { config: { auditKind: "enrol-host" }, schema: { params: z.object({ hostId: HostId }) } }, async (req, reply) => {
+  // Authorised by an operator token, or by a scoped enrolment key (X-Molt-Enrol-Key), which
+  // enrols only the host ids its glob matches, until it expires, as many times as it allows.
+  const authoriseEnrolment = (req: FastifyRequest & { params: { hostId: string } }): void => {
+    const key = req.headers["x-molt-enrol-key"];
+    if (typeof key === "string") {
+      const check = deps.enrolKeys ? deps.enrolKeys.spend(key, req.params.hostId) : ({ ok: false, status: 401, name: null, message: "enrolment keys are not configured (MOLT_ENROL_KEYS_FILE)" } as const);
+      // The audit record names the key (never the key itself), refused or not.
+      if (check.name) req.principal = { actor: `enrol-key:${check.name}`, role: "operator" };
+      if (!check.ok) throw new HttpError(check.status, check.status === 401 ? "unauthorized" : "forbidden", check.message);
+      return;
+    }
+    const bearer = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? "");
+    if (!bearer) throw new HttpError(401, "unauthorized", "missing bearer token (Authorization: Bearer <token>) or enrolment key (X-Molt-Enrol-Key)");
+    const found = deps.tokens.lookup(bearer[1]!);
+    if (!found.ok) throw new HttpError(401, "unauthorized", found.reason === "expired" ? "token expired" : "unknown token");
+    req.principal = found.principal;
+    if (!hasRole(found.principal, "operator")) throw new HttpError(403, "forbidden", `role ${found.principal.role} may not enrol hosts; operator or admin needed`);
+  };
+  app.post("/v1/hosts/:hostId/enrol", { config: { auth: false, auditKind: "enrol-host" }, schema: { params: z.object({ hostId: HostId }) } }, async (req, reply) => {
     Object.assign(req.audit, { target: req.params.hostId });
+    authoriseEnrolment(req);
     if (!deps.hostIssuer) return reply.code(503).send({ error: { code: "unavailable", message: "host enrolment is not configured (MOLT_HOST_ISSUER_FILE)" } });
     const issued = await issueHostCreds(deps.hostIssuer, req.params.hostId);
     return reply
