@@ -4,6 +4,7 @@ import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { tempDir } from "../testing/fixtures.js";
 import { ComponentConfig, loadAgentConfigFile } from "./components.js";
+import { AgentEnv } from "./config.js";
 
 describe("the agent's configuration file", () => {
   it("[upgrade-client] the example in infra/agent/ is valid", async () => {
@@ -48,6 +49,21 @@ describe("the agent's configuration file", () => {
     // Keys are checked too, once the shape is right.
     await writeFile(path, JSON.stringify({ hostId: "h1", root: "/r", nats: { urls: ["nats://n:4222"] }, trustedKeys: [{ publicKey: "not-a-key" }], components: [] }));
     await expect(loadAgentConfigFile(path)).rejects.toThrow(/trustedKeys: trusted key 0: a public key must be PEM or 32 bytes/);
+  });
+
+  it("[scale-faults] packageMirror / MOLT_PACKAGE_MIRROR: one mirror URL or several, kept in order; a bad URL is refused", async () => {
+    const path = join(await tempDir("cfg"), "mirrors.json");
+    const base = { hostId: "h1", root: "/r", nats: { urls: ["nats://n:4222"] }, components: [] };
+    await writeFile(path, JSON.stringify({ ...base, packageMirror: ["http://m1:81", "https://m2.example.com/molt"] }));
+    expect((await loadAgentConfigFile(path)).packageMirror).toBe("http://m1:81,https://m2.example.com/molt");
+    await writeFile(path, JSON.stringify({ ...base, packageMirror: "http://m1:81" }));
+    expect((await loadAgentConfigFile(path)).packageMirror).toBe("http://m1:81");
+    await writeFile(path, JSON.stringify({ ...base, packageMirror: ["http://m1:81", "not a url"] }));
+    await expect(loadAgentConfigFile(path)).rejects.toThrow(/packageMirror/);
+    const host = { MOLT_ROOT: "/r", MOLT_HOST_ID: "h1" };
+    expect(AgentEnv.parse({ ...host, MOLT_PACKAGE_MIRROR: "http://m1:81, http://m2:81" }).MOLT_PACKAGE_MIRROR).toBe("http://m1:81,http://m2:81");
+    expect(AgentEnv.parse(host).MOLT_PACKAGE_MIRROR).toBeUndefined();
+    expect(AgentEnv.safeParse({ ...host, MOLT_PACKAGE_MIRROR: "http://m1:81,nope" }).success).toBe(false);
   });
 
   describe("components run by a systemd unit (no systemd here: the unit path is proven by its config rules)", () => {

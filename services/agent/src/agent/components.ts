@@ -128,7 +128,11 @@ export const AgentConfigFile = z
       .strict(),
     /** Publisher keys whose signatures this host accepts (never fetched at run time). */
     trustedKeys: z.array(TrustedKeyConfig).default([]),
-    packageMirror: z.url().optional(),
+    /** One mirror base URL or several, tried in order before the package URL's origin. */
+    packageMirror: z
+      .union([z.url(), z.array(z.url()).min(1)])
+      .optional()
+      .transform((m) => (Array.isArray(m) ? m.join(",") : m)),
     components: z.array(ComponentConfig).refine((cs) => new Set(cs.map((c) => c.name)).size === cs.length, "component names must not repeat"),
   })
   .strict();

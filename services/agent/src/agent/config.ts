@@ -66,8 +66,8 @@ export const AgentEnv = z
     /** Finished task dirs kept (the newest); older ones go once their deadline has passed. */
     MOLT_KEEP_TASKS: z.coerce.number().int().min(0).default(20),
     MOLT_SEED: seeds,
-    /** Download packages through this base URL (same path and query) instead of the package URL's origin. */
-    MOLT_PACKAGE_MIRROR: z.url().optional(),
+    /** Mirror base URLs (comma-separated) tried in order before the package URL's origin (same path and query under each). */
+    MOLT_PACKAGE_MIRROR: list.pipe(z.array(z.url())).transform((urls) => (urls.length > 0 ? urls.join(",") : undefined)),
     MOLT_LABELS: labels,
     MOLT_SIM: z.coerce.number().int().min(1).max(100_000).optional(),
     MOLT_SIM_PREFIX: z

@@ -163,6 +163,52 @@ describe("upgrade client process", () => {
     expect(entries.find((e) => e.kind === "step-succeeded" && e.step === "download")).toMatchObject({ detail: expect.stringContaining("via") as unknown });
   });
 
+  it("[scale-faults] tries the host's mirrors in order, then the origin: a mirror that is down or serves other bytes is skipped, and the origin's verified bytes are installed", async () => {
+    const root = await seededRoot();
+    const bad = await startPackageServer();
+    try {
+      const path = "/v1/packages/fallback.tar.gz";
+      // Same size, other bytes: only the sha256 check can tell.
+      const forged = Buffer.from(pkg.bytes);
+      forged.writeUInt8(forged.readUInt8(forged.length - 1) ^ 0xff, forged.length - 1);
+      bad.serve(path, { body: forged });
+      const task = taskFor(path, pkg.bytes);
+      await recordLaunch(root, task);
+      const run = processRunner({ log: silentLog(), mirror: `http://127.0.0.1:9,${bad.base}` }).start(root, task, () => undefined);
+      expect((await run.exited).code).toBe(0);
+      const entries = await journalOf(root, task.taskId);
+      expect(entries.at(-1)).toMatchObject({ kind: "succeeded", version: "2.0.0" });
+      const detail = (entries.find((e) => e.kind === "step-succeeded" && e.step === "download") as { detail: string }).detail;
+      expect(detail).not.toContain(" via ");
+      expect(detail).toContain("http://127.0.0.1:9 failed");
+      expect(detail).toMatch(new RegExp(`${bad.base} failed \\(sha256 mismatch`));
+      expect(bad.requests.filter((r) => r.path === path)).toHaveLength(1);
+      expect(server.requests.filter((r) => r.path === path)).toHaveLength(1);
+      expect(await readFile(join(componentPaths(root, "metrics-agent").current, "VERSION"), "utf8")).toBe("2.0.0\n");
+    } finally {
+      await bad.close();
+    }
+  });
+
+  it("[scale-faults] a mirror that serves the package is used and the origin is not asked", async () => {
+    const root = await seededRoot();
+    const mirror = await startPackageServer();
+    try {
+      const path = "/v1/packages/from-mirror.tar.gz";
+      mirror.serve(path, { body: pkg.bytes });
+      const task = taskFor(path, pkg.bytes);
+      await recordLaunch(root, task);
+      const run = processRunner({ log: silentLog(), mirror: `${mirror.base}, http://127.0.0.1:9` }).start(root, task, () => undefined);
+      expect((await run.exited).code).toBe(0);
+      const entries = await journalOf(root, task.taskId);
+      expect(entries.find((e) => e.kind === "step-succeeded" && e.step === "download")).toMatchObject({ detail: expect.stringContaining(`via ${mirror.base}`) as unknown });
+      expect(mirror.requests.filter((r) => r.path === path)).toHaveLength(1);
+      expect(server.requests.filter((r) => r.path === path)).toHaveLength(0);
+    } finally {
+      await mirror.close();
+    }
+  });
+
   it("[upgrade-client] the client outlives its agent: killing the agent's whole process group leaves the client running to its verdict", async () => {
     const root = await seededRoot();
     let release!: () => void;

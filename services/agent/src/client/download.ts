@@ -208,6 +208,17 @@ export function viaMirror(url: string, mirror: string | undefined): string {
   return new URL(`${base.pathname.replace(/\/+$/, "")}${original.pathname}${original.search}`, base).href;
 }
 
+/**
+ * The host's mirrors, in the order they are tried: `MOLT_PACKAGE_MIRROR` / `packageMirror` may
+ * name several base URLs, comma-separated (a URL with a comma in it must percent-encode it).
+ */
+export function mirrorList(mirror: string | undefined): string[] {
+  return (mirror ?? "")
+    .split(",")
+    .map((m) => m.trim())
+    .filter((m) => m !== "");
+}
+
 function contentRangeStart(header: string | null): number {
   const m = /^bytes (\d+)-\d+\/(\d+|\*)$/.exec(header ?? "");
   return m?.[1] === undefined ? -1 : Number(m[1]);

@@ -79,7 +79,10 @@ export function buildApp(deps: { logger: Logger; tokens: TokenMap; upstreams: Up
     const limit = owner ? limitFor(owner, limits) : limits.json;
     done(declared > limit ? new BodyTooLargeError(limit) : undefined);
   });
-  void app.register(replyFrom, { undici: { connections: 128, pipelining: 1 } });
+  // Downloads are relayed as streams (never buffered): each host's download holds one upstream
+  // connection for its whole body, so the pool is sized for a rollout's concurrent downloads
+  // (bench/download: 200) rather than for short API calls; past it, requests queue.
+  void app.register(replyFrom, { undici: { connections: 512, pipelining: 1 } });
   const forward = (req: FastifyRequest, reply: FastifyReply) => {
     const path = req.url.split("?")[0] ?? req.url;
     const owner = ownerOf(req.method, path);

@@ -2,6 +2,9 @@ import type { FastifyReply, FastifyRequest } from "fastify";
 import { HttpError } from "@molt/runtime";
 import type { BlobStore } from "./blobs.js";
 
+/** Bytes per read of a cache file while serving it. */
+const READ_CHUNK = 256 * 1024;
+
 export type RangeDecision = { kind: "full" } | { kind: "partial"; start: number; end: number } | { kind: "unsatisfiable" };
 
 /**
@@ -80,8 +83,10 @@ export async function serveBlob(req: FastifyRequest, reply: FastifyReply, blobs:
     void reply.header("content-length", end - start + 1);
     if (req.method === "HEAD") return reply.send();
     handedOver = true;
-    // The stream owns the handle from here and closes it at the end or on abort.
-    return reply.send(handle.createReadStream({ start, end }));
+    // The stream owns the handle from here and closes it at the end or on abort. The file goes
+    // to the socket as read, no transform on the way (Node has no sendfile); reads of 256 KiB
+    // instead of 64 KiB cut the reads and writes per download by four (bench/download).
+    return reply.send(handle.createReadStream({ start, end, highWaterMark: READ_CHUNK }));
   } finally {
     if (!handedOver) await handle.close();
   }
