@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { CreateWebhook, RELEASE_NAMES, ReleaseEvent, releaseDataSchema, releaseNameOf, releaseSubjects, releaseType } from "./index.js";
+import { CreateWebhook, RELEASE_NAMES, releaseAsyncApi, ReleaseEvent, releaseDataSchema, releaseNameOf, releaseSubjects, releaseType } from "./index.js";
 
 const base = (name: (typeof RELEASE_NAMES)[number], data: unknown) => ({
   specversion: "1.0",
@@ -38,5 +38,11 @@ describe("release events: the public vocabulary", () => {
     expect(ok.filters.types).toEqual(["host.upgraded", "deployment.failed"]);
     expect(CreateWebhook.safeParse({ url: "https://ci.example.com/hook", filters: { types: ["dev.molt.nope.v1"] } }).success).toBe(false);
     expect(CreateWebhook.safeParse({ url: "ftp://ci.example.com/hook" }).success).toBe(false);
+  });
+
+  it("[release-events] the AsyncAPI document names every node of a cluster's MOLT_NATS_URL (the service crashed on a comma-separated list)", () => {
+    const doc = releaseAsyncApi({ natsUrl: "tls://127.0.0.1:4222,tls://127.0.0.1:4223" }) as { servers?: Record<string, { host: string }> };
+    expect(Object.values(doc.servers ?? {}).map((s) => s.host)).toEqual(["127.0.0.1:4222", "127.0.0.1:4223"]);
+    expect((releaseAsyncApi({ natsUrl: "nats://127.0.0.1:4222" }) as { servers?: Record<string, unknown> }).servers).toHaveProperty("nats");
   });
 });

@@ -96,7 +96,8 @@ export function releaseAsyncApi(opts: { natsUrl?: string } = {}) {
     const { $schema: _drop, ...rest } = z.toJSONSchema(releaseEventSchema(n), { target: "draft-7", unrepresentable: "any" });
     return rest;
   };
-  const nats = opts.natsUrl ? new URL(opts.natsUrl) : undefined;
+  // MOLT_NATS_URL may list a cluster's nodes, comma-separated: each is a server of the document.
+  const nodes = (opts.natsUrl ?? "").split(",").map((u) => u.trim()).filter(Boolean).map((u) => new URL(u));
   return {
     asyncapi: "3.0.0",
     info: {
@@ -107,7 +108,9 @@ export function releaseAsyncApi(opts: { natsUrl?: string } = {}) {
         `${STREAM_RELEASE} (message id = event id), and the same bodies by signed webhook (Standard Webhooks).`,
     },
     defaultContentType: "application/cloudevents+json",
-    ...(nats ? { servers: { nats: { host: nats.host, protocol: "nats", description: `JetStream stream ${STREAM_RELEASE}` } } } : {}),
+    ...(nodes.length > 0
+      ? { servers: Object.fromEntries(nodes.map((u, i) => [nodes.length === 1 ? "nats" : `nats-${i + 1}`, { host: u.host, protocol: "nats", description: `JetStream stream ${STREAM_RELEASE}` }])) }
+      : {}),
     channels: Object.fromEntries(
       RELEASE_NAMES.map((n) => [
         key(n),
