@@ -99,17 +99,18 @@ export class TaskFold {
     const steps = new Map<string, Map<number, StepRow>>();
     if (ids.size > 0) {
       const keys = JSON.stringify([...ids]);
+      // = ANY(ARRAY(...)): an index scan; IN (SELECT jsonb_array_elements_text(...)) planned a hash join over the whole table.
       const [t, s] = [
         await tx.query<TaskRow>(
           `SELECT task_id, deployment_id, host_id, component, version, from_version, attempt, state, current_step, error,
              deadline::text AS deadline, allocated_at::text AS allocated_at, updated_at::text AS updated_at,
              finished_at::text AS finished_at, log_tail
-           FROM tasks WHERE task_id IN (SELECT jsonb_array_elements_text($1::jsonb))`,
+           FROM tasks WHERE task_id = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))`,
           [keys],
         ),
         await tx.query<Omit<StepRow, "derived">>(
           `SELECT task_id, seq, step, state, started_at::text AS started_at, ended_at::text AS ended_at, duration_ms, error, detail, log_tail
-           FROM task_steps WHERE task_id IN (SELECT jsonb_array_elements_text($1::jsonb))`,
+           FROM task_steps WHERE task_id = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))`,
           [keys],
         ),
       ];
