@@ -2,6 +2,7 @@ import { TASK_STATES, type MoltEvent, type TaskStateView } from "@molt/contracts
 import type { Queryable } from "@molt/db";
 import { evolveDeployment, initialDeploymentState, unreachable, type DeploymentEventBody, type DeploymentState, type DeploymentStatus } from "@molt/domain";
 import type { Projection } from "../projection/projection.js";
+import { isTaskEvent, TaskFold } from "./task-fold.js";
 
 export { TASK_STATES };
 export type TaskState = TaskStateView;
@@ -71,31 +72,51 @@ const MIGRATIONS = [
 ];
 
 /**
- * deployments, tasks (one row per host per attempt) and task_steps. One statement per event, no
- * reads: every event carries what its rows need (slot events are keyed by task id).
+ * deployments, tasks (one row per host per attempt) and task_steps. Commit by commit: one statement
+ * per event, no reads (every event carries what its rows need: slot events are keyed by task id).
+ * A run of commits: task and step rows folded in memory (task-fold.ts), the same rows.
  */
 export function deploymentsProjection(): Projection {
   return {
     name: "deployments",
     migrations: MIGRATIONS,
-    async apply(tx, c) {
-      const events = c.commit.events;
-      for (let i = 0; i < events.length; i++) {
-        const event = events[i]!;
-        // A group commit of outcomes (or assignments) holds hundreds of events that each only set
-        // their deployment's updated_at: the last of a run on one deployment leaves the same row.
-        const next = events[i + 1];
-        if (next && onlyTouches(event) && onlyTouches(next) && event.data.deploymentId === next.data.deploymentId) continue;
-        // A step's start and end reported together (the usual report) make one complete row.
-        if (next && event.type === "TaskStepStarted" && isStepEnd(next) && next.data.taskId === event.data.taskId && next.data.step === event.data.step) {
-          await applyStepPair(tx, event, next);
-          i++;
-          continue;
-        }
-        await applyEvent(tx, event);
-      }
+    apply: (tx, c) => walk(c.commit.events, { pair: (start, end) => applyStepPair(tx, start, end), event: (e) => applyEvent(tx, e) }),
+    // A run's task and step rows are read once, folded in memory event by event and written with
+    // one statement per table (PGlite's cost is per statement); deployment rows go on as above.
+    async applyRun(tx, commits) {
+      const fold = await TaskFold.load(tx, commits);
+      for (const c of commits)
+        await walk(c.commit.events, {
+          pair: (start, end) => fold.pair(start, end),
+          event: (e) => (isTaskEvent(e) ? fold.event(e) : applyEvent(tx, e)),
+        });
+      await fold.write(tx);
     },
   };
+}
+
+/**
+ * A commit's events as the rows take them: a run of touches on one deployment is its last (each
+ * only sets updated_at), a step's start followed by its end is one pair (one complete row).
+ */
+async function walk(
+  events: readonly MoltEvent[],
+  on: { pair: (start: Extract<MoltEvent, { type: "TaskStepStarted" }>, end: StepEnd) => unknown; event: (e: MoltEvent) => unknown },
+): Promise<void> {
+  for (let i = 0; i < events.length; i++) {
+    const event = events[i]!;
+    // A group commit of outcomes (or assignments) holds hundreds of events that each only set
+    // their deployment's updated_at: the last of a run on one deployment leaves the same row.
+    const next = events[i + 1];
+    if (next && onlyTouches(event) && onlyTouches(next) && event.data.deploymentId === next.data.deploymentId) continue;
+    // A step's start and end reported together (the usual report) make one complete row.
+    if (next && event.type === "TaskStepStarted" && isStepEnd(next) && next.data.taskId === event.data.taskId && next.data.step === event.data.step) {
+      await on.pair(event, next);
+      i++;
+      continue;
+    }
+    await on.event(event);
+  }
 }
 
 type Touch = Extract<MoltEvent, { type: "HostsAssigned" | "HostOutcomeRecorded" }>;
