@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { Labels } from "./events.js";
+import { HostOutcome, Labels } from "./events.js";
 import { ComponentName, HostId, Platform, Timestamp, Version } from "./ids.js";
 
 // The read models' shapes as the projector serves them (through the gateway): the dashboard, the
@@ -74,12 +74,35 @@ export const TaskView = z.object({
   error: z.string().nullable(),
   /** The log tail of the step the task failed at (or of its latest failed step), as its client sent it. */
   logTail: z.string().nullable(),
+  /** The batch its host was assigned in for this attempt (null: no assignment projected, e.g. before a rebuild). */
+  batch: z.number().int().nullable().default(null),
   allocatedAt: Timestamp,
   updatedAt: Timestamp,
   finishedAt: Timestamp.nullable(),
   steps: z.array(StepView),
 });
 export type TaskView = z.infer<typeof TaskView>;
+
+/** A batch's state: not started yet, hosts being upgraded, completed. */
+export const BatchStateView = z.enum(["pending", "running", "done"]);
+export type BatchStateView = z.infer<typeof BatchStateView>;
+
+/** One batch of a deployment (the plan's, or a retry's): its hosts' outcomes as the roll engine recorded them. */
+export const BatchProgress = z.object({
+  index: z.number().int().nonnegative(),
+  kind: z.enum(["canary", "batch", "retry"]),
+  /** Hosts in the batch. */
+  size: z.number().int().nonnegative(),
+  state: BatchStateView,
+  /** Hosts handed a task so far. */
+  assigned: z.number().int().nonnegative(),
+  /** Hosts with an outcome (the sum of `outcomes`). */
+  finished: z.number().int().nonnegative(),
+  outcomes: z.record(HostOutcome, z.number().int().nonnegative()),
+  startedAt: Timestamp.nullable(),
+  finishedAt: Timestamp.nullable(),
+});
+export type BatchProgress = z.infer<typeof BatchProgress>;
 
 export const DeploymentSummary = z.object({
   id: z.string(),
@@ -92,7 +115,13 @@ export const DeploymentSummary = z.object({
   completedAt: Timestamp.nullable(),
   hostsTotal: z.number().int(),
   skipped: z.array(z.object({ hostId: HostId, reason: z.string() })),
-  batches: z.object({ total: z.number().int(), started: z.number().int(), completed: z.number().int() }),
+  batches: z.object({
+    total: z.number().int(),
+    started: z.number().int(),
+    completed: z.number().int(),
+    /** Per-batch progress, by index. */
+    items: z.array(BatchProgress).default([]),
+  }),
   awaitingApproval: z.number().int().nullable(),
   braked: z.object({ failed: z.number(), finished: z.number(), threshold: z.number() }).nullable(),
   reason: z.string().nullable(),

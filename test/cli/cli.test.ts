@@ -126,10 +126,15 @@ describe("the molt CLI against the running system", () => {
     const lines = watched.stdout.trim().split("\n").map((l) => WatchLine.parse(JSON.parse(l)));
     expect(lines.at(-1)).toEqual({ type: "end", deploymentId: id, outcome: "completed", exitCode: 0 });
     expect(lines.some((l) => l.type === "task" && l.task.state === "succeeded")).toBe(true);
-
+    // Per batch: the last snapshot has every batch done, each with all its hosts succeeded.
+    const items = lines.filter((l) => l.type === "progress").at(-1)!.deployment.batches.items;
+    expect(items.length).toBeGreaterThan(0);
+    for (const b of items) expect(b).toMatchObject({ state: "done", finished: b.size, outcomes: { succeeded: b.size, failed: 0 } });
+    expect(items.reduce((n, b) => n + b.size, 0)).toBe(2);
     const plain = await molt(["watch", id!]);
     expect(plain.code).toBe(0);
     expect(plain.stdout).toContain(`deployment ${id} completed`);
+    expect(plain.stdout).toContain(`[${items.map((b) => `batch ${b.index} ${b.size}/${b.size} done`).join(", ")}]`);
     expect(plain.stdout).not.toContain("\u001b["); // not a terminal: no colours
 
     const hosts = jsonOf(HostList, await molt(["hosts", "--json"], { token: VIEWER }));
@@ -256,6 +261,10 @@ describe("the molt CLI against the running system", () => {
       expect(values.at(-1)).toBe(6);
       const { stdout: last } = await tmux("capture-pane", "-p");
       expect(last).toMatch(/batches\s+\S+\s+(\d+)\/\1\b/); // every batch completed
+      // A bar per batch, each full and done.
+      const total = Number(/batches\s+\S+\s+(\d+)\//.exec(last)![1]);
+      for (let b = 0; b < total; b++) expect(last).toMatch(new RegExp(`batch ${b}\\s+\\S+\\s+(\\d+)/\\1 batch done  succeeded \\1`));
+      expect(last.match(/^ batch \d+ /gm)).toHaveLength(total);
       expect(last).toContain(`deployment ${id} completed`);
     } finally {
       await tmux("kill-server").catch(() => undefined);

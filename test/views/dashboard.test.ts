@@ -105,6 +105,18 @@ describe("dashboard in Chromium", () => {
     expect(await page.getAttribute(root, "data-failed")).toBe("1");
     expect(await page.getAttribute('[data-count-state="succeeded"]', "data-count")).toBe(String(HOSTS.length - 1));
     expect(await page.getAttribute('[data-failure-step="download"]', "data-failure-count")).toBe("1");
+    // A bar per batch, every one done and full, together the 12 hosts with the one failure.
+    const total = Number(await page.getAttribute("[data-batches-total]", "data-batches-total"));
+    expect(await page.locator("li[data-batch]").count()).toBe(total);
+    const batches: number[][] = [];
+    for (let i = 0; i < total; i++) {
+      const li = `li[data-batch="${i}"]`;
+      expect(await page.getAttribute(li, "data-batch-state")).toBe("done");
+      batches.push(await Promise.all(["size", "finished", "succeeded", "failed"].map(async (k) => Number(await page.getAttribute(li, `data-batch-${k}`)))));
+    }
+    for (const [size, finished] of batches) expect(finished).toBe(size);
+    const sum = (k: number) => batches.reduce((n, b) => n + b[k]!, 0);
+    expect([sum(0), sum(2), sum(3)]).toEqual([HOSTS.length, HOSTS.length - 1, 1]);
     // The numbers on the page are the events' numbers.
     const done = await history(store).waitFor(id, "DeploymentCompleted");
     expect(done.e.type === "DeploymentCompleted" && done.e.data).toMatchObject({ succeeded: HOSTS.length - 1, failed: 1 });

@@ -185,6 +185,8 @@ async function dump(db: Db) {
     deployments: await q("SELECT * FROM deployments ORDER BY id"),
     tasks: await q("SELECT * FROM tasks ORDER BY task_id"),
     steps: await q("SELECT * FROM task_steps ORDER BY task_id, seq"),
+    batches: await q("SELECT * FROM deployment_batches ORDER BY deployment_id, idx"),
+    batchHosts: await q("SELECT * FROM deployment_hosts ORDER BY deployment_id, host_id, attempt"),
     timeline: await q("SELECT * FROM host_timeline ORDER BY stream_seq, idx"),
     checkpoints: await q("SELECT * FROM checkpoints ORDER BY name"),
   };
@@ -353,6 +355,89 @@ describe.each(testDatabases())("projector on %s: deployments, tasks and host tim
     const seq = await r.dep({ type: "DeploymentCompleted", ms: 9_000, data: { deploymentId: r.id, succeeded: 1, failed: 1, skipped: 0 } });
     await caughtUp(app, seq);
     expect((await get(app, `/v1/deployments/${r.id}`)).json<DeploymentView>().deployment).toMatchObject({ state: "completed" });
+  });
+
+  it("[views] per-batch progress: each batch's size, state, outcomes and times, a retry as a batch of its own, equal after a rebuild", async () => {
+    const db = await template().fresh();
+    const app = await start(db);
+    const id = `d-${uniq()}`;
+    const base = 3_600_000 * ++rollouts;
+    const dep = writer(subjects.deployment(id), base);
+    const hosts = ["b-0", "b-1", "b-2", "b-3"].map((h) => `${h}.${id}.example.com`);
+    const [h0, h1, h2, h3] = hosts as [string, string, string, string];
+    const planned = (h: string) => ({ hostId: h, fromVersion: "2.0.0", platform: PKG.platform });
+    await dep({
+      type: "DeploymentRequested",
+      ms: 0,
+      data: { deploymentId: id, component: "metrics-agent", version: "2.1.0", hosts, idempotencyKey: "k", requestHash: "b".repeat(64), taskTimeoutMs: 60_000 },
+    });
+    await dep({
+      type: "PlanPartRecorded",
+      ms: 1,
+      data: {
+        deploymentId: id,
+        planId: "p1",
+        part: 0,
+        batches: [
+          { index: 0, hosts: [planned(h0)] },
+          { index: 1, hosts: [planned(h1), planned(h2)] },
+          { index: 2, hosts: [planned(h3)] },
+        ],
+        skipped: [],
+      },
+    });
+    const batchesOf = [
+      { index: 0, kind: "canary", size: 1 },
+      { index: 1, kind: "batch", size: 2 },
+      { index: 2, kind: "batch", size: 1 },
+    ];
+    await dep({ type: "DeploymentPlanned", ms: 2, data: { deploymentId: id, planId: "p1", parts: 1, packages: { [PKG.platform]: PKG }, batches: batchesOf, skipped: 0 } });
+    await dep({ type: "BatchStarted", ms: 10, data: { deploymentId: id, index: 0 } });
+    await dep({ type: "HostsAssigned", ms: 11, data: { deploymentId: id, attempt: 1, batch: 0, hosts: [h0] } });
+    await dep({ type: "HostOutcomeRecorded", ms: 100, data: { deploymentId: id, hostId: h0, attempt: 1, outcome: "succeeded" } });
+    await dep({ type: "BatchCompleted", ms: 101, data: { deploymentId: id, index: 0, succeeded: 1, failed: 0, at: at(base + 101) } });
+    await dep({ type: "BatchStarted", ms: 200, data: { deploymentId: id, index: 1 } });
+    await dep({ type: "HostsAssigned", ms: 201, data: { deploymentId: id, attempt: 1, batch: 1, hosts: [h1, h2] } });
+    // Outcomes recorded together, as the roll engine groups them; a repeated one counts once.
+    await dep(
+      { type: "HostOutcomeRecorded", ms: 300, data: { deploymentId: id, hostId: h1, attempt: 1, outcome: "failed", reason: "download: sha256 mismatch" } },
+      { type: "HostOutcomeRecorded", ms: 300, data: { deploymentId: id, hostId: h2, attempt: 1, outcome: "busy" } },
+    );
+    await dep({ type: "HostOutcomeRecorded", ms: 301, data: { deploymentId: id, hostId: h2, attempt: 1, outcome: "busy" } });
+    await dep({ type: "BatchCompleted", ms: 302, data: { deploymentId: id, index: 1, succeeded: 0, failed: 2 } });
+    // The failed and the busy host run again as batch 3 (attempt 2) before batch 2 has started.
+    await dep({ type: "DeploymentRetried", ms: 400, data: { deploymentId: id, attempt: 2, index: 3, hosts: 2, commandKey: "retry-1" } });
+    await dep({ type: "BatchStarted", ms: 401, data: { deploymentId: id, index: 3 } });
+    await dep({ type: "HostsAssigned", ms: 402, data: { deploymentId: id, attempt: 2, batch: 3, hosts: [h1, h2] } });
+    const last = await dep({ type: "HostOutcomeRecorded", ms: 500, data: { deploymentId: id, hostId: h1, attempt: 2, outcome: "succeeded" } });
+    // h1's task of attempt 2: the task view names the batch it ran in.
+    const slot = writer(subjects.slot(h1, "metrics-agent"), base);
+    const taskSeq = await slot({
+      type: "TaskAllocated",
+      ms: 403,
+      data: { taskId: `t-${id}-2`, deploymentId: id, hostId: h1, component: "metrics-agent", version: "2.1.0", fromVersion: "2.0.0", attempt: 2, deadline: at(base + 60_000), package: PKG },
+    });
+    await caughtUp(app, Math.max(last, taskSeq));
+
+    const none = { succeeded: 0, failed: 0, rejected: 0, "timed-out": 0, cancelled: 0, busy: 0, skipped: 0 };
+    const expected = [
+      { index: 0, kind: "canary", size: 1, state: "done", assigned: 1, finished: 1, outcomes: { ...none, succeeded: 1 }, startedAt: at(base + 10), finishedAt: at(base + 101) },
+      { index: 1, kind: "batch", size: 2, state: "done", assigned: 2, finished: 2, outcomes: { ...none, failed: 1, busy: 1 }, startedAt: at(base + 200), finishedAt: at(base + 302) },
+      { index: 2, kind: "batch", size: 1, state: "pending", assigned: 0, finished: 0, outcomes: none, startedAt: null, finishedAt: null },
+      { index: 3, kind: "retry", size: 2, state: "running", assigned: 2, finished: 1, outcomes: { ...none, succeeded: 1 }, startedAt: at(base + 401), finishedAt: null },
+    ];
+    const view = DeploymentViewSchema.parse((await get(app, `/v1/deployments/${id}`)).json());
+    expect(view.deployment.batches).toEqual({ total: 4, started: 3, completed: 2, items: expected });
+    expect(view.tasks.map((t) => [t.hostId, t.attempt, t.batch])).toEqual([[h1, 2, 3]]);
+    const listed = DeploymentList.parse((await get(app, `/v1/deployments?component=metrics-agent&limit=1000`)).json());
+    expect(listed.deployments.find((d) => d.deployment.id === id)?.deployment.batches.items).toEqual(expected);
+
+    // Rebuilt from the stream, the batches and their hosts are the same rows.
+    const before = await dump(db);
+    expect(before.batches.length).toBeGreaterThan(0);
+    const res = await app.inject({ method: "POST", url: "/v1/projector/rebuild", headers: { authorization: `Bearer ${ADMIN}` } });
+    expect(res.statusCode).toBe(200);
+    expect(await dump(db)).toEqual(before);
   });
 
   it("[views] every SQL query of the Grafana dashboard runs against the views after a rollout and returns rows; its Prometheus panels name metrics the projector exposes", async () => {

@@ -1,4 +1,4 @@
-import { DeploymentSummary, TaskCounts, TaskView, type TaskStateView } from "@molt/contracts";
+import { DeploymentSummary, TaskCounts, TaskView, type BatchProgress, type TaskStateView } from "@molt/contracts";
 import { MultiBar, Presets, type SingleBar } from "cli-progress";
 import { z } from "zod";
 import type { Context } from "../context.js";
@@ -33,6 +33,17 @@ function countsText(p: Progress): string {
     .join("  ");
 }
 
+/** A batch's hosts per outcome, the ones that happened: `succeeded 2  failed 1`. */
+function outcomesText(b: BatchProgress): string {
+  return Object.entries(b.outcomes)
+    .filter(([, n]) => n > 0)
+    .map(([o, n]) => `${o} ${n}`)
+    .join("  ");
+}
+
+/** One batch in a line: `batch 1 2/3 running`. */
+const batchText = (b: BatchProgress) => `batch ${b.index} ${b.finished}/${b.size} ${b.state}`;
+
 /** Where a failed task stopped: its failed step and that step's error, else the task's error. */
 function failureOf(t: TaskView): string {
   const step = [...t.steps].reverse().find((s) => s.state === "failed");
@@ -50,7 +61,7 @@ export async function watch(ctx: Context, id: string, opts: { reconnectMs?: numb
   const reported = new Set<string>();
   let lastId: string | undefined;
   let lastLine = "";
-  let bars: { multi: MultiBar; overall: SingleBar; batches: SingleBar } | null = null;
+  let bars: { multi: MultiBar; overall: SingleBar; batches: SingleBar; each: Map<number, SingleBar> } | null = null;
   const note = (text: string) => (bars ? bars.multi.log(`${text}\n`) : out.line(text));
 
   const show = (p: Progress) => {
@@ -63,7 +74,19 @@ export async function watch(ctx: Context, id: string, opts: { reconnectMs?: numb
           { format: " {label} {bar} {value}/{total} {info}", hideCursor: true, clearOnComplete: false, stopOnComplete: false, etaBuffer: 20, barsize: 30, autopadding: true, forceRedraw: true, noTTYOutput: false, fps: 10 },
           Presets.shades_classic,
         );
-        bars = { multi, overall: multi.create(planned, 0, { label: "hosts  ", info: "" }), batches: multi.create(d.batches.total, 0, { label: "batches", info: "" }) };
+        bars = {
+          multi,
+          overall: multi.create(planned, 0, { label: "hosts  ", info: "" }),
+          batches: multi.create(d.batches.total, 0, { label: "batches", info: "" }),
+          each: new Map(),
+        };
+      }
+      // One bar per batch (a retry adds one), under the overall ones.
+      for (const b of d.batches.items) {
+        let bar = bars.each.get(b.index);
+        if (!bar) bars.each.set(b.index, (bar = bars.multi.create(b.size, 0, { label: `batch ${b.index}`.padEnd(7), info: "" })));
+        bar.setTotal(b.size);
+        bar.update(b.finished, { info: `${b.kind} ${b.state}  ${outcomesText(b)}` });
       }
       const state = `${paintState(c, d.state)}${d.awaitingApproval !== null ? c.yellow(" awaiting approval") : ""}${d.braked ? c.red(" braked") : ""}`;
       bars.overall.setTotal(planned);
@@ -72,7 +95,7 @@ export async function watch(ctx: Context, id: string, opts: { reconnectMs?: numb
       bars.batches.update(d.batches.completed, { info: `started ${d.batches.started}` });
       return;
     }
-    const line = `${d.state}${d.awaitingApproval !== null ? " (awaiting approval)" : ""}${d.braked ? " (braked)" : ""} hosts ${finished}/${planned} batches ${d.batches.completed}/${d.batches.total}  ${countsText(p)}`;
+    const line = `${d.state}${d.awaitingApproval !== null ? " (awaiting approval)" : ""}${d.braked ? " (braked)" : ""} hosts ${finished}/${planned} batches ${d.batches.completed}/${d.batches.total}  ${countsText(p)}${d.batches.items.length > 0 ? `  [${d.batches.items.map(batchText).join(", ")}]` : ""}`;
     if (line !== lastLine) out.line(`${new Date().toISOString()} ${line}`);
     lastLine = line;
   };

@@ -112,15 +112,35 @@ function Counts(props: { counts: Counts }) {
   );
 }
 
+/** One bar per batch (the plan's and each retry's): its hosts finished of its size, failures in red. */
 function Batches(props: { d: DeploymentSummary }) {
-  const { total, started, completed } = props.d.batches;
+  const { total, started, completed, items } = props.d.batches;
   return (
     <ol class="batches" data-batches-total={total} data-batches-started={started} data-batches-completed={completed}>
-      {Array.from({ length: total }, (_, i) => {
-        const state = i < completed ? "done" : i < started ? "running" : "waiting";
+      {items.map((b) => {
+        const o = b.outcomes;
+        const failed = o.failed + o.rejected + o["timed-out"];
+        const percent = b.size === 0 ? 100 : Math.round((100 * b.finished) / b.size);
         return (
-          <li key={i} class={`batch batch-${state}`} data-batch={i} data-batch-state={state}>
-            {i === 0 ? "canary / 1" : i + 1}
+          <li
+            key={b.index}
+            class={`batch batch-${b.state}`}
+            data-batch={b.index}
+            data-batch-kind={b.kind}
+            data-batch-state={b.state}
+            data-batch-size={b.size}
+            data-batch-assigned={b.assigned}
+            data-batch-finished={b.finished}
+            data-batch-succeeded={o.succeeded}
+            data-batch-failed={failed}
+            data-batch-busy={o.busy}
+            data-batch-skipped={o.skipped}
+            data-batch-cancelled={o.cancelled}
+          >
+            <span class="batch-name">
+              {b.kind === "batch" ? `batch ${b.index}` : `${b.kind} ${b.index}`} · {b.state}
+            </span>
+            <ProgressBar percent={percent} failed={b.size === 0 ? 0 : Math.round((100 * failed) / b.size)} label={`${b.finished}/${b.size}`} />
           </li>
         );
       })}

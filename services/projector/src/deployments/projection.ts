@@ -1,4 +1,4 @@
-import { TASK_STATES, type MoltEvent, type TaskStateView } from "@molt/contracts";
+import { HostOutcome, TASK_STATES, type MoltEvent, type TaskStateView } from "@molt/contracts";
 import type { Queryable } from "@molt/db";
 import { evolveDeployment, initialDeploymentState, unreachable, type DeploymentEventBody, type DeploymentState, type DeploymentStatus } from "@molt/domain";
 import type { Projection } from "../projection/projection.js";
@@ -7,6 +7,9 @@ import { isTaskEvent, TaskFold } from "./task-fold.js";
 export { TASK_STATES };
 export type TaskState = TaskStateView;
 const ACTIVE = "('allocated', 'dispatched', 'running')";
+/** deployment_batches' column per host outcome: `timed-out` is `timed_out`. */
+export const outcomeColumn = (o: HostOutcome) => o.replace("-", "_");
+const OUTCOME_COLUMNS = HostOutcome.options.map(outcomeColumn);
 
 /** Append-only: add statements, never edit one that has shipped. */
 const MIGRATIONS = [
@@ -69,18 +72,53 @@ const MIGRATIONS = [
   // The end of a failed step's output as the client sent it; the task keeps its latest failed step's.
   `ALTER TABLE task_steps ADD COLUMN log_tail text;
   ALTER TABLE tasks ADD COLUMN log_tail text`,
+  // Per-batch progress: each batch (the plan's and every retry's) with its hosts' outcomes, and
+  // which batch each host's attempt ran in (HostOutcomeRecorded names the host, not the batch).
+  // Deployments projected before this migration get their batches from a rebuild.
+  `CREATE TABLE deployment_batches (
+    deployment_id text NOT NULL,
+    idx integer NOT NULL,
+    kind text NOT NULL,
+    size integer NOT NULL,
+    assigned integer NOT NULL DEFAULT 0,
+    -- hosts per outcome (HostOutcome; timed-out is timed_out)
+    succeeded integer NOT NULL DEFAULT 0,
+    failed integer NOT NULL DEFAULT 0,
+    rejected integer NOT NULL DEFAULT 0,
+    timed_out integer NOT NULL DEFAULT 0,
+    cancelled integer NOT NULL DEFAULT 0,
+    busy integer NOT NULL DEFAULT 0,
+    skipped integer NOT NULL DEFAULT 0,
+    started_at timestamptz,
+    finished_at timestamptz,
+    PRIMARY KEY (deployment_id, idx)
+  );
+  CREATE TABLE deployment_hosts (
+    deployment_id text NOT NULL,
+    host_id text NOT NULL,
+    attempt integer NOT NULL,
+    batch integer NOT NULL,
+    outcome text,
+    PRIMARY KEY (deployment_id, host_id, attempt)
+  )`,
 ];
 
 /**
- * deployments, tasks (one row per host per attempt) and task_steps. Commit by commit: one statement
- * per event, no reads (every event carries what its rows need: slot events are keyed by task id).
- * A run of commits: task and step rows folded in memory (task-fold.ts), the same rows.
+ * deployments (with their batches), tasks (one row per host per attempt) and task_steps. Commit by
+ * commit: one statement per event (a run of assignments or outcomes is one), no reads (every event
+ * carries what its rows need: slot events are keyed by task id). A run of commits: task and step
+ * rows folded in memory (task-fold.ts), the same rows.
  */
 export function deploymentsProjection(): Projection {
   return {
     name: "deployments",
     migrations: MIGRATIONS,
-    apply: (tx, c) => walk(c.commit.events, { pair: (start, end) => applyStepPair(tx, start, end), event: (e) => applyEvent(tx, e) }),
+    apply: (tx, c) =>
+      walk(c.commit.events, {
+        pair: (start, end) => applyStepPair(tx, start, end),
+        touches: (run) => applyTouches(tx, run),
+        event: (e) => applyEvent(tx, e),
+      }),
     // A run's task and step rows are read once, folded in memory event by event and written with
     // one statement per table (PGlite's cost is per statement); deployment rows go on as above.
     async applyRun(tx, commits) {
@@ -88,6 +126,7 @@ export function deploymentsProjection(): Projection {
       for (const c of commits)
         await walk(c.commit.events, {
           pair: (start, end) => fold.pair(start, end),
+          touches: (run) => applyTouches(tx, run),
           event: (e) => (isTaskEvent(e) ? fold.event(e) : applyEvent(tx, e)),
         });
       await fold.write(tx);
@@ -101,14 +140,24 @@ export function deploymentsProjection(): Projection {
  */
 async function walk(
   events: readonly MoltEvent[],
-  on: { pair: (start: Extract<MoltEvent, { type: "TaskStepStarted" }>, end: StepEnd) => unknown; event: (e: MoltEvent) => unknown },
+  on: {
+    pair: (start: Extract<MoltEvent, { type: "TaskStepStarted" }>, end: StepEnd) => unknown;
+    touches: (run: Touch[]) => unknown;
+    event: (e: MoltEvent) => unknown;
+  },
 ): Promise<void> {
   for (let i = 0; i < events.length; i++) {
     const event = events[i]!;
-    // A group commit of outcomes (or assignments) holds hundreds of events that each only set
-    // their deployment's updated_at: the last of a run on one deployment leaves the same row.
+    // A group commit of outcomes (or assignments) holds hundreds of events: a run of one type is
+    // one statement (each moves its batch's counts, so none may be skipped).
+    if (onlyTouches(event)) {
+      let end = i + 1;
+      while (end < events.length && events[end]!.type === event.type) end++;
+      await on.touches(events.slice(i, end) as Touch[]);
+      i = end - 1;
+      continue;
+    }
     const next = events[i + 1];
-    if (next && onlyTouches(event) && onlyTouches(next) && event.data.deploymentId === next.data.deploymentId) continue;
     // A step's start and end reported together (the usual report) make one complete row.
     if (next && event.type === "TaskStepStarted" && isStepEnd(next) && next.data.taskId === event.data.taskId && next.data.step === event.data.step) {
       await on.pair(event, next);
@@ -175,9 +224,7 @@ async function applyEvent(tx: Queryable, event: MoltEvent): Promise<void> {
       return evolveRow(tx, event);
     case "HostsAssigned":
     case "HostOutcomeRecorded":
-      // The tasks table holds each host's task; these only feed the roll engine's counters.
-      await tx.query(`UPDATE deployments SET updated_at = $2::timestamptz WHERE id = $1`, [event.data.deploymentId, at]);
-      return;
+      return applyTouches(tx, [event]);
 
     // ---------- tasks and their steps ----------
     case "TaskAllocated": {
@@ -387,6 +434,101 @@ async function evolveRow(tx: Queryable, event: DeploymentLevel): Promise<void> {
       at,
     ],
   );
+  await evolveBatches(tx, event, at);
+}
+
+/**
+ * A run of HostsAssigned (or of HostOutcomeRecorded) in one statement: the hosts' attempts and
+ * batches recorded (an outcome counts once, for the attempt assigned, as the decider counts it),
+ * their batches' counters moved, each deployment's updated_at set to its last event's time.
+ */
+async function applyTouches(tx: Queryable, run: Touch[]): Promise<void> {
+  const latest = new Map<string, string>();
+  for (const e of run) latest.set(e.data.deploymentId, e.metadata.occurredAt);
+  const touched = `UPDATE deployments d SET updated_at = u.at FROM unnest($1::text[], $2::timestamptz[]) AS u(id, at) WHERE d.id = u.id`;
+  const touchedParams = [[...latest.keys()], [...latest.values()]];
+  if (run[0]!.type === "HostsAssigned") {
+    const rows = (run as Array<Extract<Touch, { type: "HostsAssigned" }>>).flatMap((e) => e.data.hosts.map((h) => [e.data.deploymentId, h, e.data.attempt, e.data.batch] as const));
+    await tx.query(
+      `WITH added AS (
+         INSERT INTO deployment_hosts (deployment_id, host_id, attempt, batch)
+         SELECT * FROM unnest($3::text[], $4::text[], $5::int[], $6::int[])
+         ON CONFLICT DO NOTHING
+         RETURNING deployment_id, batch
+       ), counted AS (
+         UPDATE deployment_batches b SET assigned = b.assigned + n.n
+         FROM (SELECT deployment_id, batch, count(*)::int AS n FROM added GROUP BY deployment_id, batch) n
+         WHERE b.deployment_id = n.deployment_id AND b.idx = n.batch
+       )
+       ${touched}`,
+      [...touchedParams, ...columns(rows, 4)],
+    );
+    return;
+  }
+  const rows = (run as Array<Extract<Touch, { type: "HostOutcomeRecorded" }>>).map((e) => [e.data.deploymentId, e.data.hostId, e.data.attempt, e.data.outcome] as const);
+  await tx.query(
+    `WITH recorded AS (
+       UPDATE deployment_hosts h SET outcome = o.outcome
+       FROM (SELECT DISTINCT ON (deployment_id, host_id, attempt) * FROM unnest($3::text[], $4::text[], $5::int[], $6::text[]) AS o(deployment_id, host_id, attempt, outcome)) o
+       WHERE h.deployment_id = o.deployment_id AND h.host_id = o.host_id AND h.attempt = o.attempt AND h.outcome IS NULL
+       RETURNING h.deployment_id, h.batch, o.outcome
+     ), counted AS (
+       UPDATE deployment_batches b SET ${OUTCOME_COLUMNS.map((c) => `${c} = b.${c} + n.${c}`).join(", ")}
+       FROM (
+         SELECT deployment_id, batch, ${HostOutcome.options.map((o) => `count(*) FILTER (WHERE outcome = '${o}')::int AS ${outcomeColumn(o)}`).join(", ")}
+         FROM recorded GROUP BY deployment_id, batch
+       ) n
+       WHERE b.deployment_id = n.deployment_id AND b.idx = n.batch
+     )
+     ${touched}`,
+    [...touchedParams, ...columns(rows, 4)],
+  );
+}
+
+/** Rows as one array per column, for unnest. */
+function columns(rows: ReadonlyArray<ReadonlyArray<unknown>>, width: number): unknown[][] {
+  return Array.from({ length: width }, (_, c) => rows.map((r) => r[c]));
+}
+
+/** The batch rows a deployment-level event adds or moves (one statement; none for the rest). */
+async function evolveBatches(tx: Queryable, event: DeploymentLevel, at: string): Promise<void> {
+  const id = event.data.deploymentId;
+  switch (event.type) {
+    case "DeploymentPlanned": {
+      // The seal names the batches; a plan sealed again (as evolve allows) replaces them.
+      const b = event.data.batches;
+      await tx.query(
+        `WITH gone AS (DELETE FROM deployment_batches WHERE deployment_id = $1 AND idx <> ALL($2::int[]))
+         INSERT INTO deployment_batches (deployment_id, idx, kind, size)
+         SELECT $1, * FROM unnest($2::int[], $3::text[], $4::int[])
+         ON CONFLICT (deployment_id, idx) DO UPDATE SET kind = excluded.kind, size = excluded.size`,
+        [id, b.map((x) => x.index), b.map((x) => x.kind), b.map((x) => x.size)],
+      );
+      return;
+    }
+    case "DeploymentRetried":
+      await tx.query(
+        `INSERT INTO deployment_batches (deployment_id, idx, kind, size) VALUES ($1, $2, 'retry', $3) ON CONFLICT (deployment_id, idx) DO NOTHING`,
+        [id, event.data.index, event.data.hosts],
+      );
+      return;
+    case "BatchStarted":
+      await tx.query(`UPDATE deployment_batches SET started_at = COALESCE(started_at, $3::timestamptz) WHERE deployment_id = $1 AND idx = $2`, [
+        id,
+        event.data.index,
+        at,
+      ]);
+      return;
+    case "BatchCompleted":
+      await tx.query(`UPDATE deployment_batches SET finished_at = COALESCE(finished_at, $3::timestamptz) WHERE deployment_id = $1 AND idx = $2`, [
+        id,
+        event.data.index,
+        event.data.at ?? at,
+      ]);
+      return;
+    default:
+      return;
+  }
 }
 
 /** What the view counts beside the state: plan sizes, batches, the reason shown, when it ended. */

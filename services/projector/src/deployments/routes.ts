@@ -1,8 +1,19 @@
-import { ComponentName, HostId, Id, TaskStateView, type DeploymentList, type DeploymentView, type TaskList, type TaskView } from "@molt/contracts";
+import {
+  ComponentName,
+  HostId,
+  HostOutcome,
+  Id,
+  TaskStateView,
+  type BatchProgress,
+  type DeploymentList,
+  type DeploymentView,
+  type TaskList,
+  type TaskView,
+} from "@molt/contracts";
 import type { Db } from "@molt/db";
 import { HttpError, type App } from "@molt/runtime";
 import { z } from "zod";
-import { TASK_STATES, type TaskState } from "./projection.js";
+import { outcomeColumn, TASK_STATES, type TaskState } from "./projection.js";
 
 export interface DeploymentRow {
   id: string;
@@ -22,7 +33,11 @@ export interface DeploymentRow {
   updated_at: Date;
   completed_at: Date | null;
   counts: Partial<Record<TaskState, number>> | null;
+  batch_items: BatchJson[] | null;
 }
+
+/** A batch as jsonb_build_object renders it: timestamps are PostgreSQL's text. */
+type BatchJson = Omit<BatchProgress, "state" | "finished" | "outcomes"> & { outcomes: Record<HostOutcome, number> };
 
 export interface TaskRow {
   task_id: string;
@@ -39,6 +54,7 @@ export interface TaskRow {
   allocated_at: Date;
   updated_at: Date;
   finished_at: Date | null;
+  batch: number | null;
   steps: StepJson[];
 }
 
@@ -56,8 +72,15 @@ interface StepJson {
 }
 
 // Counts follow each host's latest attempt, so a host retried after a failure counts once.
+// Batches ride along as JSON, so a deployment and its batches come from one snapshot.
 export const DEPLOYMENT_SELECT = `
-  SELECT d.*, c.counts FROM deployments d
+  SELECT d.*, c.counts, (
+    SELECT jsonb_agg(jsonb_build_object(
+      'index', b.idx, 'kind', b.kind, 'size', b.size, 'assigned', b.assigned, 'startedAt', b.started_at, 'finishedAt', b.finished_at,
+      'outcomes', jsonb_build_object(${HostOutcome.options.map((o) => `'${o}', b.${outcomeColumn(o)}`).join(", ")})) ORDER BY b.idx)
+    FROM deployment_batches b WHERE b.deployment_id = d.id
+  ) AS batch_items
+  FROM deployments d
   LEFT JOIN LATERAL (
     SELECT jsonb_object_agg(state, n) AS counts FROM (
       SELECT state, count(*)::int AS n FROM (
@@ -86,17 +109,29 @@ export function deployment(row: DeploymentRow) {
     completedAt: iso(row.completed_at),
     hostsTotal: row.hosts_total,
     skipped: row.skipped,
-    batches: { total: row.batches_total, started: row.batches_started, completed: row.batches_completed },
+    batches: {
+      total: row.batches_total,
+      started: row.batches_started,
+      completed: row.batches_completed,
+      items: (row.batch_items ?? []).map(batchProgress),
+    },
     awaitingApproval: row.awaiting_approval,
     braked: row.braked,
     reason: row.reason,
   };
 }
 
+function batchProgress(b: BatchJson): BatchProgress {
+  const finished = Object.values(b.outcomes).reduce((n, k) => n + k, 0);
+  const state = b.finishedAt !== null ? "done" : b.startedAt !== null ? "running" : "pending";
+  return { ...b, state, finished, startedAt: isoText(b.startedAt), finishedAt: isoText(b.finishedAt) };
+}
+
 // Steps ride along as JSON so a task and its steps come from one snapshot.
 export const TASK_SELECT = `
   SELECT t.task_id, t.deployment_id, t.component, t.host_id, t.version, t.from_version, t.attempt, t.state, t.current_step,
     t.error, t.log_tail, t.allocated_at, t.updated_at, t.finished_at,
+    (SELECT h.batch FROM deployment_hosts h WHERE h.deployment_id = t.deployment_id AND h.host_id = t.host_id AND h.attempt = t.attempt) AS batch,
     COALESCE((
       SELECT jsonb_agg(jsonb_build_object(
         'seq', s.seq, 'step', s.step, 'state', s.state, 'startedAt', s.started_at, 'endedAt', s.ended_at,
@@ -118,6 +153,7 @@ export function task(t: TaskRow): TaskView {
     currentStep: t.current_step,
     error: t.error,
     logTail: t.log_tail,
+    batch: t.batch,
     allocatedAt: isoOf(t.allocated_at),
     updatedAt: isoOf(t.updated_at),
     finishedAt: iso(t.finished_at),
