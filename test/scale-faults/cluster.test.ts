@@ -28,6 +28,7 @@ const { settled, views, rebuild } = projectorViews(operatorApi(() => s.system, A
 const h = () => history(s.store);
 
 beforeAll(async () => {
+  if (!run) return;
   cluster = await startNatsCluster();
   s = await startScenario({
     name: "cluster",
@@ -112,7 +113,13 @@ async function expectViewsEqualRebuild(version: string) {
   expect(await views()).toEqual(live);
 }
 
-describe("a 3-node cluster under faults mid-rollout", () => {
+/**
+ * ~5 minutes on 2 cores: more than CI's 20-minute budget leaves, so it runs when asked
+ * (MOLT_CLUSTER_FAULTS=1, e.g. `MOLT_CLUSTER_FAULTS=1 .tools/bin/pnpm vitest run test/scale-faults`).
+ */
+const run = process.env["MOLT_CLUSTER_FAULTS"] === "1";
+
+describe.skipIf(!run)("a 3-node cluster under faults mid-rollout (MOLT_CLUSTER_FAULTS=1)", () => {
   it("[scale-faults] the event stream's leader is SIGKILLed mid-rollout and started again: the rollout completes, nothing acknowledged is lost, nothing doubled", async () => {
     const id = await deployUntil("2.0.0", 40);
     const leader = await cluster.leaderOf(STREAM_EVENTS);

@@ -2,7 +2,6 @@ import { HostOutcome, TASK_STATES, type MoltEvent, type TaskStateView } from "@m
 import type { Queryable } from "@molt/db";
 import { evolveDeployment, initialDeploymentState, unreachable, type DeploymentEventBody, type DeploymentState, type DeploymentStatus } from "@molt/domain";
 import type { Projection } from "../projection/projection.js";
-import { isTaskEvent, TaskFold } from "./task-fold.js";
 
 export { TASK_STATES };
 export type TaskState = TaskStateView;
@@ -106,8 +105,7 @@ const MIGRATIONS = [
 /**
  * deployments (with their batches), tasks (one row per host per attempt) and task_steps. Commit by
  * commit: one statement per event (a run of assignments or outcomes is one), no reads (every event
- * carries what its rows need: slot events are keyed by task id). A run of commits: task and step
- * rows folded in memory (task-fold.ts), the same rows.
+ * carries what its rows need: slot events are keyed by task id).
  */
 export function deploymentsProjection(): Projection {
   return {
@@ -119,18 +117,6 @@ export function deploymentsProjection(): Projection {
         touches: (run) => applyTouches(tx, run),
         event: (e) => applyEvent(tx, e),
       }),
-    // A run's task and step rows are read once, folded in memory event by event and written with
-    // one statement per table (PGlite's cost is per statement); deployment rows go on as above.
-    async applyRun(tx, commits) {
-      const fold = await TaskFold.load(tx, commits);
-      for (const c of commits)
-        await walk(c.commit.events, {
-          pair: (start, end) => fold.pair(start, end),
-          touches: (run) => applyTouches(tx, run),
-          event: (e) => (isTaskEvent(e) ? fold.event(e) : applyEvent(tx, e)),
-        });
-      await fold.write(tx);
-    },
   };
 }
 
