@@ -74,8 +74,8 @@ describe("metrics", () => {
     const published = (await store.read(subjects.package(COMPONENT))).flatMap((c) => c.commit.events).find((e) => e.type === "PackagePublished");
     const size = published?.type === "PackagePublished" ? published.data.size : NaN;
 
-    // Every process in the system has a /metrics: the five HTTP services, the allocator, feedback and the agent.
-    expect(Object.keys(system.metricsUrls).sort()).toEqual(["action", "agent-sim", "allocator-1", "audit", "feedback", "gateway", "package-repo", "projector"]);
+    // Every process in the system has a /metrics: the six HTTP services, the allocator, feedback and the agent.
+    expect(Object.keys(system.metricsUrls).sort()).toEqual(["action", "agent-sim", "allocator-1", "audit", "feedback", "gateway", "package-repo", "projector", "release-events"]);
 
     const agent = await expectSamples("agent-sim", [
       ["molt_agent_tasks_total", { outcome: "succeeded" }, SUCCEEDED],
@@ -132,8 +132,8 @@ describe("metrics", () => {
     expect(Object.keys(doc.paths["/v1/deployments"]!).sort()).toEqual(["get", "post"]);
     // From the zod schemas: the query filters of the deployment list are documented parameters.
     expect(doc.paths["/v1/deployments"]!["get"]!.parameters?.map((p) => `${p.in}:${p.name}`)).toEqual(expect.arrayContaining(["query:state", "query:cursor"]));
-    // Internal endpoints are not part of the API.
-    expect(Object.keys(doc.paths).filter((p) => !p.startsWith("/v1/"))).toEqual([]);
+    // Internal endpoints are not part of the API (the release events' AsyncAPI document is, where integrators look for it).
+    expect(Object.keys(doc.paths).filter((p) => !p.startsWith("/v1/"))).toEqual(["/asyncapi.json"]);
     // The page itself, served by the gateway (no CDN): Swagger UI over /docs/json.
     const page = await fetch(`${system.gatewayUrl}/docs`);
     expect(page.status).toBe(200);
