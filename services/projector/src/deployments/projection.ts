@@ -2,7 +2,7 @@ import { HostOutcome, TASK_STATES, type MoltEvent, type TaskStateView } from "@m
 import type { Queryable } from "@molt/db";
 import { evolveDeployment, initialDeploymentState, unreachable, type DeploymentEventBody, type DeploymentState, type DeploymentStatus } from "@molt/domain";
 import type { ProjectedCommit, Projection } from "../projection/projection.js";
-import { derivedStart, isTaskEvent, refusedByColumns, TaskRun } from "./task-run.js";
+import { derivedStart, endsPair, isTaskEvent, refusedByColumns, TaskRun } from "./task-run.js";
 
 export { TASK_STATES };
 export type TaskState = TaskStateView;
@@ -134,7 +134,7 @@ export class RunRefusedError extends Error {
 
 async function applyRun(tx: Queryable, commits: readonly ProjectedCommit[]): Promise<void> {
   for (const c of commits) if (c.commit.events.some(refusedByColumns)) throw new RunRefusedError(c.seq);
-  const run = await TaskRun.load(tx, eventsOf(commits));
+  const run = await TaskRun.load(tx, commits);
   for (const c of commits)
     await walk(c.commit.events, {
       pair: (start, end) => run.pair(start, end),
@@ -144,9 +144,6 @@ async function applyRun(tx: Queryable, commits: readonly ProjectedCommit[]): Pro
   await run.write(tx);
 }
 
-function* eventsOf(commits: readonly ProjectedCommit[]): Iterable<MoltEvent> {
-  for (const c of commits) yield* c.commit.events;
-}
 
 /**
  * A commit's events as the rows take them: a run of touches on one deployment is its last (each
@@ -173,7 +170,7 @@ async function walk(
     }
     const next = events[i + 1];
     // A step's start and end reported together (the usual report) make one complete row.
-    if (next && event.type === "TaskStepStarted" && isStepEnd(next) && next.data.taskId === event.data.taskId && next.data.step === event.data.step) {
+    if (event.type === "TaskStepStarted" && endsPair(event, next)) {
       await on.pair(event, next);
       i++;
       continue;
@@ -184,7 +181,6 @@ async function walk(
 
 type Touch = Extract<MoltEvent, { type: "HostsAssigned" | "HostOutcomeRecorded" }>;
 type StepEnd = Extract<MoltEvent, { type: "TaskStepSucceeded" | "TaskStepFailed" }>;
-const isStepEnd = (e: MoltEvent): e is StepEnd => e.type === "TaskStepSucceeded" || e.type === "TaskStepFailed";
 
 /**
  * TaskStepStarted then its end, in one commit: the rows the two leave one by one, in one

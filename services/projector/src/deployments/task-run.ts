@@ -39,6 +39,12 @@ const TASK_EVENTS = new Set<MoltEvent["type"]>([
 ]);
 export const isTaskEvent = (e: MoltEvent): e is TaskEvent => TASK_EVENTS.has(e.type);
 const isStepEvent = (e: MoltEvent) => e.type === "TaskStepStarted" || e.type === "TaskStepSucceeded" || e.type === "TaskStepFailed";
+const isStepEnd = (e: MoltEvent): e is StepEnd => e.type === "TaskStepSucceeded" || e.type === "TaskStepFailed";
+
+/** A step's start followed, in its commit, by that step's end: one complete row (the usual report). */
+export function endsPair(start: MoltEvent, next: MoltEvent | undefined): next is StepEnd {
+  return next !== undefined && start.type === "TaskStepStarted" && isStepEnd(next) && next.data.taskId === start.data.taskId && next.data.step === start.data.step;
+}
 const ACTIVE: ReadonlySet<TaskStateView> = new Set(["allocated", "dispatched", "running"]);
 const INT4_MAX = 2_147_483_647;
 
@@ -103,20 +109,27 @@ export class TaskRun {
   private constructor(
     private readonly tasks: Map<string, TaskRow>,
     private readonly steps: Map<string, Map<number, StepRow>>,
+    /** Tasks whose step rows were read; the others' step events in the run are all start+end pairs. */
+    private readonly stepsRead: ReadonlySet<string>,
   ) {}
 
   /**
-   * Reads the rows of the tasks the run's events name: their tasks rows, and the step rows of
-   * those with step events (nothing else reads them). Keys are probed by index (= ANY), so a
-   * task allocated in the run costs one probe that finds nothing.
+   * Reads the rows of the tasks the run's commits name: their tasks rows, and the step rows of
+   * those with a lone step start or end in the run. A start+end pair only inserts a complete row
+   * if its key is free and nothing in a run changes a complete row, so `ON CONFLICT DO NOTHING`
+   * decides it without a read (the usual report: most runs read no step rows). Keys are probed by
+   * index (= ANY), so a task allocated in the run costs one probe that finds nothing.
    */
-  static async load(tx: Queryable, events: Iterable<MoltEvent>): Promise<TaskRun> {
+  static async load(tx: Queryable, commits: Iterable<{ commit: { events: readonly MoltEvent[] } }>): Promise<TaskRun> {
     const ids = new Set<string>();
     const withSteps = new Set<string>();
-    for (const e of events)
-      if (isTaskEvent(e)) {
+    for (const { commit } of commits)
+      for (let i = 0; i < commit.events.length; i++) {
+        const e = commit.events[i]!;
+        if (!isTaskEvent(e)) continue;
         ids.add(e.data.taskId);
-        if (isStepEvent(e)) withSteps.add(e.data.taskId);
+        if (endsPair(e, commit.events[i + 1])) i++;
+        else if (isStepEvent(e)) withSteps.add(e.data.taskId);
       }
     const tasks = new Map<string, TaskRow>();
     const steps = new Map<string, Map<number, StepRow>>();
@@ -138,7 +151,7 @@ export class TaskRun {
       );
       for (const row of s.rows) stepsOf(steps, row.task_id).set(row.seq, { ...row, derived: false });
     }
-    return new TaskRun(tasks, steps);
+    return new TaskRun(tasks, steps, withSteps);
   }
 
   /** What `applyEvent` does for a task event, in memory. */
@@ -242,18 +255,18 @@ export class TaskRun {
            updated_at = EXCLUDED.updated_at, finished_at = EXCLUDED.finished_at, log_tail = EXCLUDED.log_tail`,
         [JSON.stringify([...this.dirtyTasks].map((id) => this.tasks.get(id)!))],
       );
-    if (this.dirtySteps.size > 0)
+    // Rows of tasks whose step rows were read: inserted (key known free) or changed (an open row
+    // closed). Rows of the others (pairs only): inserted where the key is free, as one by one.
+    const [read, paired] = [[] as StepRow[], [] as StepRow[]];
+    for (const row of this.dirtySteps) (this.stepsRead.has(row.task_id) ? read : paired).push(row);
+    if (read.length > 0)
       await tx.query(
-        `INSERT INTO task_steps (task_id, seq, step, state, started_at, ended_at, duration_ms, error, detail, log_tail)
-         SELECT task_id, seq, step, state,
-           CASE WHEN derived THEN ${derivedStart("ended_at", "duration_ms")} ELSE started_at END,
-           ended_at, duration_ms, error, detail, log_tail
-         FROM json_to_recordset($1::json) AS r(task_id text, seq integer, step text, state text, started_at timestamptz,
-           ended_at timestamptz, duration_ms float8, error text, detail text, log_tail text, derived boolean)
+        `${STEPS_INSERT}
          ON CONFLICT (task_id, seq) DO UPDATE SET state = EXCLUDED.state, ended_at = EXCLUDED.ended_at,
            duration_ms = EXCLUDED.duration_ms, error = EXCLUDED.error, detail = EXCLUDED.detail, log_tail = EXCLUDED.log_tail`,
-        [JSON.stringify([...this.dirtySteps])],
+        [JSON.stringify(read)],
       );
+    if (paired.length > 0) await tx.query(`${STEPS_INSERT} ON CONFLICT (task_id, seq) DO NOTHING`, [JSON.stringify(paired)]);
   }
 
   /** `UPDATE tasks SET ... [, log_tail = COALESCE(logTail, log_tail)] WHERE task_id = $1 AND <when>`. */
@@ -291,6 +304,13 @@ export class TaskRun {
 export const derivedStart = (endedAt: string, durationMs: string) =>
   `CASE WHEN ${durationMs} <= ${MAX_DERIVED_MS} THEN ${endedAt} - ${durationMs} * interval '1 millisecond' END`;
 const MAX_DERIVED_MS = 1e14;
+
+const STEPS_INSERT = `INSERT INTO task_steps (task_id, seq, step, state, started_at, ended_at, duration_ms, error, detail, log_tail)
+  SELECT task_id, seq, step, state,
+    CASE WHEN derived THEN ${derivedStart("ended_at", "duration_ms")} ELSE started_at END,
+    ended_at, duration_ms, error, detail, log_tail
+  FROM json_to_recordset($1::json) AS r(task_id text, seq integer, step text, state text, started_at timestamptz,
+    ended_at timestamptz, duration_ms float8, error text, detail text, log_tail text, derived boolean)`;
 
 function stepsOf(steps: Map<string, Map<number, StepRow>>, taskId: string): Map<number, StepRow> {
   let rows = steps.get(taskId);
