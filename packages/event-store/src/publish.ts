@@ -121,7 +121,9 @@ export function jetStreamPublisher(nc: NatsConnection, opts: { timeoutMs?: numbe
           rejectAll(refused, (p) => p.subject === refused.subject);
         }
       }
-    })();
+    })().catch(() => {
+      // The status stream ended with the connection: refused publishes would then only time out.
+    });
     return base;
   };
 
@@ -134,8 +136,8 @@ export function jetStreamPublisher(nc: NatsConnection, opts: { timeoutMs?: numbe
       try {
         nc.publish(subject, body, { reply: base + token, headers });
       } catch (err) {
-        settle(token);
-        reject(err as Error);
+        // Closed, draining, a subject or size the client refuses: nothing was sent.
+        settle(token)?.reject(err);
       }
     });
   };
