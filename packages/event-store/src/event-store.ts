@@ -1,6 +1,6 @@
 import { appendFileSync } from "node:fs";
 import { context, propagation, trace } from "@opentelemetry/api";
-import { DeliverPolicy, jetstream, jetstreamManager, JetStreamApiError, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
+import { DeliverPolicy, jetstream, jetstreamManager, JetStreamApiError, PubHeaders, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import { headers, type NatsConnection } from "@nats-io/transport-node";
 import { Commit, describeIssues, STREAM_EVENTS, type MoltEvent } from "@molt/contracts";
 import { followStream, type RawMessage, type Subscription } from "./follow.js";
@@ -147,8 +147,8 @@ export function createEventStore(nc: NatsConnection, opts: { stream?: string; ac
       if (body.length > max - HEADER_ROOM) throw new CommitTooLargeError(subject, body.length, max - HEADER_ROOM);
       try {
         const h = headers();
-        h.set("Nats-Msg-Id", commit.commitId);
-        h.set("Nats-Expected-Last-Subject-Sequence", String(expectedSequence));
+        h.set(PubHeaders.MsgIdHdr, commit.commitId);
+        h.set(PubHeaders.ExpectedLastSubjectSequenceHdr, String(expectedSequence));
         const ack = await publish(subject, body, h);
         // One O_APPEND write per line: lines from several processes never interleave.
         if (ackLog) appendFileSync(ackLog, `${ack.seq} ${subject} ${commit.commitId}\n`);
