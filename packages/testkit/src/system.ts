@@ -186,7 +186,7 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
   };
 
   const start = async (name: string, service: ProcessSpec, env: Record<string, string>, ready: RegExp) => {
-    const all = { ...base, ...env, ...opts.processEnv?.[name] };
+    const all: Record<string, string> = { ...base, ...env, ...opts.processEnv?.[name] };
     // The services that keep a PGlite (`<MOLT_DATA_DIR>/<service>`) start on a copy of an initialised one.
     if (typeof service === "string" && ["projector", "audit", "release-events"].includes(service) && !all["DATABASE_URL"] && all["MOLT_DATA_DIR"])
       await seedPglite(join(all["MOLT_DATA_DIR"], service));
