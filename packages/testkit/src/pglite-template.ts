@@ -1,8 +1,9 @@
+import { execFile } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { cp, mkdir, mkdtemp, rename, rm } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { openDatabase } from "@molt/db";
+import { promisify } from "node:util";
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
 
@@ -28,9 +29,11 @@ export async function pgliteTemplate(): Promise<string> {
     if (existsSync(join(dir, "PG_VERSION"))) return dir;
     await mkdir(cache, { recursive: true });
     const tmp = await mkdtemp(join(cache, "pglite-making-"));
-    const db = await openDatabase({ dataDir: join(tmp, "data") });
-    await db.query("SELECT 1");
-    await db.close();
+    // Made by a node process in packages/db, where the services' PGlite resolves: the test kit does
+    // not import @molt/db (every program that imports the test kit would then hold PGlite's types
+    // too, and type-checked lint already needs ~4 GB).
+    const init = 'import { PGlite } from "@electric-sql/pglite"; const db = await PGlite.create(process.argv[1]); await db.query("SELECT 1"); await db.close();';
+    await promisify(execFile)(process.execPath, ["--input-type=module", "-e", init, join(tmp, "data")], { cwd: join(repoRoot, "packages/db") });
     try {
       await rename(join(tmp, "data"), dir);
     } catch (err) {
