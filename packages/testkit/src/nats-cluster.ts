@@ -120,7 +120,7 @@ export async function startNatsCluster(): Promise<NatsCluster> {
       await nc.close();
     }
   };
-  await waitFor("the cluster's JetStream (a meta leader)", () => jsm((m) => m.getAccountInfo()).then(() => true, () => undefined), { timeoutMs: 60_000, intervalMs: 100 });
+  await waitFor("the cluster's JetStream (a meta leader)", () => jsm((m) => m.getAccountInfo()).then(() => true, () => undefined), { timeoutMs: 60_000, intervalMs: 500 });
   return {
     nodes,
     urls,
