@@ -76,8 +76,9 @@ totals() {
 #   MOLT_NODE_MATRIX=full|shard|0   the unit tests once more on Node 22 and on Node 24: all of them on
 #                                   each (full, the default), the files split between the two (shard), or not
 #   MOLT_CLUSTER_FAULTS=1|0         the 3-node cluster fault suite as a stage of its own (default 1)
-#   MOLT_CI_SIDE_BY_SIDE=1|0        typecheck and lint at the same time (default 1: each is mostly one
-#                                   thread, so on 2 cores the pair takes about as long as lint alone)
+#   MOLT_CI_SIDE_BY_SIDE=1|0        typecheck and lint at the same time (default 1: lint is one thread and
+#                                   turbo's tsc runs only partly in parallel, so on 2 cores the pair takes
+#                                   less than the two one after the other)
 matrix="${MOLT_NODE_MATRIX:-full}"
 cluster="${MOLT_CLUSTER_FAULTS:-1}"
 
@@ -85,7 +86,8 @@ stage bootstrap bash scripts/bootstrap.sh --tests
 stage postgres pg_stage
 typecheck=(pnpm -s typecheck --output-logs=errors-only)
 # Type-checked ESLint over every package's program holds ~4 GB, V8's default heap limit here: run
-# beside other work at a load of 50+ it died of "heap out of memory" (2026-12-06); room to spare.
+# beside other work at a load of 50+ it died of "heap out of memory" (2026-12-06, 4.02 GB live
+# after a full GC); room to spare.
 lint=(env NODE_OPTIONS="${NODE_OPTIONS:-} --max-old-space-size=6144" pnpm -s lint)
 if [ "${MOLT_CI_SIDE_BY_SIDE:-1}" = "1" ]; then
   together typecheck "${typecheck[@]}" ";;" lint "${lint[@]}"
