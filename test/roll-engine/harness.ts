@@ -108,7 +108,10 @@ export async function startScenario(opts: {
 }) {
   const dataDir = await mkdtemp(join(tmpdir(), `molt-${opts.name}-`));
   const nats = opts.nats ?? (await startNatsServer({ secure: true }));
-  const nc = await nats.bus.connect("admin");
+  // The test's own connection reconnects for as long as the services' do (runtime's connectNats):
+  // with nats.js' default of 10 attempts it gave up during the cluster suite's 30 s bus outage under
+  // load, and every later read failed with "closed connection".
+  const nc = await nats.bus.connect("admin", { maxReconnectAttempts: -1, reconnectTimeWait: 250 });
   const store = createEventStore(nc);
   const system = await startSystem({
     nats,

@@ -17,7 +17,12 @@ import { projectorViews } from "../views/compare.js";
 const OPERATOR = "operator-token-cluster-0001";
 const ADMIN = "admin-token-cluster-000001";
 const HOSTS = simIds("c-", 300);
-const TIMINGS = { MOLT_HEARTBEAT_MS: "1000", MOLT_POLL_MS: "1000", MOLT_RETRY_DELAY_MS: "100", MOLT_ACK_WAIT_MS: "3000" };
+// Heartbeats every 2 s, not 1: 300 hosts' heartbeats are each a presence write at R3 with
+// `sync_interval: always` on three nodes, the suite's steadiest load, and nothing here waits on one
+// (presence matters when a deployment is planned, within the 30 s grace).
+const TIMINGS = { MOLT_HEARTBEAT_MS: "2000", MOLT_POLL_MS: "1000", MOLT_RETRY_DELAY_MS: "100", MOLT_ACK_WAIT_MS: "3000" };
+/** How long the leader stays frozen: longer than nats.js' 5 s request and publish timeouts. */
+const FREEZE_MS = 8_000;
 /** How long the whole bus stays down (the issue's 30 s; shorter only to try the test by hand). */
 const BUS_DOWN_MS = Number(process.env["MOLT_TEST_BUS_DOWN_MS"] ?? 30_000);
 
@@ -44,7 +49,8 @@ beforeAll(async () => {
   for (const v of ["2.0.0", "3.0.0", "4.0.0"]) await op.upload(v);
 }, 240_000);
 
-afterAll(() => s?.stop([]));
+// The bed stops the cluster with itself; a set-up that never finished leaves the three nodes to stop here.
+afterAll(async () => (s ? s.stop([]) : cluster?.stop()));
 
 /** Every commit in the event stream, read once from the start: seq → commit id, and the events. */
 async function readStream() {
@@ -114,8 +120,9 @@ async function expectViewsEqualRebuild(version: string) {
 }
 
 /**
- * ~5 minutes on 2 cores: more than CI's 20-minute budget leaves, so it runs when asked
- * (MOLT_CLUSTER_FAULTS=1, e.g. `MOLT_CLUSTER_FAULTS=1 .tools/bin/pnpm vitest run test/scale-faults`).
+ * ~5 minutes on 2 cores, so a plain `vitest run` skips it: scripts/check.sh (CI) runs it as a stage
+ * of its own with MOLT_CLUSTER_FAULTS=1 (its default; MOLT_CLUSTER_FAULTS=0 check.sh leaves it out).
+ * By hand: `MOLT_CLUSTER_FAULTS=1 .tools/bin/pnpm vitest run --project scenario test/scale-faults/cluster.test.ts`.
  */
 const run = process.env["MOLT_CLUSTER_FAULTS"] === "1";
 
@@ -139,8 +146,8 @@ describe.skipIf(!run)("a 3-node cluster under faults mid-rollout (MOLT_CLUSTER_F
     const leader = await cluster.leaderOf(STREAM_EVENTS);
     cluster.nodes[leader]!.freeze();
     try {
-      // nats.js requests and JetStream publishes time out after 5 s; the node stays frozen for 12.
-      await new Promise((r) => setTimeout(r, 12_000));
+      // nats.js requests and JetStream publishes time out after 5 s; the node stays frozen for longer.
+      await new Promise((r) => setTimeout(r, FREEZE_MS));
     } finally {
       cluster.nodes[leader]!.thaw();
     }

@@ -7,6 +7,7 @@ import { promisify } from "node:util";
 import type { TrustedKeyConfig } from "@molt/contracts";
 import { hostIssuer, issueHostCreds, type ServiceIdentity } from "@molt/runtime";
 import { freePort, type SecureBus } from "./nats-server.js";
+import { seedPglite } from "./pglite-template.js";
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
 
@@ -185,7 +186,11 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
   };
 
   const start = async (name: string, service: ProcessSpec, env: Record<string, string>, ready: RegExp) => {
-    const p = await startProcess(name, service, { ...base, ...env, ...opts.processEnv?.[name] }, logDir, ready);
+    const all: Record<string, string> = { ...base, ...env, ...opts.processEnv?.[name] };
+    // The services that keep a PGlite (`<MOLT_DATA_DIR>/<service>`) start on a copy of an initialised one.
+    if (typeof service === "string" && ["projector", "audit", "release-events"].includes(service) && !all["DATABASE_URL"] && all["MOLT_DATA_DIR"])
+      await seedPglite(join(all["MOLT_DATA_DIR"], service));
+    const p = await startProcess(name, service, all, logDir, ready);
     processes.push(p);
     return p;
   };
@@ -212,20 +217,22 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
       ...Array.from({ length: opts.allocatorReplicas ?? 1 }, async (_, i) =>
         start(`allocator-${i + 1}`, "allocator", { ...(await as("allocator")), MOLT_PACKAGE_BASE_URL: gatewayUrl, MOLT_REPLICA_ID: `r${i + 1}`, ...(await metricsPort(`allocator-${i + 1}`)) }, /allocator running/),
       ),
+      // The gateway only needs its upstreams' URLs (ports chosen above), not the upstreams up: it
+      // starts beside them, and startSystem still returns only once every one is ready.
+      start(
+        "gateway",
+        "gateway",
+        {
+          MOLT_HTTP_PORT: pGateway,
+          MOLT_ACTION_URL: url(pAction),
+          MOLT_PROJECTOR_URL: url(pProjector),
+          MOLT_PACKAGE_REPO_URL: url(pRepo),
+          MOLT_AUDIT_URL: url(pAudit),
+          MOLT_RELEASE_EVENTS_URL: url(pRelease),
+        },
+        LISTENING,
+      ),
     ]);
-    await start(
-      "gateway",
-      "gateway",
-      {
-        MOLT_HTTP_PORT: pGateway,
-        MOLT_ACTION_URL: url(pAction),
-        MOLT_PROJECTOR_URL: url(pProjector),
-        MOLT_PACKAGE_REPO_URL: url(pRepo),
-        MOLT_AUDIT_URL: url(pAudit),
-        MOLT_RELEASE_EVENTS_URL: url(pRelease),
-      },
-      LISTENING,
-    );
   } catch (err) {
     await Promise.all(processes.map((p) => p.kill()));
     throw err;
