@@ -58,7 +58,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   const keep = process.env["MOLT_KEEP_DATA"] === "1";
-  if (keep) console.warn(`data dir kept: ${dataDir}`);
+  if (keep) process.stderr.write(`data dir kept: ${dataDir}\n`);
   await teardown({ extra: [], system, nc, nats, ...(keep ? {} : { dataDir }) });
   await pg?.stop();
 }, 60_000);

@@ -166,7 +166,11 @@ describe("feedback under more heartbeats than it can answer", () => {
       const hb = JSON.stringify({ hostId: host, at: now(), os: "linux", arch: "x64", labels: {}, components: { agent: "1.0.0" }, agentVersion: "0.1.0" });
       const inbox = createInbox();
       let replies = 0;
-      c.subscribe(inbox, { callback: () => replies++ });
+      c.subscribe(inbox, {
+        callback: () => {
+          replies++;
+        },
+      });
       // A fleet's worth at once, far faster than two at a time can be answered.
       const BURST = 2_000;
       for (let i = 0; i < BURST; i++) c.publish(subjects.heartbeat(host), hb, { reply: inbox });
@@ -178,7 +182,7 @@ describe("feedback under more heartbeats than it can answer", () => {
       expect(await count("shed")).toBeGreaterThan(0);
       // What was answered is about the pending limit and the concurrency, not the burst.
       expect(ok).toBeLessThan(BURST / 4);
-      await waitFor("the answers", async () => (replies === ok ? true : undefined), { timeoutMs: 10_000 });
+      await waitFor("the answers", () => Promise.resolve(replies === ok ? true : undefined), { timeoutMs: 10_000 });
       await fb.stop();
     } finally {
       await c.close();
