@@ -9,7 +9,7 @@ export async function rssMiB(pid: number): Promise<number> {
 }
 
 export interface Flatness {
-  /** Whether the last third's peak is within the tolerance of the middle third's. */
+  /** Whether the last third's peak is within the tolerance of the earlier thirds' peak. */
   flat: boolean;
   /** Peak of each third (the first is the warm-up, not judged), MiB. */
   peaksMiB: [number, number, number];
@@ -19,9 +19,10 @@ export interface Flatness {
 }
 
 /**
- * Is a series of RSS samples flat after its warm-up? The first third is the warm-up; the last
- * third's peak may exceed the middle third's by `ratio` or `floorMiB`, whichever is larger (a
- * garbage-collected heap saws up and down; what must not happen is a peak that keeps rising).
+ * Is a series of RSS samples flat after its warm-up? In thirds: the last third's peak may exceed
+ * the highest peak before it (warm-up or middle) by `ratio` or `floorMiB`, whichever is larger. A
+ * garbage-collected heap saws up and down (a collection can make the middle third's peak the
+ * lowest); what must not happen is a new high that keeps rising.
  * The slope after warm-up is reported beside it, not judged: one GC at the right moment tilts it.
  */
 export function flatness(samples: readonly number[], tolerance: { ratio: number; floorMiB: number }, sampleMs = 1_000): Flatness {
@@ -29,7 +30,8 @@ export function flatness(samples: readonly number[], tolerance: { ratio: number;
   if (third < 2) throw new Error(`too few samples (${samples.length}) to judge memory: sample longer`);
   const parts = [samples.slice(0, third), samples.slice(third, 2 * third), samples.slice(2 * third)];
   const peaks = parts.map((p) => Math.max(...p)) as [number, number, number];
-  const allowed = peaks[1] + Math.max(peaks[1] * tolerance.ratio, tolerance.floorMiB);
+  const before = Math.max(peaks[0], peaks[1]);
+  const allowed = before + Math.max(before * tolerance.ratio, tolerance.floorMiB);
   const after = samples.slice(third);
   const n = after.length;
   const meanX = (n - 1) / 2;
