@@ -87,6 +87,23 @@ contract("PGlite", () => template.fresh());
 const pgUrl = process.env["MOLT_TEST_DATABASE_URL"];
 describe.skipIf(!pgUrl)("against PostgreSQL (MOLT_TEST_DATABASE_URL)", () => {
   contract("PostgreSQL", () => openDatabase({ url: pgUrl }));
+
+  it("[scale-faults] a connection lost inside a transaction fails that transaction only: the process goes on and the next transaction gets a fresh connection", async () => {
+    // What a crashed or restarted server does to a projector mid-transaction: node-postgres emits
+    // 'error' on the checked-out client, which nobody listened to, so the whole process died.
+    const db = await openDatabase({ url: pgUrl, onIdleError: () => undefined });
+    try {
+      const lost = db.transaction(async (tx) => {
+        const { rows } = await tx.query<{ pid: number }>("SELECT pg_backend_pid() AS pid");
+        await db.query("SELECT pg_terminate_backend($1)", [rows[0]!.pid]);
+        await tx.query("SELECT 1");
+      });
+      await expect(lost).rejects.toThrow(/terminat|not queryable|Connection/i);
+      expect(await db.transaction((tx) => tx.query<{ one: number }>("SELECT 1 AS one"))).toEqual({ rows: [{ one: 1 }] });
+    } finally {
+      await db.close();
+    }
+  });
 });
 
 describe("PGlite on disk", () => {

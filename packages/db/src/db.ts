@@ -113,6 +113,14 @@ function openPostgres(url: string, opts: OpenDatabaseOptions): Db {
     async transaction<T>(fn: (tx: Queryable) => Promise<T>) {
       const client = await pool.connect();
       let broken: Error | undefined;
+      // A checked-out client has no listener of the pool's: when the server goes away (crash,
+      // restart, a terminated backend) node-postgres emits 'error' on it, which would end the
+      // process. Kept here instead: the statement under way fails (or the next one does, "not
+      // queryable"), the transaction rejects, and the client is destroyed, never pooled again.
+      const onError = (err: Error) => {
+        broken ??= err;
+      };
+      client.on("error", onError);
       try {
         await client.query("BEGIN");
         const out = await fn(wrap(client));
@@ -127,6 +135,7 @@ function openPostgres(url: string, opts: OpenDatabaseOptions): Db {
         }
         throw err;
       } finally {
+        client.removeListener("error", onError);
         client.release(broken);
       }
     },

@@ -20,6 +20,13 @@ export function respond(
     logger: Logger;
     handle: (msg: Msg) => Promise<unknown>;
     onError: (err: unknown) => unknown;
+    /**
+     * For periodic requests whose late answer is worth nothing (heartbeats): when more than
+     * `maxPending` wait in the subscription, a request taken from it is dropped unanswered (the
+     * requester times out and sends its next one later), so a replica that cannot keep up holds a
+     * bounded queue instead of one that grows with every period.
+     */
+    shed?: { maxPending: number; onShed?: (msg: Msg) => void };
   },
 ): Responder {
   const sub = nc.subscribe(opts.subject, { queue: opts.queue });
@@ -27,6 +34,10 @@ export function respond(
   const running = new Set<Promise<void>>();
   const loop = (async () => {
     for await (const msg of sub) {
+      if (opts.shed && sub.getPending() > opts.shed.maxPending) {
+        opts.shed.onShed?.(msg);
+        continue;
+      }
       while (running.size >= limit) await Promise.race(running);
       const p = (async () => {
         let answer: unknown;

@@ -11,6 +11,8 @@ const Config = z.object({
   /** How long a host stays online without a heartbeat (the presence bucket's TTL). */
   MOLT_PRESENCE_TTL_MS: z.coerce.number().int().min(1000).default(30_000),
   MOLT_FEEDBACK_CONCURRENCY: z.coerce.number().int().positive().default(64),
+  /** Heartbeats waiting beyond this many are shed unanswered (the agent retries next period). */
+  MOLT_HEARTBEAT_MAX_PENDING: z.coerce.number().int().positive().default(1_000),
 });
 
 const config = loadConfig(Config);
@@ -21,6 +23,6 @@ const metrics = await metricsFromEnv("feedback", config, logger);
 const nc = await connectNats({ url: config.MOLT_NATS_URL, name: "molt-feedback", ...natsSecurityFromEnv(config) });
 await ensureEventStream(nc, { replicas: config.MOLT_STREAM_REPLICAS });
 const presence = await ensureBucket(nc, KV_PRESENCE, { ttl: config.MOLT_PRESENCE_TTL_MS, history: 1, replicas: config.MOLT_STREAM_REPLICAS });
-const feedback = startFeedback({ nc, store: createEventStore(nc, { ackLog: config.MOLT_ACK_LOG }), presence, logger, concurrency: config.MOLT_FEEDBACK_CONCURRENCY, metrics: feedbackMetrics(metrics.registry) });
+const feedback = startFeedback({ nc, store: createEventStore(nc, { ackLog: config.MOLT_ACK_LOG }), presence, logger, concurrency: config.MOLT_FEEDBACK_CONCURRENCY, metrics: feedbackMetrics(metrics.registry), heartbeatMaxPending: config.MOLT_HEARTBEAT_MAX_PENDING });
 installShutdown(logger, [stopTracing, () => metrics.close(), () => nc.drain(), () => feedback.stop()]);
 logger.info({ subjects: [subjects.reports, subjects.heartbeats] }, "feedback ready");

@@ -1,10 +1,12 @@
 import { Kvm, type KV } from "@nats-io/kv";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { connect, createInbox, type NatsConnection } from "@nats-io/transport-node";
 import { slotRepository } from "@molt/aggregates";
 import { HostState, KV_PRESENCE, presenceKey, ReportAnswer, subjects, type StepReport } from "@molt/contracts";
 import { createEventStore, ensureEventStream, type EventStore } from "@molt/event-store";
 import { createLogger } from "@molt/runtime";
-import { startNatsServer, type NatsServer } from "@molt/testkit";
+import { metricSample, startNatsServer, waitFor, type NatsServer } from "@molt/testkit";
+import { Registry } from "prom-client";
+import { feedbackMetrics } from "./metrics.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startFeedback } from "./service.js";
 
@@ -140,5 +142,51 @@ describe("feedback", () => {
     expect(await store.read(subjects.hostMeta(host))).toHaveLength(2);
     const mismatch = (await nc.request(subjects.heartbeat("other-host"), JSON.stringify(hb("2.0.0")), { timeout: 5000 })).json<{ status: string }>();
     expect(mismatch.status).toBe("refused");
+  });
+});
+
+describe("feedback under more heartbeats than it can answer", () => {
+  it("[scale-faults] heartbeats past the pending limit are shed (counted, unanswered) instead of queued, so the queue and memory stay bounded", async () => {
+    // Its own server: the suite's feedback above would share the queue group.
+    const own = await startNatsServer();
+    const c = await connect({ servers: own.url });
+    try {
+      await ensureEventStream(c);
+      const registry = new Registry();
+      const fb = startFeedback({
+        nc: c,
+        store: createEventStore(c),
+        presence: await new Kvm(c).create(KV_PRESENCE, { ttl: 60_000 }),
+        logger: createLogger("feedback-test"),
+        concurrency: 2,
+        metrics: feedbackMetrics(registry),
+        heartbeatMaxPending: 20,
+      });
+      const host = "burst-1";
+      const hb = JSON.stringify({ hostId: host, at: now(), os: "linux", arch: "x64", labels: {}, components: { agent: "1.0.0" }, agentVersion: "0.1.0" });
+      const inbox = createInbox();
+      let replies = 0;
+      c.subscribe(inbox, {
+        callback: () => {
+          replies++;
+        },
+      });
+      // A fleet's worth at once, far faster than two at a time can be answered.
+      const BURST = 2_000;
+      for (let i = 0; i < BURST; i++) c.publish(subjects.heartbeat(host), hb, { reply: inbox });
+      await c.flush();
+      const count = async (status: string) => metricSample(await registry.metrics(), "molt_feedback_heartbeats_total", { status }) ?? 0;
+      // Every heartbeat is either answered or shed.
+      await waitFor("the burst taken in", async () => ((await count("ok")) + (await count("shed")) === BURST ? true : undefined), { timeoutMs: 60_000 });
+      const ok = await count("ok");
+      expect(await count("shed")).toBeGreaterThan(0);
+      // What was answered is about the pending limit and the concurrency, not the burst.
+      expect(ok).toBeLessThan(BURST / 4);
+      await waitFor("the answers", () => Promise.resolve(replies === ok ? true : undefined), { timeoutMs: 10_000 });
+      await fb.stop();
+    } finally {
+      await c.close();
+      await own.stop();
+    }
   });
 });

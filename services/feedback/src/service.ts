@@ -32,7 +32,21 @@ function verdictOf(payload: unknown): string | undefined {
 }
 
 /** Answers step reports and heartbeats (NATS request/reply, queue group shared by replicas). */
-export function startFeedback(deps: { nc: NatsConnection; store: EventStore; presence: KV; logger: Logger; concurrency: number; metrics?: FeedbackMetrics }) {
+export function startFeedback(deps: {
+  nc: NatsConnection;
+  store: EventStore;
+  presence: KV;
+  logger: Logger;
+  concurrency: number;
+  metrics?: FeedbackMetrics;
+  /**
+   * Heartbeats waiting beyond this many are dropped unanswered (counted as `shed`). An agent sends
+   * its next heartbeat only after an answer or its timeout, so without a limit a feedback slower
+   * than the fleet queued every timed-out heartbeat again each period (a queue and RSS growing
+   * for as long as the overload lasted) and answered mostly heartbeats nobody waited for. Default 1,000.
+   */
+  heartbeatMaxPending?: number;
+}) {
   const { nc, store, presence, logger } = deps;
   const slots = slotRepository(store);
   // An answer the agent does not take as final: it retries until feedback can decide.
@@ -65,6 +79,8 @@ export function startFeedback(deps: { nc: NatsConnection; store: EventStore; pre
       return answer;
     },
     onError,
+    // Presence outlives a few missed heartbeats (its TTL is the grace period); reports are never shed.
+    shed: { maxPending: deps.heartbeatMaxPending ?? 1_000, onShed: () => deps.metrics?.heartbeat("shed") },
   });
   return {
     async stop() {

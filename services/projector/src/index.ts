@@ -12,6 +12,8 @@ const Config = z.object({
   /** PGlite lives in <dir>/projector unless DATABASE_URL names a PostgreSQL. */
   MOLT_DATA_DIR: z.string().min(1).default(".molt/data"),
   DATABASE_URL: z.string().min(1).optional(),
+  /** First retry after the views' database failed (doubles up to 30 s); tests make it milliseconds. */
+  MOLT_PROJECTION_RETRY_MS: z.coerce.number().int().min(1).default(1_000),
 });
 
 const config = loadConfig(Config);
@@ -28,7 +30,7 @@ const nc = await connectNats({ url: config.MOLT_NATS_URL, name: "molt-projector"
 await ensureEventStream(nc, { replicas: config.MOLT_STREAM_REPLICAS });
 await ensureAuditStream(nc, { replicas: config.MOLT_STREAM_REPLICAS });
 const presence = watchPresence(nc, logger);
-const app = await buildApp({ db, store: createEventStore(nc), logger, tokens, presence, commands: commandLog(nc, logger) });
+const app = await buildApp({ db, store: createEventStore(nc), logger, tokens, presence, commands: commandLog(nc, logger), retryMs: config.MOLT_PROJECTION_RETRY_MS });
 // Closed in reverse: HTTP and the projection first, then NATS, then the database.
 installShutdown(logger, [stopTracing, () => db.close(), () => nc.drain(), () => presence.stop(), () => app.close()]);
 const url = await app.listen({ host: config.MOLT_HTTP_HOST, port: config.MOLT_HTTP_PORT });
