@@ -7,7 +7,7 @@
  * (nothing O(N²)). Targets at 10,000 hosts: <= 20 s wall, >= 500 host-upgrades/s.
  * Usage: pnpm bench:rollout [--hosts 10000]
  */
-import { mkdir, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -35,17 +35,6 @@ async function usage(pid: number): Promise<{ cpuS: number; peakRssMiB: number }>
   const ticks = Number(stat[11]) + Number(stat[12]);
   const hwm = /VmHWM:\s+(\d+) kB/.exec(await readFile(`/proc/${pid}/status`, "utf8"))?.[1];
   return { cpuS: ticks / 100, peakRssMiB: Math.round(Number(hwm) / 1024) };
-}
-
-/** The nats-server listening on `port` (testkit does not expose its pid): found by its command line. */
-async function natsPid(port: number): Promise<number> {
-  for (const entry of await readdir("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    const cmd = await readFile(`/proc/${entry}/cmdline`, "utf8").catch(() => "");
-    const argv = cmd.split("\0");
-    if (argv[0]?.endsWith("nats-server") && argv[argv.indexOf("-p") + 1] === String(port)) return Number(entry);
-  }
-  throw new Error(`no nats-server process on port ${port}`);
 }
 
 type Usage = Record<string, { cpuS: number; peakRssMiB: number }>;
@@ -95,7 +84,7 @@ async function rollout(hosts: number) {
     const last = `b-${String(hosts).padStart(3, "0")}`;
     await waitFor("hosts registered", async () => ((await store.readLast(subjects.hostMeta(last))) ? true : undefined), { timeoutMs: 300_000, intervalMs: 500 });
     const ids = Array.from({ length: hosts }, (_, i) => `b-${String(i + 1).padStart(3, "0")}`);
-    const pids: Record<string, number> = { "nats-server": await natsPid(nats.port), bench: process.pid };
+    const pids: Record<string, number> = { "nats-server": nats.pid!, bench: process.pid };
     for (const p of system.processes) if (p.proc.pid !== undefined) pids[p.name] = p.proc.pid;
     const sample = async (): Promise<Usage> => Object.fromEntries(await Promise.all(Object.entries(pids).map(async ([n, pid]) => [n, await usage(pid)] as const)));
     const before = await sample();
