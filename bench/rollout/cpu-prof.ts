@@ -7,10 +7,7 @@ import { Session } from "node:inspector";
 import { basename, join } from "node:path";
 
 const dir = process.env["MOLT_BENCH_CPU_PROF_DIR"];
-// The gateway never got to "listening" with the profiler started this way (not understood: it
-// hung before listen, idle, on Node 20.20); it only proxies, so it runs unprofiled.
-const unprofiled = /services\/gateway\//.test(process.argv[1] ?? "");
-if (dir && !unprofiled) {
+if (dir) {
   const session = new Session();
   session.connect();
   session.post("Profiler.enable");

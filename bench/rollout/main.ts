@@ -26,6 +26,11 @@ async function profileDir(hosts: number): Promise<string> {
   await mkdir(dir, { recursive: true });
   return dir;
 }
+async function profiledProcesses(hosts: number): Promise<Record<string, Record<string, string>>> {
+  const env = { NODE_OPTIONS: `--import tsx --import ${CPU_PROF_HOOK}`, MOLT_BENCH_CPU_PROF_DIR: await profileDir(hosts) };
+  const names = ["action", "projector", "package-repo", "audit", "release-events", "feedback", "allocator-1", "agent-sim"];
+  return Object.fromEntries(names.map((n) => [n, env]));
+}
 const TOKEN = "operator-token-bench-0001";
 const C = "metrics-agent";
 
@@ -67,8 +72,10 @@ async function rollout(hosts: number) {
       // Heartbeats every 10 s; desired state on the nudge, with the agent's default slow poll (30 s)
       // as the safety net: a 5 s poll was 2,000 KV reads/s at 10,000 hosts, none of them needed.
       MOLT_HEARTBEAT_MS: "10000",
-      ...(PROFILE_DIR ? { NODE_OPTIONS: `--import tsx --import ${CPU_PROF_HOOK}`, MOLT_BENCH_CPU_PROF_DIR: await profileDir(hosts) } : {}),
     },
+    // Every process but the gateway: it runs a worker thread, which inherits NODE_OPTIONS but not
+    // tsx's loader, so the .ts hook kills it (or hangs it) before it listens. It only proxies.
+    ...(PROFILE_DIR ? { processEnv: await profiledProcesses(hosts) } : {}),
   });
   try {
     const api = async (method: string, path: string, body: unknown, headers: Record<string, string> = {}) => {
