@@ -157,8 +157,12 @@ export function createHostAgent(deps: HostAgentDeps): HostAgent {
    */
   const pruneTasks = async () => {
     try {
+      const keep = timing.keepTasks ?? 20;
+      const taskIds = await listTaskIds(root);
+      // Nothing can go while there are no more dirs than are kept: no need to read any of them.
+      if (taskIds.length <= keep) return;
       const done: Array<{ taskId: string; deadline: number }> = [];
-      for (const taskId of await listTaskIds(root)) {
+      for (const taskId of taskIds) {
         if (watches.has(taskId)) continue;
         const task = await readTask(root, taskId).catch(() => null);
         if (!task) continue;
@@ -169,7 +173,7 @@ export function createHostAgent(deps: HostAgentDeps): HostAgent {
       }
       done.sort((a, b) => b.deadline - a.deadline);
       const nowMs = now().getTime();
-      const pruned = done.slice(timing.keepTasks ?? 20).filter((t) => t.deadline < nowMs);
+      const pruned = done.slice(keep).filter((t) => t.deadline < nowMs);
       for (const t of pruned) await rm(taskPaths(root, t.taskId).dir, { recursive: true, force: true });
       if (pruned.length > 0) log.debug({ pruned: pruned.length }, "old task dirs pruned");
     } catch (err) {
@@ -254,7 +258,7 @@ export function createHostAgent(deps: HostAgentDeps): HostAgent {
     known.add(task.taskId);
     lastNote.delete(component);
     log.info({ component, taskId: task.taskId, version: task.version, deploymentId: task.deploymentId }, "launching upgrade client");
-    const run = deps.runner.start(root, launched, () => watches.get(launched.taskId)?.poke());
+    const run = deps.runner.start(root, launched, (entry) => watches.get(launched.taskId)?.poke(entry));
     const watch = track(launched, { kind: "running", run }, 0);
     if (span) void watch.done.finally(() => span.end());
   };
