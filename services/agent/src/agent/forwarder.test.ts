@@ -44,7 +44,7 @@ describe("forwarding what an in-process run hands over", () => {
   let nc: NatsConnection;
   const received: StepReport[] = [];
   const root = join(tmpdir(), `molt-forwarder-${process.pid}-${Date.now()}`);
-  const pkg = { url: "http://127.0.0.1:1/p", sha256: "0".repeat(64), size: 1 };
+  const pkg = { url: "http://127.0.0.1:1/p", platform: "linux-amd64", sha256: "0".repeat(64), size: 1 };
 
   beforeAll(async () => {
     nats = await startNatsServer();

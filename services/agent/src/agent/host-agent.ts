@@ -23,7 +23,7 @@ import { errorMessage, type Log } from "../log.js";
 import { type ComponentConfig, filesOnly } from "./components.js";
 import type { DesiredSource } from "./desired.js";
 import { type ClientState, type TaskWatch, watchTask } from "./forwarder.js";
-import { buildHeartbeat, sendHeartbeat } from "./heartbeat.js";
+import { buildHeartbeat, installedVersions, sendHeartbeat } from "./heartbeat.js";
 import type { AgentMetrics } from "./metrics.js";
 import type { TaskRunner } from "./runners.js";
 
@@ -41,6 +41,14 @@ export interface HostAgentTiming {
   readonly pollJitter?: number;
   /** Finished task dirs kept for inspection (the newest); older ones are pruned once their deadline has passed. */
   readonly keepTasks?: number;
+  /**
+   * How long what the agent found under its root (the component dirs and the version each one's
+   * `current` points at) is reused by heartbeats and desired-state reads (default 0: looked at
+   * every time). Dropped whenever a task of this agent ends, so its own changes show at once; a dir
+   * made by hand shows within this long. The simulator sets it: its thousands of hosts each
+   * listed their root and read a link per component every heartbeat and every nudge.
+   */
+  readonly rootScanMs?: number;
 }
 
 export interface HostAgentDeps {
@@ -130,7 +138,22 @@ export function createHostAgent(deps: HostAgentDeps): HostAgent {
   };
 
   const configs = new Map((deps.componentConfigs ?? []).map((c) => [c.name, c]));
-  const managedComponents = async () => [...new Set([...deps.components, ...configs.keys(), ...(await listComponents(root))])].sort();
+  let scanned: { at: number; components: string[]; versions?: Record<string, string | null> } | undefined;
+  const scanFresh = () => scanned !== undefined && Date.now() - scanned.at < (timing.rootScanMs ?? 0);
+  const managedComponents = async () => {
+    if (scanFresh()) return scanned!.components;
+    const components = [...new Set([...deps.components, ...configs.keys(), ...(await listComponents(root))])].sort();
+    if ((timing.rootScanMs ?? 0) > 0) scanned = { at: Date.now(), components };
+    return components;
+  };
+  /** The installed version of each managed component, as a heartbeat reports it. */
+  const componentVersions = async () => {
+    const components = await managedComponents();
+    if (scanned?.versions !== undefined && scanFresh()) return scanned.versions;
+    const versions = await installedVersions(root, components);
+    if (scanned !== undefined && scanned.components === components) scanned.versions = versions;
+    return versions;
+  };
 
   const track = (task: DesiredState, client: ClientState, forwarded: number) => {
     const watch = watchTask(forwarderDeps, task, client, forwarded);
@@ -145,6 +168,7 @@ export function createHostAgent(deps: HostAgentDeps): HostAgent {
     }
     void watch.done.then(() => {
       if (watches.get(task.taskId) === watch) watches.delete(task.taskId);
+      scanned = undefined;
       if (!stopped) void pruneTasks();
     });
     return watch;
@@ -337,10 +361,9 @@ export function createHostAgent(deps: HostAgentDeps): HostAgent {
   const heartbeat = () => {
     void (async () => {
       try {
-        const hb = await buildHeartbeat({
+        const hb = buildHeartbeat({
           hostId,
-          root,
-          components: await managedComponents(),
+          versions: await componentVersions(),
           labels: deps.labels,
           agentVersion: deps.agentVersion,
           now: now(),
