@@ -62,6 +62,7 @@ async function rollout(hosts: number) {
   const nats = await startNatsServer({ secure: true });
   const nc = await nats.bus.connect("admin");
   const store = createEventStore(nc);
+  // A service that is slow to start on a loaded machine fails startSystem: the server goes too.
   const system = await startSystem({
     nats,
     dataDir,
@@ -76,6 +77,11 @@ async function rollout(hosts: number) {
     // Every process but the gateway: it runs a worker thread, which inherits NODE_OPTIONS but not
     // tsx's loader, so the .ts hook kills it (or hangs it) before it listens. It only proxies.
     ...(PROFILE_DIR ? { processEnv: await profiledProcesses(hosts) } : {}),
+  }).catch(async (err: unknown) => {
+    await nc.close();
+    await nats.stop();
+    await rm(dataDir, { recursive: true, force: true });
+    throw err;
   });
   try {
     const api = async (method: string, path: string, body: unknown, headers: Record<string, string> = {}) => {
