@@ -9,12 +9,14 @@
  *    telling it is in the views (onApplied, the hook SSE uses); p50/p99, target p99 ≤ 1 s.
  * 3. a host timeline of T events read through the API (GET /v1/hosts/:id/timeline) vs a raw
  *    ordered read of that host's subject; target ≤ 3×.
- * Usage: pnpm bench:projection [--events 200000] [--hosts 2000] [--timeline 10000]
+ * Usage: pnpm bench:projection [--events 200000] [--hosts 2000] [--timeline 10000] [--batch 2048]
+ *   [--database-url postgres://…]: the views in a fresh database on that PostgreSQL (created and
+ *   dropped by the bench) instead of an in-memory PGlite.
  */
 import { parseArgs } from "node:util";
 import { connect } from "@nats-io/transport-node";
 import { subjects, type MoltEvent } from "@molt/contracts";
-import { openDatabase } from "@molt/db";
+import { createPostgresTemplate, openDatabase, type Db, type Queryable } from "@molt/db";
 import { createEventStore, ensureEventStream } from "@molt/event-store";
 import { buildApp } from "@molt/projector/app";
 import { createLogger, parseTokens } from "@molt/runtime";
@@ -26,8 +28,14 @@ const { values } = parseArgs({
     hosts: { type: "string", default: "2000" },
     timeline: { type: "string", default: "10000" },
     "lag-rate": { type: "string", default: "200" },
+    batch: { type: "string" },
+    "database-url": { type: "string" },
+    /** Time every statement of the throughput phase and print where the time went. */
+    "profile-sql": { type: "boolean", default: false },
   },
 });
+const BATCH = values.batch === undefined ? undefined : Number(values.batch);
+const DATABASE_URL = values["database-url"];
 const EVENTS = Number(values.events);
 const LAG_HOSTS = Number(values.hosts);
 const TIMELINE = Number(values.timeline);
@@ -140,9 +148,52 @@ const rawSeconds = await rawRead(undefined, last);
 const rawRate = filled / rawSeconds;
 console.log(`raw ordered read: ${last} commits, ${filled} events in ${rawSeconds.toFixed(2)} s = ${rawRate.toFixed(0)} events/s`);
 
-const db = await openDatabase();
+const pgTemplate = DATABASE_URL ? await createPostgresTemplate(DATABASE_URL) : undefined;
+const opened = pgTemplate ? await pgTemplate.fresh() : await openDatabase();
+/** Milliseconds and calls per statement (its first words), while `timing` is on. */
+const sqlTime = new Map<string, { ms: number; calls: number }>();
+let timing = values["profile-sql"];
+function timed(q: Queryable): Queryable {
+  const label = (sql: string) => sql.replace(/\s+/g, " ").trim().slice(0, 60);
+  return {
+    async query<T>(sql: string, params?: readonly unknown[]) {
+      const start = performance.now();
+      try {
+        return await q.query<T>(sql, params);
+      } finally {
+        if (timing) {
+          const t = sqlTime.get(label(sql)) ?? { ms: 0, calls: 0 };
+          t.ms += performance.now() - start;
+          t.calls++;
+          sqlTime.set(label(sql), t);
+        }
+      }
+    },
+    exec: (sql) => q.exec(sql),
+  };
+}
+const db: Db = values["profile-sql"]
+  ? {
+      ...opened,
+      ...timed(opened),
+      transaction: (fn) =>
+        opened.transaction(async (tx) => {
+          const start = performance.now();
+          try {
+            return await fn(timed(tx));
+          } finally {
+            if (timing) {
+              const t = sqlTime.get("(transaction, whole)") ?? { ms: 0, calls: 0 };
+              t.ms += performance.now() - start;
+              t.calls++;
+              sqlTime.set("(transaction, whole)", t);
+            }
+          }
+        }),
+    }
+  : opened;
 const projStart = performance.now();
-const app = await buildApp({ db, store, logger, tokens });
+const app = await buildApp({ db, store, logger, tokens, ...(BATCH === undefined ? {} : { batchSize: BATCH }) });
 const applied = await new Promise<number>((resolve) => {
   const check = setInterval(() => {
     void (async () => {
@@ -158,6 +209,12 @@ const projSeconds = (applied - projStart) / 1000;
 const projRate = filled / projSeconds;
 const ratio = projRate / rawRate;
 console.log(`projector: ${filled} events in ${projSeconds.toFixed(1)} s = ${projRate.toFixed(0)} events/s; ratio ${ratio.toFixed(3)} (target >= 0.2)`);
+if (timing) {
+  timing = false;
+  console.log("statements during the throughput phase (ms, calls, ms per call):");
+  for (const [sql, t] of [...sqlTime].sort((a, b) => b[1].ms - a[1].ms).slice(0, 12))
+    console.log(`  ${t.ms.toFixed(0).padStart(7)} ms ${String(t.calls).padStart(6)} × ${(t.ms / t.calls).toFixed(2).padStart(7)}  ${sql}`);
+}
 
 // ---------- 2. append → visible lag during a live rollout ----------
 const lagHosts = ids("live-", LAG_HOSTS);
@@ -221,11 +278,14 @@ console.log(`host timeline of ${rounds * 20} events: API ${(apiTl * 1000).toFixe
 
 await app.close();
 await db.close();
+await pgTemplate?.close();
 await nc.close();
 await server.stop();
 console.log(
   JSON.stringify({
     bench: "projection",
+    database: db.kind,
+    batch: BATCH ?? "default",
     events: filled,
     commits: last,
     rawEventsPerSec: Math.round(rawRate),

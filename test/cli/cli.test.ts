@@ -11,6 +11,7 @@ import { CLI_BIN, WATCH_EXIT } from "@molt/cli";
 import { buildPackage, startNatsServer, startSystem, waitFor, type SecureNatsServer, type System } from "@molt/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
+import { run, type Run } from "./run.js";
 
 /**
  * The `molt` CLI as an operator runs it: a child process talking to the whole system through the
@@ -31,26 +32,11 @@ let system: System;
 let keyFile: string;
 let faultFile: string;
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
 /** Runs `molt …` to its end (no terminal: no colours, no bars). */
 function molt(args: string[], opts: { token?: string; env?: Record<string, string> } = {}): Promise<Run> {
-  return new Promise((res, rej) => {
-    const child = spawn(TSX, [CLI_BIN, ...args], {
-      cwd: dataDir,
-      env: { ...process.env, HOME: dataDir, MOLT_URL: system.gatewayUrl, MOLT_TOKEN: opts.token ?? OPERATOR, ...opts.env },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    child.on("error", rej);
-    child.on("close", (code) => res({ code: code ?? -1, stdout, stderr }));
+  return run(TSX, [CLI_BIN, ...args], {
+    cwd: dataDir,
+    env: { ...process.env, HOME: dataDir, MOLT_URL: system.gatewayUrl, MOLT_TOKEN: opts.token ?? OPERATOR, ...opts.env },
   });
 }
 

@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { delimiter, join, resolve } from "node:path";
 import { freePort, waitFor } from "@molt/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { run, type Run } from "./run.js";
 
 /**
  * A new user's first ten minutes, as the README tells them: `scripts/start.sh`, then the README's
@@ -23,20 +24,8 @@ const userPath = (process.env["PATH"] ?? "")
   .filter((p) => !p.includes(".tools") && !p.includes("node_modules"))
   .join(delimiter);
 
-function sh(script: string, opts: { cwd?: string; env?: Record<string, string> } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((res, rej) => {
-    const child = spawn("bash", ["-euo", "pipefail", "-c", script], {
-      cwd: opts.cwd ?? repoRoot,
-      env: { HOME: dataDir, PATH: userPath, ...opts.env },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    child.on("error", rej);
-    child.on("close", (code) => res({ code: code ?? -1, stdout, stderr }));
-  });
+function sh(script: string, opts: { cwd?: string; env?: Record<string, string> } = {}): Promise<Run> {
+  return run("bash", ["-euo", "pipefail", "-c", script], { cwd: opts.cwd ?? repoRoot, env: { HOME: dataDir, PATH: userPath, ...opts.env } });
 }
 
 /** The README's runnable blocks, with the demo's paths swapped for the test's. */

@@ -2,3 +2,4 @@ export { createEventStore, currentTraceparent, decodeCommit, storedCommitOf, typ
 export { followStream, type RawMessage, type Subscription } from "./follow.js";
 export { ensureEventStream, ensureAuditStream, STREAM_AUDIT, type EventStreamOptions } from "./stream.js";
 export { EventStoreError, ConcurrencyError, CorruptCommitError, InvalidCommitError, CommitTooLargeError } from "./errors.js";
+export { jetStreamPublisher, type JetStreamPublish, type Ack } from "./publish.js";

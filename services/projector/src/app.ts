@@ -24,6 +24,8 @@ export interface ProjectorDeps {
   retryMs?: number;
   /** Failures in a row after which a commit is dead-lettered. */
   deadLetterAfter?: number;
+  /** Commits applied in one transaction at most (the runner's default when not given). */
+  batchSize?: number;
   /** Who is heartbeating (KV molt_presence); without it every host reads as offline. */
   presence?: Presence;
   /** Live updates (SSE): how long one subscriber's updates are gathered, and the keep-alive period. */
@@ -45,6 +47,7 @@ export async function buildApp(deps: ProjectorDeps) {
     projections: [deploymentsProjection(), timelineProjection(), fleetProjection()],
     ...(deps.retryMs !== undefined ? { retryMs: deps.retryMs } : {}),
     ...(deps.deadLetterAfter !== undefined ? { deadLetterAfter: deps.deadLetterAfter } : {}),
+    ...(deps.batchSize !== undefined ? { batchSize: deps.batchSize } : {}),
   });
   const metrics = createMetrics("projector");
   projectorMetrics(metrics, { db, runner, presence: deps.presence ?? null });

@@ -99,30 +99,12 @@ function eventFor(taskId: string, entry: JournalEntry): SlotEventBody {
     case "step-started":
       return { type: "TaskStepStarted", data: { taskId, seq: entry.seq, step: entry.step, at: entry.at } };
     case "step-succeeded":
-      return {
-        type: "TaskStepSucceeded",
-        data: {
-          taskId,
-          seq: entry.seq,
-          step: entry.step,
-          at: entry.at,
-          durationMs: entry.durationMs,
-          ...(entry.detail !== undefined ? { detail: entry.detail } : {}),
-        },
-      };
-    case "step-failed":
-      return {
-        type: "TaskStepFailed",
-        data: {
-          taskId,
-          seq: entry.seq,
-          step: entry.step,
-          at: entry.at,
-          durationMs: entry.durationMs,
-          error: entry.error,
-          ...(entry.logTail !== undefined ? { logTail: entry.logTail } : {}),
-        },
-      };
+    case "step-failed": {
+      const ended = { taskId, seq: entry.seq, step: entry.step, at: entry.at, durationMs: entry.durationMs };
+      return entry.kind === "step-succeeded"
+        ? { type: "TaskStepSucceeded", data: { ...ended, ...(entry.detail !== undefined ? { detail: entry.detail } : {}) } }
+        : { type: "TaskStepFailed", data: { ...ended, error: entry.error, ...(entry.logTail !== undefined ? { logTail: entry.logTail } : {}) } };
+    }
     case "rolled-back":
       return { type: "TaskRolledBack", data: { taskId, seq: entry.seq, at: entry.at, reason: entry.reason } };
     case "succeeded":

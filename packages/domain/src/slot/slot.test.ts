@@ -230,6 +230,18 @@ describe("slot: RecordReport transitions", () => {
     expect(fold([...inStep, ev.stepFailed(3, "download")]).active).toMatchObject({ openStep: null, lastSeq: 3 });
   });
 
+  it("[spine] a step's end carries its detail (succeeded) or its log tail (failed) into the event", () => {
+    slot(inStep)
+      .when(report({ kind: "step-succeeded", seq: 3, at: AT, step: "download", durationMs: 5, detail: "resumed at 1 MiB" }))
+      .then({ status: "accepted", events: [{ type: "TaskStepSucceeded", data: { taskId: T, seq: 3, step: "download", at: AT, durationMs: 5, detail: "resumed at 1 MiB" } }] });
+    slot(inStep)
+      .when(report({ kind: "step-failed", seq: 3, at: AT, step: "download", durationMs: 7, error: "sha256 mismatch", logTail: "curl: (18)" }))
+      .then({
+        status: "accepted",
+        events: [{ type: "TaskStepFailed", data: { taskId: T, seq: 3, step: "download", at: AT, durationMs: 7, error: "sha256 mismatch", logTail: "curl: (18)" } }],
+      });
+  });
+
   it("[spine] step-started while another step is open is refused", () => {
     slot(inStep)
       .when(report(en.started(3, "override")))

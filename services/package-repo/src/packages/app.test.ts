@@ -1,27 +1,24 @@
 import { createHash, createPublicKey, generateKeyPairSync, verify } from "node:crypto";
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { connect as connectTcp } from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { gzipSync } from "node:zlib";
-import { Objm, StorageType, type ObjectStore } from "@nats-io/obj";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import type { ObjectStore } from "@nats-io/obj";
 import { create as createTar } from "tar";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { canonicalJson, keyIdOf, OBJ_PACKAGES, PackagePublished, subjects, type PackageInfo } from "@molt/contracts";
-import { createEventStore, ensureEventStream, type EventStore } from "@molt/event-store";
-import { createLogger, parseTokens } from "@molt/runtime";
-import { escapingSymlinkChain, longEscapingSymlinkChain, rawTar, startNatsServer, waitFor, type NatsServer } from "@molt/testkit";
-import { buildApp } from "./app.js";
+import { canonicalJson, keyIdOf, PackagePublished, subjects, type PackageInfo } from "@molt/contracts";
+import type { EventStore } from "@molt/event-store";
+import { escapingSymlinkChain, longEscapingSymlinkChain, rawTar, waitFor } from "@molt/testkit";
+import type { buildApp } from "./app.js";
 import { createManifestSigner } from "./signing.js";
+import { startRepoTestBed, type RepoTestBed } from "./test-bed.js";
 
 const OPERATOR = "operator-token-0123456789";
 const VIEWER = "viewer-token-0123456789";
 const MAX_BYTES = 256 * 1024;
 
-let server: NatsServer;
-let nc: NatsConnection;
+let bed: RepoTestBed;
 let store: EventStore;
 let objects: ObjectStore;
 let work: string;
@@ -68,28 +65,15 @@ async function nothingStored(component: string, digest: string) {
 }
 
 beforeAll(async () => {
-  server = await startNatsServer();
-  nc = await connect({ servers: server.url });
-  await ensureEventStream(nc);
-  store = createEventStore(nc);
-  objects = await new Objm(nc).create(OBJ_PACKAGES, { storage: StorageType.File });
-  work = await mkdtemp(join(tmpdir(), "molt-package-repo-"));
+  bed = await startRepoTestBed("package-repo");
+  ({ store, objects, work } = bed);
   dataDir = join(work, "data");
-  const logger = createLogger("package-repo-test");
-  logger.level = "warn";
-  app = buildApp({
-    logger,
-    tokens: parseTokens(
-      JSON.stringify({ [OPERATOR]: { actor: "otto", role: "operator" }, [VIEWER]: { actor: "vera", role: "viewer" } }),
-      "test",
-    ),
-    store,
-    objects,
+  app = bed.app({
+    tokens: { [OPERATOR]: { actor: "otto", role: "operator" }, [VIEWER]: { actor: "vera", role: "viewer" } },
     dataDir,
     // What hosts are told to download from (a mirror, say): independent of where the app listens.
     publicUrl: "https://mirror.example/",
     maxPackageBytes: MAX_BYTES,
-    archiveLimits: { maxEntries: 1000, maxUnpackedBytes: 64 * 1024 * 1024 },
     publisherKeys: new Map(),
     signer: createManifestSigner(keys.privateKey.export({ format: "pem", type: "pkcs8" }).toString()),
   });
@@ -98,9 +82,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await app?.close();
-  await nc?.close();
-  await server?.stop();
-  if (work) await rm(work, { recursive: true, force: true });
+  await bed?.close();
 });
 
 describe("package-repo over HTTP", () => {

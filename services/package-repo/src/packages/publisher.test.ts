@@ -1,14 +1,11 @@
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readdir, readFile, stat, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { promisify } from "node:util";
-import { Objm, StorageType, type ObjectStore } from "@nats-io/obj";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import type { ObjectStore } from "@nats-io/obj";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
-  OBJ_PACKAGES,
   PackagePublished,
   PUBLISHER_KEY_ID_HEADER,
   PUBLISHER_SIGNATURE_HEADER,
@@ -19,11 +16,11 @@ import {
   verifyManifest,
   type TrustedKeyConfig,
 } from "@molt/contracts";
-import { createEventStore, ensureEventStream, type EventStore } from "@molt/event-store";
+import type { EventStore } from "@molt/event-store";
 import { generatePublisherKey, manifestOf, PUBLISHER_BIN, pushPackage, signAndPush, type PublisherKeyPair } from "@molt/publisher";
-import { createLogger, parseTokens } from "@molt/runtime";
-import { buildPackage, startNatsServer, type NatsServer } from "@molt/testkit";
-import { buildApp } from "./app.js";
+import { buildPackage } from "@molt/testkit";
+import type { buildApp } from "./app.js";
+import { startRepoTestBed, type RepoTestBed } from "./test-bed.js";
 
 /**
  * Publisher signing end to end: the key pair and the signature are made by the real
@@ -34,8 +31,7 @@ import { buildApp } from "./app.js";
 const OPERATOR = "operator-token-publisher-01";
 const run = promisify(execFile);
 
-let server: NatsServer;
-let nc: NatsConnection;
+let bed: RepoTestBed;
 let store: EventStore;
 let objects: ObjectStore;
 let work: string;
@@ -71,15 +67,11 @@ async function nothingStored(component: string, digest: string) {
 
 /** A package-repo app on the shared bus that trusts `keys` and holds no signing key itself. */
 function repoTrusting(dir: string, keys: TrustedKeyConfig[]) {
-  return buildApp({
-    logger: Object.assign(createLogger("package-repo-test"), { level: "warn" }),
-    tokens: parseTokens(JSON.stringify({ [OPERATOR]: { actor: "pia", role: "operator" } }), "test"),
-    store,
-    objects,
+  return bed.app({
+    tokens: { [OPERATOR]: { actor: "pia", role: "operator" } },
     dataDir: dir,
     publicUrl: "http://127.0.0.1/",
     maxPackageBytes: 1024 * 1024,
-    archiveLimits: { maxEntries: 1000, maxUnpackedBytes: 64 * 1024 * 1024 },
     publisherKeys: trustedKeys(keys),
     signer: null,
   });
@@ -89,12 +81,8 @@ const ids = (component: string) => ({ component, version: "1.0.0", platform: "li
 const pkg = (text: string) => buildPackage({ VERSION: "1.0.0\n", "bin/run.sh": `#!/bin/sh\necho ${text}\n` });
 
 beforeAll(async () => {
-  server = await startNatsServer();
-  nc = await connect({ servers: server.url });
-  await ensureEventStream(nc);
-  store = createEventStore(nc);
-  objects = await new Objm(nc).create(OBJ_PACKAGES, { storage: StorageType.File });
-  work = await mkdtemp(join(tmpdir(), "molt-publisher-"));
+  bed = await startRepoTestBed("publisher");
+  ({ store, objects, work } = bed);
   dataDir = join(work, "data");
   current = generatePublisherKey();
   retired = generatePublisherKey();
@@ -105,9 +93,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await app?.close();
-  await nc?.close();
-  await server?.stop();
-  if (work) await rm(work, { recursive: true, force: true });
+  await bed?.close();
 });
 
 describe("publisher signing", () => {

@@ -1,12 +1,8 @@
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir, mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { Objm, StorageType, type ObjectStore } from "@nats-io/obj";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { create as createTar } from "tar";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
-  OBJ_PACKAGES,
   signRepositoryMetadata,
   subjects,
   trustedKeys,
@@ -14,11 +10,10 @@ import {
   type RepositoryMetadata,
   type SignedRepositoryMetadata,
 } from "@molt/contracts";
-import { createEventStore, ensureEventStream, type EventStore } from "@molt/event-store";
+import type { EventStore } from "@molt/event-store";
 import { fetchMetadata, generatePublisherKey, nextMetadata, runPublisherCli, signAndPush, signNextMetadata, yankPackage, type PublisherKeyPair } from "@molt/publisher";
-import { createLogger, parseTokens } from "@molt/runtime";
-import { startNatsServer, type NatsServer } from "@molt/testkit";
-import { buildApp } from "./app.js";
+import type { buildApp } from "./app.js";
+import { startRepoTestBed, type RepoTestBed } from "./test-bed.js";
 
 /**
  * Yank and signed repository metadata on a repository that takes publisher-signed packages only:
@@ -28,10 +23,8 @@ import { buildApp } from "./app.js";
 const OPERATOR = "operator-token-0123456789";
 const VIEWER = "viewer-token-0123456789";
 
-let server: NatsServer;
-let nc: NatsConnection;
+let bed: RepoTestBed;
 let store: EventStore;
-let objects: ObjectStore;
 let work: string;
 let base: string;
 let app: ReturnType<typeof buildApp>;
@@ -74,25 +67,15 @@ function yank(component: string, version: string, body: unknown, token = OPERATO
 const signWith = (key: PublisherKeyPair, metadata: RepositoryMetadata): SignedRepositoryMetadata => ({ metadata, ...signRepositoryMetadata(metadata, key.privateKeyPem) });
 
 beforeAll(async () => {
-  server = await startNatsServer();
-  nc = await connect({ servers: server.url });
-  await ensureEventStream(nc);
-  store = createEventStore(nc);
-  objects = await new Objm(nc).create(OBJ_PACKAGES, { storage: StorageType.File });
-  work = await mkdtemp(join(tmpdir(), "molt-yank-"));
+  bed = await startRepoTestBed("yank");
+  ({ store, work } = bed);
   publisher = generatePublisherKey();
   stranger = generatePublisherKey();
-  const logger = createLogger("package-repo-yank-test");
-  logger.level = "warn";
-  app = buildApp({
-    logger,
-    tokens: parseTokens(JSON.stringify({ [OPERATOR]: { actor: "otto", role: "operator" }, [VIEWER]: { actor: "vera", role: "viewer" } }), "test"),
-    store,
-    objects,
+  app = bed.app({
+    tokens: { [OPERATOR]: { actor: "otto", role: "operator" }, [VIEWER]: { actor: "vera", role: "viewer" } },
     dataDir: join(work, "data"),
     publicUrl: "http://repo.example",
     maxPackageBytes: 1024 * 1024,
-    archiveLimits: { maxEntries: 1000, maxUnpackedBytes: 64 * 1024 * 1024 },
     publisherKeys: trustedKeys([{ publicKey: publisher.publicKey }]),
     signer: null,
   });
@@ -101,9 +84,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await app?.close();
-  await nc?.close();
-  await server?.stop();
-  if (work) await rm(work, { recursive: true, force: true });
+  await bed?.close();
 });
 
 describe("package yank and signed repository metadata", () => {

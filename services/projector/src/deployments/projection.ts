@@ -1,7 +1,8 @@
 import { HostOutcome, TASK_STATES, type MoltEvent, type TaskStateView } from "@molt/contracts";
 import type { Queryable } from "@molt/db";
 import { evolveDeployment, initialDeploymentState, unreachable, type DeploymentEventBody, type DeploymentState, type DeploymentStatus } from "@molt/domain";
-import type { Projection } from "../projection/projection.js";
+import type { ProjectedCommit, Projection } from "../projection/projection.js";
+import { derivedStart, endsPair, isTaskEvent, refusedByColumns, TaskRun } from "./task-run.js";
 
 export { TASK_STATES };
 export type TaskState = TaskStateView;
@@ -105,7 +106,10 @@ const MIGRATIONS = [
 /**
  * deployments (with their batches), tasks (one row per host per attempt) and task_steps. Commit by
  * commit: one statement per event (a run of assignments or outcomes is one), no reads (every event
- * carries what its rows need: slot events are keyed by task id).
+ * carries what its rows need: slot events are keyed by task id). A run of commits: its task and
+ * step rows read once, folded in memory with the same guards and written with one statement per
+ * table (task-run.ts); deployment rows as commit by commit. The two leave the same rows (a
+ * `[views]` property test on PGlite and PostgreSQL).
  */
 export function deploymentsProjection(): Projection {
   return {
@@ -117,8 +121,29 @@ export function deploymentsProjection(): Projection {
         touches: (run) => applyTouches(tx, run),
         event: (e) => applyEvent(tx, e),
       }),
+    applyRun: (tx, commits) => applyRun(tx, commits),
   };
 }
+
+/** A run holding a value its columns refuse goes commit by commit (see refusedByColumns). */
+export class RunRefusedError extends Error {
+  constructor(seq: number) {
+    super(`commit ${seq} holds a value past an integer column: applied commit by commit`);
+  }
+}
+
+async function applyRun(tx: Queryable, commits: readonly ProjectedCommit[]): Promise<void> {
+  for (const c of commits) if (c.commit.events.some(refusedByColumns)) throw new RunRefusedError(c.seq);
+  const run = await TaskRun.load(tx, commits);
+  for (const c of commits)
+    await walk(c.commit.events, {
+      pair: (start, end) => run.pair(start, end),
+      touches: (touches) => applyTouches(tx, touches),
+      event: (e) => (isTaskEvent(e) ? run.event(e) : applyEvent(tx, e)),
+    });
+  await run.write(tx);
+}
+
 
 /**
  * A commit's events as the rows take them: a run of touches on one deployment is its last (each
@@ -145,7 +170,7 @@ async function walk(
     }
     const next = events[i + 1];
     // A step's start and end reported together (the usual report) make one complete row.
-    if (next && event.type === "TaskStepStarted" && isStepEnd(next) && next.data.taskId === event.data.taskId && next.data.step === event.data.step) {
+    if (event.type === "TaskStepStarted" && endsPair(event, next)) {
       await on.pair(event, next);
       i++;
       continue;
@@ -156,7 +181,6 @@ async function walk(
 
 type Touch = Extract<MoltEvent, { type: "HostsAssigned" | "HostOutcomeRecorded" }>;
 type StepEnd = Extract<MoltEvent, { type: "TaskStepSucceeded" | "TaskStepFailed" }>;
-const isStepEnd = (e: MoltEvent): e is StepEnd => e.type === "TaskStepSucceeded" || e.type === "TaskStepFailed";
 
 /**
  * TaskStepStarted then its end, in one commit: the rows the two leave one by one, in one
@@ -252,7 +276,8 @@ async function applyEvent(tx: Queryable, event: MoltEvent): Promise<void> {
     case "TaskStepFailed": {
       const d = event.data;
       const failed = event.type === "TaskStepFailed";
-      // Closes the open row of this step; a step whose start was never reported gets a row of its own.
+      // Closes the open row of this step; a step whose start was never reported gets a row of its
+      // own. Its start is computed only for a row inserted (its key free), as a folded run does.
       await tx.query(
         `WITH closed AS (
            UPDATE task_steps SET state = $3, ended_at = $5::timestamptz, duration_ms = $6::float8, error = $7, detail = $8, log_tail = $10
@@ -260,8 +285,8 @@ async function applyEvent(tx: Queryable, event: MoltEvent): Promise<void> {
            RETURNING 1
          ), added AS (
            INSERT INTO task_steps (task_id, seq, step, state, started_at, ended_at, duration_ms, error, detail, log_tail)
-           SELECT $1, $4, $2, $3, $5::timestamptz - make_interval(secs => $6::float8 / 1000), $5::timestamptz, $6::float8, $7, $8, $10
-           WHERE NOT EXISTS (SELECT 1 FROM closed)
+           SELECT $1, $4, $2, $3, ${derivedStart("$5::timestamptz", "$6::float8")}, $5::timestamptz, $6::float8, $7, $8, $10
+           WHERE NOT EXISTS (SELECT 1 FROM closed) AND NOT EXISTS (SELECT 1 FROM task_steps WHERE task_id = $1 AND seq = $4)
            ON CONFLICT DO NOTHING
          )
          UPDATE tasks SET current_step = $2, updated_at = $9::timestamptz, log_tail = COALESCE($10, log_tail) WHERE task_id = $1`,

@@ -42,3 +42,35 @@ describe.each(testDatabases())("task steps on %s", (_kind, template) => {
     expect(one).toEqual(await rows("t-two"));
   });
 });
+
+describe.each(testDatabases())("task steps on %s: durations", (_kind, template) => {
+  // A duration is any non-negative number the contract lets through; `make_interval(secs => d / 1000)`
+  // underflowed (SQLSTATE 22003) for d below ~1e-320, refusing the whole commit (its task's verdict too)
+  // even where the derived row was not inserted (its seq taken): a run folded in memory did not.
+  it("[views] a step's end with a vanishing duration is projected, with or without a row of its own", async () => {
+    const db = await template().fresh();
+    const projection = deploymentsProjection();
+    for (const sql of projection.migrations) await db.exec(sql);
+    const taskId = "t-tiny";
+    const commits: MoltEvent[][] = [
+      [ev("TaskAllocated", { taskId, deploymentId: "d-1", hostId: "h", component: "c", version: "2.0.0", fromVersion: null, attempt: 1, deadline: at(99), package: PKG }, 1)],
+      [ev("TaskStepStarted", { taskId, seq: 2, step: "begin", at: at(3) }, 3)],
+      // its seq is the begin row's: no row of its own, the task still moves on
+      [ev("TaskStepSucceeded", { taskId, seq: 2, step: "verify", at: at(4), durationMs: Number.MIN_VALUE }, 4), ev("TaskSucceeded", { taskId, seq: 5, at: at(5), version: "2.0.0" }, 5)],
+      // no start reported: a row of its own, started when it ended
+      [ev("TaskStepFailed", { taskId, seq: 6, step: "backup", at: at(6), durationMs: 1e-321, error: "late" }, 6)],
+      // a duration no timestamp can be subtracted from: the row, its start unknown
+      [ev("TaskStepSucceeded", { taskId, seq: 7, step: "override", at: at(7), durationMs: 1e17 }, 7)],
+      // and with its seq taken: nothing to add, nothing refused
+      [ev("TaskStepSucceeded", { taskId, seq: 7, step: "stop", at: at(8), durationMs: 1e17 }, 8)],
+    ];
+    for (const [i, events] of commits.entries())
+      await db.transaction((tx) => projection.apply(tx, { seq: i + 1, subject: subjects.slot("h", "c"), commit: { commitId: `c#${i}`, events }, hostId: "h", component: "c" }));
+    // Succeeded stays (a late step report changes no outcome); the last step reported is the current one.
+    expect((await db.query("SELECT state, current_step FROM tasks")).rows).toEqual([{ state: "succeeded", current_step: "stop" }]);
+    const steps = (await db.query<{ seq: number; started_at: Date; ended_at: Date | null }>("SELECT seq, started_at, ended_at FROM task_steps ORDER BY seq")).rows;
+    expect(steps.map((s) => s.seq)).toEqual([2, 6, 7]);
+    expect(steps[1]!.started_at).toEqual(steps[1]!.ended_at);
+    expect(steps[2]!.started_at).toBeNull();
+  });
+});

@@ -61,11 +61,12 @@ async function insertRows(tx: Queryable, commits: readonly ProjectedCommit[]): P
     });
   });
   if (rows.length === 0) return;
-  // One statement for the whole run, however many commits and events it holds.
+  // One statement for the whole run, however many commits and events it holds. json, not jsonb:
+  // the rows are read once, so a jsonb of the whole run would be built only to be taken apart.
   await tx.query(
     `INSERT INTO host_timeline (host_id, stream_seq, idx, event_id, type, occurred_at, task_id, component, step, data)
      SELECT host_id, stream_seq, idx, event_id, type, occurred_at, task_id, component, step, data
-     FROM jsonb_to_recordset($1::jsonb) AS r(host_id text, stream_seq bigint, idx integer, event_id text, type text,
+     FROM json_to_recordset($1::json) AS r(host_id text, stream_seq bigint, idx integer, event_id text, type text,
        occurred_at timestamptz, task_id text, component text, step text, data jsonb)
      ON CONFLICT DO NOTHING`,
     [JSON.stringify(rows)],

@@ -43,21 +43,26 @@ export function timelineRoutes(app: App, deps: { db: Db }): void {
         }),
       },
     },
-    async (req) => {
+    async (req, reply) => {
       const { hostId } = req.params;
       const { after, limit } = req.query;
-      const r = await db.query<TimelineRow>(
-        `${TIMELINE_SELECT} WHERE host_id = $1 AND stream_seq > $2 ORDER BY stream_seq, idx LIMIT $3`,
+      // The database writes the events' JSON (the shape timelineEvent gives) and the route sends it
+      // as it is: no row objects, no parse of each event's data and no serialization of 10,000
+      // events in the process (bench/projection: the API against a raw read of the host's subject).
+      const r = await db.query<{ n: number; events: string }>(
+        `SELECT count(*)::int AS n, coalesce(json_agg(json_build_object(
+             'streamSeq', stream_seq, 'eventId', event_id, 'type', type,
+             'occurredAt', to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+             'taskId', task_id, 'component', component, 'step', step, 'data', data) ORDER BY stream_seq, idx), '[]')::text AS events
+         FROM (SELECT * FROM host_timeline WHERE host_id = $1 AND stream_seq > $2 ORDER BY stream_seq, idx LIMIT $3) t`,
         [hostId, after, limit],
       );
-      if (r.rows.length === 0) {
+      const page = r.rows[0]!;
+      if (page.n === 0) {
         const known = await db.query("SELECT 1 FROM host_timeline WHERE host_id = $1 LIMIT 1", [hostId]);
         if (known.rows.length === 0) throw new HttpError(404, "not_found", `no events for host ${hostId}`);
       }
-      return {
-        hostId,
-        events: r.rows.map(timelineEvent),
-      };
+      return reply.type("application/json; charset=utf-8").send(`{"hostId":${JSON.stringify(hostId)},"events":${page.events}}`);
     },
   );
 }
