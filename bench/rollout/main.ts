@@ -7,7 +7,7 @@
  * (nothing O(N²)). Targets at 10,000 hosts: <= 20 s wall, >= 500 host-upgrades/s.
  * Usage: pnpm bench:rollout [--hosts 10000]
  */
-import { mkdir, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -26,6 +26,11 @@ async function profileDir(hosts: number): Promise<string> {
   await mkdir(dir, { recursive: true });
   return dir;
 }
+async function profiledProcesses(hosts: number): Promise<Record<string, Record<string, string>>> {
+  const env = { NODE_OPTIONS: `--import tsx --import ${CPU_PROF_HOOK}`, MOLT_BENCH_CPU_PROF_DIR: await profileDir(hosts) };
+  const names = ["action", "projector", "package-repo", "audit", "release-events", "feedback", "allocator-1", "agent-sim"];
+  return Object.fromEntries(names.map((n) => [n, env]));
+}
 const TOKEN = "operator-token-bench-0001";
 const C = "metrics-agent";
 
@@ -35,17 +40,6 @@ async function usage(pid: number): Promise<{ cpuS: number; peakRssMiB: number }>
   const ticks = Number(stat[11]) + Number(stat[12]);
   const hwm = /VmHWM:\s+(\d+) kB/.exec(await readFile(`/proc/${pid}/status`, "utf8"))?.[1];
   return { cpuS: ticks / 100, peakRssMiB: Math.round(Number(hwm) / 1024) };
-}
-
-/** The nats-server listening on `port` (testkit does not expose its pid): found by its command line. */
-async function natsPid(port: number): Promise<number> {
-  for (const entry of await readdir("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    const cmd = await readFile(`/proc/${entry}/cmdline`, "utf8").catch(() => "");
-    const argv = cmd.split("\0");
-    if (argv[0]?.endsWith("nats-server") && argv[argv.indexOf("-p") + 1] === String(port)) return Number(entry);
-  }
-  throw new Error(`no nats-server process on port ${port}`);
 }
 
 type Usage = Record<string, { cpuS: number; peakRssMiB: number }>;
@@ -68,6 +62,7 @@ async function rollout(hosts: number) {
   const nats = await startNatsServer({ secure: true });
   const nc = await nats.bus.connect("admin");
   const store = createEventStore(nc);
+  // A service that is slow to start on a loaded machine fails startSystem: the server goes too.
   const system = await startSystem({
     nats,
     dataDir,
@@ -78,8 +73,15 @@ async function rollout(hosts: number) {
       // Heartbeats every 10 s; desired state on the nudge, with the agent's default slow poll (30 s)
       // as the safety net: a 5 s poll was 2,000 KV reads/s at 10,000 hosts, none of them needed.
       MOLT_HEARTBEAT_MS: "10000",
-      ...(PROFILE_DIR ? { NODE_OPTIONS: `--import tsx --import ${CPU_PROF_HOOK}`, MOLT_BENCH_CPU_PROF_DIR: await profileDir(hosts) } : {}),
     },
+    // Every process but the gateway: it runs a worker thread, which inherits NODE_OPTIONS but not
+    // tsx's loader, so the .ts hook kills it (or hangs it) before it listens. It only proxies.
+    ...(PROFILE_DIR ? { processEnv: await profiledProcesses(hosts) } : {}),
+  }).catch(async (err: unknown) => {
+    await nc.close();
+    await nats.stop();
+    await rm(dataDir, { recursive: true, force: true });
+    throw err;
   });
   try {
     const api = async (method: string, path: string, body: unknown, headers: Record<string, string> = {}) => {
@@ -95,7 +97,7 @@ async function rollout(hosts: number) {
     const last = `b-${String(hosts).padStart(3, "0")}`;
     await waitFor("hosts registered", async () => ((await store.readLast(subjects.hostMeta(last))) ? true : undefined), { timeoutMs: 300_000, intervalMs: 500 });
     const ids = Array.from({ length: hosts }, (_, i) => `b-${String(i + 1).padStart(3, "0")}`);
-    const pids: Record<string, number> = { "nats-server": await natsPid(nats.port), bench: process.pid };
+    const pids: Record<string, number> = { "nats-server": nats.pid!, bench: process.pid };
     for (const p of system.processes) if (p.proc.pid !== undefined) pids[p.name] = p.proc.pid;
     const sample = async (): Promise<Usage> => Object.fromEntries(await Promise.all(Object.entries(pids).map(async ([n, pid]) => [n, await usage(pid)] as const)));
     const before = await sample();

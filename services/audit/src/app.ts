@@ -30,6 +30,8 @@ export interface AuditDeps {
   replicas?: number;
   /** First retry delay after a failure. */
   retryMs?: number;
+  /** How long a run of messages waits for more before it is appended (default DEFAULT_LINGER_MS). */
+  lingerMs?: number;
 }
 
 const TO_ENTRIES: Record<string, (stream: string, m: RawMessage) => EntryFields[]> = { [STREAM_EVENTS]: eventEntries, [STREAM_AUDIT]: commandEntries };
@@ -42,7 +44,7 @@ const TO_ENTRIES: Record<string, (stream: string, m: RawMessage) => EntryFields[
 export async function buildApp(deps: AuditDeps) {
   const { db, logger } = deps;
   await migrate(db, "audit", AUDIT_MIGRATIONS);
-  const retry = deps.retryMs !== undefined ? { retryMs: deps.retryMs } : {};
+  const retry = { ...(deps.retryMs !== undefined ? { retryMs: deps.retryMs } : {}), ...(deps.lingerMs !== undefined ? { lingerMs: deps.lingerMs } : {}) };
   const followers = [
     createFollower({ nc: deps.nc, db, logger, stream: STREAM_EVENTS, filter: subjects.all, toEntries: eventEntries, ...retry }),
     createFollower({ nc: deps.nc, db, logger, stream: STREAM_AUDIT, filter: subjects.commands, toEntries: commandEntries, ...retry }),

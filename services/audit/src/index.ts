@@ -18,6 +18,8 @@ const Config = z.object({
   /** ed25519 private key (PEM) that signs the chain's head; created at <data dir>/audit-anchor.key when unset. */
   MOLT_AUDIT_KEY_FILE: z.string().min(1).optional(),
   MOLT_AUDIT_ANCHOR_MS: z.coerce.number().int().positive().default(10_000),
+  /** How long a run of messages waits for more before its one transaction; unset: DEFAULT_LINGER_MS. */
+  MOLT_AUDIT_LINGER_MS: z.coerce.number().int().min(0).optional(),
 });
 
 const config = loadConfig(Config.refine((c) => !c.MOLT_DATABASE_MIGRATE_URL || c.DATABASE_URL, "MOLT_DATABASE_MIGRATE_URL needs DATABASE_URL (the writer role)"));
@@ -45,6 +47,7 @@ const app = await buildApp({
   anchorEveryMs: config.MOLT_AUDIT_ANCHOR_MS,
   commands: commandLog(nc, logger),
   replicas: config.MOLT_STREAM_REPLICAS,
+  ...(config.MOLT_AUDIT_LINGER_MS !== undefined ? { lingerMs: config.MOLT_AUDIT_LINGER_MS } : {}),
 });
 // Closed in reverse: HTTP and the followers first, then NATS, then the database.
 installShutdown(logger, [stopTracing, () => db.close(), () => nc.drain(), () => app.close(), () => tokens.close()]);

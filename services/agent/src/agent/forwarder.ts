@@ -39,8 +39,12 @@ export type ClientState =
 
 export interface TaskWatch {
   readonly taskId: string;
-  /** The journal grew: read it now instead of at the next poll. */
-  poke(): void;
+  /**
+   * The journal grew: read it now instead of at the next poll. An in-process run passes the
+   * entry it has just appended (written, and fsynced where the process fsyncs), so it is
+   * forwarded without reading the file back.
+   */
+  poke(entry?: JournalEntry): void;
   stop(): Promise<void>;
   /** Resolves once the client is done and every entry was answered (or the watch was stopped). */
   readonly done: Promise<void>;
@@ -63,6 +67,14 @@ export function watchTask(deps: ForwarderDeps, task: DesiredState, client: Clien
   /** Set once feedback refused a report: it is final for the task, so later entries are not sent. */
   let refused: string | undefined;
   let wake: (() => void) | null = null;
+  /**
+   * Entries handed over by the run as it appends them (in-process runs): the file is then read
+   * only if one arrives out of order or the agent journals a verdict for a run that ended without
+   * one. The simulator's dozen appends per task were a dozen reads of the file otherwise.
+   */
+  let handed = false;
+  let mustRead = false;
+  let sawVerdict = false;
 
   const sleep = (ms: number) =>
     new Promise<void>((resolve) => {
@@ -76,13 +88,29 @@ export function watchTask(deps: ForwarderDeps, task: DesiredState, client: Clien
         resolve();
       };
     });
-  const poke = () => wake?.();
+  const lastSeen = () => Math.max(answered, pending.at(-1)?.seq ?? 0);
+  const poke = (entry?: JournalEntry) => {
+    if (entry !== undefined) {
+      if (entry.seq === lastSeen() + 1 && !mustRead) {
+        handed = true;
+        pending.push(entry);
+        if (isTerminal(entry)) sawVerdict = true;
+      } else if (entry.seq > lastSeen()) mustRead = true;
+    }
+    wake?.();
+  };
 
   /** Appends the agent's verdict unless the journal already ends the task. */
   const finish = async (reason: string) => {
     // A stopped watch leaves the verdict to whoever watches the task next (the restarted agent),
     // so two watchers never both append one.
     if (stopped) return;
+    if (sawVerdict && !mustRead) {
+      // The run handed over its verdict as it journaled it: nothing to add, nothing to read.
+      clientDone = true;
+      poke();
+      return;
+    }
     try {
       const all = await readJournal(paths.journal, 0);
       const outcome = all.corrupt || all.entries.some(isTerminal) ? undefined : await recoverDeadRun(deps.root, task, all.entries, log);
@@ -106,7 +134,10 @@ export function watchTask(deps: ForwarderDeps, task: DesiredState, client: Clien
   if (client.kind === "running") void client.run.exited.then((exit) => finish(exitReason(exit)));
   else if (client.kind === "gone") void finish(client.reason);
 
-  const pull = async (): Promise<boolean> => {
+  /** Reads what the file holds past `offset`; skipped while the run hands every entry over, unless `force`d. */
+  const pull = async (force = false): Promise<boolean> => {
+    if (handed && !mustRead && !force) return true;
+    mustRead = false;
     const read = await readJournal(paths.journal, offset);
     offset = read.offset;
     for (const e of read.entries) if (e.seq > answered && e.seq > (pending.at(-1)?.seq ?? 0)) pending.push(e);
@@ -182,7 +213,8 @@ export function watchTask(deps: ForwarderDeps, task: DesiredState, client: Clien
       }
       if (clientDone) {
         // One more read after the client ended: its last entries (or ours) may have just landed.
-        await pull();
+        // Not needed when the run handed over its verdict: nothing is journaled after one.
+        if (!(handed && sawVerdict && !mustRead)) await pull(true);
         if (pending.length === 0) {
           log.info({ lastSeq: answered }, "task closed: every journal entry answered");
           return;

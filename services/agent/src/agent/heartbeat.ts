@@ -5,28 +5,33 @@ import { errorMessage, type Log } from "../log.js";
 
 export interface HeartbeatInput {
   readonly hostId: string;
-  readonly root: string;
-  readonly components: readonly string[];
+  /** Each managed component's installed version (see installedVersions). */
+  readonly versions: Readonly<Record<string, string | null>>;
   readonly labels: Readonly<Record<string, string>>;
   readonly agentVersion: string;
   readonly now: Date;
 }
 
-/** os and arch are sent raw (`linux`, `x64`); feedback derives the platform with `platformOf`. */
-export async function buildHeartbeat(input: HeartbeatInput): Promise<Heartbeat> {
-  const components: Record<string, string | null> = {};
-  for (const c of input.components) {
-    const v = await installedVersion(input.root, c).catch(() => null);
+/** The version `current` points at, per component; null when none or not a valid version. */
+export async function installedVersions(root: string, components: readonly string[]): Promise<Record<string, string | null>> {
+  const versions: Record<string, string | null> = {};
+  for (const c of components) {
+    const v = await installedVersion(root, c).catch(() => null);
     // A hand-made version dir with an odd name must not get the whole heartbeat refused.
-    components[c] = v !== null && Version.safeParse(v).success ? v : null;
+    versions[c] = v !== null && Version.safeParse(v).success ? v : null;
   }
+  return versions;
+}
+
+/** os and arch are sent raw (`linux`, `x64`); feedback derives the platform with `platformOf`. */
+export function buildHeartbeat(input: HeartbeatInput): Heartbeat {
   return {
     hostId: input.hostId,
     at: input.now.toISOString(),
     os: process.platform,
     arch: process.arch,
     labels: { ...input.labels },
-    components,
+    components: { ...input.versions },
     agentVersion: input.agentVersion,
   };
 }

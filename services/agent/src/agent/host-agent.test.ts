@@ -15,7 +15,7 @@ import { buildPackage, type BuiltPackage, desiredTask, type PackageServer, start
 import { simHostIds } from "./config.js";
 import { kvDesiredSource } from "./desired.js";
 import { createHostAgent, type HostAgent } from "./host-agent.js";
-import { processRunner, type TaskRunner } from "./runners.js";
+import { inProcessRunner, processRunner, type TaskRunner } from "./runners.js";
 
 const log: Log = process.env["MOLT_TEST_LOG"] ? createLogger("agent-test") : silentLog();
 const timing = { pollMs: 60_000, heartbeatMs: 300, reportRetryMs: 100, reportTimeoutMs: 250, journalPollMs: 50 };
@@ -384,6 +384,40 @@ describe("host agent", () => {
     expect(await readlink(join(elsewhere, "current"))).toBe(join("versions", "2.0.0"));
     expect(await readFile(join(elsewhere, "current", "VERSION"), "utf8")).toBe("2.0.0\n");
     expect(await readlink(join(root, "components", "geo-db"))).toBe(elsewhere);
+  });
+
+  it("[scale-faults] with rootScanMs the root is looked at once per interval, yet a task's own switch shows in the next heartbeat", async () => {
+    const hostId = "scan-1.eu-1.example.com";
+    const root = await newRoot();
+    const agent = createHostAgent({
+      nc,
+      desired: kvDesiredSource(nc),
+      runner: inProcessRunner(),
+      log,
+      hostId,
+      root,
+      components: [],
+      labels: {},
+      seeds: [{ component: "metrics-agent", version: "1.0.0" }],
+      agentVersion: "0.1.0-test",
+      timing: { ...timing, heartbeatMs: 100, rootScanMs: 60_000 },
+    });
+    await agent.start();
+    await waitFor("a heartbeat at 1.0.0", () => heartbeats.find((h) => h.hostId === hostId && h.components["metrics-agent"] === "1.0.0"));
+    // A component dir made by hand is not looked for again before the interval is over.
+    await mkdir(join(root, "components", "by-hand", "versions", "0.1.0"), { recursive: true });
+    const seen = heartbeats.length;
+    await waitFor("three more heartbeats", () => (heartbeats.filter((h, i) => i >= seen && h.hostId === hostId).length >= 3 ? true : undefined));
+    expect(heartbeats.filter((h, i) => i >= seen && h.hostId === hostId).every((h) => !("by-hand" in h.components))).toBe(true);
+    // The agent's own task ends: what it changed (and the dir made by hand) shows at once.
+    const task = taskFor(hostId);
+    await putDesired(task);
+    await waitFor("the verdict reported", () => terminalReported(task.taskId), { timeoutMs: 15_000 });
+    await waitFor("task closed", () => (agent.openTasks().length === 0 ? true : undefined));
+    const after = heartbeats.length;
+    const hb = await waitFor("a heartbeat after the task", () => heartbeats.find((h, i) => i >= after && h.hostId === hostId));
+    expect(hb.components).toEqual({ "metrics-agent": "2.0.0", "by-hand": null });
+    await agent.stop();
   });
 
   it("[spine] --sim: many hosts on one connection, same step machine in-process", async () => {

@@ -23,7 +23,7 @@ import { errorMessage, type Log } from "../log.js";
 import { type ComponentConfig, filesOnly } from "./components.js";
 import type { DesiredSource } from "./desired.js";
 import { type ClientState, type TaskWatch, watchTask } from "./forwarder.js";
-import { buildHeartbeat, sendHeartbeat } from "./heartbeat.js";
+import { buildHeartbeat, installedVersions, sendHeartbeat } from "./heartbeat.js";
 import type { AgentMetrics } from "./metrics.js";
 import type { TaskRunner } from "./runners.js";
 
@@ -41,6 +41,14 @@ export interface HostAgentTiming {
   readonly pollJitter?: number;
   /** Finished task dirs kept for inspection (the newest); older ones are pruned once their deadline has passed. */
   readonly keepTasks?: number;
+  /**
+   * How long what the agent found under its root (the component dirs and the version each one's
+   * `current` points at) is reused by heartbeats and desired-state reads (default 0: looked at
+   * every time). Dropped whenever a task of this agent ends, so its own changes show at once; a dir
+   * made by hand shows within this long. The simulator sets it: its thousands of hosts each
+   * listed their root and read a link per component every heartbeat and every nudge.
+   */
+  readonly rootScanMs?: number;
 }
 
 export interface HostAgentDeps {
@@ -130,7 +138,22 @@ export function createHostAgent(deps: HostAgentDeps): HostAgent {
   };
 
   const configs = new Map((deps.componentConfigs ?? []).map((c) => [c.name, c]));
-  const managedComponents = async () => [...new Set([...deps.components, ...configs.keys(), ...(await listComponents(root))])].sort();
+  let scanned: { at: number; components: string[]; versions?: Record<string, string | null> } | undefined;
+  const scanFresh = () => scanned !== undefined && Date.now() - scanned.at < (timing.rootScanMs ?? 0);
+  const managedComponents = async () => {
+    if (scanFresh()) return scanned!.components;
+    const components = [...new Set([...deps.components, ...configs.keys(), ...(await listComponents(root))])].sort();
+    if ((timing.rootScanMs ?? 0) > 0) scanned = { at: Date.now(), components };
+    return components;
+  };
+  /** The installed version of each managed component, as a heartbeat reports it. */
+  const componentVersions = async () => {
+    const components = await managedComponents();
+    if (scanned?.versions !== undefined && scanFresh()) return scanned.versions;
+    const versions = await installedVersions(root, components);
+    if (scanned !== undefined && scanned.components === components) scanned.versions = versions;
+    return versions;
+  };
 
   const track = (task: DesiredState, client: ClientState, forwarded: number) => {
     const watch = watchTask(forwarderDeps, task, client, forwarded);
@@ -145,6 +168,7 @@ export function createHostAgent(deps: HostAgentDeps): HostAgent {
     }
     void watch.done.then(() => {
       if (watches.get(task.taskId) === watch) watches.delete(task.taskId);
+      scanned = undefined;
       if (!stopped) void pruneTasks();
     });
     return watch;
@@ -157,8 +181,12 @@ export function createHostAgent(deps: HostAgentDeps): HostAgent {
    */
   const pruneTasks = async () => {
     try {
+      const keep = timing.keepTasks ?? 20;
+      const taskIds = await listTaskIds(root);
+      // Nothing can go while there are no more dirs than are kept: no need to read any of them.
+      if (taskIds.length <= keep) return;
       const done: Array<{ taskId: string; deadline: number }> = [];
-      for (const taskId of await listTaskIds(root)) {
+      for (const taskId of taskIds) {
         if (watches.has(taskId)) continue;
         const task = await readTask(root, taskId).catch(() => null);
         if (!task) continue;
@@ -169,7 +197,7 @@ export function createHostAgent(deps: HostAgentDeps): HostAgent {
       }
       done.sort((a, b) => b.deadline - a.deadline);
       const nowMs = now().getTime();
-      const pruned = done.slice(timing.keepTasks ?? 20).filter((t) => t.deadline < nowMs);
+      const pruned = done.slice(keep).filter((t) => t.deadline < nowMs);
       for (const t of pruned) await rm(taskPaths(root, t.taskId).dir, { recursive: true, force: true });
       if (pruned.length > 0) log.debug({ pruned: pruned.length }, "old task dirs pruned");
     } catch (err) {
@@ -254,7 +282,7 @@ export function createHostAgent(deps: HostAgentDeps): HostAgent {
     known.add(task.taskId);
     lastNote.delete(component);
     log.info({ component, taskId: task.taskId, version: task.version, deploymentId: task.deploymentId }, "launching upgrade client");
-    const run = deps.runner.start(root, launched, () => watches.get(launched.taskId)?.poke());
+    const run = deps.runner.start(root, launched, (entry) => watches.get(launched.taskId)?.poke(entry));
     const watch = track(launched, { kind: "running", run }, 0);
     if (span) void watch.done.finally(() => span.end());
   };
@@ -333,10 +361,9 @@ export function createHostAgent(deps: HostAgentDeps): HostAgent {
   const heartbeat = () => {
     void (async () => {
       try {
-        const hb = await buildHeartbeat({
+        const hb = buildHeartbeat({
           hostId,
-          root,
-          components: await managedComponents(),
+          versions: await componentVersions(),
           labels: deps.labels,
           agentVersion: deps.agentVersion,
           now: now(),

@@ -3,7 +3,7 @@ import { closeSync, openSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { DesiredState } from "@molt/contracts";
+import type { DesiredState, JournalEntry } from "@molt/contracts";
 import type { Fetch } from "../client/download.js";
 import { cancelled, runTask } from "../client/run-task.js";
 import { claimTask, openJournal, taskPaths } from "../host/task-files.js";
@@ -32,7 +32,7 @@ export interface ClientRun {
  * when the runner knows the journal grew (in-process runs); a process run is tailed by polling.
  */
 export interface TaskRunner {
-  start(root: string, task: DesiredState, onJournal: () => void): ClientRun;
+  start(root: string, task: DesiredState, onJournal: (entry: JournalEntry) => void): ClientRun;
 }
 
 /** The client entry next to this file, run with tsx in a fresh node process. */

@@ -73,6 +73,10 @@ export async function startSim(deps: SimDeps): Promise<Sim> {
         // With zero step delay a task journals its dozen entries within milliseconds: one or two
         // reports (commits) instead of four or five, for feedback and every consumer of the stream.
         reportLingerMs: deps.timing.reportLingerMs ?? 25,
+        // What each host finds under its root is reused for a minute (and re-read after each of
+        // its tasks): listing the root and reading links every heartbeat and nudge was ~6 % of
+        // the simulator's CPU at one heartbeat per 10 s per host.
+        rootScanMs: deps.timing.rootScanMs ?? 60_000,
         startDelayMs: Math.floor((i * deps.timing.heartbeatMs) / Math.max(1, count)),
       },
     }),
