@@ -1,6 +1,7 @@
 import { JetStreamApiError, jetstreamManager, StorageType } from "@nats-io/jetstream";
 import { ClosedConnectionError, connect, headers, NoRespondersError, PermissionViolationError, TimeoutError, type NatsConnection } from "@nats-io/transport-node";
-import { startNatsServer, type NatsServer } from "@molt/testkit";
+import { readdirSync, readFileSync } from "node:fs";
+import { startNatsServer, waitFor, type NatsServer } from "@molt/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createEventStore, ensureEventStream, jetStreamPublisher } from "./index.js";
 
@@ -30,6 +31,17 @@ afterAll(async () => {
   await nc?.close();
   await server?.stop();
 });
+
+/**
+ * SIGSTOP, then wait until every thread of the server is stopped: kill() returns once the signal is
+ * queued, and a thread already running can still answer a publish sent right after (it did once on
+ * Node 22: the "frozen" publish was acked).
+ */
+async function freeze(pid: number): Promise<void> {
+  process.kill(pid, "SIGSTOP");
+  const stopped = () => readdirSync(`/proc/${pid}/task`).every((t) => /^\d+ \(.*\) [Tt] /.test(readFileSync(`/proc/${pid}/task/${t}/stat`, "utf8")));
+  await waitFor(`nats-server ${pid} stopped`, () => (stopped() ? true : undefined), { timeoutMs: 5_000, intervalMs: 5 });
+}
 
 describe("jetStreamPublisher: js.publish's answers over one reply subscription", () => {
   it("[scale-faults] acks with the sequence; a msgID stored already is answered duplicate; 200 in flight each get their own ack", async () => {
@@ -76,7 +88,7 @@ describe("jetStreamPublisher: js.publish's answers over one reply subscription",
       const publish = jetStreamPublisher(c, { timeoutMs: 300 });
       expect((await publish(`${s}.a`, body, msg("before"))).seq).toBe(1);
 
-      process.kill(own.pid!, "SIGSTOP");
+      await freeze(own.pid!);
       try {
         const t0 = Date.now();
         await expect(publish(`${s}.a`, body, msg("frozen"))).rejects.toBeInstanceOf(TimeoutError);
@@ -92,7 +104,7 @@ describe("jetStreamPublisher: js.publish's answers over one reply subscription",
         .toBe(true);
 
       const slow = jetStreamPublisher(c, { timeoutMs: 60_000 });
-      process.kill(own.pid!, "SIGSTOP");
+      await freeze(own.pid!);
       try {
         const pendingPublish = slow(`${s}.a`, body, msg("closing")).catch((e: unknown) => e);
         await c.close();
