@@ -51,17 +51,22 @@ describe("event store on a 3-node cluster", () => {
           }
         }
       };
+      let ackedAtKill = 0;
       const writing = Promise.all(Array.from({ length: WRITERS }, (_, w) => writer(w)));
       try {
         await waitFor("a third of the appends", () => (acked.size >= (WRITERS * PER_WRITER) / 3 ? true : undefined), { timeoutMs: 60_000, intervalMs: 50 });
         const leader = await cluster.leaderOf(STREAM_EVENTS);
         await cluster.nodes[leader]!.kill();
+        ackedAtKill = acked.size;
         await waitFor("a new leader", async () => ((await cluster.leaderOf(STREAM_EVENTS).catch(() => leader)) !== leader ? true : undefined), { timeoutMs: 60_000, intervalMs: 250 });
         await cluster.nodes[leader]!.start();
         await writing;
       } finally {
         stop = true;
       }
+      // The kill landed while appends were under way: some were acknowledged before it, the rest after.
+      expect(ackedAtKill).toBeGreaterThan(0);
+      expect(ackedAtKill).toBeLessThan(WRITERS * PER_WRITER);
       expect(acked.size).toBe(WRITERS * PER_WRITER);
       // Read back from the stream's leader (a replica's direct get may lag behind a restart).
       const jsm = await jetstreamManager(nc);
