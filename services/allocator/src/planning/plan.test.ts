@@ -3,7 +3,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { planDeployment, type Candidate } from "./plan.js";
 import { matches } from "./fleet-index.js";
-import { ringAssign } from "./ring.js";
+import { ringAssign, VNODES } from "./ring.js";
 
 const C = "metrics-agent";
 const pkg: PackageRef = { platform: "linux-amd64", sha256: "a".repeat(64), size: 1, url: "http://repo/x" };
@@ -29,18 +29,23 @@ describe("planner [roll-engine]", () => {
         fc.integer({ min: 5, max: 40 }),
         (hosts, batchSize) => {
           const extra = hosts.map((h) => `${h}.new`).slice(0, Math.ceil(hosts.length / 10));
-          const before = ringAssign(hosts, Math.ceil(hosts.length / batchSize));
-          const after = ringAssign([...hosts, ...extra], Math.ceil((hosts.length + extra.length) / batchSize));
-          const moved = hosts.filter((_, i) => before[i] !== after[i]).length;
           const b0 = Math.ceil(hosts.length / batchSize);
           const b1 = Math.ceil((hosts.length + extra.length) / batchSize);
+          const before = ringAssign(hosts, b0);
+          const after = ringAssign([...hosts, ...extra], b1);
+          // A host that moves goes to one of the new batches, never from one old batch to another.
+          const moved = hosts.map((_, i) => i).filter((i) => before[i] !== after[i]);
+          expect(moved.every((i) => after[i]! >= b0)).toBe(true);
           // The new batches take their share of the ring, (b1 - b0) / b1: about 10 % for 10 % more
-          // hosts. Hosts are a sample of the ring, so allow ~4 standard deviations of noise.
+          // hosts. Their arcs are VNODES points each among VNODES * b1 (the arc's own spread), and the
+          // hosts a sample of the ring: allow ~4 standard deviations of both. (Host noise alone was
+          // too tight: one batch's arc at 9 batches is fixed by the hash, and a run drew 19.8 % moved
+          // against a 19.3 % bound, seed 1419553609.)
           const share = (b1 - b0) / b1;
-          const noise = 4 * Math.sqrt((share * (1 - share)) / hosts.length) + 0.01;
+          const noise = 4 * Math.sqrt(share * (1 - share) * (1 / hosts.length + 1 / (VNODES * b1))) + 0.01;
           // Rounding the batch count up can add one batch more than 10 % would (e.g. 11 → 13).
           expect(share).toBeLessThanOrEqual(0.2);
-          expect(moved / hosts.length).toBeLessThanOrEqual(share + noise);
+          expect(moved.length / hosts.length).toBeLessThanOrEqual(share + noise);
         },
       ),
       { numRuns: 40, endOnFailure: true },

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 
 /** Points per batch on the ring: enough that batch shares stay within ~15 % of each other. */
-const VNODES = 64;
+export const VNODES = 64;
 
 const point = (s: string): bigint => BigInt(`0x${createHash("sha256").update(s).digest("hex").slice(0, 15)}`);
 
