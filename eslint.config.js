@@ -1,5 +1,7 @@
-// Type-checked lint for the whole workspace in one program (one tsconfig), which is
-// much cheaper on 2 cores than one typescript-eslint program per package.
+// Type-checked lint for the whole workspace in one program: the root tsconfig (everything but the
+// dashboard's browser code) and the dashboard's own (DOM types, JSX). `projectService` would open
+// each file's nearest tsconfig, a program per package each re-reading its dependencies' sources:
+// 184 s and 4.4 GB for the workspace on 2 cores, against ~60 s and 1.4 GB this way.
 import js from "@eslint/js";
 import tseslint from "typescript-eslint";
 
@@ -9,7 +11,7 @@ export default tseslint.config(
   ...tseslint.configs.recommendedTypeChecked,
   {
     languageOptions: {
-      parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname },
+      parserOptions: { project: ["./tsconfig.json", "./packages/dashboard/tsconfig.json"], tsconfigRootDir: import.meta.dirname },
     },
     rules: {
       "@typescript-eslint/no-floating-promises": "error",

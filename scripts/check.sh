@@ -91,10 +91,9 @@ cluster="${MOLT_CLUSTER_FAULTS:-0}"
 
 stage bootstrap bash scripts/bootstrap.sh --tests
 stage postgres pg_stage
-typecheck=(pnpm -s typecheck --output-logs=errors-only)
-# Type-checked ESLint over every package's program holds ~4 GB, V8's default heap limit here: run
-# beside other work at a load of 50+ it died of "heap out of memory" (2026-12-06, 4.02 GB live
-# after a full GC); room to spare.
+typecheck=(pnpm -s typecheck)
+# Type-checked ESLint holds one TypeScript program for the workspace (1.4 GB; it held ~4.4 GB with a
+# program per package, and died of "heap out of memory" at V8's default limit once); room to spare.
 lint=(env NODE_OPTIONS="${NODE_OPTIONS:-} --max-old-space-size=6144" pnpm -s lint)
 if [ "${MOLT_CI_SIDE_BY_SIDE:-1}" = "1" ]; then
   together typecheck "${typecheck[@]}" ";;" lint "${lint[@]}"
