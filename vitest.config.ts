@@ -28,7 +28,8 @@ export default defineConfig({
         test: {
           name: "scenario",
           env,
-          globalSetup,
+          // Services start from one-file builds made once per run (MOLT_TEST_SERVICE_BUNDLES=0: from sources).
+          globalSetup: [...globalSetup, "packages/testkit/src/service-bundles.ts"],
           include: ["test/**/*.test.ts"],
           testTimeout: 120_000,
           hookTimeout: 120_000,

@@ -74,6 +74,18 @@ export interface System {
  */
 export type ProcessSpec = ServiceName | { argv: string[] };
 
+/**
+ * How a service starts: from its one-file build when the scenario project's global set-up made
+ * them (MOLT_SERVICE_BUNDLES; the agent from the agent bundle, MOLT_CLIENT_BUNDLE), else from
+ * sources under tsx.
+ */
+function serviceArgv(service: ServiceName): string[] {
+  const bundles = process.env["MOLT_SERVICE_BUNDLES"];
+  if (service === "agent" && bundles && process.env["MOLT_CLIENT_BUNDLE"]) return [process.env["MOLT_CLIENT_BUNDLE"]];
+  if (service !== "agent" && bundles) return [join(bundles, `${service}.mjs`)];
+  return ["--import", "tsx", join(repoRoot, "services", service, "src/index.ts")];
+}
+
 /** Starts one service as a real child process. */
 export async function startProcess(
   name: string,
@@ -86,7 +98,7 @@ export async function startProcess(
   await mkdir(logDir, { recursive: true });
   const logFile = join(logDir, `${name}.log`);
   const log: WriteStream = createWriteStream(logFile, { flags: "a" });
-  const argv = typeof service === "string" ? ["--import", "tsx", join(repoRoot, "services", service, "src/index.ts")] : service.argv;
+  const argv = typeof service === "string" ? serviceArgv(service) : service.argv;
   const proc = spawn(process.execPath, argv, {
     cwd: repoRoot,
     // The child's log goes to its file (and readiness is read from its info lines), never to the
