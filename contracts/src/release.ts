@@ -156,6 +156,12 @@ export const CreateWebhook = z
     url: z.url({ protocol: /^https?$/ }).max(2000),
     description: z.string().max(500).optional(),
     filters: WebhookFilters.default({ components: [], types: [] }),
+    /**
+     * Where the new subscription starts on MOLT_RELEASE: `now` (the default: what is published
+     * from now on), `beginning` (everything the stream still holds), or a date-time (what was
+     * published at or after it).
+     */
+    startAt: z.union([z.enum(["now", "beginning"]), Timestamp]).default("now"),
   })
   .strict();
 export type CreateWebhook = z.infer<typeof CreateWebhook>;

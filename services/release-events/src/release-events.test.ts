@@ -144,10 +144,10 @@ async function receiver(mode: "ok" | "500" | "hang" = "ok") {
   };
 }
 
-async function subscribe(app: App, url: string, filters?: unknown) {
-  const r = await api(app, "POST", "/v1/webhooks", { url, ...(filters ? { filters } : {}) });
+async function subscribe(app: App, url: string, filters?: unknown, more: Record<string, unknown> = {}) {
+  const r = await api(app, "POST", "/v1/webhooks", { url, ...(filters ? { filters } : {}), ...more });
   expect(r.statusCode, r.body).toBe(201);
-  return r.json<{ id: string; secret: string; state: string }>();
+  return r.json<{ id: string; secret: string; state: string; cursor: number }>();
 }
 
 describe("release events: derived from the event store, published once", () => {
@@ -268,6 +268,37 @@ describe("webhooks: signed, durable, in order, never blocked by another receiver
     expect(eventsFor(rx.got, c).length).toBe(3);
     await api(app, "POST", `/v1/webhooks/${sub.id}/resume`);
     await waitFor("5 deliveries", () => (eventsFor(rx.got, c).length >= 5 ? true : undefined), { timeoutMs: 20_000 });
+  });
+
+  it("[release-events] a new subscription starts where asked: now by default, from the beginning of the stream, or from a date-time", async () => {
+    const { app } = await start(await template.fresh());
+    const c = component();
+    const onStream = (n: number) => waitFor(`${n} events of ${c} on the stream`, async () => ((await streamEvents(STREAM_RELEASE)).filter((e) => e.subject.startsWith(`molt.release.${c}.`)).length >= n ? true : undefined), { timeoutMs: 20_000 });
+    const d1 = await rollout(c, ["web-1.example.com"]);
+    await onStream(4);
+    await new Promise((r) => setTimeout(r, 5));
+    const between = new Date().toISOString();
+    const d2 = await rollout(c, ["web-1.example.com"]);
+    await onStream(8);
+    const [now, beginning, since] = await Promise.all([receiver(), receiver(), receiver()]);
+    const subs = [
+      await subscribe(app, now.url, { components: [c] }),
+      await subscribe(app, beginning.url, { components: [c] }, { startAt: "beginning" }),
+      await subscribe(app, since.url, { components: [c] }, { startAt: between }),
+    ];
+    const d3 = await rollout(c, ["web-1.example.com"]);
+    const done = (rx: Awaited<ReturnType<typeof receiver>>) => eventsFor(rx.got, c).some((e) => e.source === `/molt/deployments/${d3}` && e.type === "dev.molt.deployment.completed.v1");
+    await waitFor("each has the third rollout", () => ([now, beginning, since].every(done) ? true : undefined), { timeoutMs: 20_000 });
+    const deployments = (rx: Awaited<ReturnType<typeof receiver>>) => [...new Set(eventsFor(rx.got, c).map((e) => e.source.replace("/molt/deployments/", "")))];
+    expect(deployments(now)).toEqual([d3]);
+    expect(deployments(beginning)).toEqual([d1, d2, d3]);
+    expect(deployments(since)).toEqual([d2, d3]);
+    expect(eventsFor(beginning.got, c)).toHaveLength(12);
+    // Answered with where it starts; a start that is neither now, beginning nor a date-time is refused.
+    expect(subs[0]!.cursor).toBeGreaterThan(subs[2]!.cursor);
+    expect(subs[1]!.cursor).toBe(0);
+    const bad = await api(app, "POST", "/v1/webhooks", { url: now.url, startAt: "yesterday" });
+    expect(bad.statusCode, bad.body).toBe(400);
   });
 
   it("[release-events] SSRF: private, link-local, metadata and (not allowed) loopback URLs are refused, after DNS too; a redirect to loopback is not followed", async () => {
