@@ -1,6 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { RELEASE_DUPLICATE_WINDOW_MS, ReleaseEvent, releaseSubjects, STREAM_RELEASE, subjects, type MoltEvent } from "@molt/contracts";
+import { RELEASE_DUPLICATE_WINDOW_MS, ReleaseEvent, releaseNameOf, releaseSubjects, STREAM_RELEASE, subjects, type MoltEvent } from "@molt/contracts";
 import { createTemplate, type DatabaseTemplate, type Db } from "@molt/db";
 import { createEventStore, ensureEventStream, type EventStore } from "@molt/event-store";
 import { createLogger, parseTokens } from "@molt/runtime";
@@ -177,6 +177,61 @@ describe("release events: derived from the event store, published once", () => {
     await waitFor("caught up again", async () => ((await checkpoint()) >= lastSeq ? true : undefined), { timeoutMs: 20_000 });
     expect((await mine()).map((e) => e.event.id)).toEqual(got.map((e) => e.event.id));
   });
+
+  it("[release-events] every public type is derived: package published and yanked, deployment braked, paused, failed, cancelled, a rollback rolled back, a host rejected or timed out; each validates against its schema", async () => {
+    await start(await template.fresh());
+    const c = `c${uniq()}`.replace(/[^a-z0-9]/g, "");
+    const sha = "a".repeat(64);
+    const pkg = subjects.package(c);
+    const p1 = await store.append(pkg, { commitId: `${c}-p1`, events: [ev(`${c}-p1/0`, "PackagePublished", { component: c, version: "2.0.0", platform: "linux-amd64", sha256: sha, size: 10, manifest: { component: c, version: "2.0.0", platform: "linux-amd64", sha256: sha, size: 10, files: 1, entries: 1, unpackedSize: 10 } })] }, { expectedSequence: 0 });
+    await store.append(pkg, { commitId: `${c}-p2`, events: [ev(`${c}-p2/0`, "PackageYanked", { component: c, version: "2.0.0", reason: "broken" })] }, { expectedSequence: p1.seq });
+    const deployment = (kind: "upgrade" | "rollback" = "upgrade", origin?: string) => {
+      const id = `d-${uniq()}`;
+      let seq = 0;
+      const append = async (type: MoltEvent["type"], data: Record<string, unknown>) => {
+        const r = await store.append(subjects.deployment(id), { commitId: `${id}-${seq + 1}`, events: [ev(`${id}-${seq + 1}/0`, type, { deploymentId: id, ...data })] }, { expectedSequence: seq });
+        seq = r.seq;
+      };
+      return { id, append, start: async () => {
+        await append("DeploymentRequested", { component: c, version: "2.0.0", hosts: ["web-1.example.com"], idempotencyKey: null, requestHash: "c".repeat(64), taskTimeoutMs: 60_000, kind, ...(origin ? { origin } : {}) });
+        await append("DeploymentPlanned", { planId: "p1", parts: 0, packages: {}, batches: [{ index: 0, kind: "batch", size: 2 }], skipped: 0 });
+      } };
+    };
+    const a = deployment();
+    await a.start();
+    await a.append("DeploymentBraked", { failed: 2, finished: 2, threshold: 0.5 });
+    await a.append("DeploymentPaused", { reason: "braked" });
+    await a.append("DeploymentFailed", { reason: "brake", succeeded: 0, failed: 2 });
+    const b = deployment();
+    await b.start();
+    await b.append("DeploymentCancelled", { reason: "not today" });
+    const r = deployment("rollback", a.id);
+    await r.start();
+    const now = new Date().toISOString();
+    for (const [h, end] of [["web-1.example.com", "TaskRejected"], ["web-2.example.com", "TaskTimedOut"]] as const) {
+      const t = `t-${r.id}-${h}`.replaceAll(".", "-");
+      await appendSlot(h, c, `${t}-1`, ev(`${t}-1/0`, "TaskAllocated", { taskId: t, deploymentId: r.id, hostId: h, component: c, version: "1.0.0", fromVersion: "2.0.0", attempt: 1, deadline: now, kind: "rollback" }));
+      await appendSlot(h, c, `${t}-2`, end === "TaskRejected" ? ev(`${t}-2/0`, end, { taskId: t, seq: 2, at: now, reason: "no copy kept" }) : ev(`${t}-2/0`, end, { taskId: t, deadline: now }));
+    }
+    await r.append("DeploymentCompleted", { succeeded: 0, failed: 2, skipped: 0 });
+
+    const want = [
+      "package.published", "package.yanked",
+      "deployment.started", "deployment.braked", "deployment.paused", "deployment.failed",
+      "deployment.started", "deployment.cancelled",
+      "deployment.started", "host.upgrade-failed", "host.upgrade-failed", "deployment.rolled-back",
+    ];
+    // streamEvents parses each with ReleaseEvent: the envelope and the data of its own type.
+    const mine = async () => (await streamEvents(STREAM_RELEASE)).filter((e) => e.subject.startsWith(`molt.release.${c}.`));
+    await waitFor(`${want.length} release events`, async () => ((await mine()).length >= want.length ? true : undefined), { timeoutMs: 20_000 });
+    const got = await mine();
+    expect(got.map((e) => e.event.type)).toEqual(want.map((t) => `dev.molt.${t}.v1`));
+    for (const e of got) expect(e.event.dataschema).toBe(`https://molt.dev/schemas/release/${releaseNameOf(e.event.type)}.v1.json`);
+    expect(got[1]!.event).toMatchObject({ source: `/molt/packages/${c}`, subject: "2.0.0", data: { platform: null, reason: "broken" } });
+    expect(got[5]!.event.data).toMatchObject({ deploymentId: a.id, reason: "brake", failed: 2 });
+    expect(got.slice(9, 11).map((e) => e.event.data)).toMatchObject([{ hostId: "web-1.example.com", step: null, reason: "no copy kept", fromVersion: "2.0.0", toVersion: "1.0.0" }, { hostId: "web-2.example.com", step: null, reason: expect.stringMatching(/^timed out/) as unknown }]);
+    expect(got[11]!.event.data).toMatchObject({ deploymentId: r.id, kind: "rollback", origin: a.id, failed: 2 });
+  });
 });
 
 const component = () => `c${uniq()}`.replace(/[^a-z0-9]/g, "");
@@ -245,8 +300,42 @@ describe("webhooks: signed, durable, in order, never blocked by another receiver
       }
     }
     expect(eventsFor(good.got, c).map((e) => e.id)).toEqual(eventsFor(late.got, c).map((e) => e.id));
+    // Each id exactly once, in the stream's order, still after several more poll and retry periods
+    // (delivery is at least once by nature: a repeat is possible only when an answer is lost).
+    await new Promise((r) => setTimeout(r, 500));
+    const order = (await streamEvents(STREAM_RELEASE)).filter((e) => e.subject.startsWith(`molt.release.${c}.`)).map((e) => e.event.id);
+    expect(order).toHaveLength(total);
+    for (const rx of [late, good]) expect(rx.got.map((r) => r.id)).toEqual(order);
+    // The attempts say the same: one successful attempt per event, in order; while down, the late
+    // one retried its first event only (its position held).
+    const lateAttempts = await attempts(subs.late.id);
+    expect(lateAttempts.filter((a) => a.ok).map((a) => a.eventId)).toEqual(order);
+    expect([...new Set(lateAttempts.filter((a) => !a.ok).map((a) => a.eventId))]).toEqual([order[0]]);
+    expect(lateAttempts.filter((a) => !a.ok).length).toBeGreaterThanOrEqual(5);
     for (const s of [subs.failing, subs.hanging]) expect((await api(app, "DELETE", `/v1/webhooks/${s.id}`)).statusCode).toBe(204);
   }, 120_000);
+
+  it("[release-events] each subscription's position is durable: the service restarted on its database delivers what came while it was down, none twice, none skipped", async () => {
+    const db = await template.fresh();
+    const first = await start(db);
+    const rx = await receiver();
+    const c = component();
+    const sub = await subscribe(first.app, rx.url, { components: [c] });
+    const d1 = await rollout(c, ["web-1.example.com"]);
+    await waitFor("the first rollout delivered", () => (eventsFor(rx.got, c).length >= 4 ? true : undefined), { timeoutMs: 20_000 });
+    await first.app.close();
+    apps.splice(apps.indexOf(first.app), 1);
+    const d2 = await rollout(c, ["web-1.example.com"]);
+    const second = await start(db);
+    await waitFor("the second rollout delivered", () => (eventsFor(rx.got, c).length >= 8 ? true : undefined), { timeoutMs: 20_000 });
+    await new Promise((r) => setTimeout(r, 300));
+    const order = (await streamEvents(STREAM_RELEASE)).filter((e) => e.subject.startsWith(`molt.release.${c}.`)).map((e) => e.event.id);
+    expect(rx.got.map((r) => r.id)).toEqual(order);
+    expect([...new Set(eventsFor(rx.got, c).map((e) => e.source))]).toEqual([d1, d2].map((d) => `/molt/deployments/${d}`));
+    const after = (await api(second.app, "GET", `/v1/webhooks/${sub.id}`)).json<{ cursor: number; state: string }>();
+    expect(after.state).toBe("active");
+    expect(after.cursor).toBeGreaterThanOrEqual(order.length);
+  });
 
   it("[release-events] after the give-up time a subscription is marked failing and paused; resumed, it goes on from the event it stopped at", async () => {
     const { app } = await start(await template.fresh(), { timings: { giveUpMs: 300 } });
