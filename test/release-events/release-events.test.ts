@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { ReleaseEvent, releaseSubjects, STREAM_EVENTS, STREAM_RELEASE, subjects } from "@molt/contracts";
 import { createEventStore, type EventStore } from "@molt/event-store";
 import { startNatsServer, startProcess, startSystem, waitFor, type RunningProcess, type SecureNatsServer, type System } from "@molt/testkit";
-import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { CloudEvent } from "cloudevents";
 import { Webhook } from "standardwebhooks";
@@ -69,10 +69,10 @@ afterAll(async () => {
 async function releaseStream() {
   const jsm = await jetstreamManager(nc);
   const last = (await jsm.streams.info(STREAM_RELEASE)).state.last_seq;
-  const out: Array<{ subject: string; json: Record<string, unknown>; msgId: string | undefined }> = [];
+  const out: Array<{ seq: number; subject: string; json: Record<string, unknown>; msgId: string | undefined }> = [];
   for (let s = 1; s <= last; s++) {
     const m = await jsm.streams.getMessage(STREAM_RELEASE, { seq: s });
-    if (m) out.push({ subject: m.subject, json: m.json(), msgId: m.header?.get("Nats-Msg-Id") });
+    if (m) out.push({ seq: m.seq, subject: m.subject, json: m.json(), msgId: m.header?.get("Nats-Msg-Id") });
   }
   return out;
 }
@@ -158,6 +158,36 @@ describe("release events from a real rollout", () => {
       }
     expect([...ids].sort()).toEqual([...deploymentIds, ...taskIds].sort());
     expect(mine.filter((m) => m.json["type"] === "dev.molt.host.upgraded.v1")).toHaveLength(HOSTS.length - 1);
+  });
+
+  it("[release-events] an integrator's NATS identity (release-reader) reads MOLT_RELEASE with its own consumer from any point, filtered by component; it can neither read the event store nor publish", async () => {
+    const all = await releaseStream();
+    const ofComponent = (m: { subject: string }) => m.subject.startsWith(`molt.release.${COMPONENT}.`);
+    // From the middle of the stream: the second rollout's deployment.started.
+    const from = all.filter((m) => ofComponent(m) && m.json["type"] === "dev.molt.deployment.started.v1").at(-1)!.seq;
+    const want = all.filter((m) => m.seq >= from && ofComponent(m)).map((m) => m.json["id"] as string);
+    expect(want.length).toBeGreaterThan(3);
+    const reader = await nats.bus.connect("release-reader", { reconnect: false });
+    try {
+      const consumer = await jetstream(reader).consumers.get(STREAM_RELEASE, { filter_subjects: [`molt.release.${COMPONENT}.>`], deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from });
+      const got: string[] = [];
+      while (got.length < want.length) {
+        const m = await consumer.next({ expires: 5_000 });
+        if (!m) break;
+        got.push(m.json<{ id: string }>().id);
+      }
+      expect(got).toEqual(want);
+      const refused = async (attempt: () => Promise<unknown>) => {
+        const err = await attempt().then(() => null, (e: unknown) => e as Error);
+        expect(err?.message ?? "the attempt succeeded").toMatch(/permission|timeout|authorization/i);
+      };
+      await refused(() => jetstream(reader, { timeout: 2_000 }).publish(releaseSubjects.of(COMPONENT, "host.upgraded"), "{}"));
+      const jsm = await jetstreamManager(reader, { timeout: 2_000 });
+      await refused(() => jsm.streams.info(STREAM_EVENTS));
+      await refused(() => jsm.direct.getMessage(STREAM_EVENTS, { seq: 1 }));
+    } finally {
+      await reader.close();
+    }
   });
 
   it("[release-events] least privilege: release-events appends nothing to the event store and manages no stream; no other service can forge a release event", async () => {
