@@ -178,8 +178,8 @@ describe("release events: derived from the event store, published once", () => {
     expect((await mine()).map((e) => e.event.id)).toEqual(got.map((e) => e.event.id));
   });
 
-  it("[release-events] every public type is derived: package published and yanked, deployment braked, paused, failed, cancelled, a rollback rolled back, a host rejected or timed out; each validates against its schema", async () => {
-    await start(await template.fresh());
+  it("[release-events] every public type is derived: package published and yanked, deployment braked, paused, failed, cancelled, a rollback rolled back, a host rejected or timed out; each validates against its schema, served at its dataschema's name", async () => {
+    const { app } = await start(await template.fresh());
     const c = `c${uniq()}`.replace(/[^a-z0-9]/g, "");
     const sha = "a".repeat(64);
     const pkg = subjects.package(c);
@@ -226,7 +226,17 @@ describe("release events: derived from the event store, published once", () => {
     await waitFor(`${want.length} release events`, async () => ((await mine()).length >= want.length ? true : undefined), { timeoutMs: 20_000 });
     const got = await mine();
     expect(got.map((e) => e.event.type)).toEqual(want.map((t) => `dev.molt.${t}.v1`));
-    for (const e of got) expect(e.event.dataschema).toBe(`https://molt.dev/schemas/release/${releaseNameOf(e.event.type)}.v1.json`);
+    for (const e of got) {
+      expect(e.event.dataschema).toBe(`https://molt.dev/schemas/release/${releaseNameOf(e.event.type)}.v1.json`);
+      // The JSON Schema of the data, public (no token), at the dataschema URI's last segment.
+      const r = await app.inject({ method: "GET", url: `/v1/release-events/schemas/${e.event.dataschema.split("/").at(-1)}` });
+      expect(r.statusCode, r.body).toBe(200);
+      const schema = r.json<{ $id: string; properties: Record<string, unknown>; required: string[] }>();
+      expect(schema.$id).toBe(e.event.dataschema);
+      expect(Object.keys(schema.properties).sort()).toEqual(Object.keys(e.event.data).sort());
+      expect([...schema.required].sort()).toEqual(Object.keys(e.event.data).sort());
+    }
+    expect((await app.inject({ method: "GET", url: "/v1/release-events/schemas/nope.v1.json" })).statusCode).toBe(404);
     expect(got[1]!.event).toMatchObject({ source: `/molt/packages/${c}`, subject: "2.0.0", data: { platform: null, reason: "broken" } });
     expect(got[5]!.event.data).toMatchObject({ deploymentId: a.id, reason: "brake", failed: 2 });
     expect(got.slice(9, 11).map((e) => e.event.data)).toMatchObject([{ hostId: "web-1.example.com", step: null, reason: "no copy kept", fromVersion: "2.0.0", toVersion: "1.0.0" }, { hostId: "web-2.example.com", step: null, reason: expect.stringMatching(/^timed out/) as unknown }]);
