@@ -111,7 +111,7 @@ interface Received {
   at: number;
 }
 /** A webhook receiver on 127.0.0.1: `mode` decides its answers; it can go down and come back on its port. */
-async function receiver(mode: "ok" | "500" | "hang" = "ok") {
+async function receiver(mode: "ok" | "500" | "hang" | "slow-body" = "ok") {
   const got: Received[] = [];
   const state = { mode };
   const handle = (req: IncomingMessage, res: ServerResponse) => {
@@ -120,6 +120,14 @@ async function receiver(mode: "ok" | "500" | "hang" = "ok") {
     req.on("end", () => {
       if (state.mode === "hang") return;
       if (state.mode === "500") return void res.writeHead(500).end();
+      if (state.mode === "slow-body") {
+        // Takes the event and answers 200 at once, but its answer's body ends only a second later.
+        got.push({ id: String(req.headers["webhook-id"]), body, headers: req.headers as Record<string, string>, at: Date.now() });
+        res.writeHead(200, { "content-type": "text/plain" });
+        res.write("stored");
+        setTimeout(() => res.end(), 1_000);
+        return;
+      }
       got.push({ id: String(req.headers["webhook-id"]), body, headers: req.headers as Record<string, string>, at: Date.now() });
       res.writeHead(204).end();
     });
@@ -257,6 +265,10 @@ describe("webhooks: signed, durable, in order, never blocked by another receiver
     const listed = (await api(app, "GET", "/v1/webhooks")).json<{ webhooks: Array<Record<string, unknown>> }>().webhooks.find((w) => w["id"] === sub.id)!;
     expect(listed).toMatchObject({ url: rx.url, state: "active", filters: { components: [c], types: [] } });
     expect(JSON.stringify(listed)).not.toContain(sub.secret);
+    const one = await api(app, "GET", `/v1/webhooks/${sub.id}`);
+    expect(one.statusCode).toBe(200);
+    expect(one.body).not.toContain(sub.secret);
+    expect(one.body).not.toContain("whsec_");
     expect((await api(app, "GET", "/v1/webhooks", undefined, VIEWER)).statusCode).toBe(403);
     expect((await api(app, "POST", "/v1/webhooks", { url: rx.url }, VIEWER)).statusCode).toBe(403);
 
@@ -345,6 +357,23 @@ describe("webhooks: signed, durable, in order, never blocked by another receiver
     const after = (await api(second.app, "GET", `/v1/webhooks/${sub.id}`)).json<{ cursor: number; state: string }>();
     expect(after.state).toBe("active");
     expect(after.cursor).toBeGreaterThanOrEqual(order.length);
+  });
+
+  it("[release-events] paused while a receiver's 2xx answer is still arriving: the event counts as delivered, it does not come again on resume", async () => {
+    const { app } = await start(await template.fresh());
+    const rx = await receiver("slow-body");
+    const c = component();
+    const sub = await subscribe(app, rx.url, { components: [c], types: ["deployment.completed"] });
+    await rollout(c, ["web-1.example.com"]);
+    await waitFor("the receiver took it", () => (rx.got.length >= 1 ? true : undefined), { timeoutMs: 20_000 });
+    expect((await api(app, "POST", `/v1/webhooks/${sub.id}/pause`)).json()).toMatchObject({ state: "paused" });
+    rx.state.mode = "ok";
+    expect((await api(app, "POST", `/v1/webhooks/${sub.id}/resume`)).json()).toMatchObject({ state: "active" });
+    await rollout(c, ["web-1.example.com"]);
+    await waitFor("the second completed", () => (rx.got.length >= 2 ? true : undefined), { timeoutMs: 20_000 });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(new Set(rx.got.map((r) => r.id)).size).toBe(2);
+    expect(rx.got).toHaveLength(2);
   });
 
   it("[release-events] after the give-up time a subscription is marked failing and paused; resumed, it goes on from the event it stopped at", async () => {

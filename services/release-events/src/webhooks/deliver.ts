@@ -138,7 +138,9 @@ export function createDelivery(deps: { nc: NatsConnection; store: WebhookStore; 
       for (let attempt = 1; !signal.aborted; attempt++) {
         const started = Date.now();
         const out = await post(w, event.id, body, signal);
-        if (signal.aborted) return;
+        // Stopped (pause, delete, shutdown) mid-attempt: a 2xx already answered still counts, so
+        // the receiver does not get that event again on resume; anything else is retried then.
+        if (signal.aborted && !out.ok) return;
         await store.record(id, { eventId: event.id, eventType: event.type, streamSeq: m.seq, attempt, durationMs: Date.now() - started, ...out });
         if (out.ok) {
           await store.advance(id, m.seq);
