@@ -79,7 +79,7 @@ async function releaseStream() {
 const forDeployment = (all: Awaited<ReturnType<typeof releaseStream>>, id: string) => all.filter((m) => m.json["source"] === `/molt/deployments/${id}`);
 
 describe("release events from a real rollout", () => {
-  it("[release-events] a rollout with one failed host publishes the expected events; each parses with the cloudevents SDK and validates; the signed webhook gets them through the gateway", async () => {
+  it("[release-events] a rollout with one failed host publishes the expected events; each parses with the cloudevents SDK and validates; the signed webhook gets them; the admin API works through the gateway", async () => {
     // The admin API and the AsyncAPI document, through the gateway.
     const hook = await admin.api<{ id: string; secret: string }>("POST", "/v1/webhooks", { url: `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`, filters: { components: [COMPONENT] } });
     expect(hook.status, JSON.stringify(hook.body)).toBe(201);
@@ -121,6 +121,20 @@ describe("release events from a real rollout", () => {
     expect(received.map((r) => (new Webhook(hook.body.secret).verify(r.body, r.headers) as { id: string }).id)).toEqual(ids);
     const attempts = await admin.api<{ attempts: Array<{ ok: boolean }> }>("GET", `/v1/webhooks/${hook.body.id}/attempts?limit=1000`);
     expect(attempts.body.attempts.filter((a) => a.ok)).toHaveLength(ids.length);
+
+    // The rest of the admin API through the gateway: list (never the secret), pause, resume,
+    // delete; an operator may not; each type's data schema is public.
+    const listed = await admin.api<{ webhooks: Array<{ id: string }> }>("GET", "/v1/webhooks");
+    expect(listed.body.webhooks.map((w) => w.id)).toEqual([hook.body.id]);
+    expect(JSON.stringify(listed.body)).not.toContain(hook.body.secret);
+    expect((await op.api("GET", "/v1/webhooks")).status).toBe(403);
+    expect((await admin.api<{ state: string }>("POST", `/v1/webhooks/${hook.body.id}/pause`)).body.state).toBe("paused");
+    expect((await admin.api<{ state: string }>("POST", `/v1/webhooks/${hook.body.id}/resume`)).body.state).toBe("active");
+    expect((await admin.api("DELETE", `/v1/webhooks/${hook.body.id}`)).status).toBe(204);
+    expect((await admin.api("GET", `/v1/webhooks/${hook.body.id}`)).status).toBe(404);
+    const schema = await fetch(`${system.gatewayUrl}/v1/release-events/schemas/host.upgrade-failed.v1.json`);
+    expect(schema.status).toBe(200);
+    expect(((await schema.json()) as { $id: string }).$id).toBe(failed[0]!.json["dataschema"]);
   });
 
   it("[release-events] release-events killed with SIGKILL mid-rollout and restarted: no event lost, none published twice (ids counted on the stream)", async () => {
