@@ -113,11 +113,12 @@ interface Received {
 /** A webhook receiver on 127.0.0.1: `mode` decides its answers; it can go down and come back on its port. */
 async function receiver(mode: "ok" | "500" | "hang" | "slow-body" = "ok") {
   const got: Received[] = [];
-  const state = { mode };
+  const state = { mode, hits: 0 };
   const handle = (req: IncomingMessage, res: ServerResponse) => {
     let body = "";
     req.on("data", (c: Buffer) => (body += c.toString()));
     req.on("end", () => {
+      state.hits++;
       if (state.mode === "hang") return;
       if (state.mode === "500") return void res.writeHead(500).end();
       if (state.mode === "slow-body") {
@@ -344,7 +345,10 @@ describe("webhooks: signed, durable, in order, never blocked by another receiver
     const c = component();
     const sub = await subscribe(first.app, rx.url, { components: [c] });
     const d1 = await rollout(c, ["web-1.example.com"]);
-    await waitFor("the first rollout delivered", () => (eventsFor(rx.got, c).length >= 4 ? true : undefined), { timeoutMs: 20_000 });
+    // Delivered and acknowledged (the cursor moved past it): a stop mid-request would be the
+    // at-least-once case, where the receiver may see that one event again.
+    const okAttempts = async () => (await api(first.app, "GET", `/v1/webhooks/${sub.id}/attempts`)).json<{ attempts: Array<{ ok: boolean }> }>().attempts.filter((a) => a.ok).length;
+    await waitFor("the first rollout delivered", async () => ((await okAttempts()) >= 4 ? true : undefined), { timeoutMs: 20_000 });
     await first.app.close();
     apps.splice(apps.indexOf(first.app), 1);
     const d2 = await rollout(c, ["web-1.example.com"]);
@@ -359,7 +363,7 @@ describe("webhooks: signed, durable, in order, never blocked by another receiver
     expect(after.cursor).toBeGreaterThanOrEqual(order.length);
   });
 
-  it("[release-events] paused while a receiver's 2xx answer is still arriving: the event counts as delivered, it does not come again on resume", async () => {
+  it("[release-events] paused while a receiver's 2xx answer is still arriving: the event counts as delivered, it does not come again on resume; an attempt cut short by a pause is recorded", async () => {
     const { app } = await start(await template.fresh());
     const rx = await receiver("slow-body");
     const c = component();
@@ -374,6 +378,14 @@ describe("webhooks: signed, durable, in order, never blocked by another receiver
     await new Promise((r) => setTimeout(r, 300));
     expect(new Set(rx.got.map((r) => r.id)).size).toBe(2);
     expect(rx.got).toHaveLength(2);
+
+    // An attempt cut short by a pause (the receiver hangs) is recorded and listed too.
+    const hanging = await receiver("hang");
+    const sub2 = await subscribe(app, hanging.url, { components: [c], types: ["deployment.completed"] }, { startAt: "beginning" });
+    await waitFor("the hanging receiver was called", () => (hanging.state.hits >= 1 ? true : undefined), { timeoutMs: 20_000 });
+    await api(app, "POST", `/v1/webhooks/${sub2.id}/pause`);
+    const cut = (await api(app, "GET", `/v1/webhooks/${sub2.id}/attempts`)).json<{ attempts: Array<{ ok: boolean; status: number | null; error: string | null }> }>().attempts;
+    expect(cut).toMatchObject([{ ok: false, status: null, error: expect.stringMatching(/^stopped mid-attempt/) as unknown }]);
   });
 
   it("[release-events] after the give-up time a subscription is marked failing and paused; resumed, it goes on from the event it stopped at", async () => {

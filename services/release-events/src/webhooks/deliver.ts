@@ -139,9 +139,11 @@ export function createDelivery(deps: { nc: NatsConnection; store: WebhookStore; 
         const started = Date.now();
         const out = await post(w, event.id, body, signal);
         // Stopped (pause, delete, shutdown) mid-attempt: a 2xx already answered still counts, so
-        // the receiver does not get that event again on resume; anything else is retried then.
-        if (signal.aborted && !out.ok) return;
-        await store.record(id, { eventId: event.id, eventType: event.type, streamSeq: m.seq, attempt, durationMs: Date.now() - started, ...out });
+        // the receiver does not get that event again on resume; anything else is recorded as cut
+        // short and retried then.
+        const cut = signal.aborted && !out.ok;
+        await store.record(id, { eventId: event.id, eventType: event.type, streamSeq: m.seq, attempt, durationMs: Date.now() - started, ...out, ...(cut ? { error: `stopped mid-attempt (paused, deleted or shutting down): ${out.error ?? ""}`.slice(0, 1000) } : {}) });
+        if (cut) return;
         if (out.ok) {
           await store.advance(id, m.seq);
           break;
