@@ -370,6 +370,8 @@ describe("webhooks: signed, durable, in order, never blocked by another receiver
     const sub = await subscribe(app, rx.url, { components: [c], types: ["deployment.completed"] });
     await rollout(c, ["web-1.example.com"]);
     await waitFor("the receiver took it", () => (rx.got.length >= 1 ? true : undefined), { timeoutMs: 20_000 });
+    // Its 200 sent (Molt reads it within these 200 ms), its body not ended (1 s): paused then.
+    await new Promise((r) => setTimeout(r, 200));
     expect((await api(app, "POST", `/v1/webhooks/${sub.id}/pause`)).json()).toMatchObject({ state: "paused" });
     rx.state.mode = "ok";
     expect((await api(app, "POST", `/v1/webhooks/${sub.id}/resume`)).json()).toMatchObject({ state: "active" });
