@@ -284,7 +284,7 @@ describe("webhooks: signed, durable, in order, never blocked by another receiver
     expect(() => new Webhook(sub.secret).verify(r.body.replace("2.0.0", "6.6.6"), r.headers)).toThrow(/signature/i);
   });
 
-  it("[release-events] a receiver down for many retry periods gets every event once, in order, when back; a 500 or hanging receiver does not delay another", async () => {
+  it("[release-events] a receiver down for many retry periods gets every event when back, each id exactly once, in order per deployment; a 500 or hanging receiver does not delay another", async () => {
     // A long attempt timeout: the hanging receiver holds its first attempt open for 10 s.
     const { app } = await start(await template.fresh(), { timings: { timeoutMs: 10_000 } });
     const [late, good, failing, hanging] = await Promise.all([receiver(), receiver(), receiver("500"), receiver("hang")]);
