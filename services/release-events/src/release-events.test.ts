@@ -412,6 +412,30 @@ describe("webhooks: signed, durable, in order, never blocked by another receiver
     await waitFor("5 deliveries", () => (eventsFor(rx.got, c).length >= 5 ? true : undefined), { timeoutMs: 20_000 });
   });
 
+  it("[release-events] the give-up clock is kept across a restart: retrying since longer than the give-up time, the first failure after the restart marks it failing", async () => {
+    const db = await template.fresh();
+    const first = await start(db);
+    const rx = await receiver("500");
+    const c = component();
+    const sub = await subscribe(first.app, rx.url, { components: [c], types: ["deployment.completed"] });
+    await rollout(c, ["web-1.example.com"]);
+    const attempts = async (app: App) => (await api(app, "GET", `/v1/webhooks/${sub.id}/attempts`)).json<{ attempts: unknown[] }>().attempts.length;
+    await waitFor("a few failed attempts", async () => ((await attempts(first.app)) >= 3 ? true : undefined), { timeoutMs: 20_000 });
+    await first.app.close();
+    apps.splice(apps.indexOf(first.app), 1);
+    // The service stays down past the give-up time (60 s here): moved back rather than waited for.
+    const moved = await db.query("UPDATE webhooks SET retry_since = retry_since - interval '2 minutes' WHERE id = $1 AND retry_since IS NOT NULL RETURNING 1", [sub.id]);
+    expect(moved.rows, "the retrying event's first failure is stored").toHaveLength(1);
+    const second = await start(db);
+    const get = async () => (await api(second.app, "GET", `/v1/webhooks/${sub.id}`)).json<{ state: string; lastError: string | null }>();
+    await waitFor("failing", async () => ((await get()).state === "failing" ? true : undefined), { timeoutMs: 10_000 });
+    // Resumed, the clock starts again: it retries rather than failing at once.
+    await api(second.app, "POST", `/v1/webhooks/${sub.id}/resume`);
+    const before = await attempts(second.app);
+    await waitFor("retrying again", async () => ((await attempts(second.app)) >= before + 3 ? true : undefined), { timeoutMs: 10_000 });
+    expect((await get()).state).toBe("active");
+  });
+
   it("[release-events] a new subscription starts where asked: now by default, from the beginning of the stream, or from a date-time", async () => {
     const { app } = await start(await template.fresh());
     const c = component();

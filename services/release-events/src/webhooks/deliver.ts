@@ -134,7 +134,7 @@ export function createDelivery(deps: { nc: NatsConnection; store: WebhookStore; 
         await store.advance(id, m.seq);
         continue;
       }
-      const firstTry = Date.now();
+      let since: number | undefined;
       for (let attempt = 1; !signal.aborted; attempt++) {
         const started = Date.now();
         const out = await post(w, event.id, body, signal);
@@ -148,8 +148,10 @@ export function createDelivery(deps: { nc: NatsConnection; store: WebhookStore; 
           await store.advance(id, m.seq);
           break;
         }
+        // The give-up time counts from the first failure at this event, stored: a restart keeps it.
+        since ??= (await store.retrying(id, new Date(started))).getTime();
         const delay = backoff(timings, attempt);
-        if (Date.now() - firstTry + delay > timings.giveUpMs) {
+        if (Date.now() - since + delay > timings.giveUpMs) {
           // Paused where it stands: resuming retries this event first.
           await store.setState(id, "failing", `event ${event.id} undelivered after ${attempt} attempts: ${out.error}`);
           logger.warn({ webhook: id, eventId: event.id, attempts: attempt, error: out.error }, "webhook failing: paused");
