@@ -3,7 +3,8 @@
  *
  *   init --dir DIR [--resolver-dir DIR]   a new authority (operator, accounts, keys; authority.json,
  *                                         mode 0600), the servers' auth.conf, a credentials file per
- *                                         service, admin, system and --sim identity, and
+ *                                         service, admin, system and --sim identity, one for
+ *                                         integrators reading MOLT_RELEASE (release-reader), and
  *                                         host-issuer.json for the action service (enrolment)
  *   provision                             as admin (MOLT_NATS_URL, MOLT_NATS_CREDS = admin.creds):
  *                                         creates the streams, KV buckets and object store that are
@@ -35,7 +36,7 @@ import {
 } from "@molt/runtime";
 import { z } from "zod";
 
-const IDENTITIES: BusUser[] = ["admin", "system", "sim", "action", "allocator", "feedback", "package-repo", "projector", "audit", "release-events"];
+const IDENTITIES: BusUser[] = ["admin", "system", "sim", "action", "allocator", "feedback", "package-repo", "projector", "audit", "release-events", "release-reader"];
 
 async function init(dir: string, resolverDir: string): Promise<void> {
   await mkdir(join(dir, "creds"), { recursive: true, mode: 0o700 });

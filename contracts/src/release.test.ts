@@ -33,11 +33,16 @@ describe("release events: the public vocabulary", () => {
     expect(ReleaseEvent.safeParse({ ...base("host.upgraded", data), extra: 1 }).success).toBe(false);
   });
 
-  it("[release-events] a webhook body takes short names or CloudEvents types and refuses unknown ones", () => {
+  it("[release-events] a webhook body takes short names or CloudEvents types and refuses unknown ones; it starts now, at the beginning or at a date-time", () => {
     const ok = CreateWebhook.parse({ url: "https://ci.example.com/hook", filters: { types: ["dev.molt.host.upgraded.v1", "deployment.failed"] } });
     expect(ok.filters.types).toEqual(["host.upgraded", "deployment.failed"]);
     expect(CreateWebhook.safeParse({ url: "https://ci.example.com/hook", filters: { types: ["dev.molt.nope.v1"] } }).success).toBe(false);
     expect(CreateWebhook.safeParse({ url: "ftp://ci.example.com/hook" }).success).toBe(false);
+    // Where a new subscription starts: now unless asked otherwise.
+    expect(ok.startAt).toBe("now");
+    expect(CreateWebhook.parse({ url: "https://ci.example.com/hook", startAt: "beginning" }).startAt).toBe("beginning");
+    expect(CreateWebhook.parse({ url: "https://ci.example.com/hook", startAt: "2026-12-06T05:00:00.000Z" }).startAt).toBe("2026-12-06T05:00:00.000Z");
+    expect(CreateWebhook.safeParse({ url: "https://ci.example.com/hook", startAt: "yesterday" }).success).toBe(false);
   });
 
   it("[release-events] the AsyncAPI document names every node of a cluster's MOLT_NATS_URL (the service crashed on a comma-separated list)", () => {

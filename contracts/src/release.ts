@@ -53,6 +53,15 @@ export const releaseType = (name: ReleaseName) => `dev.molt.${name}.v1` as const
 /** Where each type's JSON Schema is documented (it is also in the AsyncAPI document). */
 export const releaseDataSchema = (name: ReleaseName) => `https://molt.dev/schemas/release/${name}.v1.json`;
 
+/**
+ * The JSON Schema (draft-07) of one type's `data`, with `$id` = its `dataschema`: served by the
+ * release-events service at `/v1/release-events/schemas/<name>.v1.json`.
+ */
+export function releaseDataJsonSchema(name: ReleaseName): Record<string, unknown> {
+  const { $schema: _drop, ...rest } = z.toJSONSchema(RELEASE_DATA[name], { target: "draft-7", unrepresentable: "any" });
+  return { $schema: "http://json-schema.org/draft-07/schema#", $id: releaseDataSchema(name), title: `data of ${releaseType(name)}`, ...rest };
+}
+
 const envelope = <N extends ReleaseName>(name: N) =>
   z
     .object({
@@ -156,6 +165,12 @@ export const CreateWebhook = z
     url: z.url({ protocol: /^https?$/ }).max(2000),
     description: z.string().max(500).optional(),
     filters: WebhookFilters.default({ components: [], types: [] }),
+    /**
+     * Where the new subscription starts on MOLT_RELEASE: `now` (the default: what is published
+     * from now on), `beginning` (everything the stream still holds), or a date-time (what was
+     * published at or after it).
+     */
+    startAt: z.union([z.enum(["now", "beginning"]), Timestamp]).default("now"),
   })
   .strict();
 export type CreateWebhook = z.infer<typeof CreateWebhook>;

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { ReleaseEvent, releaseSubjects, STREAM_EVENTS, STREAM_RELEASE, subjects } from "@molt/contracts";
 import { createEventStore, type EventStore } from "@molt/event-store";
 import { startNatsServer, startProcess, startSystem, waitFor, type RunningProcess, type SecureNatsServer, type System } from "@molt/testkit";
-import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { CloudEvent } from "cloudevents";
 import { Webhook } from "standardwebhooks";
@@ -69,17 +69,17 @@ afterAll(async () => {
 async function releaseStream() {
   const jsm = await jetstreamManager(nc);
   const last = (await jsm.streams.info(STREAM_RELEASE)).state.last_seq;
-  const out: Array<{ subject: string; json: Record<string, unknown>; msgId: string | undefined }> = [];
+  const out: Array<{ seq: number; subject: string; json: Record<string, unknown>; msgId: string | undefined }> = [];
   for (let s = 1; s <= last; s++) {
     const m = await jsm.streams.getMessage(STREAM_RELEASE, { seq: s });
-    if (m) out.push({ subject: m.subject, json: m.json(), msgId: m.header?.get("Nats-Msg-Id") });
+    if (m) out.push({ seq: m.seq, subject: m.subject, json: m.json(), msgId: m.header?.get("Nats-Msg-Id") });
   }
   return out;
 }
 const forDeployment = (all: Awaited<ReturnType<typeof releaseStream>>, id: string) => all.filter((m) => m.json["source"] === `/molt/deployments/${id}`);
 
 describe("release events from a real rollout", () => {
-  it("[release-events] a rollout with one failed host publishes the expected events; each parses with the cloudevents SDK and validates; the signed webhook gets them through the gateway", async () => {
+  it("[release-events] a rollout with one failed host publishes the expected events; each parses with the cloudevents SDK and validates; the signed webhook gets them; the admin API works through the gateway", async () => {
     // The admin API and the AsyncAPI document, through the gateway.
     const hook = await admin.api<{ id: string; secret: string }>("POST", "/v1/webhooks", { url: `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`, filters: { components: [COMPONENT] } });
     expect(hook.status, JSON.stringify(hook.body)).toBe(201);
@@ -121,6 +121,20 @@ describe("release events from a real rollout", () => {
     expect(received.map((r) => (new Webhook(hook.body.secret).verify(r.body, r.headers) as { id: string }).id)).toEqual(ids);
     const attempts = await admin.api<{ attempts: Array<{ ok: boolean }> }>("GET", `/v1/webhooks/${hook.body.id}/attempts?limit=1000`);
     expect(attempts.body.attempts.filter((a) => a.ok)).toHaveLength(ids.length);
+
+    // The rest of the admin API through the gateway: list (never the secret), pause, resume,
+    // delete; an operator may not; each type's data schema is public.
+    const listed = await admin.api<{ webhooks: Array<{ id: string }> }>("GET", "/v1/webhooks");
+    expect(listed.body.webhooks.map((w) => w.id)).toEqual([hook.body.id]);
+    expect(JSON.stringify(listed.body)).not.toContain(hook.body.secret);
+    expect((await op.api("GET", "/v1/webhooks")).status).toBe(403);
+    expect((await admin.api<{ state: string }>("POST", `/v1/webhooks/${hook.body.id}/pause`)).body.state).toBe("paused");
+    expect((await admin.api<{ state: string }>("POST", `/v1/webhooks/${hook.body.id}/resume`)).body.state).toBe("active");
+    expect((await admin.api("DELETE", `/v1/webhooks/${hook.body.id}`)).status).toBe(204);
+    expect((await admin.api("GET", `/v1/webhooks/${hook.body.id}`)).status).toBe(404);
+    const schema = await fetch(`${system.gatewayUrl}/v1/release-events/schemas/host.upgrade-failed.v1.json`);
+    expect(schema.status).toBe(200);
+    expect(((await schema.json()) as { $id: string }).$id).toBe(failed[0]!.json["dataschema"]);
   });
 
   it("[release-events] release-events killed with SIGKILL mid-rollout and restarted: no event lost, none published twice (ids counted on the stream)", async () => {
@@ -158,6 +172,36 @@ describe("release events from a real rollout", () => {
       }
     expect([...ids].sort()).toEqual([...deploymentIds, ...taskIds].sort());
     expect(mine.filter((m) => m.json["type"] === "dev.molt.host.upgraded.v1")).toHaveLength(HOSTS.length - 1);
+  });
+
+  it("[release-events] an integrator's NATS identity (release-reader) reads MOLT_RELEASE with its own consumer from any point, filtered by component; it can neither read the event store nor publish", async () => {
+    const all = await releaseStream();
+    const ofComponent = (m: { subject: string }) => m.subject.startsWith(`molt.release.${COMPONENT}.`);
+    // From the middle of the stream: the second rollout's deployment.started.
+    const from = all.filter((m) => ofComponent(m) && m.json["type"] === "dev.molt.deployment.started.v1").at(-1)!.seq;
+    const want = all.filter((m) => m.seq >= from && ofComponent(m)).map((m) => m.json["id"] as string);
+    expect(want.length).toBeGreaterThan(3);
+    const reader = await nats.bus.connect("release-reader", { reconnect: false });
+    try {
+      const consumer = await jetstream(reader).consumers.get(STREAM_RELEASE, { filter_subjects: [`molt.release.${COMPONENT}.>`], deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from });
+      const got: string[] = [];
+      while (got.length < want.length) {
+        const m = await consumer.next({ expires: 5_000 });
+        if (!m) break;
+        got.push(m.json<{ id: string }>().id);
+      }
+      expect(got).toEqual(want);
+      const refused = async (attempt: () => Promise<unknown>) => {
+        const err = await attempt().then(() => null, (e: unknown) => e as Error);
+        expect(err?.message ?? "the attempt succeeded").toMatch(/permission|timeout|authorization/i);
+      };
+      await refused(() => jetstream(reader, { timeout: 2_000 }).publish(releaseSubjects.of(COMPONENT, "host.upgraded"), "{}"));
+      const jsm = await jetstreamManager(reader, { timeout: 2_000 });
+      await refused(() => jsm.streams.info(STREAM_EVENTS));
+      await refused(() => jsm.direct.getMessage(STREAM_EVENTS, { seq: 1 }));
+    } finally {
+      await reader.close();
+    }
   });
 
   it("[release-events] least privilege: release-events appends nothing to the event store and manages no stream; no other service can forge a release event", async () => {

@@ -174,6 +174,18 @@ export function servicePermissions(service: ServiceIdentity): Permissions {
   }
 }
 
+/**
+ * An integrator reading the public release events on NATS (a CMDB, a chat bot, CI): MOLT_RELEASE
+ * only, with ordered or ephemeral consumers from any point; never the internal event store, never
+ * a publish (so it can neither forge nor read what is not public).
+ */
+export function releaseReaderPermissions(): Permissions {
+  return {
+    pub: { allow: [api("INFO"), ...streamRead(STREAM_RELEASE)], deny: durableDeny },
+    sub: { allow: ["_INBOX.>"], deny: [] },
+  };
+}
+
 /** The subject prefix of a host's replies: only it may receive on it. */
 export const hostInboxPrefix = (hostId: string) => `_INBOX_${encodeHostToken(hostId)}`;
 
@@ -239,12 +251,12 @@ async function issue(name: string, signer: KeyPair, account: string, permissions
   return { publicKey: user.getPublicKey(), creds: dec.decode(fmtCreds(jwt, user)) };
 }
 
-export type BusUser = ServiceIdentity | "admin" | "sim" | "system";
+export type BusUser = ServiceIdentity | "admin" | "sim" | "system" | "release-reader";
 
-/** Credentials for a service, the admin, the `--sim` agent or a system-account user (revocations). */
+/** Credentials for a service, the admin, the `--sim` agent, a release-events reader or a system-account user (revocations). */
 export async function userCreds(a: BusAuthority, who: BusUser): Promise<IssuedCreds> {
   if (who === "system") return issue("system", kp(a.systemAccountSeed), pub(a.systemAccountSeed), ADMIN);
-  const perms = who === "admin" ? ADMIN : who === "sim" ? simPermissions() : servicePermissions(who);
+  const perms = who === "admin" ? ADMIN : who === "sim" ? simPermissions() : who === "release-reader" ? releaseReaderPermissions() : servicePermissions(who);
   return issue(who, kp(a.accountSeed), pub(a.accountSeed), perms);
 }
 

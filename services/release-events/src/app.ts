@@ -1,6 +1,6 @@
 import { migrate, type Db } from "@molt/db";
-import { releaseAsyncApi, STREAM_RELEASE } from "@molt/contracts";
-import { createHttpApp, type CommandLog, type Logger, type RateLimits, type TokenMap } from "@molt/runtime";
+import { RELEASE_NAMES, releaseAsyncApi, releaseDataJsonSchema, STREAM_RELEASE } from "@molt/contracts";
+import { createHttpApp, HttpError, type CommandLog, type Logger, type RateLimits, type TokenMap } from "@molt/runtime";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { DERIVE_MIGRATIONS } from "./derive/derive.js";
 import { createReleasePublisher } from "./derive/publish.js";
@@ -49,6 +49,13 @@ export async function buildApp(deps: ReleaseEventsDeps) {
   // Public like any API description: it names no secret.
   app.get("/asyncapi.json", { config: { auth: false } }, () => Promise.resolve(asyncapi));
   app.get("/v1/release-events/asyncapi.json", { config: { auth: false } }, () => Promise.resolve(asyncapi));
+  // Each type's data schema, where its `dataschema` URI's last segment names it (public too).
+  const schemas = new Map(RELEASE_NAMES.map((n) => [`${n}.v1.json`, releaseDataJsonSchema(n)]));
+  app.get("/v1/release-events/schemas/:file", { config: { auth: false } }, (req) => {
+    const schema = schemas.get((req.params as { file: string }).file);
+    if (!schema) throw new HttpError(404, "not_found", "no such release event schema");
+    return Promise.resolve(schema);
+  });
   app.get("/v1/release-events/status", async () => {
     const s = await publisher.status();
     return { checkpoint: s.checkpoint, error: s.error, stream };

@@ -86,12 +86,31 @@ export function createDelivery(deps: { nc: NatsConnection; store: WebhookStore; 
       });
       await res.body.dump({ limit: 64 * 1024 }).catch(() => undefined);
       const ok = res.statusCode >= 200 && res.statusCode < 300;
-      const redirect = res.statusCode >= 300 && res.statusCode < 400 ? `redirect to ${String(res.headers["location"] ?? "?").slice(0, 300)} not followed` : null;
+      const redirect = res.statusCode >= 300 && res.statusCode < 400 ? await redirectError(w.url, res.headers["location"]) : null;
       return { status: res.statusCode, ok, error: ok ? null : (redirect ?? `answered ${res.statusCode}`) };
     } catch (err) {
       const e = err as Error & { cause?: Error };
       return { status: null, ok: false, error: `${e.name}: ${e.message}${e.cause ? ` (${e.cause.message})` : ""}`.slice(0, 1000) };
     }
+  };
+
+  /**
+   * A redirect is never followed; the attempt's error says where it led, and that it was refused
+   * when that is an address the guard forbids (a redirect to loopback or to the metadata address).
+   */
+  const redirectError = async (from: string, location: string | string[] | undefined) => {
+    const to = String(location ?? "?").slice(0, 300);
+    let target: URL | undefined;
+    try {
+      target = new URL(to, from);
+    } catch {
+      return `redirect to ${to} not followed`;
+    }
+    const refused = await guard.checkHost(target.hostname).then(
+      () => null,
+      (err: unknown) => ((err as Error).name === "SsrfError" ? (err as Error).message : null),
+    );
+    return refused ? `redirect to ${target.href} refused: ${refused}` : `redirect to ${target.href} not followed`;
   };
 
   const run = async (id: string, signal: AbortSignal): Promise<void> => {
@@ -115,18 +134,24 @@ export function createDelivery(deps: { nc: NatsConnection; store: WebhookStore; 
         await store.advance(id, m.seq);
         continue;
       }
-      const firstTry = Date.now();
+      let since: number | undefined;
       for (let attempt = 1; !signal.aborted; attempt++) {
         const started = Date.now();
         const out = await post(w, event.id, body, signal);
-        if (signal.aborted) return;
-        await store.record(id, { eventId: event.id, eventType: event.type, streamSeq: m.seq, attempt, durationMs: Date.now() - started, ...out });
+        // Stopped (pause, delete, shutdown) mid-attempt: a 2xx already answered still counts, so
+        // the receiver does not get that event again on resume; anything else is recorded as cut
+        // short and retried then.
+        const cut = signal.aborted && !out.ok;
+        await store.record(id, { eventId: event.id, eventType: event.type, streamSeq: m.seq, attempt, durationMs: Date.now() - started, ...out, ...(cut ? { error: `stopped mid-attempt (paused, deleted or shutting down): ${out.error ?? ""}`.slice(0, 1000) } : {}) });
+        if (cut) return;
         if (out.ok) {
           await store.advance(id, m.seq);
           break;
         }
+        // The give-up time counts from the first failure at this event, stored: a restart keeps it.
+        since ??= (await store.retrying(id, new Date(started))).getTime();
         const delay = backoff(timings, attempt);
-        if (Date.now() - firstTry + delay > timings.giveUpMs) {
+        if (Date.now() - since + delay > timings.giveUpMs) {
           // Paused where it stands: resuming retries this event first.
           await store.setState(id, "failing", `event ${event.id} undelivered after ${attempt} attempts: ${out.error}`);
           logger.warn({ webhook: id, eventId: event.id, attempts: attempt, error: out.error }, "webhook failing: paused");

@@ -1,7 +1,7 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { CreateWebhook, STREAM_RELEASE } from "@molt/contracts";
 import { HttpError, type App } from "@molt/runtime";
-import { jetstreamManager } from "@nats-io/jetstream";
+import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { z } from "zod";
 import type { Delivery } from "./deliver.js";
@@ -10,6 +10,20 @@ import { publicView, type WebhookStore } from "./store.js";
 
 const Params = z.object({ id: z.string().regex(/^wh_[a-z0-9]{32}$/, "not a webhook id") }).strict();
 const notFound = (id: string) => new HttpError(404, "not_found", `no webhook ${id}`);
+
+/**
+ * The cursor (the last sequence the subscription is done with) a new subscription starts from:
+ * `now`, what is published from now on; `beginning`, all the stream holds; a date-time, what was
+ * published at or after it (none yet: from now on).
+ */
+async function startCursor(jsm: JetStreamManager, stream: string, startAt: CreateWebhook["startAt"]): Promise<number> {
+  if (startAt === "beginning") return 0;
+  if (startAt !== "now") {
+    const first = await jsm.direct.getMessage(stream, { start_time: new Date(startAt) });
+    if (first) return first.seq - 1;
+  }
+  return (await jsm.streams.info(stream)).state.last_seq;
+}
 
 /**
  * The subscriptions' admin API (admin role): create (the secret is in this answer only), list,
@@ -29,10 +43,9 @@ export function webhookRoutes(app: App, deps: { nc: NatsConnection; store: Webho
       const e = err as Error;
       throw new HttpError(400, "invalid", e.name === "SsrfError" ? e.message : `${url.hostname} does not resolve: ${e.message}`);
     }
-    // A new subscription gets what is published from now on.
-    const info = await (await jetstreamManager(deps.nc)).streams.info(deps.stream ?? STREAM_RELEASE);
+    const cursor = await startCursor(await jetstreamManager(deps.nc), deps.stream ?? STREAM_RELEASE, body.startAt);
     const secret = `whsec_${randomBytes(32).toString("base64")}`;
-    const w = await store.create({ id: `wh_${randomUUID().replaceAll("-", "")}`, url: url.toString(), description: body.description ?? null, secret, filters: body.filters, cursor: info.state.last_seq });
+    const w = await store.create({ id: `wh_${randomUUID().replaceAll("-", "")}`, url: url.toString(), description: body.description ?? null, secret, filters: body.filters, cursor });
     delivery.start(w.id);
     return reply.code(201).send({ ...publicView(w), secret });
   });

@@ -29,6 +29,9 @@ export const WEBHOOK_MIGRATIONS = [
     duration_ms int NOT NULL
   )`,
   `CREATE INDEX IF NOT EXISTS webhook_attempts_by_webhook ON webhook_attempts (webhook_id, id)`,
+  // When the first attempt at the event the subscription stands at failed: the give-up time counts
+  // from it, across restarts; cleared when the cursor moves and when the state changes.
+  `ALTER TABLE webhooks ADD COLUMN IF NOT EXISTS retry_since timestamptz`,
 ];
 
 export type WebhookState = "active" | "paused" | "failing";
@@ -43,6 +46,8 @@ export interface Webhook {
   /** The last MOLT_RELEASE sequence this subscription is done with. */
   cursor: number;
   lastError: string | null;
+  /** Since when the event at the cursor has been retried (null: not failing). */
+  retrySince: string | null;
   createdAt: string;
 }
 
@@ -56,6 +61,7 @@ interface Row {
   state: WebhookState;
   cursor: string | number;
   last_error: string | null;
+  retry_since: Date | string | null;
   created_at: Date | string;
 }
 const fromRow = (r: Row): Webhook => ({
@@ -67,6 +73,7 @@ const fromRow = (r: Row): Webhook => ({
   state: r.state,
   cursor: Number(r.cursor),
   lastError: r.last_error,
+  retrySince: r.retry_since === null ? null : new Date(r.retry_since).toISOString(),
   createdAt: new Date(r.created_at).toISOString(),
 });
 
@@ -103,11 +110,17 @@ export function webhookStore(db: Queryable) {
       return (await db.query<Row>("SELECT * FROM webhooks ORDER BY created_at, id")).rows.map(fromRow);
     },
     async setState(id: string, state: WebhookState, lastError: string | null = null): Promise<Webhook | undefined> {
-      const r = await db.query<Row>("UPDATE webhooks SET state = $2, last_error = $3, updated_at = now() WHERE id = $1 RETURNING *", [id, state, lastError]);
+      // A pause, a resume or giving up starts the give-up clock again.
+      const r = await db.query<Row>("UPDATE webhooks SET state = $2, last_error = $3, retry_since = NULL, updated_at = now() WHERE id = $1 RETURNING *", [id, state, lastError]);
       return r.rows[0] ? fromRow(r.rows[0]) : undefined;
     },
     async advance(id: string, cursor: number): Promise<void> {
-      await db.query("UPDATE webhooks SET cursor = $2, updated_at = now() WHERE id = $1 AND cursor < $2", [id, cursor]);
+      await db.query("UPDATE webhooks SET cursor = $2, retry_since = NULL, updated_at = now() WHERE id = $1 AND cursor < $2", [id, cursor]);
+    },
+    /** The event at the cursor failed: since when it has been retried (the first failure's time, kept). */
+    async retrying(id: string, at: Date): Promise<Date> {
+      const r = await db.query<{ retry_since: Date | string }>("UPDATE webhooks SET retry_since = COALESCE(retry_since, $2) WHERE id = $1 RETURNING retry_since", [id, at.toISOString()]);
+      return r.rows[0] ? new Date(r.rows[0].retry_since) : at;
     },
     async remove(id: string): Promise<boolean> {
       return (await db.query("DELETE FROM webhooks WHERE id = $1 RETURNING 1", [id])).rows.length > 0;
