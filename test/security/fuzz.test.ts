@@ -18,6 +18,7 @@ import {
   STREAM_EVENTS,
   subjects,
 } from "@molt/contracts";
+import { hostIssuer } from "@molt/runtime";
 import { buildPackage, startNatsServer, startSystem, waitFor, type SecureNatsServer, type System } from "@molt/testkit";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -36,6 +37,8 @@ const OP = "operator-token-fuzz-000001";
 const VIEW = "viewer-token-fuzz-0000001";
 const ADMIN = "admin-token-fuzz-00000001";
 const FUZZ_MS = Number(process.env["FUZZ_MS"] ?? 40_000);
+/** FUZZ_SEED replays a failing run's generated inputs (fast-check prints the seed). */
+const seed = process.env["FUZZ_SEED"] ? { seed: Number(process.env["FUZZ_SEED"]) } : {};
 
 let nats: SecureNatsServer;
 let nc: NatsConnection;
@@ -265,6 +268,22 @@ describe("fuzz: hostile input never breaks a service [security]", () => {
       hostToken.map((t) => ({ subject: `molt.feedback.heartbeat.${t}`, ok: ["ok", "refused"] })),
       fc.constant({ subject: subjects.planPreview, ok: ["ok", "error"] }),
     );
+    // Every subject a service answers on, as the server lists the account's subscriptions (not a
+    // list kept by hand): each must be one the fuzz sends to.
+    const fuzzed = [subjects.reports, subjects.heartbeats, subjects.planPreview];
+    const sys = await nats.bus.connect("system");
+    try {
+      const reply = await sys.request("$SYS.REQ.SERVER.PING.SUBSZ", JSON.stringify({ subscriptions: true, account: hostIssuer(nats.bus.authority).account, limit: 100_000 }), { timeout: 5_000 });
+      const listed = reply.json<{ data: { subscriptions_list?: Array<{ subject: string }> } }>().data.subscriptions_list ?? [];
+      // Not answers: replies (inboxes), JetStream's own API, and the streams capturing their subjects.
+      const captured = new Set<string>();
+      for await (const si of jsm.streams.list()) for (const x of si.config.subjects ?? []) captured.add(x);
+      const answered = [...new Set(listed.map((x) => x.subject).filter((x) => !/^(_INBOX|\$JS|\$KV|\$O|\$SYS)/.test(x) && !captured.has(x)))].sort();
+      expect(answered.length).toBeGreaterThan(0);
+      expect(answered).toEqual([...fuzzed].sort());
+    } finally {
+      await sys.close();
+    }
     const deadline = Date.now() + FUZZ_MS / 3;
     await fc.assert(
       fc.asyncProperty(target, payload, async (t, body) => {
@@ -278,7 +297,7 @@ describe("fuzz: hostile input never breaks a service [security]", () => {
           expect(await lastSeq(STREAM_EVENTS), `${t.subject} refused but appended`).toBe(before);
         }
       }),
-      { numRuns: 2000, interruptAfterTimeLimit: Math.max(1000, deadline - Date.now()), endOnFailure: true },
+      { numRuns: 2000, interruptAfterTimeLimit: Math.max(1000, deadline - Date.now()), endOnFailure: true, ...seed },
     );
   });
 
@@ -302,7 +321,7 @@ describe("fuzz: hostile input never breaks a service [security]", () => {
           if (r.method !== "HEAD") expect(JSON.parse(res.text), what).toEqual({ error: { code: expect.any(String) as string, message: expect.any(String) as string } });
         }
       }),
-      { numRuns: 5000, interruptAfterTimeLimit: Math.max(1000, deadline - Date.now()), endOnFailure: true },
+      { numRuns: 5000, interruptAfterTimeLimit: Math.max(1000, deadline - Date.now()), endOnFailure: true, ...seed },
     );
     // Every documented operation was called with its own method.
     expect(ops.filter((o) => !reached.has(o.key)).map((o) => o.key)).toEqual([]);
