@@ -1,8 +1,8 @@
 import { join } from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { STREAM_EVENTS } from "@molt/contracts";
-import { natsSecurityOptions } from "@molt/runtime";
+import { STREAM_EVENTS, subjects } from "@molt/contracts";
+import { hostInboxPrefix, hostIssuer, issueHostCreds, natsSecurityOptions } from "@molt/runtime";
 import { provisionBus, startNatsCluster, startNatsServer, startProcess, waitFor, type NatsCluster, type RunningProcess, type TestCerts } from "@molt/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
@@ -61,6 +61,24 @@ describe("the 3-node example with TLS", () => {
       () => connect({ servers: cluster.urls, reconnect: false, ...natsSecurityOptions({ credsFile: admin, caFile: certs.otherCa }) }),
     ];
     for (const attempt of attempts) await expect(attempt()).rejects.toThrow();
+  });
+
+  it("[security] revoking a host cuts it off on every node at once, without restarting any", async () => {
+    const host = "web-r.example.com";
+    const issued = await issueHostCreds(hostIssuer(cluster.bus.authority), host);
+    const pids = cluster.nodes.map((n) => n.pid);
+    // The host connected to each node (one connection per node), each working.
+    const conns = await Promise.all(cluster.urls.map((url) => cluster.bus.connect({ creds: issued.creds, inboxPrefix: hostInboxPrefix(host) }, { servers: [url], reconnect: false })));
+    const closed = conns.map((nc) => nc.closed());
+    for (const nc of conns) nc.publish(subjects.heartbeat(host), "alive");
+    await Promise.all(conns.map((nc) => nc.flush()));
+    expect(conns.map((nc) => nc.isClosed())).toEqual([false, false, false]);
+    await cluster.bus.revoke([issued.publicKey]);
+    // Every node dropped its connection (closed() settles when the server ends it).
+    await Promise.all(closed);
+    for (const url of cluster.urls)
+      await expect(cluster.bus.connect({ creds: issued.creds, inboxPrefix: hostInboxPrefix(host) }, { servers: [url], reconnect: false })).rejects.toThrow(/authorization|revoked/i);
+    expect(cluster.nodes.map((n) => n.pid)).toEqual(pids);
   });
 
   it("[security] a single server with client verification takes only clients with a certificate from its CA", async () => {

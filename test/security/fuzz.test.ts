@@ -6,6 +6,7 @@ import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
   CreateDeploymentBody,
+  CreateWebhook,
   encodeHostToken,
   Heartbeat,
   OperatorCommandBody,
@@ -17,11 +18,12 @@ import {
   STREAM_EVENTS,
   subjects,
 } from "@molt/contracts";
+import { hostIssuer } from "@molt/runtime";
 import { buildPackage, startNatsServer, startSystem, waitFor, type SecureNatsServer, type System } from "@molt/testkit";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { z } from "zod";
-import { nearlyValid } from "./zod-arbitrary.js";
+import type { z } from "zod";
+import { arbitraryFromJsonSchema, nearlyValid, type JsonSchema } from "./zod-arbitrary.js";
 
 /**
  * Property-based fuzz of the running system, every piece its own process: every HTTP endpoint
@@ -35,6 +37,8 @@ const OP = "operator-token-fuzz-000001";
 const VIEW = "viewer-token-fuzz-0000001";
 const ADMIN = "admin-token-fuzz-00000001";
 const FUZZ_MS = Number(process.env["FUZZ_MS"] ?? 40_000);
+/** FUZZ_SEED replays a failing run's generated inputs (fast-check prints the seed). */
+const seed = process.env["FUZZ_SEED"] ? { seed: Number(process.env["FUZZ_SEED"]) } : {};
 
 let nats: SecureNatsServer;
 let nc: NatsConnection;
@@ -104,80 +108,112 @@ const validDeployment = fc
   .record({ hosts: fc.uniqueArray(fc.constantFrom("web-1.example.com", "10.0.0.7", "i-0abc", "db-2"), { minLength: 1, maxLength: 3 }), version: fc.constantFrom("2.1.0", "3.0.0") })
   .map(({ hosts, version }) => JSON.stringify({ component: "metrics-agent", version, hosts, allowEmpty: true }));
 /** A body for an endpoint that takes `schema`: generated from it (valid, or one thing broken), or not JSON-shaped at all. */
-const bodyOf = (schema: z.ZodType) =>
+const bodyOf = (schema: z.ZodType | JsonSchema) =>
   fc.oneof(
     { weight: 6, arbitrary: nearlyValid(schema, junk).map((b) => JSON.stringify(b)) },
     { weight: 2, arbitrary: fc.json({ maxDepth: 4 }) },
     { weight: 1, arbitrary: deep },
     { weight: 1, arbitrary: fc.string({ unit: "binary", maxLength: 200 }) },
   );
-/** Every JSON command endpoint with the contracts' schema of its body; `{}` are path segments. */
-const COMMANDS: Array<{ path: string; method: string; schema: z.ZodType }> = [
-  { path: "/v1/deployments", method: "POST", schema: CreateDeploymentBody },
-  { path: "/v1/deployments?dryRun=true", method: "POST", schema: CreateDeploymentBody },
-  { path: "/v1/deployments/{}/{}", method: "POST", schema: OperatorCommandBody },
-  { path: "/v1/hosts/{}/{}", method: "POST", schema: QuarantineBody },
-  { path: "/v1/hosts/{}/enrol", method: "POST", schema: z.object({}) },
-  { path: "/v1/packages/{}/{}/yank", method: "POST", schema: PackageYankBody },
-  { path: "/v1/packages/{}/metadata", method: "PUT", schema: SignedRepositoryMetadata },
-];
-const token = fc.constantFrom<string | null>(OP, OP, VIEW, ADMIN, null, "not-a-token-but-long-enough", "Basic abc");
+/**
+ * The contracts' zod schema of a body, where the route takes one from contracts (their
+ * arbitraries are checked to parse in zod-arbitrary.test.ts); every other body comes from the
+ * JSON Schema the route publishes, which is generated from the route's own zod schema.
+ */
+const CONTRACT_BODIES: Record<string, z.ZodType> = {
+  "POST /v1/deployments": CreateDeploymentBody,
+  "POST /v1/deployments/{}/{}": OperatorCommandBody,
+  "POST /v1/hosts/{}/{}": QuarantineBody,
+  "POST /v1/packages/{}/{}/yank": PackageYankBody,
+  "PUT /v1/packages/{}/metadata": SignedRepositoryMetadata,
+  "POST /v1/webhooks": CreateWebhook,
+};
+/** Routes outside the services' OpenAPI documents: the gateway's own, and the documents themselves. */
+const UNDOCUMENTED = ["/v1/me", "/asyncapi.json", "/v1/release-events/asyncapi.json", "/", "/docs", "/docs/json", "/healthz", "/metrics", "/v1/{}", "/{}"];
+const token = fc.constantFrom<string | null>(OP, OP, VIEW, ADMIN, ADMIN, null, "not-a-token-but-long-enough", "Basic abc");
 
-type Req = { method: string; path: string; body?: string | Uint8Array; contentType?: string; token: string | null };
-const request: fc.Arbitrary<Req> = fc.oneof(
-  // Reads of every view.
-  fc
-    .tuple(
-      fc.constantFrom(
-        "/v1/deployments",
-        "/v1/deployments/{}",
-        "/v1/deployments/{}/tasks",
-        "/v1/hosts",
-        "/v1/hosts/{}",
-        "/v1/hosts/{}/timeline",
-        "/v1/fleet/versions",
-        "/v1/tasks/{}",
-        "/v1/projector/status",
-        "/v1/projector/dead-letters",
-        "/v1/packages/{}",
-        "/v1/packages/{}/{}/{}",
-        "/v1/packages/{}/{}/{}/download",
-        "/v1/packages/{}/metadata",
-        "/v1/blobs/{}",
-        "/v1/audit",
-        "/v1/audit/status",
-        "/v1/audit/anchor",
-        "/v1/audit/verify",
-        "/v1/{}",
-      ),
-      fc.array(segment, { minLength: 3, maxLength: 3 }),
-      query,
-      token,
-      fc.constantFrom("GET", "GET", "HEAD"),
-    )
-    .map(([tpl, segs, q, t, method]) => ({ method, path: fill(tpl, segs) + q, token: t })),
-  // Commands: each endpoint with a body from its own schema (valid deployments mixed in, so accepted commands and their events are in the mix).
-  fc
-    .constantFrom(...COMMANDS)
-    .chain((c) =>
-      fc.tuple(
-        fc.constant(c),
-        fc.array(fc.oneof(segment, fc.constantFrom("pause", "resume", "approve", "cancel", "retry", "rollback", "quarantine", "clear", "metrics-agent", "2.1.0")), { minLength: 3, maxLength: 3 }),
-        c.schema === CreateDeploymentBody ? fc.oneof(validDeployment, bodyOf(c.schema)) : bodyOf(c.schema),
-        fc.constantFrom("application/json", "application/json", "application/json", "text/plain", "application/x-www-form-urlencoded"),
+/** One operation of the merged OpenAPI document (`/docs/json`): every route a client can call. */
+interface Operation {
+  key: string;
+  method: string;
+  template: string;
+  params: Array<{ name: string; value: fc.Arbitrary<string> }>;
+  query: string[];
+  body: fc.Arbitrary<string> | null;
+}
+interface OpenApi {
+  paths: Record<string, Record<string, { parameters?: Array<{ in: string; name: string; schema?: JsonSchema }>; requestBody?: { content?: Record<string, { schema?: JsonSchema }> } }>>;
+  components?: unknown;
+}
+/** Ids seen in answers (deployments, tasks, webhooks, hosts): later requests act on real things too. */
+const seenIds: string[] = [];
+const seenId = fc.nat().map((i) => (seenIds.length > 0 ? seenIds[i % seenIds.length]! : "x"));
+
+function operationsOf(doc: OpenApi): Operation[] {
+  const ops: Operation[] = [];
+  for (const [template, methods] of Object.entries(doc.paths)) {
+    for (const [m, op] of Object.entries(methods)) {
+      const method = m.toUpperCase();
+      if (!["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"].includes(method)) continue;
+      const key = `${method} ${template.replace(/\{[^}]+\}/g, "{}")}`;
+      const withDoc = (schema: JsonSchema): JsonSchema => ({ ...schema, ...({ components: doc.components } as object) });
+      const params = (op.parameters ?? [])
+        .filter((p) => p.in === "path")
+        .map((p) => ({
+          name: p.name,
+          value: fc.oneof(
+            { weight: 3, arbitrary: segment },
+            { weight: 2, arbitrary: p.schema ? arbitraryFromJsonSchema(withDoc(p.schema)).map((v) => enc(String(v))) : segment },
+            { weight: 2, arbitrary: seenId.map(enc) },
+          ),
+        }));
+      const query = (op.parameters ?? []).filter((p) => p.in === "query").map((p) => p.name);
+      const published = op.requestBody?.content?.["application/json"]?.schema;
+      const contract = CONTRACT_BODIES[key];
+      const body = contract ? bodyOf(contract) : published ? bodyOf(withDoc(published)) : null;
+      ops.push({ key, method, template, params, query, body: key === "POST /v1/deployments" && body ? fc.oneof(validDeployment, body) : body });
+    }
+  }
+  return ops;
+}
+
+type Req = { key: string; method: string; path: string; body?: string | Uint8Array; contentType?: string; token: string | null };
+function requestsOf(ops: Operation[]): fc.Arbitrary<Req> {
+  const queryOf = (names: string[]) =>
+    fc
+      .array(
+        fc.tuple(
+          fc.oneof({ weight: 3, arbitrary: fc.constantFrom(...names, ...QUERY_KEYS) }, text.map(enc)),
+          fc.oneof({ weight: 4, arbitrary: text.map(enc) }, { weight: 1, arbitrary: fc.constantFrom("%FF", "%", "%00", "%E0%A4") }),
+        ),
+        { maxLength: 4 },
+      )
+      .map((pairs) => (pairs.length ? `?${pairs.map(([k, v]) => `${k}=${v}`).join("&")}` : ""));
+  const documented = fc.constantFrom(...ops).chain((op) =>
+    fc
+      .record({
+        values: fc.tuple(...op.params.map((p) => p.value)),
+        q: queryOf(op.query),
+        body: op.body ?? fc.constant(undefined),
+        contentType: fc.constantFrom("application/json", "application/json", "application/json", "text/plain", "application/x-www-form-urlencoded"),
         token,
-        fc.constantFrom(c.method, c.method, c.method, "PUT", "DELETE", "PATCH"),
-      ),
-    )
-    .map(([c, segs, body, contentType, t, method]) => ({ method, path: fill(c.path, segs), body, contentType, token: t })),
-  // Uploads: random bytes with hostile names.
-  fc
+        // Mostly the documented method; now and then another on the same path.
+        method: fc.constantFrom(op.method, op.method, op.method, op.method, "GET", "POST", "PUT", "DELETE", "PATCH"),
+      })
+      .map(({ values, q, body, contentType, token: t, method }): Req => {
+        let i = 0;
+        const path = op.template.replace(/\{[^}]+\}/g, () => values[i++] ?? "x");
+        return { key: method === op.method ? op.key : `${method} (other) ${op.key}`, method, path: path + q, ...(body !== undefined ? { body, contentType } : {}), token: t };
+      }),
+  );
+  const undocumented = fc
+    .tuple(fc.constantFrom(...UNDOCUMENTED), segment, query, token, fc.constantFrom("GET", "GET", "HEAD", "POST"))
+    .map(([tpl, seg, q, t, method]): Req => ({ key: `${method} ${tpl}`, method, path: tpl.replace("{}", seg) + q, token: t }));
+  // Uploads: random bytes with hostile names (a gzip body, so not in the JSON schemas).
+  const uploads = fc
     .tuple(query, fc.uint8Array({ maxLength: 4096 }), token, fc.constantFrom("application/gzip", "application/octet-stream", "application/json"))
-    .map(([q, bytes, t, contentType]) => ({ method: "POST", path: `/v1/packages${q}`, body: bytes, contentType, token: t })),
-);
-function fill(tpl: string, segs: string[]): string {
-  let i = 0;
-  return tpl.replace(/\{\}/g, () => segs[i++] ?? "x");
+    .map(([q, bytes, t, contentType]): Req => ({ key: "POST /v1/packages (bytes)", method: "POST", path: `/v1/packages${q}`, body: bytes, contentType, token: t }));
+  return fc.oneof({ weight: 8, arbitrary: documented }, { weight: 1, arbitrary: undocumented }, { weight: 1, arbitrary: uploads });
 }
 
 const refusedIds = new Set<string>();
@@ -195,7 +231,17 @@ async function send(r: Req): Promise<{ status: number; text: string; id: string 
     ...(r.body !== undefined && r.method !== "GET" && r.method !== "HEAD" ? { body: r.body } : {}),
     signal: AbortSignal.timeout(20_000),
   });
-  return { status: res.status, text: await res.text(), id };
+  // A live view (server-sent events) never ends: its answer is the status and the first bytes.
+  if ((res.headers.get("content-type") ?? "").startsWith("text/event-stream")) {
+    await res.body?.cancel();
+    return { status: res.status, text: "", id };
+  }
+  const text = await res.text();
+  if (res.status < 300 && (res.headers.get("content-type") ?? "").startsWith("application/json")) {
+    const found = text.slice(0, 100_000).matchAll(/"(?:id|deploymentId|taskId|hostId)":"([^"]{1,128})"/g);
+    for (const [, v] of found) if (v && !seenIds.includes(v) && seenIds.length < 200) seenIds.push(v);
+  }
+  return { status: res.status, text, id };
 }
 
 async function lastSeq(stream: string): Promise<number> {
@@ -222,6 +268,22 @@ describe("fuzz: hostile input never breaks a service [security]", () => {
       hostToken.map((t) => ({ subject: `molt.feedback.heartbeat.${t}`, ok: ["ok", "refused"] })),
       fc.constant({ subject: subjects.planPreview, ok: ["ok", "error"] }),
     );
+    // Every subject a service answers on, as the server lists the account's subscriptions (not a
+    // list kept by hand): each must be one the fuzz sends to.
+    const fuzzed = [subjects.reports, subjects.heartbeats, subjects.planPreview];
+    const sys = await nats.bus.connect("system");
+    try {
+      const reply = await sys.request("$SYS.REQ.SERVER.PING.SUBSZ", JSON.stringify({ subscriptions: true, account: hostIssuer(nats.bus.authority).account, limit: 100_000 }), { timeout: 5_000 });
+      const listed = reply.json<{ data: { subscriptions_list?: Array<{ subject: string }> } }>().data.subscriptions_list ?? [];
+      // Not answers: replies (inboxes), JetStream's own API, and the streams capturing their subjects.
+      const captured = new Set<string>();
+      for await (const si of jsm.streams.list()) for (const x of si.config.subjects ?? []) captured.add(x);
+      const answered = [...new Set(listed.map((x) => x.subject).filter((x) => !/^(_INBOX|\$JS|\$KV|\$O|\$SYS)/.test(x) && !captured.has(x)))].sort();
+      expect(answered.length).toBeGreaterThan(0);
+      expect(answered).toEqual([...fuzzed].sort());
+    } finally {
+      await sys.close();
+    }
     const deadline = Date.now() + FUZZ_MS / 3;
     await fc.assert(
       fc.asyncProperty(target, payload, async (t, body) => {
@@ -235,16 +297,23 @@ describe("fuzz: hostile input never breaks a service [security]", () => {
           expect(await lastSeq(STREAM_EVENTS), `${t.subject} refused but appended`).toBe(before);
         }
       }),
-      { numRuns: 2000, interruptAfterTimeLimit: Math.max(1000, deadline - Date.now()), endOnFailure: true },
+      { numRuns: 2000, interruptAfterTimeLimit: Math.max(1000, deadline - Date.now()), endOnFailure: true, ...seed },
     );
   });
 
-  it("[security] every HTTP endpoint through the gateway: only 2xx/4xx in the one error shape, nothing appended by a refusal", async () => {
+  it("[security] every HTTP route through the gateway (each operation of the merged OpenAPI document, and the undocumented ones): only 2xx/4xx in the one error shape, nothing appended by a refusal", async () => {
+    const doc = (await (await fetch(`${system.gatewayUrl}/docs/json`)).json()) as OpenApi;
+    const ops = operationsOf(doc);
+    // The document is every service's routes: a vacuous one would make the fuzz vacuous.
+    for (const key of ["POST /v1/deployments", "POST /v1/deployments/{}/{}", "GET /v1/deployments/{}/events", "POST /v1/hosts/{}/enrol", "POST /v1/projector/rebuild", "GET /v1/audit/verify", "PUT /v1/packages/{}/metadata", "POST /v1/webhooks", "DELETE /v1/webhooks/{}", "GET /v1/webhooks/{}/attempts", "GET /v1/release-events/status"])
+      expect(ops.map((o) => o.key), key).toContain(key);
+    const reached = new Map<string, number>();
     const deadline = Date.now() + FUZZ_MS;
     await fc.assert(
-      fc.asyncProperty(request, async (r) => {
+      fc.asyncProperty(requestsOf(ops), async (r) => {
         const res = await send(r);
         statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
+        reached.set(r.key, (reached.get(r.key) ?? 0) + 1);
         const what = `${r.method} ${r.path.slice(0, 200)} → ${res.status} ${res.text.slice(0, 300)}`;
         expect(res.status < 500, what).toBe(true);
         if (res.status >= 400) {
@@ -252,8 +321,11 @@ describe("fuzz: hostile input never breaks a service [security]", () => {
           if (r.method !== "HEAD") expect(JSON.parse(res.text), what).toEqual({ error: { code: expect.any(String) as string, message: expect.any(String) as string } });
         }
       }),
-      { numRuns: 5000, interruptAfterTimeLimit: Math.max(1000, deadline - Date.now()), endOnFailure: true },
+      { numRuns: 5000, interruptAfterTimeLimit: Math.max(1000, deadline - Date.now()), endOnFailure: true, ...seed },
     );
+    // Every documented operation was called with its own method.
+    expect(ops.filter((o) => !reached.has(o.key)).map((o) => o.key)).toEqual([]);
+    if (process.env["FUZZ_STATS"]) process.stderr.write(`fuzz: ${ops.length} operations, ${seenIds.length} ids seen; per operation ${JSON.stringify(Object.fromEntries([...reached].filter(([k]) => !k.includes("(other)"))))}\n`);
     // The fuzz reached the handlers: both answers and refusals, from many requests.
     const total = [...statuses.values()].reduce((a, b) => a + b, 0);
     expect(total).toBeGreaterThan(50);
@@ -271,7 +343,7 @@ describe("fuzz: hostile input never breaks a service [security]", () => {
     }
   });
 
-  it("[security] afterwards: every process alive, projector and audit caught up with no error, the chain verifies, uploads are audited", async () => {
+  it("[security] afterwards: every process alive, projector, audit and release events caught up with no error, the chain verifies, uploads are audited", async () => {
     for (const p of system.processes) expect({ name: p.name, exit: p.proc.exitCode, signal: p.proc.signalCode }).toEqual({ name: p.name, exit: null, signal: null });
     for (const url of [system.gatewayUrl, ...Object.values(system.urls)]) expect((await fetch(`${url}/healthz`)).status).toBe(200);
 
@@ -294,6 +366,7 @@ describe("fuzz: hostile input never breaks a service [security]", () => {
         const a = await api<{ streams: Array<{ stream: string; checkpoint: number; error: string | null }> }>("/v1/audit/status");
         expect(p.error).toBeNull();
         for (const s of a.streams) expect(s.error, s.stream).toBeNull();
+        expect((await api<{ error: string | null }>("/v1/release-events/status")).error).toBeNull();
         const cp = (name: string) => a.streams.find((s) => s.stream === name)?.checkpoint ?? 0;
         return p.checkpoint >= events && cp(STREAM_EVENTS) >= events && cp("MOLT_AUDIT") >= commands ? true : undefined;
       },

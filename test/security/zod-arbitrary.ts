@@ -9,7 +9,7 @@ import { z } from "zod";
  * `nearlyValid` then breaks one thing: a field replaced by hostile input, a required field dropped,
  * or an unknown field added, which is where parsers and databases disagree.
  */
-interface JsonSchema {
+export interface JsonSchema {
   type?: string | string[];
   properties?: Record<string, JsonSchema>;
   required?: string[];
@@ -42,13 +42,20 @@ const MAX_DEPTH = 8;
 const MAX_ITEMS = 4;
 
 export function arbitraryFromZod(schema: z.ZodType): fc.Arbitrary<unknown> {
-  const root = z.toJSONSchema(schema, { io: "input", unrepresentable: "any" }) as JsonSchema;
+  return arbitraryFromJsonSchema(z.toJSONSchema(schema, { io: "input", unrepresentable: "any" }) as JsonSchema);
+}
+
+/**
+ * The same from a JSON Schema a service published: the request bodies of its OpenAPI document,
+ * which fastify-type-provider-zod generates from the route's zod schema.
+ */
+export function arbitraryFromJsonSchema(root: JsonSchema): fc.Arbitrary<unknown> {
   return build(root, root, 0);
 }
 
 /** Valid now and then, nearly valid mostly: one field broken with `hostile`, dropped, or one added. */
-export function nearlyValid(schema: z.ZodType, hostile: fc.Arbitrary<unknown>): fc.Arbitrary<unknown> {
-  const valid = arbitraryFromZod(schema);
+export function nearlyValid(schema: z.ZodType | JsonSchema, hostile: fc.Arbitrary<unknown>): fc.Arbitrary<unknown> {
+  const valid = schema instanceof z.ZodType ? arbitraryFromZod(schema) : arbitraryFromJsonSchema(schema);
   const broken = fc.tuple(valid, fc.nat(), fc.constantFrom("replace", "drop", "add"), hostile, fc.string({ maxLength: 12 })).map(([value, pick, op, junk, key]) => {
     const copy = structuredClone(value);
     const spots = objectsIn(copy);
@@ -70,12 +77,14 @@ function objectsIn(value: unknown, depth = 0): Record<string, unknown>[] {
   return Array.isArray(value) ? children : [value as Record<string, unknown>, ...children];
 }
 
+/** A local JSON pointer (`#`, `#/$defs/X`, or an OpenAPI document's `#/components/schemas/X` when the root carries them). */
 function resolve(root: JsonSchema, ref: string): JsonSchema {
-  if (ref === "#") return root;
-  const name = ref.replace(/^#\/\$defs\//, "");
-  const found = root.$defs?.[name];
-  if (!found) throw new Error(`zod-arbitrary: unresolved $ref ${ref}`);
-  return found;
+  let at: unknown = root;
+  for (const part of ref.replace(/^#\/?/, "").split("/").filter((p) => p !== "")) {
+    at = at !== null && typeof at === "object" ? (at as Record<string, unknown>)[part.replaceAll("~1", "/").replaceAll("~0", "~")] : undefined;
+  }
+  if (at === undefined || at === null || typeof at !== "object") throw new Error(`zod-arbitrary: unresolved $ref ${ref}`);
+  return at;
 }
 
 function build(s: JsonSchema, root: JsonSchema, depth: number): fc.Arbitrary<unknown> {

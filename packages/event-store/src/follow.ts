@@ -42,7 +42,15 @@ export function followStream(
     });
     const messages = await consumer.consume();
     close = () => messages.close();
-    if (stopped) await messages.close();
+    // Stopped while the consumer was being made. close() resolves once the iterator has ended,
+    // so awaited before iterating it never resolved and stop() waited forever (a projector
+    // rebuild on an empty stream hung so): close, let the iterator end, then wait.
+    if (stopped) {
+      const closed = messages.close();
+      for await (const _ of messages) break;
+      await closed;
+      return;
+    }
     for await (const m of messages) {
       await opts.handler({ subject: m.subject, seq: m.seq, data: m.data, time: new Date(Math.floor(m.info.timestampNanos / 1e6)) });
       if (stopped) break;

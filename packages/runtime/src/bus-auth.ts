@@ -16,6 +16,7 @@ import {
   encodeUser,
   fmtCreds,
   fromSeed,
+  newScopedSigner,
   type Account,
   type KeyPair,
   type Permissions,
@@ -67,10 +68,16 @@ function accountLimits(jetStream: boolean): Account["limits"] {
   return { subs: -1, conn: -1, leaf: -1, data: -1, payload: -1, imports: -1, exports: -1, wildcards: true, mem_storage: js, disk_storage: js, streams: js, consumer: js };
 }
 
-/** The MOLT account's claims: JetStream on, the host signing key, and the revoked users. */
+/**
+ * The MOLT account's claims: JetStream on, the host signing key, and the revoked users. The host
+ * signing key is *scoped*: the server gives every user it signs the permissions of
+ * `hostPermissionsTemplate()` (the user's name, the host's token, filled in) and refuses any such
+ * user that carries permissions of its own, so the action service, or whoever steals its key,
+ * can mint nothing but host-shaped users.
+ */
 async function accountJwt(a: BusAuthority, revocations: Record<string, number> = {}): Promise<string> {
   const account: Partial<Account> = {
-    signing_keys: [pub(a.hostSigningSeed)],
+    signing_keys: [newScopedSigner(kp(a.hostSigningSeed), "host", hostPermissionsTemplate())],
     revocations,
     limits: accountLimits(true),
   };
@@ -194,14 +201,25 @@ export const hostInboxPrefix = (hostId: string) => `_INBOX_${encodeHostToken(hos
  * (direct get and a watch filtered to them; the bucket's info), and replies on its own inbox.
  */
 export function hostPermissions(hostId: string): Permissions {
-  const tok = encodeHostToken(hostId);
+  return hostPermissionsFor(encodeHostToken(hostId));
+}
+
+/** The server fills in `{{name()}}`: the name of the host's user, which is its host token. */
+const NAME_TEMPLATE = "{{name()}}";
+
+/** `hostPermissions` as the template of the scoped host signing key. */
+export function hostPermissionsTemplate(): Permissions {
+  return hostPermissionsFor(NAME_TEMPLATE);
+}
+
+function hostPermissionsFor(tok: string): Permissions {
   const stream = `KV_${KV_DESIRED}`;
   const keys = `$KV.${KV_DESIRED}.${tok}.>`;
   return {
     pub: {
       allow: [
-        subjects.heartbeat(hostId),
-        subjects.report(hostId),
+        `molt.feedback.heartbeat.${tok}`,
+        `molt.feedback.report.${tok}`,
         api("INFO"),
         api(`STREAM.INFO.${stream}`),
         api(`DIRECT.GET.${stream}.${keys}`),
@@ -212,7 +230,7 @@ export function hostPermissions(hostId: string): Permissions {
       ],
       deny: [],
     },
-    sub: { allow: [subjects.nudge(hostId), `${hostInboxPrefix(hostId)}.>`], deny: [] },
+    sub: { allow: [`molt.agent.${tok}.nudge`, `_INBOX_${tok}.>`], deny: [] },
   };
 }
 
@@ -239,15 +257,9 @@ export interface IssuedCreds {
   creds: string;
 }
 
-async function issue(name: string, signer: KeyPair, account: string, permissions: Permissions, extra: { issuerAccount?: boolean } = {}): Promise<IssuedCreds> {
+async function issue(name: string, signer: KeyPair, permissions: Permissions): Promise<IssuedCreds> {
   const user = createUser();
-  const jwt = await encodeUser(
-    name,
-    user,
-    signer,
-    { ...permissions, ...(extra.issuerAccount ? { issuer_account: account } : {}) },
-    opts,
-  );
+  const jwt = await encodeUser(name, user, signer, permissions, opts);
   return { publicKey: user.getPublicKey(), creds: dec.decode(fmtCreds(jwt, user)) };
 }
 
@@ -255,14 +267,20 @@ export type BusUser = ServiceIdentity | "admin" | "sim" | "system" | "release-re
 
 /** Credentials for a service, the admin, the `--sim` agent, a release-events reader or a system-account user (revocations). */
 export async function userCreds(a: BusAuthority, who: BusUser): Promise<IssuedCreds> {
-  if (who === "system") return issue("system", kp(a.systemAccountSeed), pub(a.systemAccountSeed), ADMIN);
+  if (who === "system") return issue("system", kp(a.systemAccountSeed), ADMIN);
   const perms = who === "admin" ? ADMIN : who === "sim" ? simPermissions() : who === "release-reader" ? releaseReaderPermissions() : servicePermissions(who);
-  return issue(who, kp(a.accountSeed), pub(a.accountSeed), perms);
+  return issue(who, kp(a.accountSeed), perms);
 }
 
-/** A host's own credentials, signed with the host signing key (what enrolment returns, once). */
+/**
+ * A host's own credentials, signed with the scoped host signing key (what enrolment returns,
+ * once): the user is named by the host's token and carries no permissions, the server applies
+ * the key's template (`hostPermissionsTemplate`), which is `hostPermissions(hostId)`.
+ */
 export async function issueHostCreds(issuer: HostIssuer, hostId: string): Promise<IssuedCreds> {
-  return issue(`host:${hostId}`, kp(issuer.signingSeed), issuer.account, hostPermissions(hostId), { issuerAccount: true });
+  const user = createUser();
+  const jwt = await encodeUser(encodeHostToken(hostId), user, kp(issuer.signingSeed), { issuer_account: issuer.account }, { ...opts, scopedUser: true });
+  return { publicKey: user.getPublicKey(), creds: dec.decode(fmtCreds(jwt, user)) };
 }
 
 /**

@@ -10,6 +10,7 @@ export {
   serverAuthConfig,
   servicePermissions,
   hostPermissions,
+  hostPermissionsTemplate,
   hostInboxPrefix,
   userCreds,
   issueHostCreds,

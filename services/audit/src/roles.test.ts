@@ -1,5 +1,12 @@
+import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { jetstream } from "@nats-io/jetstream";
+import { subjects, type CommandRecord } from "@molt/contracts";
 import { advanceCheckpoint, migrate, openDatabase, type Db } from "@molt/db";
+import { freePort, provisionBus, startNatsServer, startProcess, waitFor } from "@molt/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { appendEntries } from "./log/append.js";
 import type { EntryFields } from "./log/chain.js";
@@ -107,6 +114,51 @@ describe.skipIf(!pgUrl)("audit roles against PostgreSQL (MOLT_TEST_DATABASE_URL;
       { tgname: "audit_log_no_truncate", tgenabled: "O" },
     ]);
     expect(await verifyChain(writerDb)).toMatchObject({ ok: true });
+  });
+
+  it("[security] the audit service itself runs as the writer (migrating as the owner at start): it records commands and verifies, and its role cannot disable the triggers", async () => {
+    const nats = await startNatsServer({ secure: true });
+    const dir = await mkdtemp(join(tmpdir(), "molt-audit-roles-"));
+    try {
+      await provisionBus(nats.bus);
+      const port = await freePort();
+      const audit = await startProcess(
+        "audit",
+        "audit",
+        {
+          ...(await nats.bus.env("audit")),
+          MOLT_HTTP_PORT: String(port),
+          MOLT_DATA_DIR: dir,
+          DATABASE_URL: urlAs(writer, "change-me-writer", name),
+          MOLT_DATABASE_MIGRATE_URL: urlAs(owner, "change-me-owner", name),
+          MOLT_TOKENS: JSON.stringify({ "admin-token-audit-roles-01": { actor: "ada", role: "admin" } }),
+          MOLT_AUDIT_LINGER_MS: "0",
+        },
+        join(dir, "logs"),
+        /"msg":"listening"/,
+      );
+      try {
+        // Command records as the HTTP services publish them; the earlier tests moved MOLT_AUDIT's
+        // checkpoint to 3, so the first three sequence numbers are taken as already recorded.
+        const action = await nats.bus.connect("action");
+        const js = jetstream(action);
+        const records: CommandRecord[] = Array.from({ length: 4 }, (_, i) => ({ id: randomUUID(), kind: "create-deployment", actor: "otto", role: "operator", at: new Date().toISOString(), target: `d-writer-${i}`, outcome: "accepted", status: 202, body: null }));
+        for (const r of records) await js.publish(subjects.command(r.kind), JSON.stringify(r), { msgID: r.id });
+        await action.close();
+        const get = async <T>(path: string) => (await fetch(`http://127.0.0.1:${port}${path}`, { headers: { authorization: "Bearer admin-token-audit-roles-01" } })).json() as Promise<T>;
+        await waitFor("the service recorded the command", async () => ((await get<{ entries: Array<{ target: string | null }> }>("/v1/audit?kind=create-deployment")).entries.some((e) => e.target === "d-writer-3") ? true : undefined), { timeoutMs: 30_000 });
+        expect(await get("/v1/audit/verify?full=true")).toMatchObject({ ok: true });
+        // The service's own login (DATABASE_URL) is the writer, and cannot switch the triggers off.
+        await expect(writerDb.query("ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only")).rejects.toMatchObject({ code: "42501" });
+        await expect(writerDb.query("DELETE FROM audit_log WHERE target = 'd-writer-3'")).rejects.toMatchObject({ code: "42501" });
+        expect(audit.proc.exitCode).toBeNull();
+      } finally {
+        await audit.stop();
+      }
+    } finally {
+      await nats.stop();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it("[security] the owner role owns the log: its triggers still refuse a delete from it", async () => {

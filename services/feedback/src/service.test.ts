@@ -112,7 +112,7 @@ describe("feedback", () => {
     expect(await store.lastSequence(subjects.slot(host, "agent"))).toBe(before);
   });
 
-  it("[views] refuses a report dated where no database can store it (year 0000); nothing is appended", async () => {
+  it("[views] [security] refuses a report dated where no database can store it (year 0000) with the reason; nothing is appended", async () => {
     const host = "10.0.0.9";
     const taskId = await dispatchedTask(host);
     const before = await store.lastSequence(subjects.slot(host, "agent"));
