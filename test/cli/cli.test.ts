@@ -4,10 +4,27 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { DeploymentAccepted, DeploymentSummary, FleetVersions, HostList, HostTimeline, PackageInfo, PlanPreview, TaskCounts, TaskView, subjects } from "@molt/contracts";
+import { PassThrough } from "node:stream";
+import {
+  AuditPage,
+  AuditVerification,
+  DeploymentAccepted,
+  DeploymentSummary,
+  FleetVersions,
+  HostList,
+  HostTimeline,
+  OperatorCommandAnswer,
+  PackageInfo,
+  PackageList,
+  PlanPreview,
+  QuarantineAnswer,
+  TaskCounts,
+  TaskView,
+  subjects,
+} from "@molt/contracts";
 import { createEventStore } from "@molt/event-store";
 import { generatePublisherKey, writePublisherKey } from "@molt/publisher";
-import { CLI_BIN, WATCH_EXIT } from "@molt/cli";
+import { CLI_BIN, runCli, WATCH_EXIT } from "@molt/cli";
 import { buildPackage, startNatsServer, startSystem, waitFor, type SecureNatsServer, type System } from "@molt/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
@@ -38,6 +55,21 @@ function molt(args: string[], opts: { token?: string; env?: Record<string, strin
     cwd: dataDir,
     env: { ...process.env, HOME: dataDir, MOLT_URL: system.gatewayUrl, MOLT_TOKEN: opts.token ?? OPERATOR, ...opts.env },
   });
+}
+
+/**
+ * The same CLI in this process (no child to start: milliseconds, not a second each), for answers
+ * whose shape is the point rather than the process around them.
+ */
+async function moltHere(args: string[], token = OPERATOR): Promise<Run> {
+  const stdout = new PassThrough();
+  const stderr = new PassThrough();
+  let out = "";
+  let err = "";
+  stdout.on("data", (d: Buffer) => (out += d.toString()));
+  stderr.on("data", (d: Buffer) => (err += d.toString()));
+  const code = await runCli(args, { stdout: stdout as unknown as NodeJS.WriteStream, stderr: stderr as unknown as NodeJS.WriteStream, env: { HOME: dataDir, MOLT_URL: system.gatewayUrl, MOLT_TOKEN: token } });
+  return { code, stdout: out, stderr: err };
 }
 
 const jsonOf = <S extends z.ZodType>(schema: S, r: Run): z.infer<S> => {
@@ -145,8 +177,8 @@ describe("the molt CLI against the running system", () => {
     expect(w.stdout).toMatch(/✗ cli-003: failed at download: .*injected: mirror down/);
     expect(w.stdout).toContain(`deployment ${braked} braked`);
     await rm(faultFile);
-    const cancelledBrake = await molt(["cancel", braked, "--reason", "mirror fixed, redeploying"]);
-    expect(cancelledBrake.code, cancelledBrake.stderr).toBe(0);
+    const cancelledBrake = jsonOf(OperatorCommandAnswer, await molt(["cancel", braked, "--reason", "mirror fixed, redeploying", "--json"]));
+    expect(cancelledBrake).toMatchObject({ deploymentId: braked, status: "cancelled" });
 
     // Waits for approval after the canary; cancelled while watched.
     const waiting = await deploy(["2.0.0", "--hosts", "cli-004,cli-005", "--canary", "1", "--approval"]);
@@ -177,6 +209,29 @@ describe("the molt CLI against the running system", () => {
     expect(usage.stderr).toContain('--canary "lots"');
   }, 120_000);
 
+  it("[cli] drain puts a host in the plan's skips with its reason until clear; package ls, audit --verify and deploy --dry-run --json parse with the contracts", async () => {
+    const drained = jsonOf(QuarantineAnswer, await moltHere(["drain", "cli-006", "--component", COMPONENT, "--reason", "disk swap", "--json"]));
+    expect(drained).toEqual({ hostId: "cli-006", component: COMPONENT, quarantined: true });
+    const dry = jsonOf(z.object({ dryRun: z.literal(true), plan: PlanPreview }), await moltHere(["deploy", COMPONENT, "2.0.0", "--hosts", "cli-005,cli-006", "--dry-run", "--json"]));
+    expect(dry.plan.skips).toContainEqual({ hostId: "cli-006", reason: "quarantined: disk swap" });
+    const readable = await moltHere(["deploy", COMPONENT, "2.0.0", "--hosts", "cli-005,cli-006", "--dry-run"]);
+    expect(readable.stdout).toContain("  cli-006: quarantined: disk swap\n");
+    const cleared = jsonOf(QuarantineAnswer, await moltHere(["clear", "cli-006", "--component", COMPONENT, "--json"]));
+    expect(cleared).toEqual({ hostId: "cli-006", component: COMPONENT, quarantined: false });
+    const after = jsonOf(z.object({ dryRun: z.literal(true), plan: PlanPreview }), await moltHere(["deploy", COMPONENT, "2.0.0", "--hosts", "cli-006", "--dry-run", "--json"]));
+    expect(after.plan.batches.flatMap((b) => b.hosts)).toEqual(["cli-006"]);
+    // A viewer may not drain.
+    const refused = await moltHere(["drain", "cli-006", "--component", COMPONENT], VIEWER);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/^molt: .+ \(403 forbidden\)\n$/);
+
+    const packages = jsonOf(PackageList, await moltHere(["package", "ls", COMPONENT, "--json"], VIEWER));
+    expect(packages.packages.find((p) => p.version === "2.0.0")).toMatchObject({ platform: "linux-amd64", keyId: expect.any(String) as string });
+    const verified = jsonOf(AuditVerification, await moltHere(["audit", "--verify", "--full", "--json"], ADMIN));
+    expect(verified).toMatchObject({ ok: true, fromId: 0 });
+    expect(verified.checked).toBeGreaterThan(0);
+  }, 60_000);
+
   it("[cli] timeline --follow prints new events as they land; audit lists by actor and --verify checks the chain", async () => {
     // Follow cli-006 (untouched so far), then deploy to it: its task's events arrive on the follower.
     const follower = spawn(TSX, [CLI_BIN, "timeline", "cli-006", "--follow", "--json"], {
@@ -200,7 +255,7 @@ describe("the molt CLI against the running system", () => {
     }
 
     const mine = await molt(["audit", "--actor", "otto", "--kind", "create-deployment", "--json"], { token: VIEWER });
-    const entries = jsonOf(z.object({ entries: z.array(z.object({ actor: z.string(), kind: z.string() })) }), mine).entries;
+    const entries = jsonOf(AuditPage, mine).entries;
     expect(entries.length).toBeGreaterThan(0);
     expect(new Set(entries.map((e) => `${e.actor} ${e.kind}`))).toEqual(new Set(["otto create-deployment"]));
     const verified = await molt(["audit", "--verify"], { token: ADMIN });

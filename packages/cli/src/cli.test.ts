@@ -1,13 +1,17 @@
-import { mkdtemp, mkdir, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, sep } from "node:path";
 import { PassThrough } from "node:stream";
+import { TrustedKeyConfig } from "@molt/contracts";
+import type { Command } from "commander";
+import { build } from "esbuild";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { z } from "zod";
 import { deploymentBody, millis, parseSelector } from "./commands/deploy.js";
 import { resolveTarget } from "./config.js";
 import { sseMessages } from "./http.js";
 import { createOutput, parseSince } from "./output.js";
-import { runCli } from "./program.js";
+import { buildProgram, runCli } from "./program.js";
 
 let home: string;
 beforeAll(async () => {
@@ -65,20 +69,55 @@ describe("molt: arguments", () => {
     expect(unknown.err).toContain("unknown option '--frobnicate'");
   });
 
-  it("[cli] every command's --help has an example; completion bash names every command", async () => {
-    const top = await run(["--help"]);
-    expect(top.code).toBe(0);
-    const names = [...top.out.matchAll(/^ {2}([a-z]+) /gm)].map((m) => m[1]!).filter((n) => n !== "help");
-    expect(names).toEqual(expect.arrayContaining(["package", "deploy", "watch", "approve", "rollback", "timeline", "hosts", "versions", "audit", "completion"]));
-    for (const cmd of [...names.filter((n) => n !== "package").map((n) => [n]), ["package", "keygen"], ["package", "push"], ["package", "ls"]]) {
-      const h = await run([...cmd, "--help"]);
-      expect(h.code, cmd.join(" ")).toBe(0);
-      expect(h.out, cmd.join(" ")).toMatch(/Example:\n {2}\$ (molt|source)/);
+  it("[cli] every command's --help has an example (walking commander's tree); completion bash names every command and alias", async () => {
+    const program = buildProgram({ stdout: new PassThrough() as unknown as NodeJS.WriteStream, stderr: new PassThrough() as unknown as NodeJS.WriteStream, env: {} }, () => undefined);
+    const paths: string[][] = [];
+    const walk = (cmd: Command, path: string[]) => {
+      paths.push(path);
+      for (const sub of cmd.commands) walk(sub, [...path, sub.name()]);
+    };
+    walk(program, []);
+    const names = program.commands.map((c) => c.name());
+    expect(names).toEqual(expect.arrayContaining(["package", "deploy", "watch", "approve", "pause", "resume", "cancel", "retry", "rollback", "timeline", "hosts", "versions", "audit", "drain", "clear", "completion"]));
+    expect(paths).toEqual(expect.arrayContaining([["package", "keygen"], ["package", "push"], ["package", "ls"]]));
+    for (const path of paths) {
+      const h = await run([...path, "--help"]);
+      expect(h.code, path.join(" ")).toBe(0);
+      expect(h.out, path.join(" ")).toMatch(/Example:\n {2}\$ (molt|source)/);
+      // The example names this very command, with its arguments as it takes them.
+      if (path.length > 0 && path[0] !== "completion") expect(h.out, path.join(" ")).toContain(`$ molt ${path.join(" ")}`);
     }
     const completion = await run(["completion", "bash"]);
     expect(completion.out).toContain("complete -o default -F _molt molt");
-    for (const n of names) expect(completion.out).toContain(n);
+    const topWords = /""\) echo "([^"]*)"/.exec(completion.out)?.[1]?.split(" ");
+    for (const c of program.commands) for (const n of [c.name(), ...c.aliases()]) expect(topWords).toContain(n);
     expect(completion.out).toContain('"package push") echo "--component --version --platform --sign-key');
+    expect(completion.out).toContain('drain|quarantine) echo "--component --reason');
+  });
+
+  it("[cli] the CLI's code is its own, contracts' and the publisher library's: no service, no other package", async () => {
+    const repo = join(import.meta.dirname, "..", "..", "..");
+    const result = await build({ entryPoints: [join(import.meta.dirname, "bin.ts")], bundle: true, platform: "node", format: "esm", write: false, metafile: true, logLevel: "silent", absWorkingDir: repo });
+    const ours = Object.keys(result.metafile.inputs)
+      .filter((f) => !f.split(sep).includes("node_modules"));
+    const places = new Set(ours.map((f) => f.split(sep).slice(0, 2).join("/")));
+    expect([...places].sort()).toEqual(["contracts/src", "packages/cli", "packages/publisher"]);
+    // The publisher library itself imports contracts only.
+    const publisher = JSON.parse(await readFile(join(repo, "packages", "publisher", "package.json"), "utf8")) as { dependencies: Record<string, string> };
+    expect(Object.keys(publisher.dependencies).filter((d) => d.startsWith("@molt/"))).toEqual(["@molt/contracts"]);
+  });
+
+  it("[cli] keygen --json answers a key contracts' TrustedKeyConfig takes; errors under --json are a JSON document on stderr", async () => {
+    const r = await run(["package", "keygen", "--out", home, "--name", "unit", "--json"]);
+    expect(r.code, r.err).toBe(0);
+    const key = z.object({ keyId: z.string(), publicKey: z.string(), privateKeyFile: z.string(), publicKeyFile: z.string() }).parse(JSON.parse(r.out));
+    expect(TrustedKeyConfig.parse({ keyId: key.keyId, publicKey: key.publicKey })).toMatchObject({ keyId: key.keyId });
+    const again = await run(["package", "keygen", "--out", home, "--name", "unit", "--json"]);
+    expect(again.code).toBe(1);
+    expect(JSON.parse(again.err)).toEqual({ error: { message: expect.stringContaining("a key is never overwritten") as string, exitCode: 1 } });
+    const unreachable = await run(["hosts", "--json", "--url", "http://127.0.0.1:1"]);
+    expect(unreachable.code).toBe(1);
+    expect(JSON.parse(unreachable.err)).toEqual({ error: { message: "cannot reach the gateway at http://127.0.0.1:1 (ECONNREFUSED)", exitCode: 1 } });
   });
 });
 

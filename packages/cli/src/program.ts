@@ -7,7 +7,7 @@ import { CliError, createOutput } from "./output.js";
 import { audit, AUDIT_BROKEN_EXIT } from "./commands/audit.js";
 import { bashCompletion } from "./commands/completion.js";
 import { deploy } from "./commands/deploy.js";
-import { hosts, versions } from "./commands/fleet.js";
+import { hosts, quarantine, versions } from "./commands/fleet.js";
 import { operate } from "./commands/operate.js";
 import { keygen, ls, push } from "./commands/package.js";
 import { timeline } from "./commands/timeline.js";
@@ -59,7 +59,10 @@ export function buildProgram(io: CliIo, setExit: (code: number) => void): Comman
     .showHelpAfterError("(molt --help for usage)")
     .addHelpText("after", `${example("molt --url http://127.0.0.1:8080 --token $OP hosts", "molt deploy metrics-agent 2.1.0 --selector platform=linux-amd64 --canary 1 && molt watch <id>")}\n${EXIT_CODES}\n`);
 
-  const pkg = program.command("package").description("publisher keys and package archives");
+  const pkg = program
+    .command("package")
+    .description("publisher keys and package archives")
+    .addHelpText("after", example("molt package keygen --name release", "molt package push ./build --component metrics-agent --version 2.1.0 --sign-key release.key", "molt package ls metrics-agent"));
   pkg
     .command("keygen")
     .description("write a new ed25519 publisher key pair (NAME.key, mode 0600, and NAME.pub); prints the key id to trust")
@@ -151,6 +154,24 @@ export function buildProgram(io: CliIo, setExit: (code: number) => void): Comman
     .option("--limit <n>", "at most this many", "1000")
     .addHelpText("after", example("molt hosts --online --platform linux-amd64"))
     .action(act((ctx, o: Parameters<typeof hosts>[1]) => hosts(ctx, o)));
+
+  program
+    .command("drain")
+    .alias("quarantine")
+    .description("quarantine a host's slot for a component by hand: later deployments' plans skip it (with the reason) until `molt clear`")
+    .argument("<host>")
+    .requiredOption("--component <name>", "component")
+    .option("--reason <text>", "shown as the skip reason in later plans")
+    .addHelpText("after", example('molt drain sim-003 --component metrics-agent --reason "disk replacement"'))
+    .action(act((ctx, host: string, o: { component: string; reason?: string }) => quarantine(ctx, "quarantine", host, o)));
+
+  program
+    .command("clear")
+    .description("clear a host slot's quarantine (set by `molt drain` or by its failures): later plans include it again")
+    .argument("<host>")
+    .requiredOption("--component <name>", "component")
+    .addHelpText("after", example("molt clear sim-003 --component metrics-agent"))
+    .action(act((ctx, host: string, o: { component: string }) => quarantine(ctx, "clear", host, o)));
 
   program
     .command("versions")
