@@ -127,7 +127,7 @@ describe("the molt CLI against the running system", () => {
     const info = jsonOf(PackageInfo.extend({ published: z.boolean(), keyId: z.string() }), pushed);
     expect(info).toMatchObject({ component: COMPONENT, version: "2.0.0", published: true });
 
-    const dry = await molt(["deploy", COMPONENT, "2.0.0", "--hosts", "cli-001,cli-002", "--max-unavailable", "1", "--dry-run"]);
+    const dry = await moltHere(["deploy", COMPONENT, "2.0.0", "--hosts", "cli-001,cli-002", "--max-unavailable", "1", "--dry-run"]);
     expect(dry.code, dry.stderr).toBe(0);
     expect(dry.stdout).toMatch(/plan: 2 host\(s\) in \d batch\(es\), 0 skipped/);
     expect(dry.stdout).toMatch(/cli-001/);
@@ -204,7 +204,7 @@ describe("the molt CLI against the running system", () => {
     const unreachable = await molt(["hosts"], { env: { MOLT_URL: "http://127.0.0.1:1" } });
     expect(unreachable.code).toBe(1);
     expect(unreachable.stderr).toContain("cannot reach the gateway at http://127.0.0.1:1 (ECONNREFUSED)");
-    const usage = await molt(["deploy", COMPONENT, "2.0.0", "--hosts", "cli-006", "--canary", "lots"]);
+    const usage = await moltHere(["deploy", COMPONENT, "2.0.0", "--hosts", "cli-006", "--canary", "lots"]);
     expect(usage.code).toBe(2);
     expect(usage.stderr).toContain('--canary "lots"');
   }, 120_000);
@@ -230,6 +230,22 @@ describe("the molt CLI against the running system", () => {
     const verified = jsonOf(AuditVerification, await moltHere(["audit", "--verify", "--full", "--json"], ADMIN));
     expect(verified).toMatchObject({ ok: true, fromId: 0 });
     expect(verified.checked).toBeGreaterThan(0);
+  }, 60_000);
+
+  it("[cli] the README's curl upload of a signed package over 1 MiB (curl sends Expect: 100-continue) is published through the gateway", async () => {
+    const readme = await readFile(join(repoRoot, "README.md"), "utf8");
+    const block = /<!-- readme-test: curl-upload -->\n```sh\n([\s\S]*?)```/.exec(readme)?.[1];
+    expect(block).toBeDefined();
+    // As typed, with this bed's gateway, token, key and a directory of its own.
+    const script = block!
+      .replace(". .molt/demo/env\n", "")
+      .replaceAll(".molt/demo/publisher.key", keyFile)
+      .replaceAll("/tmp/molt-big", join(dataDir, "big"));
+    const r = await run("bash", ["-euo", "pipefail", "-c", script], { cwd: repoRoot, env: { PATH: process.env["PATH"] ?? "", HOME: dataDir, GW: system.gatewayUrl, OP: OPERATOR } });
+    expect(r.code, r.stderr).toBe(0);
+    const published = PackageInfo.parse(JSON.parse(r.stdout.trim().split("\n").at(-1)!));
+    expect(published).toMatchObject({ component: COMPONENT, version: "2.2.0", platform: "linux-amd64" });
+    expect(published.size).toBeGreaterThan(1024 * 1024);
   }, 60_000);
 
   it("[cli] timeline --follow prints new events as they land; audit lists by actor and --verify checks the chain", async () => {
