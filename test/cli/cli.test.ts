@@ -48,6 +48,8 @@ let nc: NatsConnection;
 let system: System;
 let keyFile: string;
 let faultFile: string;
+/** The first test's deployment (cli-001, cli-002 to 2.0.0), rolled back in a later one. */
+let firstDeployment: string;
 
 /** Runs `molt …` to its end (no terminal: no colours, no bars). */
 function molt(args: string[], opts: { token?: string; env?: Record<string, string> } = {}): Promise<Run> {
@@ -138,6 +140,7 @@ describe("the molt CLI against the running system", () => {
     expect(started.stdout.indexOf("plan:")).toBeLessThan(started.stdout.indexOf("accepted"));
     const id = /deployment (d-[a-z0-9]+) accepted/.exec(started.stdout)?.[1];
     expect(id, started.stdout).toBeDefined();
+    firstDeployment = id!;
 
     const watched = await molt(["watch", id!, "--json"]);
     expect(watched.code, watched.stderr).toBe(0);
@@ -187,6 +190,9 @@ describe("the molt CLI against the running system", () => {
       const r = await fetch(`${system.gatewayUrl}/v1/deployments/${waiting}`, { headers: { authorization: `Bearer ${VIEWER}` } });
       return r.ok && DeploymentSummary.parse(((await r.json()) as { deployment: unknown }).deployment).awaitingApproval !== null ? true : undefined;
     }, { timeoutMs: 60_000, intervalMs: 200 });
+    // Paused and resumed while it waits (in-process: the answers' shape is the point here).
+    expect(jsonOf(OperatorCommandAnswer, await moltHere(["pause", waiting, "--reason", "lunch", "--json"]))).toEqual({ deploymentId: waiting, status: "paused (canary awaits approval)" });
+    expect(jsonOf(OperatorCommandAnswer, await moltHere(["resume", waiting, "--json"])).status).not.toBe("paused");
     const cancelled = await molt(["cancel", waiting]);
     expect(cancelled.code, cancelled.stderr).toBe(0);
     const ended = await watching;
@@ -248,7 +254,12 @@ describe("the molt CLI against the running system", () => {
     expect(published.size).toBeGreaterThan(1024 * 1024);
   }, 60_000);
 
-  it("[cli] timeline --follow prints new events as they land; audit lists by actor and --verify checks the chain", async () => {
+  it("[cli] timeline --follow prints new events as they land, --since filters; audit lists by actor and --since, --verify checks the chain; rollback starts a deployment back that watch follows to exit 0", async () => {
+    // Meanwhile, on other hosts: the first deployment rolled back (cli-001, cli-002 to 1.0.0), watched to its end.
+    const rollback = jsonOf(OperatorCommandAnswer, await moltHere(["rollback", firstDeployment, "--reason", "back to 1.0.0", "--json"]));
+    expect(rollback).toMatchObject({ status: "accepted", location: `/v1/deployments/${rollback.deploymentId}` });
+    expect(rollback.deploymentId).not.toBe(firstDeployment);
+    const rollbackWatched = moltHere(["watch", rollback.deploymentId, "--json"], VIEWER);
     // Follow cli-006 (untouched so far), then deploy to it: its task's events arrive on the follower.
     const follower = spawn(TSX, [CLI_BIN, "timeline", "cli-006", "--follow", "--json"], {
       cwd: dataDir,
@@ -269,6 +280,18 @@ describe("the molt CLI against the running system", () => {
     } finally {
       follower.kill("SIGTERM");
     }
+
+    const rolledBack = await rollbackWatched;
+    expect(rolledBack.code, rolledBack.stderr).toBe(0);
+    expect(WatchLine.parse(JSON.parse(rolledBack.stdout.trim().split("\n").at(-1)!))).toMatchObject({ type: "end", outcome: "completed" });
+    const back = jsonOf(HostList, await moltHere(["hosts", "--json"], VIEWER)).hosts.filter((h) => h.hostId === "cli-001" || h.hostId === "cli-002");
+    expect(back.map((h) => h.components[COMPONENT])).toEqual(["1.0.0", "1.0.0"]);
+
+    // --since: a span back from now keeps the history, a time to come leaves none.
+    expect(jsonOf(HostTimeline, await moltHere(["timeline", "cli-001", "--since", "1h", "--json"], VIEWER)).events.length).toBeGreaterThan(0);
+    expect(jsonOf(HostTimeline, await moltHere(["timeline", "cli-001", "--since", "2999-01-01T00:00:00Z", "--json"], VIEWER)).events).toEqual([]);
+    expect(jsonOf(AuditPage, await moltHere(["audit", "--since", "1h", "--json"], VIEWER)).entries.length).toBeGreaterThan(0);
+    expect(jsonOf(AuditPage, await moltHere(["audit", "--since", "2999-01-01T00:00:00Z", "--json"], VIEWER)).entries).toEqual([]);
 
     const mine = await molt(["audit", "--actor", "otto", "--kind", "create-deployment", "--json"], { token: VIEWER });
     const entries = jsonOf(AuditPage, mine).entries;

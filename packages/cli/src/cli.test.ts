@@ -1,7 +1,9 @@
+import { execFile } from "node:child_process";
 import { mkdtemp, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, sep } from "node:path";
 import { PassThrough } from "node:stream";
+import { promisify } from "node:util";
 import { TrustedKeyConfig } from "@molt/contracts";
 import type { Command } from "commander";
 import { build } from "esbuild";
@@ -93,6 +95,33 @@ describe("molt: arguments", () => {
     for (const c of program.commands) for (const n of [c.name(), ...c.aliases()]) expect(topWords).toContain(n);
     expect(completion.out).toContain('"package push") echo "--component --version --platform --sign-key');
     expect(completion.out).toContain('drain|quarantine) echo "--component --reason');
+  });
+
+  it("[cli] the bash completion completes commands, subcommands and flags when bash runs it; zsh gets it through bashcompinit", async () => {
+    const script = (await run(["completion", "bash"])).out;
+    const complete = async (...words: string[]) => {
+      const line = `source /dev/stdin <<'EOF'\n${script}EOF\nCOMP_WORDS=(${words.map((w) => `'${w}'`).join(" ")}); COMP_CWORD=${words.length - 1}; _molt; echo "\${COMPREPLY[*]}"`;
+      const { stdout } = await promisify(execFile)("bash", ["-c", line]);
+      return stdout.trim().split(" ");
+    };
+    expect(await complete("molt", "de")).toEqual(["deploy"]);
+    expect(await complete("molt", "package", "")).toEqual(expect.arrayContaining(["keygen", "push", "ls"]));
+    expect(await complete("molt", "package", "push", "./dir", "--s")).toEqual(["--sign-key"]);
+    expect(await complete("molt", "deploy", "metrics-agent", "2.1.0", "--max")).toEqual(["--max-unavailable"]);
+    expect(await complete("molt", "quarantine", "sim-001", "--comp")).toEqual(["--component"]);
+    const zsh = await run(["completion", "zsh"]);
+    expect(zsh.out).toMatch(/^# zsh completion[\s\S]*bashcompinit[\s\S]*complete -o default -F _molt molt\n$/);
+    expect((await run(["completion", "fish"])).code).toBe(2);
+  });
+
+  it("[cli] runs from the checkout as the README says: ./molt and .tools/bin/pnpm molt (the root package's script)", async () => {
+    const repo = join(import.meta.dirname, "..", "..", "..");
+    const exec = promisify(execFile);
+    const env = { PATH: process.env["PATH"] ?? "", HOME: home };
+    for (const [cmd, args] of [[join(repo, "molt"), ["versions", "--help"]], [join(repo, ".tools", "bin", "pnpm"), ["-s", "molt", "versions", "--help"]]] as const) {
+      const { stdout } = await exec(cmd, [...args], { cwd: repo, env });
+      expect(stdout, cmd).toContain("Usage: molt versions [options] <component>");
+    }
   });
 
   it("[cli] the CLI's code is its own, contracts' and the publisher library's: no service, no other package", async () => {

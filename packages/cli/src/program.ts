@@ -5,7 +5,7 @@ import type { Context } from "./context.js";
 import { createGateway } from "./http.js";
 import { CliError, createOutput } from "./output.js";
 import { audit, AUDIT_BROKEN_EXIT } from "./commands/audit.js";
-import { bashCompletion } from "./commands/completion.js";
+import { bashCompletion, zshCompletion } from "./commands/completion.js";
 import { deploy } from "./commands/deploy.js";
 import { hosts, quarantine, versions } from "./commands/fleet.js";
 import { operate } from "./commands/operate.js";
@@ -195,11 +195,11 @@ export function buildProgram(io: CliIo, setExit: (code: number) => void): Comman
   program
     .command("completion")
     .description("print a shell completion script")
-    .argument("<shell>", "bash")
-    .addHelpText("after", example("source <(molt completion bash)"))
+    .argument("<shell>", "bash or zsh")
+    .addHelpText("after", example("source <(molt completion bash)", "source <(molt completion zsh)"))
     .action((shell: string) => {
-      if (shell !== "bash") throw new CliError(`no completion for ${shell}: bash only`, 2);
-      io.stdout.write(bashCompletion(program));
+      if (shell !== "bash" && shell !== "zsh") throw new CliError(`no completion for ${shell}: bash or zsh`, 2);
+      io.stdout.write(shell === "bash" ? bashCompletion(program) : zshCompletion(program));
       setExit(0);
     });
   return program;

@@ -37,3 +37,11 @@ _molt() {
 complete -o default -F _molt molt
 `;
 }
+
+/** zsh runs the same function through its bash compatibility layer: `source <(molt completion zsh)`. */
+export function zshCompletion(program: Command): string {
+  return `# zsh completion for molt: source <(molt completion zsh)
+autoload -U +X compinit && compinit
+autoload -U +X bashcompinit && bashcompinit
+${bashCompletion(program).replace("# bash completion for molt: source <(molt completion bash)\n", "")}`;
+}
