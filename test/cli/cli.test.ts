@@ -1,7 +1,7 @@
 import { spawn, execFile } from "node:child_process";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { delimiter, join, resolve } from "node:path";
 import { promisify } from "node:util";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { PassThrough } from "node:stream";
@@ -207,6 +207,10 @@ describe("the molt CLI against the running system", () => {
     const missing = await molt(["approve", "d-does-not-exist"]);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toBe("molt: deployment does not exist (404 not_found)\n");
+    // A 409 says why: nothing failed in the first deployment, so there is nothing to retry.
+    const nothing = await moltHere(["retry", firstDeployment]);
+    expect(nothing.code).toBe(1);
+    expect(nothing.stderr).toMatch(new RegExp(`^molt: deployment ${firstDeployment} is .*; no host failed, nothing to retry \\(409 [a-z_]+\\)\n$`));
     const unreachable = await molt(["hosts"], { env: { MOLT_URL: "http://127.0.0.1:1" } });
     expect(unreachable.code).toBe(1);
     expect(unreachable.stderr).toContain("cannot reach the gateway at http://127.0.0.1:1 (ECONNREFUSED)");
@@ -247,7 +251,9 @@ describe("the molt CLI against the running system", () => {
       .replace(". .molt/demo/env\n", "")
       .replaceAll(".molt/demo/publisher.key", keyFile)
       .replaceAll("/tmp/molt-big", join(dataDir, "big"));
-    const r = await run("bash", ["-euo", "pipefail", "-c", script], { cwd: repoRoot, env: { PATH: process.env["PATH"] ?? "", HOME: dataDir, GW: system.gatewayUrl, OP: OPERATOR } });
+    // PATH as a new user has it: no .tools/bin, no node_modules/.bin (the block names .tools/bin/pnpm itself).
+    const userPath = (process.env["PATH"] ?? "").split(delimiter).filter((p) => !p.includes(".tools") && !p.includes("node_modules")).join(delimiter);
+    const r = await run("bash", ["-euo", "pipefail", "-c", script], { cwd: repoRoot, env: { PATH: userPath, HOME: dataDir, GW: system.gatewayUrl, OP: OPERATOR } });
     expect(r.code, r.stderr).toBe(0);
     const published = PackageInfo.parse(JSON.parse(r.stdout.trim().split("\n").at(-1)!));
     expect(published).toMatchObject({ component: COMPONENT, version: "2.2.0", platform: "linux-amd64" });

@@ -4,13 +4,14 @@ import { tmpdir } from "node:os";
 import { join, sep } from "node:path";
 import { PassThrough } from "node:stream";
 import { promisify } from "node:util";
-import { TrustedKeyConfig } from "@molt/contracts";
+import { DeploymentSummary, TrustedKeyConfig } from "@molt/contracts";
 import type { Command } from "commander";
 import { build } from "esbuild";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
 import { deploymentBody, millis, parseSelector } from "./commands/deploy.js";
 import { resolveTarget } from "./config.js";
+import { outcomeOf, WATCH_EXIT } from "./commands/watch.js";
 import { sseMessages } from "./http.js";
 import { createOutput, parseSince } from "./output.js";
 import { buildProgram, runCli } from "./program.js";
@@ -147,6 +148,28 @@ describe("molt: arguments", () => {
     const unreachable = await run(["hosts", "--json", "--url", "http://127.0.0.1:1"]);
     expect(unreachable.code).toBe(1);
     expect(JSON.parse(unreachable.err)).toEqual({ error: { message: "cannot reach the gateway at http://127.0.0.1:1 (ECONNREFUSED)", exitCode: 1 } });
+  });
+});
+
+describe("molt watch: how it ends", () => {
+  it("[cli] exit 0 completed, 3 failed, 4 cancelled, 5 braked once nothing is in flight; otherwise it keeps watching", () => {
+    const at = (state: string, braked: boolean, counts: Record<string, number>) =>
+      outcomeOf({
+        deployment: DeploymentSummary.parse({
+          id: "d-1", component: "c", version: "1.0.0", state, requestedBy: "otto", createdAt: "2026-01-01T00:00:00Z", updatedAt: "2026-01-01T00:00:00Z", completedAt: null,
+          hostsTotal: 3, skipped: [], batches: { total: 3, started: 1, completed: 0 }, awaitingApproval: null,
+          braked: braked ? { failed: 1, finished: 1, threshold: 0.1 } : null, reason: null,
+        }),
+        counts,
+      });
+    const code = (o: ReturnType<typeof outcomeOf>) => (o === null ? null : WATCH_EXIT[o]);
+    expect(code(at("completed", false, { succeeded: 3 }))).toBe(0);
+    expect(code(at("failed", false, { failed: 1 }))).toBe(3);
+    expect(code(at("cancelled", false, { succeeded: 1 }))).toBe(4);
+    expect(code(at("running", true, { failed: 1, running: 1 }))).toBeNull();
+    expect(code(at("running", true, { failed: 1, succeeded: 1 }))).toBe(5);
+    expect(code(at("running", false, { running: 2 }))).toBeNull();
+    expect(new Set(Object.values(WATCH_EXIT)).size).toBe(4);
   });
 });
 
