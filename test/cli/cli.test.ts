@@ -174,8 +174,11 @@ describe("the molt CLI against the running system", () => {
 
   it("[cli] watch exits non-zero when the deployment brakes (failures shown with host, step and reason) and when it is cancelled", async () => {
     await writeFile(faultFile, JSON.stringify({ hosts: ["cli-003", "cli-004", "cli-005"], step: "download", message: "injected: mirror down" }));
-    const braked = await deploy(["2.0.0", "--hosts", "cli-003,cli-004,cli-005", "--max-unavailable", "1", "--brake", "10%"]);
-    const w = await molt(["watch", braked]);
+    // deploy --watch: the plan, then the same follow as `molt watch`, with its exit code.
+    const w = await molt(["deploy", COMPONENT, "2.0.0", "--hosts", "cli-003,cli-004,cli-005", "--max-unavailable", "1", "--brake", "10%", "--watch"]);
+    const braked = /deployment (d-[a-z0-9]+) accepted/.exec(w.stdout)?.[1] ?? "";
+    expect(braked, w.stdout).not.toBe("");
+    expect(w.stdout.indexOf("plan:")).toBeLessThan(w.stdout.indexOf("accepted"));
     expect(w.code, `${w.stdout}\n${w.stderr}`).toBe(WATCH_EXIT.braked);
     expect(w.stdout).toMatch(/✗ cli-003: failed at download: .*injected: mirror down/);
     expect(w.stdout).toContain(`deployment ${braked} braked`);
@@ -219,7 +222,7 @@ describe("the molt CLI against the running system", () => {
     expect(usage.stderr).toContain('--canary "lots"');
   }, 120_000);
 
-  it("[cli] drain puts a host in the plan's skips with its reason until clear; package ls, audit --verify and deploy --dry-run --json parse with the contracts", async () => {
+  it("[cli] drain puts a host in the plan's skips with its reason until clear; hosts, versions, package ls and audit read as plain columns; package ls, audit --verify and deploy --dry-run --json parse with the contracts", async () => {
     const drained = jsonOf(QuarantineAnswer, await moltHere(["drain", "cli-006", "--component", COMPONENT, "--reason", "disk swap", "--json"]));
     expect(drained).toEqual({ hostId: "cli-006", component: COMPONENT, quarantined: true });
     const dry = jsonOf(z.object({ dryRun: z.literal(true), plan: PlanPreview }), await moltHere(["deploy", COMPONENT, "2.0.0", "--hosts", "cli-005,cli-006", "--dry-run", "--json"]));
@@ -234,6 +237,19 @@ describe("the molt CLI against the running system", () => {
     const refused = await moltHere(["drain", "cli-006", "--component", COMPONENT], VIEWER);
     expect(refused.code).toBe(1);
     expect(refused.stderr).toMatch(/^molt: .+ \(403 forbidden\)\n$/);
+
+    // The readable forms: plain columns with a header (no colours: not a terminal).
+    const lines = async (...args: string[]) => {
+      const r = await moltHere(args, VIEWER);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).not.toContain("\u001b[");
+      return r.stdout.split("\n");
+    };
+    expect((await lines("hosts"))[0]).toMatch(/^host\s+platform\s+cluster\s+online\s+components/);
+    expect(await lines("hosts")).toContainEqual(expect.stringMatching(/^cli-001\s+linux-amd64\s+.*yes\s+metrics-agent@2\.0\.0/));
+    expect(await lines("versions", COMPONENT)).toContainEqual(expect.stringMatching(/^2\.0\.0\s+\d+\s+█+·*\s+\d+%$/));
+    expect(await lines("package", "ls", COMPONENT)).toContainEqual(expect.stringMatching(/^2\.0\.0\s+linux-amd64\s+\d+\s+[0-9a-f]{12}…\s+\S+/));
+    expect((await lines("audit", "--limit", "3"))[0]).toMatch(/^id\s+at\s+actor\s+kind\s+target\s+outcome/);
 
     const packages = jsonOf(PackageList, await moltHere(["package", "ls", COMPONENT, "--json"], VIEWER));
     expect(packages.packages.find((p) => p.version === "2.0.0")).toMatchObject({ platform: "linux-amd64", keyId: expect.any(String) as string });
