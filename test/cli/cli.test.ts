@@ -71,6 +71,7 @@ async function moltHere(args: string[], token = OPERATOR): Promise<Run> {
   stdout.on("data", (d: Buffer) => (out += d.toString()));
   stderr.on("data", (d: Buffer) => (err += d.toString()));
   const code = await runCli(args, { stdout: stdout as unknown as NodeJS.WriteStream, stderr: stderr as unknown as NodeJS.WriteStream, env: { HOME: dataDir, MOLT_URL: system.gatewayUrl, MOLT_TOKEN: token } });
+  await new Promise((r) => setImmediate(r)); // the streams hand over their last writes on a later tick
   return { code, stdout: out, stderr: err };
 }
 
@@ -82,7 +83,7 @@ const jsonOf = <S extends z.ZodType>(schema: S, r: Run): z.infer<S> => {
 const WatchLine = z.discriminatedUnion("type", [
   z.object({ type: z.literal("progress"), deployment: DeploymentSummary, counts: TaskCounts }),
   z.object({ type: z.literal("task"), task: TaskView }),
-  z.object({ type: z.literal("end"), deploymentId: z.string(), outcome: z.enum(["completed", "failed", "cancelled", "braked"]), exitCode: z.number() }),
+  z.object({ type: z.literal("end"), deploymentId: z.string(), outcome: z.enum(["completed", "completed-with-failures", "failed", "cancelled", "braked"]), exitCode: z.number() }),
 ]);
 
 async function deploy(args: string[]): Promise<string> {
@@ -172,8 +173,11 @@ describe("the molt CLI against the running system", () => {
     expect(gatewayLog.split("\n").filter((l) => l.includes('"level":30') && l.includes("request completed"))).toEqual([]);
   }, 240_000);
 
-  it("[cli] watch exits non-zero when the deployment brakes (failures shown with host, step and reason) and when it is cancelled", async () => {
-    await writeFile(faultFile, JSON.stringify({ hosts: ["cli-003", "cli-004", "cli-005"], step: "download", message: "injected: mirror down" }));
+  it("[cli] watch exits non-zero when the deployment brakes (failures shown with host, step and reason), completes with a failed host, or is cancelled", async () => {
+    await writeFile(faultFile, JSON.stringify({ hosts: ["cli-003", "cli-004", "cli-005", "cli-006"], step: "download", message: "injected: mirror down" }));
+    // Meanwhile (in-process), no brake: cli-006 fails, the deployment still ends "completed", and watch says so with exit 3.
+    const unbraked = jsonOf(DeploymentAccepted.extend({ plan: PlanPreview }), await moltHere(["deploy", COMPONENT, "2.0.0", "--hosts", "cli-006", "--json"])).deploymentId;
+    const unbrakedWatch = moltHere(["watch", unbraked], VIEWER);
     // deploy --watch: the plan, then the same follow as `molt watch`, with its exit code.
     const w = await molt(["deploy", COMPONENT, "2.0.0", "--hosts", "cli-003,cli-004,cli-005", "--max-unavailable", "1", "--brake", "10%", "--watch"]);
     const braked = /deployment (d-[a-z0-9]+) accepted/.exec(w.stdout)?.[1] ?? "";
@@ -182,6 +186,11 @@ describe("the molt CLI against the running system", () => {
     expect(w.code, `${w.stdout}\n${w.stderr}`).toBe(WATCH_EXIT.braked);
     expect(w.stdout).toMatch(/✗ cli-003: failed at download: .*injected: mirror down/);
     expect(w.stdout).toContain(`deployment ${braked} braked`);
+    const partial = await unbrakedWatch;
+    expect(partial.code, `${partial.stdout}\n${partial.stderr}`).toBe(WATCH_EXIT["completed-with-failures"]);
+    expect(partial.code).not.toBe(0);
+    expect(partial.stdout).toMatch(/✗ cli-006: failed at download: .*injected: mirror down/);
+    expect(partial.stdout).toContain(`deployment ${unbraked} completed-with-failures: 1 host(s) failed`);
     await rm(faultFile);
     const cancelledBrake = jsonOf(OperatorCommandAnswer, await molt(["cancel", braked, "--reason", "mirror fixed, redeploying", "--json"]));
     expect(cancelledBrake).toMatchObject({ deploymentId: braked, status: "cancelled" });
@@ -282,7 +291,7 @@ describe("the molt CLI against the running system", () => {
     expect(rollback).toMatchObject({ status: "accepted", location: `/v1/deployments/${rollback.deploymentId}` });
     expect(rollback.deploymentId).not.toBe(firstDeployment);
     const rollbackWatched = moltHere(["watch", rollback.deploymentId, "--json"], VIEWER);
-    // Follow cli-006 (untouched so far), then deploy to it: its task's events arrive on the follower.
+    // Follow cli-006 (still at 1.0.0: its one task so far failed), then deploy to it: its task's events arrive on the follower.
     const follower = spawn(TSX, [CLI_BIN, "timeline", "cli-006", "--follow", "--json"], {
       cwd: dataDir,
       env: { ...process.env, HOME: dataDir, MOLT_URL: system.gatewayUrl, MOLT_TOKEN: VIEWER },

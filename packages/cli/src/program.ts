@@ -28,7 +28,7 @@ interface GlobalFlags {
 }
 
 const EXIT_CODES = `Exit codes: 0 done; 1 error (gateway unreachable, request refused: the server's message is printed);
-2 usage; watch: ${WATCH_EXIT.failed} failed, ${WATCH_EXIT.cancelled} cancelled, ${WATCH_EXIT.braked} braked; audit --verify: ${AUDIT_BROKEN_EXIT} chain broken.`;
+2 usage; watch: ${WATCH_EXIT.failed} failed or completed with failed hosts, ${WATCH_EXIT.cancelled} cancelled, ${WATCH_EXIT.braked} braked; audit --verify: ${AUDIT_BROKEN_EXIT} chain broken.`;
 
 const example = (...lines: string[]) => `\nExample:\n${lines.map((l) => `  $ ${l}`).join("\n")}\n`;
 
@@ -121,7 +121,7 @@ export function buildProgram(io: CliIo, setExit: (code: number) => void): Comman
     .command("watch")
     .description("live progress of a deployment until it ends: bars, counts per state, failures as they happen")
     .argument("<deployment>")
-    .addHelpText("after", `${example("molt watch 01JD… && echo rolled out")}\nExits 0 when the deployment completes, ${WATCH_EXIT.failed} failed, ${WATCH_EXIT.cancelled} cancelled, ${WATCH_EXIT.braked} braked (stopped by its brake).\n`)
+    .addHelpText("after", `${example("molt watch 01JD… && echo rolled out")}\nExits 0 when the deployment completes on every planned host, ${WATCH_EXIT.failed} when it failed or completed with failed hosts, ${WATCH_EXIT.cancelled} cancelled, ${WATCH_EXIT.braked} braked (stopped by its brake).\nA deployment the views do not show yet (just accepted) is waited for up to 10 s.\n`)
     .action(act((ctx, id: string) => watch(ctx, id)));
 
   for (const name of OperatorCommandName.options) {
