@@ -344,7 +344,7 @@ describe("the molt CLI against the running system", () => {
     expect(HostList.parse(JSON.parse(stdout)).hosts).toHaveLength(HOSTS.length);
   }, 120_000);
 
-  it("[cli] in a terminal (tmux), watch draws progress bars that move to the end", async () => {
+  it("[cli] in a terminal (tmux), watch draws progress bars that move to the end, in colour", async () => {
     const exec = promisify(execFile);
     const socket = `molt-cli-test-${process.pid}`;
     const tmux = (...args: string[]) => exec("tmux", ["-L", socket, ...args]);
@@ -355,7 +355,7 @@ describe("the molt CLI against the running system", () => {
     expect(pushed.code, pushed.stderr).toBe(0);
     const id = await deploy(["2.1.0", "--hosts", HOSTS.join(","), "--max-unavailable", "1"]);
     const exitFile = join(dataDir, "tmux-exit");
-    const command = `env MOLT_URL=${system.gatewayUrl} MOLT_TOKEN=${OPERATOR} HOME=${dataDir} ${TSX} ${CLI_BIN} watch ${id}; echo $? > ${exitFile}; sleep 60`;
+    const command = `env -u NO_COLOR MOLT_URL=${system.gatewayUrl} MOLT_TOKEN=${OPERATOR} HOME=${dataDir} ${TSX} ${CLI_BIN} watch ${id}; echo $? > ${exitFile}; sleep 60`;
     await tmux("new-session", "-d", "-x", "160", "-y", "20", command);
     try {
       const frames: string[] = [];
@@ -377,6 +377,9 @@ describe("the molt CLI against the running system", () => {
       for (let b = 0; b < total; b++) expect(last).toMatch(new RegExp(`batch ${b}\\s+\\S+\\s+(\\d+)/\\1 batch done  succeeded \\1`));
       expect(last.match(/^ batch \d+ /gm)).toHaveLength(total);
       expect(last).toContain(`deployment ${id} completed`);
+      // A terminal gets colours (the same run piped got none: the first test).
+      const { stdout: painted } = await tmux("capture-pane", "-p", "-e");
+      expect(painted).toMatch(new RegExp(`deployment ${id} \u001b\\[[0-9;]*mcompleted`));
     } finally {
       await tmux("kill-server").catch(() => undefined);
     }
