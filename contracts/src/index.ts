@@ -6,3 +6,4 @@ export * from "./issues.js";
 export * from "./signing.js";
 export * from "./views.js";
 export * from "./release.js";
+export * from "./answers.js";

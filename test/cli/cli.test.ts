@@ -1,13 +1,30 @@
 import { spawn, execFile } from "node:child_process";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { delimiter, join, resolve } from "node:path";
 import { promisify } from "node:util";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { DeploymentAccepted, DeploymentSummary, FleetVersions, HostList, HostTimeline, PackageInfo, PlanPreview, TaskCounts, TaskView, subjects } from "@molt/contracts";
+import { PassThrough } from "node:stream";
+import {
+  AuditPage,
+  AuditVerification,
+  DeploymentAccepted,
+  DeploymentSummary,
+  FleetVersions,
+  HostList,
+  HostTimeline,
+  OperatorCommandAnswer,
+  PackageInfo,
+  PackageList,
+  PlanPreview,
+  QuarantineAnswer,
+  TaskCounts,
+  TaskView,
+  subjects,
+} from "@molt/contracts";
 import { createEventStore } from "@molt/event-store";
 import { generatePublisherKey, writePublisherKey } from "@molt/publisher";
-import { CLI_BIN, WATCH_EXIT } from "@molt/cli";
+import { CLI_BIN, runCli, WATCH_EXIT } from "@molt/cli";
 import { buildPackage, startNatsServer, startSystem, waitFor, type SecureNatsServer, type System } from "@molt/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
@@ -31,6 +48,8 @@ let nc: NatsConnection;
 let system: System;
 let keyFile: string;
 let faultFile: string;
+/** The first test's deployment (cli-001, cli-002 to 2.0.0), rolled back in a later one. */
+let firstDeployment: string;
 
 /** Runs `molt …` to its end (no terminal: no colours, no bars). */
 function molt(args: string[], opts: { token?: string; env?: Record<string, string> } = {}): Promise<Run> {
@@ -38,6 +57,22 @@ function molt(args: string[], opts: { token?: string; env?: Record<string, strin
     cwd: dataDir,
     env: { ...process.env, HOME: dataDir, MOLT_URL: system.gatewayUrl, MOLT_TOKEN: opts.token ?? OPERATOR, ...opts.env },
   });
+}
+
+/**
+ * The same CLI in this process (no child to start: milliseconds, not a second each), for answers
+ * whose shape is the point rather than the process around them.
+ */
+async function moltHere(args: string[], token = OPERATOR): Promise<Run> {
+  const stdout = new PassThrough();
+  const stderr = new PassThrough();
+  let out = "";
+  let err = "";
+  stdout.on("data", (d: Buffer) => (out += d.toString()));
+  stderr.on("data", (d: Buffer) => (err += d.toString()));
+  const code = await runCli(args, { stdout: stdout as unknown as NodeJS.WriteStream, stderr: stderr as unknown as NodeJS.WriteStream, env: { HOME: dataDir, MOLT_URL: system.gatewayUrl, MOLT_TOKEN: token } });
+  await new Promise((r) => setImmediate(r)); // the streams hand over their last writes on a later tick
+  return { code, stdout: out, stderr: err };
 }
 
 const jsonOf = <S extends z.ZodType>(schema: S, r: Run): z.infer<S> => {
@@ -48,7 +83,7 @@ const jsonOf = <S extends z.ZodType>(schema: S, r: Run): z.infer<S> => {
 const WatchLine = z.discriminatedUnion("type", [
   z.object({ type: z.literal("progress"), deployment: DeploymentSummary, counts: TaskCounts }),
   z.object({ type: z.literal("task"), task: TaskView }),
-  z.object({ type: z.literal("end"), deploymentId: z.string(), outcome: z.enum(["completed", "failed", "cancelled", "braked"]), exitCode: z.number() }),
+  z.object({ type: z.literal("end"), deploymentId: z.string(), outcome: z.enum(["completed", "completed-with-failures", "failed", "cancelled", "braked"]), exitCode: z.number() }),
 ]);
 
 async function deploy(args: string[]): Promise<string> {
@@ -95,7 +130,7 @@ describe("the molt CLI against the running system", () => {
     const info = jsonOf(PackageInfo.extend({ published: z.boolean(), keyId: z.string() }), pushed);
     expect(info).toMatchObject({ component: COMPONENT, version: "2.0.0", published: true });
 
-    const dry = await molt(["deploy", COMPONENT, "2.0.0", "--hosts", "cli-001,cli-002", "--max-unavailable", "1", "--dry-run"]);
+    const dry = await moltHere(["deploy", COMPONENT, "2.0.0", "--hosts", "cli-001,cli-002", "--max-unavailable", "1", "--dry-run"]);
     expect(dry.code, dry.stderr).toBe(0);
     expect(dry.stdout).toMatch(/plan: 2 host\(s\) in \d batch\(es\), 0 skipped/);
     expect(dry.stdout).toMatch(/cli-001/);
@@ -106,6 +141,7 @@ describe("the molt CLI against the running system", () => {
     expect(started.stdout.indexOf("plan:")).toBeLessThan(started.stdout.indexOf("accepted"));
     const id = /deployment (d-[a-z0-9]+) accepted/.exec(started.stdout)?.[1];
     expect(id, started.stdout).toBeDefined();
+    firstDeployment = id!;
 
     const watched = await molt(["watch", id!, "--json"]);
     expect(watched.code, watched.stderr).toBe(0);
@@ -137,16 +173,27 @@ describe("the molt CLI against the running system", () => {
     expect(gatewayLog.split("\n").filter((l) => l.includes('"level":30') && l.includes("request completed"))).toEqual([]);
   }, 240_000);
 
-  it("[cli] watch exits non-zero when the deployment brakes (failures shown with host, step and reason) and when it is cancelled", async () => {
-    await writeFile(faultFile, JSON.stringify({ hosts: ["cli-003", "cli-004", "cli-005"], step: "download", message: "injected: mirror down" }));
-    const braked = await deploy(["2.0.0", "--hosts", "cli-003,cli-004,cli-005", "--max-unavailable", "1", "--brake", "10%"]);
-    const w = await molt(["watch", braked]);
+  it("[cli] watch exits non-zero when the deployment brakes (failures shown with host, step and reason), completes with a failed host, or is cancelled", async () => {
+    await writeFile(faultFile, JSON.stringify({ hosts: ["cli-003", "cli-004", "cli-005", "cli-006"], step: "download", message: "injected: mirror down" }));
+    // Meanwhile (in-process), no brake: cli-006 fails, the deployment still ends "completed", and watch says so with exit 3.
+    const unbraked = jsonOf(DeploymentAccepted.extend({ plan: PlanPreview }), await moltHere(["deploy", COMPONENT, "2.0.0", "--hosts", "cli-006", "--json"])).deploymentId;
+    const unbrakedWatch = moltHere(["watch", unbraked], VIEWER);
+    // deploy --watch: the plan, then the same follow as `molt watch`, with its exit code.
+    const w = await molt(["deploy", COMPONENT, "2.0.0", "--hosts", "cli-003,cli-004,cli-005", "--max-unavailable", "1", "--brake", "10%", "--watch"]);
+    const braked = /deployment (d-[a-z0-9]+) accepted/.exec(w.stdout)?.[1] ?? "";
+    expect(braked, w.stdout).not.toBe("");
+    expect(w.stdout.indexOf("plan:")).toBeLessThan(w.stdout.indexOf("accepted"));
     expect(w.code, `${w.stdout}\n${w.stderr}`).toBe(WATCH_EXIT.braked);
     expect(w.stdout).toMatch(/✗ cli-003: failed at download: .*injected: mirror down/);
     expect(w.stdout).toContain(`deployment ${braked} braked`);
+    const partial = await unbrakedWatch;
+    expect(partial.code, `${partial.stdout}\n${partial.stderr}`).toBe(WATCH_EXIT["completed-with-failures"]);
+    expect(partial.code).not.toBe(0);
+    expect(partial.stdout).toMatch(/✗ cli-006: failed at download: .*injected: mirror down/);
+    expect(partial.stdout).toContain(`deployment ${unbraked} completed-with-failures: 1 host(s) failed`);
     await rm(faultFile);
-    const cancelledBrake = await molt(["cancel", braked, "--reason", "mirror fixed, redeploying"]);
-    expect(cancelledBrake.code, cancelledBrake.stderr).toBe(0);
+    const cancelledBrake = jsonOf(OperatorCommandAnswer, await molt(["cancel", braked, "--reason", "mirror fixed, redeploying", "--json"]));
+    expect(cancelledBrake).toMatchObject({ deploymentId: braked, status: "cancelled" });
 
     // Waits for approval after the canary; cancelled while watched.
     const waiting = await deploy(["2.0.0", "--hosts", "cli-004,cli-005", "--canary", "1", "--approval"]);
@@ -155,6 +202,9 @@ describe("the molt CLI against the running system", () => {
       const r = await fetch(`${system.gatewayUrl}/v1/deployments/${waiting}`, { headers: { authorization: `Bearer ${VIEWER}` } });
       return r.ok && DeploymentSummary.parse(((await r.json()) as { deployment: unknown }).deployment).awaitingApproval !== null ? true : undefined;
     }, { timeoutMs: 60_000, intervalMs: 200 });
+    // Paused and resumed while it waits (in-process: the answers' shape is the point here).
+    expect(jsonOf(OperatorCommandAnswer, await moltHere(["pause", waiting, "--reason", "lunch", "--json"]))).toEqual({ deploymentId: waiting, status: "paused (canary awaits approval)" });
+    expect(jsonOf(OperatorCommandAnswer, await moltHere(["resume", waiting, "--json"])).status).not.toBe("paused");
     const cancelled = await molt(["cancel", waiting]);
     expect(cancelled.code, cancelled.stderr).toBe(0);
     const ended = await watching;
@@ -169,16 +219,79 @@ describe("the molt CLI against the running system", () => {
     const missing = await molt(["approve", "d-does-not-exist"]);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toBe("molt: deployment does not exist (404 not_found)\n");
+    // A 409 says why: nothing failed in the first deployment, so there is nothing to retry.
+    const nothing = await moltHere(["retry", firstDeployment]);
+    expect(nothing.code).toBe(1);
+    expect(nothing.stderr).toMatch(new RegExp(`^molt: deployment ${firstDeployment} is .*; no host failed, nothing to retry \\(409 [a-z_]+\\)\n$`));
     const unreachable = await molt(["hosts"], { env: { MOLT_URL: "http://127.0.0.1:1" } });
     expect(unreachable.code).toBe(1);
     expect(unreachable.stderr).toContain("cannot reach the gateway at http://127.0.0.1:1 (ECONNREFUSED)");
-    const usage = await molt(["deploy", COMPONENT, "2.0.0", "--hosts", "cli-006", "--canary", "lots"]);
+    const usage = await moltHere(["deploy", COMPONENT, "2.0.0", "--hosts", "cli-006", "--canary", "lots"]);
     expect(usage.code).toBe(2);
     expect(usage.stderr).toContain('--canary "lots"');
   }, 120_000);
 
-  it("[cli] timeline --follow prints new events as they land; audit lists by actor and --verify checks the chain", async () => {
-    // Follow cli-006 (untouched so far), then deploy to it: its task's events arrive on the follower.
+  it("[cli] drain puts a host in the plan's skips with its reason until clear; hosts, versions, package ls and audit read as plain columns; package ls, audit --verify and deploy --dry-run --json parse with the contracts", async () => {
+    const drained = jsonOf(QuarantineAnswer, await moltHere(["drain", "cli-006", "--component", COMPONENT, "--reason", "disk swap", "--json"]));
+    expect(drained).toEqual({ hostId: "cli-006", component: COMPONENT, quarantined: true });
+    const dry = jsonOf(z.object({ dryRun: z.literal(true), plan: PlanPreview }), await moltHere(["deploy", COMPONENT, "2.0.0", "--hosts", "cli-005,cli-006", "--dry-run", "--json"]));
+    expect(dry.plan.skips).toContainEqual({ hostId: "cli-006", reason: "quarantined: disk swap" });
+    const readable = await moltHere(["deploy", COMPONENT, "2.0.0", "--hosts", "cli-005,cli-006", "--dry-run"]);
+    expect(readable.stdout).toContain("  cli-006: quarantined: disk swap\n");
+    const cleared = jsonOf(QuarantineAnswer, await moltHere(["clear", "cli-006", "--component", COMPONENT, "--json"]));
+    expect(cleared).toEqual({ hostId: "cli-006", component: COMPONENT, quarantined: false });
+    const after = jsonOf(z.object({ dryRun: z.literal(true), plan: PlanPreview }), await moltHere(["deploy", COMPONENT, "2.0.0", "--hosts", "cli-006", "--dry-run", "--json"]));
+    expect(after.plan.batches.flatMap((b) => b.hosts)).toEqual(["cli-006"]);
+    // A viewer may not drain.
+    const refused = await moltHere(["drain", "cli-006", "--component", COMPONENT], VIEWER);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/^molt: .+ \(403 forbidden\)\n$/);
+
+    // The readable forms: plain columns with a header (no colours: not a terminal).
+    const lines = async (...args: string[]) => {
+      const r = await moltHere(args, VIEWER);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).not.toContain("\u001b[");
+      return r.stdout.split("\n");
+    };
+    expect((await lines("hosts"))[0]).toMatch(/^host\s+platform\s+cluster\s+online\s+components/);
+    expect(await lines("hosts")).toContainEqual(expect.stringMatching(/^cli-001\s+linux-amd64\s+.*yes\s+metrics-agent@2\.0\.0/));
+    expect(await lines("versions", COMPONENT)).toContainEqual(expect.stringMatching(/^2\.0\.0\s+\d+\s+█+·*\s+\d+%$/));
+    expect(await lines("package", "ls", COMPONENT)).toContainEqual(expect.stringMatching(/^2\.0\.0\s+linux-amd64\s+\d+\s+[0-9a-f]{12}…\s+\S+/));
+    expect((await lines("audit", "--limit", "3"))[0]).toMatch(/^id\s+at\s+actor\s+kind\s+target\s+outcome/);
+
+    const packages = jsonOf(PackageList, await moltHere(["package", "ls", COMPONENT, "--json"], VIEWER));
+    expect(packages.packages.find((p) => p.version === "2.0.0")).toMatchObject({ platform: "linux-amd64", keyId: expect.any(String) as string });
+    const verified = jsonOf(AuditVerification, await moltHere(["audit", "--verify", "--full", "--json"], ADMIN));
+    expect(verified).toMatchObject({ ok: true, fromId: 0 });
+    expect(verified.checked).toBeGreaterThan(0);
+  }, 60_000);
+
+  it("[cli] the README's curl upload of a signed package over 1 MiB (curl sends Expect: 100-continue) is published through the gateway", async () => {
+    const readme = await readFile(join(repoRoot, "README.md"), "utf8");
+    const block = /<!-- readme-test: curl-upload -->\n```sh\n([\s\S]*?)```/.exec(readme)?.[1];
+    expect(block).toBeDefined();
+    // As typed, with this bed's gateway, token, key and a directory of its own.
+    const script = block!
+      .replace(". .molt/demo/env\n", "")
+      .replaceAll(".molt/demo/publisher.key", keyFile)
+      .replaceAll("/tmp/molt-big", join(dataDir, "big"));
+    // PATH as a new user has it: no .tools/bin, no node_modules/.bin (the block names .tools/bin/pnpm itself).
+    const userPath = (process.env["PATH"] ?? "").split(delimiter).filter((p) => !p.includes(".tools") && !p.includes("node_modules")).join(delimiter);
+    const r = await run("bash", ["-euo", "pipefail", "-c", script], { cwd: repoRoot, env: { PATH: userPath, HOME: dataDir, GW: system.gatewayUrl, OP: OPERATOR } });
+    expect(r.code, r.stderr).toBe(0);
+    const published = PackageInfo.parse(JSON.parse(r.stdout.trim().split("\n").at(-1)!));
+    expect(published).toMatchObject({ component: COMPONENT, version: "2.2.0", platform: "linux-amd64" });
+    expect(published.size).toBeGreaterThan(1024 * 1024);
+  }, 60_000);
+
+  it("[cli] timeline --follow prints new events as they land, --since filters; audit lists by actor and --since, --verify checks the chain; rollback starts a deployment back that watch follows to exit 0", async () => {
+    // Meanwhile, on other hosts: the first deployment rolled back (cli-001, cli-002 to 1.0.0), watched to its end.
+    const rollback = jsonOf(OperatorCommandAnswer, await moltHere(["rollback", firstDeployment, "--reason", "back to 1.0.0", "--json"]));
+    expect(rollback).toMatchObject({ status: "accepted", location: `/v1/deployments/${rollback.deploymentId}` });
+    expect(rollback.deploymentId).not.toBe(firstDeployment);
+    const rollbackWatched = moltHere(["watch", rollback.deploymentId, "--json"], VIEWER);
+    // Follow cli-006 (still at 1.0.0: its one task so far failed), then deploy to it: its task's events arrive on the follower.
     const follower = spawn(TSX, [CLI_BIN, "timeline", "cli-006", "--follow", "--json"], {
       cwd: dataDir,
       env: { ...process.env, HOME: dataDir, MOLT_URL: system.gatewayUrl, MOLT_TOKEN: VIEWER },
@@ -199,8 +312,20 @@ describe("the molt CLI against the running system", () => {
       follower.kill("SIGTERM");
     }
 
+    const rolledBack = await rollbackWatched;
+    expect(rolledBack.code, rolledBack.stderr).toBe(0);
+    expect(WatchLine.parse(JSON.parse(rolledBack.stdout.trim().split("\n").at(-1)!))).toMatchObject({ type: "end", outcome: "completed" });
+    const back = jsonOf(HostList, await moltHere(["hosts", "--json"], VIEWER)).hosts.filter((h) => h.hostId === "cli-001" || h.hostId === "cli-002");
+    expect(back.map((h) => h.components[COMPONENT])).toEqual(["1.0.0", "1.0.0"]);
+
+    // --since: a span back from now keeps the history, a time to come leaves none.
+    expect(jsonOf(HostTimeline, await moltHere(["timeline", "cli-001", "--since", "1h", "--json"], VIEWER)).events.length).toBeGreaterThan(0);
+    expect(jsonOf(HostTimeline, await moltHere(["timeline", "cli-001", "--since", "2999-01-01T00:00:00Z", "--json"], VIEWER)).events).toEqual([]);
+    expect(jsonOf(AuditPage, await moltHere(["audit", "--since", "1h", "--json"], VIEWER)).entries.length).toBeGreaterThan(0);
+    expect(jsonOf(AuditPage, await moltHere(["audit", "--since", "2999-01-01T00:00:00Z", "--json"], VIEWER)).entries).toEqual([]);
+
     const mine = await molt(["audit", "--actor", "otto", "--kind", "create-deployment", "--json"], { token: VIEWER });
-    const entries = jsonOf(z.object({ entries: z.array(z.object({ actor: z.string(), kind: z.string() })) }), mine).entries;
+    const entries = jsonOf(AuditPage, mine).entries;
     expect(entries.length).toBeGreaterThan(0);
     expect(new Set(entries.map((e) => `${e.actor} ${e.kind}`))).toEqual(new Set(["otto create-deployment"]));
     const verified = await molt(["audit", "--verify"], { token: ADMIN });
@@ -219,7 +344,7 @@ describe("the molt CLI against the running system", () => {
     expect(HostList.parse(JSON.parse(stdout)).hosts).toHaveLength(HOSTS.length);
   }, 120_000);
 
-  it("[cli] in a terminal (tmux), watch draws progress bars that move to the end", async () => {
+  it("[cli] in a terminal (tmux), watch draws progress bars that move to the end, in colour", async () => {
     const exec = promisify(execFile);
     const socket = `molt-cli-test-${process.pid}`;
     const tmux = (...args: string[]) => exec("tmux", ["-L", socket, ...args]);
@@ -230,7 +355,7 @@ describe("the molt CLI against the running system", () => {
     expect(pushed.code, pushed.stderr).toBe(0);
     const id = await deploy(["2.1.0", "--hosts", HOSTS.join(","), "--max-unavailable", "1"]);
     const exitFile = join(dataDir, "tmux-exit");
-    const command = `env MOLT_URL=${system.gatewayUrl} MOLT_TOKEN=${OPERATOR} HOME=${dataDir} ${TSX} ${CLI_BIN} watch ${id}; echo $? > ${exitFile}; sleep 60`;
+    const command = `env -u NO_COLOR MOLT_URL=${system.gatewayUrl} MOLT_TOKEN=${OPERATOR} HOME=${dataDir} ${TSX} ${CLI_BIN} watch ${id}; echo $? > ${exitFile}; sleep 60`;
     await tmux("new-session", "-d", "-x", "160", "-y", "20", command);
     try {
       const frames: string[] = [];
@@ -252,6 +377,9 @@ describe("the molt CLI against the running system", () => {
       for (let b = 0; b < total; b++) expect(last).toMatch(new RegExp(`batch ${b}\\s+\\S+\\s+(\\d+)/\\1 batch done  succeeded \\1`));
       expect(last.match(/^ batch \d+ /gm)).toHaveLength(total);
       expect(last).toContain(`deployment ${id} completed`);
+      // A terminal gets colours (the same run piped got none: the first test).
+      const { stdout: painted } = await tmux("capture-pane", "-p", "-e");
+      expect(painted).toMatch(new RegExp(`deployment ${id} \u001b\\[[0-9;]*mcompleted`));
     } finally {
       await tmux("kill-server").catch(() => undefined);
     }

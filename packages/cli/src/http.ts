@@ -30,8 +30,8 @@ export function refusal(status: number, text: string): CliError {
     // Not JSON: a proxy's page; show its start.
   }
   const body = ErrorBody.safeParse(parsed);
-  if (body.success) return new CliError(`${body.data.error.message} (${status} ${body.data.error.code})`);
-  return new CliError(`the gateway answered ${status}${text ? `: ${text.slice(0, 200)}` : ""}`);
+  if (body.success) return new CliError(`${body.data.error.message} (${status} ${body.data.error.code})`, 1, status);
+  return new CliError(`the gateway answered ${status}${text ? `: ${text.slice(0, 200)}` : ""}`, 1, status);
 }
 
 export function createGateway(target: Target): Gateway {

@@ -6,6 +6,8 @@ export class CliError extends Error {
   constructor(
     message: string,
     readonly exitCode = 1,
+    /** The gateway's HTTP status, when this is its refusal. */
+    readonly status: number | null = null,
   ) {
     super(message);
   }

@@ -5,9 +5,9 @@ import type { Context } from "./context.js";
 import { createGateway } from "./http.js";
 import { CliError, createOutput } from "./output.js";
 import { audit, AUDIT_BROKEN_EXIT } from "./commands/audit.js";
-import { bashCompletion } from "./commands/completion.js";
+import { bashCompletion, zshCompletion } from "./commands/completion.js";
 import { deploy } from "./commands/deploy.js";
-import { hosts, versions } from "./commands/fleet.js";
+import { hosts, quarantine, versions } from "./commands/fleet.js";
 import { operate } from "./commands/operate.js";
 import { keygen, ls, push } from "./commands/package.js";
 import { timeline } from "./commands/timeline.js";
@@ -28,7 +28,7 @@ interface GlobalFlags {
 }
 
 const EXIT_CODES = `Exit codes: 0 done; 1 error (gateway unreachable, request refused: the server's message is printed);
-2 usage; watch: ${WATCH_EXIT.failed} failed, ${WATCH_EXIT.cancelled} cancelled, ${WATCH_EXIT.braked} braked; audit --verify: ${AUDIT_BROKEN_EXIT} chain broken.`;
+2 usage; watch: ${WATCH_EXIT.failed} failed or completed with failed hosts, ${WATCH_EXIT.cancelled} cancelled, ${WATCH_EXIT.braked} braked; audit --verify: ${AUDIT_BROKEN_EXIT} chain broken.`;
 
 const example = (...lines: string[]) => `\nExample:\n${lines.map((l) => `  $ ${l}`).join("\n")}\n`;
 
@@ -59,7 +59,10 @@ export function buildProgram(io: CliIo, setExit: (code: number) => void): Comman
     .showHelpAfterError("(molt --help for usage)")
     .addHelpText("after", `${example("molt --url http://127.0.0.1:8080 --token $OP hosts", "molt deploy metrics-agent 2.1.0 --selector platform=linux-amd64 --canary 1 && molt watch <id>")}\n${EXIT_CODES}\n`);
 
-  const pkg = program.command("package").description("publisher keys and package archives");
+  const pkg = program
+    .command("package")
+    .description("publisher keys and package archives")
+    .addHelpText("after", example("molt package keygen --name release", "molt package push ./build --component metrics-agent --version 2.1.0 --sign-key release.key", "molt package ls metrics-agent"));
   pkg
     .command("keygen")
     .description("write a new ed25519 publisher key pair (NAME.key, mode 0600, and NAME.pub); prints the key id to trust")
@@ -118,7 +121,7 @@ export function buildProgram(io: CliIo, setExit: (code: number) => void): Comman
     .command("watch")
     .description("live progress of a deployment until it ends: bars, counts per state, failures as they happen")
     .argument("<deployment>")
-    .addHelpText("after", `${example("molt watch 01JD… && echo rolled out")}\nExits 0 when the deployment completes, ${WATCH_EXIT.failed} failed, ${WATCH_EXIT.cancelled} cancelled, ${WATCH_EXIT.braked} braked (stopped by its brake).\n`)
+    .addHelpText("after", `${example("molt watch 01JD… && echo rolled out")}\nExits 0 when the deployment completes on every planned host, ${WATCH_EXIT.failed} when it failed or completed with failed hosts, ${WATCH_EXIT.cancelled} cancelled, ${WATCH_EXIT.braked} braked (stopped by its brake).\nA deployment the views do not show yet (just accepted) is waited for up to 10 s.\n`)
     .action(act((ctx, id: string) => watch(ctx, id)));
 
   for (const name of OperatorCommandName.options) {
@@ -153,6 +156,24 @@ export function buildProgram(io: CliIo, setExit: (code: number) => void): Comman
     .action(act((ctx, o: Parameters<typeof hosts>[1]) => hosts(ctx, o)));
 
   program
+    .command("drain")
+    .alias("quarantine")
+    .description("quarantine a host's slot for a component by hand: later deployments' plans skip it (with the reason) until `molt clear`")
+    .argument("<host>")
+    .requiredOption("--component <name>", "component")
+    .option("--reason <text>", "shown as the skip reason in later plans")
+    .addHelpText("after", example('molt drain sim-003 --component metrics-agent --reason "disk replacement"'))
+    .action(act((ctx, host: string, o: { component: string; reason?: string }) => quarantine(ctx, "quarantine", host, o)));
+
+  program
+    .command("clear")
+    .description("clear a host slot's quarantine (set by `molt drain` or by its failures): later plans include it again")
+    .argument("<host>")
+    .requiredOption("--component <name>", "component")
+    .addHelpText("after", example("molt clear sim-003 --component metrics-agent"))
+    .action(act((ctx, host: string, o: { component: string }) => quarantine(ctx, "clear", host, o)));
+
+  program
     .command("versions")
     .description("how many hosts run each version of a component")
     .argument("<component>")
@@ -174,11 +195,11 @@ export function buildProgram(io: CliIo, setExit: (code: number) => void): Comman
   program
     .command("completion")
     .description("print a shell completion script")
-    .argument("<shell>", "bash")
-    .addHelpText("after", example("source <(molt completion bash)"))
+    .argument("<shell>", "bash or zsh")
+    .addHelpText("after", example("source <(molt completion bash)", "source <(molt completion zsh)"))
     .action((shell: string) => {
-      if (shell !== "bash") throw new CliError(`no completion for ${shell}: bash only`, 2);
-      io.stdout.write(bashCompletion(program));
+      if (shell !== "bash" && shell !== "zsh") throw new CliError(`no completion for ${shell}: bash or zsh`, 2);
+      io.stdout.write(shell === "bash" ? bashCompletion(program) : zshCompletion(program));
       setExit(0);
     });
   return program;

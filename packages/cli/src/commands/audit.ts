@@ -1,32 +1,17 @@
-import { z } from "zod";
+import { AuditPage, AuditVerification } from "@molt/contracts";
 import type { Context } from "../context.js";
 import { parseSince } from "../output.js";
 
 /** `audit --verify` on a chain that does not verify. */
 export const AUDIT_BROKEN_EXIT = 6;
 
-/** An audit entry as `GET /v1/audit` answers (the audit service's row, read through the gateway). */
-export const AuditEntry = z.object({
-  id: z.number().int(),
-  source: z.enum(["event", "command"]),
-  at: z.string(),
-  actor: z.string(),
-  kind: z.string(),
-  target: z.string().nullable(),
-  outcome: z.string().nullable(),
-  data: z.unknown(),
-  hash: z.string(),
-});
-const AuditPage = z.object({ entries: z.array(AuditEntry) });
-const Verified = z.object({ ok: z.boolean(), checked: z.number() }).loose();
-
 export async function audit(ctx: Context, opts: { actor?: string; kind?: string; since?: string; limit: string; verify?: boolean; full?: boolean }): Promise<number> {
   const gw = await ctx.gateway();
   if (opts.verify) {
-    const result = await gw.get("/v1/audit/verify", Verified, { full: opts.full ? "true" : undefined });
+    const result = await gw.get("/v1/audit/verify", AuditVerification, { full: opts.full ? "true" : undefined });
     if (ctx.out.json) ctx.out.data(result);
     else if (result.ok) ctx.out.line(`${ctx.out.c.green("✓")} the audit chain verifies (${result.checked} entries checked)`);
-    else ctx.out.line(`${ctx.out.c.red("✗")} the audit chain does NOT verify: ${JSON.stringify(result)}`);
+    else ctx.out.line(`${ctx.out.c.red("✗")} the audit chain does NOT verify at entry ${result.firstBadId ?? "?"}: ${result.message ?? result.reason ?? "no reason given"}`);
     return result.ok ? 0 : AUDIT_BROKEN_EXIT;
   }
   const page = await gw.get("/v1/audit", AuditPage, {

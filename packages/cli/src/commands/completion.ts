@@ -5,11 +5,11 @@ import type { Command } from "commander";
  * command or flag: `source <(molt completion bash)`.
  */
 export function bashCompletion(program: Command): string {
-  const words = (cmd: Command) => [...cmd.commands.map((c) => c.name()), ...cmd.options.map((o) => o.long ?? o.short ?? "").filter(Boolean), "--help"];
+  const words = (cmd: Command) => [...cmd.commands.flatMap((c) => [c.name(), ...c.aliases()]), ...cmd.options.map((o) => o.long ?? o.short ?? "").filter(Boolean), "--help"];
   const globals = program.options.map((o) => o.long ?? "").filter(Boolean);
   const cases: string[] = [];
   for (const cmd of program.commands) {
-    cases.push(`    ${cmd.name()}) echo "${[...words(cmd), ...globals].join(" ")}" ;;`);
+    cases.push(`    ${[cmd.name(), ...cmd.aliases()].join("|")}) echo "${[...words(cmd), ...globals].join(" ")}" ;;`);
     for (const sub of cmd.commands) cases.push(`    "${cmd.name()} ${sub.name()}") echo "${[...words(sub), ...globals].join(" ")}" ;;`);
   }
   return `# bash completion for molt: source <(molt completion bash)
@@ -36,4 +36,12 @@ _molt() {
 }
 complete -o default -F _molt molt
 `;
+}
+
+/** zsh runs the same function through its bash compatibility layer: `source <(molt completion zsh)`. */
+export function zshCompletion(program: Command): string {
+  return `# zsh completion for molt: source <(molt completion zsh)
+autoload -U +X compinit && compinit
+autoload -U +X bashcompinit && bashcompinit
+${bashCompletion(program).replace("# bash completion for molt: source <(molt completion bash)\n", "")}`;
 }

@@ -1,4 +1,4 @@
-import { FleetVersions, HostList, type HostView } from "@molt/contracts";
+import { FleetVersions, HostList, QuarantineAnswer, type HostView } from "@molt/contracts";
 import type { Context } from "../context.js";
 
 export async function hosts(ctx: Context, opts: { cluster?: string; platform?: string; online?: boolean; offline?: boolean; limit: string }): Promise<void> {
@@ -47,4 +47,22 @@ export async function versions(ctx: Context, component: string): Promise<void> {
       }),
     );
   }
+}
+
+/**
+ * `drain` (alias `quarantine`): later plans skip the host's slot for the component until `clear`;
+ * `clear` also lifts a quarantine its failures set. `POST /v1/hosts/:host/quarantine | clear`
+ * (idempotent on the server: draining a drained slot changes nothing).
+ */
+export async function quarantine(ctx: Context, action: "quarantine" | "clear", host: string, opts: { component: string; reason?: string }): Promise<void> {
+  const answer = await (await ctx.gateway()).post(`/v1/hosts/${encodeURIComponent(host)}/${action}`, QuarantineAnswer, {
+    body: { component: opts.component, ...(opts.reason !== undefined ? { reason: opts.reason } : {}) },
+  });
+  if (ctx.out.json) return ctx.out.data(answer);
+  const { c } = ctx.out;
+  ctx.out.line(
+    answer.quarantined
+      ? `${c.yellow("⏸")} ${answer.hostId} ${answer.component}: drained (later plans skip it; molt clear ${answer.hostId} --component ${answer.component})`
+      : `${c.green("✓")} ${answer.hostId} ${answer.component}: not quarantined (later plans include it)`,
+  );
 }

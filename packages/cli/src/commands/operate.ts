@@ -1,13 +1,10 @@
-import type { OperatorCommandName } from "@molt/contracts";
-import { z } from "zod";
+import { OperatorCommandAnswer, type OperatorCommandName } from "@molt/contracts";
 import type { Context } from "../context.js";
 import { idempotencyKey } from "../http.js";
 
-const CommandAnswer = z.object({ deploymentId: z.string(), status: z.string(), location: z.string().optional() });
-
 /** approve | pause | resume | cancel | retry | rollback: one POST, its answer printed (rollback answers with the new deployment). */
 export async function operate(ctx: Context, command: OperatorCommandName, id: string, opts: { reason?: string; idempotencyKey?: string }): Promise<void> {
-  const answer = await (await ctx.gateway()).post(`/v1/deployments/${encodeURIComponent(id)}/${command}`, CommandAnswer, {
+  const answer = await (await ctx.gateway()).post(`/v1/deployments/${encodeURIComponent(id)}/${command}`, OperatorCommandAnswer, {
     body: opts.reason !== undefined ? { reason: opts.reason } : {},
     idempotencyKey: opts.idempotencyKey ?? idempotencyKey(`cli-${command}`),
   });

@@ -1,10 +1,9 @@
 import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { PackageInfo, platformOf, signManifest } from "@molt/contracts";
+import { PackageInfo, PackageList, platformOf, signManifest } from "@molt/contracts";
 import { generatePublisherKey, manifestOf, pushPackage, writePublisherKey } from "@molt/publisher";
 import { create as createTar } from "tar";
-import { z } from "zod";
 import type { Context } from "../context.js";
 import { CliError } from "../output.js";
 import { refusal } from "../http.js";
@@ -73,17 +72,13 @@ export async function push(ctx: Context, path: string, opts: { component: string
   }
 }
 
-const PackageList = z.object({
-  component: z.string(),
-  packages: z.array(PackageInfo.extend({ keyId: z.string().optional(), publishedAt: z.string(), yanked: z.unknown().optional() })),
-});
 
 export async function ls(ctx: Context, component: string): Promise<void> {
   const list = await (await ctx.gateway()).get(`/v1/packages/${encodeURIComponent(component)}`, PackageList);
   if (ctx.out.json) return ctx.out.data(list);
   ctx.out.table(
-    ["version", "platform", "size", "sha256", "signed by", "published"],
-    list.packages.map((p) => [p.version, p.platform, p.size, `${p.sha256.slice(0, 12)}…`, p.keyId ?? ctx.out.c.yellow("unsigned"), p.publishedAt]),
+    ["version", "platform", "size", "sha256", "signed by", "published", "yanked"],
+    list.packages.map((p) => [p.version, p.platform, p.size, `${p.sha256.slice(0, 12)}…`, p.keyId ?? ctx.out.c.yellow("unsigned"), p.publishedAt, p.yanked ? ctx.out.c.red(p.yanked.reason) : ""]),
   );
 }
 

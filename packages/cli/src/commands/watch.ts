@@ -5,8 +5,11 @@ import type { Context } from "../context.js";
 import { sseMessages } from "../http.js";
 import { CliError, paintState } from "../output.js";
 
-/** How `molt watch` ends, for scripts and CI. */
-export const WATCH_EXIT = { completed: 0, failed: 3, cancelled: 4, braked: 5 } as const;
+/**
+ * How `molt watch` ends, for scripts and CI: 0 only when every planned host succeeded. A deployment
+ * without a brake goes on past a failed host and ends `completed`: that is not success (3).
+ */
+export const WATCH_EXIT = { completed: 0, failed: 3, "completed-with-failures": 3, cancelled: 4, braked: 5 } as const;
 
 const Progress = z.object({ deployment: DeploymentSummary, counts: TaskCounts });
 type Progress = z.infer<typeof Progress>;
@@ -20,7 +23,8 @@ const count = (p: Progress, states: readonly TaskStateView[]) => states.reduce((
 /** The end of a deployment as watch reports it, or null while it may still move. */
 export function outcomeOf(p: Progress): keyof typeof WATCH_EXIT | null {
   const state = p.deployment.state;
-  if (state === "completed" || state === "failed" || state === "cancelled") return state;
+  if (state === "completed") return count(p, FAILED) > 0 ? "completed-with-failures" : "completed";
+  if (state === "failed" || state === "cancelled") return state;
   // A brake stops allocation; once what was in flight has finished, nothing moves until an operator acts.
   if (p.deployment.braked && count(p, IN_FLIGHT) === 0) return "braked";
   return null;
@@ -54,7 +58,7 @@ function failureOf(t: TaskView): string {
  * Follows `GET /v1/deployments/:id/events` (snapshots: `progress` and `task`) until the deployment
  * ends, reconnecting with Last-Event-ID when the stream drops. Returns the exit code.
  */
-export async function watch(ctx: Context, id: string, opts: { reconnectMs?: number } = {}): Promise<number> {
+export async function watch(ctx: Context, id: string, opts: { reconnectMs?: number; notFoundGraceMs?: number } = {}): Promise<number> {
   const gw = await ctx.gateway();
   const { out } = ctx;
   const { c } = out;
@@ -100,12 +104,20 @@ export async function watch(ctx: Context, id: string, opts: { reconnectMs?: numb
     lastLine = line;
   };
 
+  // A deployment just accepted (`deploy --watch`, or `molt watch $(molt deploy … -q)`) is a 404 at
+  // the views until the projector has applied it: that is waited out for a few seconds.
+  const notFoundUntil = Date.now() + (opts.notFoundGraceMs ?? 10_000);
   for (let attempt = 0; ; attempt++) {
     let stream: AsyncIterable<Buffer>;
     try {
       stream = await gw.stream(`/v1/deployments/${encodeURIComponent(id)}/events`, lastId ? { "last-event-id": lastId } : {});
     } catch (err) {
-      // A refusal (404, 401) is final; an unreachable gateway gets a few tries before giving up.
+      if (err instanceof CliError && err.status === 404 && lastId === undefined && Date.now() < notFoundUntil) {
+        attempt--;
+        await new Promise((r) => setTimeout(r, 200));
+        continue;
+      }
+      // Another refusal (401, 403) is final; an unreachable gateway gets a few tries before giving up.
       if (attempt >= 5 || !(err instanceof CliError) || !err.message.startsWith("cannot reach")) throw err;
       await new Promise((r) => setTimeout(r, opts.reconnectMs ?? 1000));
       continue;
@@ -142,7 +154,14 @@ export async function watch(ctx: Context, id: string, opts: { reconnectMs?: numb
     if (out.json) out.data({ type: "end", deploymentId: id, outcome, exitCode: code });
     else {
       const how = outcome === "completed" ? c.green("completed") : c.red(outcome);
-      const why = outcome === "braked" && d.braked ? `: ${d.braked.failed} of ${d.braked.finished} finished hosts failed (threshold ${d.braked.threshold})` : d.reason ? `: ${d.reason}` : "";
+      const why =
+        outcome === "braked" && d.braked
+          ? `: ${d.braked.failed} of ${d.braked.finished} finished hosts failed (threshold ${d.braked.threshold})`
+          : outcome === "completed-with-failures"
+            ? `: ${count(p, FAILED)} host(s) failed`
+            : d.reason
+              ? `: ${d.reason}`
+              : "";
       out.line(`deployment ${id} ${how}${why}  (${countsText(p) || "no tasks"})`);
     }
     return code;

@@ -1,4 +1,4 @@
-import { Strategy, type OperatorCommandName } from "@molt/contracts";
+import { Strategy, type OperatorCommandAnswer, type OperatorCommandName } from "@molt/contracts";
 import { describeDeployment, IllegalStateError, NotFoundError, type OperatorCommand } from "@molt/domain";
 import { HttpError } from "@molt/runtime";
 import { checkIdempotencyKey, deploymentIdFor, refuseEmpty, sha256, type CreateDeps } from "./create.js";
@@ -13,7 +13,7 @@ export interface CommandInput {
 
 export interface CommandResult {
   status: 200 | 202;
-  body: { deploymentId: string; status: string; location?: string };
+  body: OperatorCommandAnswer;
   replayed: boolean;
 }
 

@@ -1,4 +1,4 @@
-import { CreateDeploymentBody, OperatorCommandBody, OperatorCommandName, QuarantineBody, HostId } from "@molt/contracts";
+import { CreateDeploymentBody, OperatorCommandBody, OperatorCommandName, QuarantineBody, HostId, type QuarantineAnswer } from "@molt/contracts";
 import type { DeploymentRepository, SlotRepository } from "@molt/aggregates";
 import { createHttpApp, hasRole, hostInboxPrefix, HttpError, issueHostCreds, type CommandLog, type HostIssuer, type Logger, type RateLimits, type TokenMap } from "@molt/runtime";
 import { z } from "zod";
@@ -108,7 +108,8 @@ export function buildApp(deps: {
         meta: { now: new Date().toISOString(), actor: req.principal!.actor, correlationId: req.id },
       });
       req.audit.replayed = !out.changed;
-      return reply.code(200).send({ hostId: req.params.hostId, component: req.body.component, quarantined: out.quarantined });
+      const answer: QuarantineAnswer = { hostId: req.params.hostId, component: req.body.component, quarantined: out.quarantined };
+      return reply.code(200).send(answer);
     },
   );
   return app;

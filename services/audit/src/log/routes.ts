@@ -1,3 +1,4 @@
+import type { AuditVerification } from "@molt/contracts";
 import type { Db } from "@molt/db";
 import type { App } from "@molt/runtime";
 import { z } from "zod";
@@ -23,7 +24,7 @@ export function logRoutes(app: App, deps: { db: Db; verifyOptions: () => Promise
   app.get(
     "/v1/audit/verify",
     { config: { role: "admin", expensive: true }, schema: { querystring: z.object({ full: z.enum(["true", "false"]).optional() }).strict() } },
-    async (req) => {
+    async (req): Promise<AuditVerification> => {
       // One pass at a time: concurrent callers share it rather than each scanning the table.
       while (running) await running.catch(() => undefined);
       running = run(req.query.full === "true");

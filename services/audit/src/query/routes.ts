@@ -1,3 +1,4 @@
+import type { AuditPage } from "@molt/contracts";
 import type { Db } from "@molt/db";
 import type { App } from "@molt/runtime";
 import { z } from "zod";
@@ -27,7 +28,7 @@ const AuditQuery = z
 
 export function queryRoutes(app: App, deps: { db: Db }): void {
   const { db } = deps;
-  app.get("/v1/audit", { schema: { querystring: AuditQuery } }, async (req) => {
+  app.get("/v1/audit", { schema: { querystring: AuditQuery } }, async (req): Promise<AuditPage> => {
     const q = req.query;
     const where: string[] = [];
     const params: unknown[] = [];

@@ -16,6 +16,7 @@ import {
   Version,
   type ManifestSignature,
   type PackageInfo,
+  type PackageList,
   type TrustedKeys,
 } from "@molt/contracts";
 import type { EventStore } from "@molt/event-store";
@@ -214,7 +215,7 @@ export function buildApp(deps: PackageRepoDeps) {
     },
   );
 
-  app.get("/v1/packages/:component", { schema: { params: ComponentParams } }, async (req) => {
+  app.get("/v1/packages/:component", { schema: { params: ComponentParams } }, async (req): Promise<PackageList> => {
     const { component } = req.params;
     const { state } = await catalog.current(component);
     if (state.packages.size === 0) throw new HttpError(404, "not_found", `no packages published for component ${component}`);
