@@ -193,8 +193,13 @@ export function releaseReaderPermissions(): Permissions {
   };
 }
 
-/** The subject prefix of a host's replies: only it may receive on it. */
-export const hostInboxPrefix = (hostId: string) => `_INBOX_${encodeHostToken(hostId)}`;
+/**
+ * The subject prefix of a host's replies: only it may receive on it. The host token is a token of
+ * its own (`_INBOX_H.<token>`): nats-server 2.9 fills a template only into a whole token, so the
+ * scoped key's `_INBOX_{{name()}}.>` stayed literal there and no host got a reply.
+ */
+export const HOST_INBOX = "_INBOX_H";
+export const hostInboxPrefix = (hostId: string) => `${HOST_INBOX}.${encodeHostToken(hostId)}`;
 
 /**
  * A host: its own heartbeat and report subjects, its own nudge, its own desired-state keys
@@ -230,7 +235,7 @@ function hostPermissionsFor(tok: string): Permissions {
       ],
       deny: [],
     },
-    sub: { allow: [`molt.agent.${tok}.nudge`, `_INBOX_${tok}.>`], deny: [] },
+    sub: { allow: [`molt.agent.${tok}.nudge`, `${HOST_INBOX}.${tok}.>`], deny: [] },
   };
 }
 
