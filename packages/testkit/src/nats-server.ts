@@ -1,5 +1,5 @@
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer, connect as tcpConnect } from "node:net";
 import { tmpdir } from "node:os";
@@ -73,7 +73,23 @@ export function natsServerVersion(binary = natsServerBinary()): number[] {
   return v;
 }
 
+/**
+ * A port nothing listens on, for a process the test starts next. Chosen below the kernel's
+ * ephemeral range (`ip_local_port_range`, 32768-60999 here): a port the kernel hands out for
+ * `listen(0)` is also one it hands to outgoing connections, and with hundreds of connections
+ * open one took a port between this answer and the service's listen (EADDRINUSE, once in a
+ * cluster-suite run). Below the range only another listener can take it. Falls back to the
+ * kernel's choice if 50 random tries find nothing free.
+ */
 export async function freePort(): Promise<number> {
+  const low = ephemeralLow();
+  for (let i = 0; i < 50; i++) {
+    const port = 10_000 + Math.floor(Math.random() * Math.max(1, low - 10_000));
+    // Never the same port twice from this process: two answers given before either is listened on.
+    if (handedOut.has(port) || !(await canListen(port))) continue;
+    handedOut.add(port);
+    return port;
+  }
   return new Promise((res, rej) => {
     const srv = createServer();
     srv.once("error", rej);
@@ -82,6 +98,27 @@ export async function freePort(): Promise<number> {
       const port = typeof addr === "object" && addr ? addr.port : 0;
       srv.close(() => res(port));
     });
+  });
+}
+
+const handedOut = new Set<number>();
+let ephemeral: number | undefined;
+function ephemeralLow(): number {
+  if (ephemeral === undefined) {
+    try {
+      ephemeral = Number(readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/)[0]) || 32_768;
+    } catch {
+      ephemeral = 32_768;
+    }
+  }
+  return ephemeral;
+}
+
+function canListen(port: number): Promise<boolean> {
+  return new Promise((res) => {
+    const srv = createServer();
+    srv.once("error", () => res(false));
+    srv.listen(port, "127.0.0.1", () => srv.close(() => res(true)));
   });
 }
 
