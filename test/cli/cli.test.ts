@@ -384,4 +384,38 @@ describe("the molt CLI against the running system", () => {
       await tmux("kill-server").catch(() => undefined);
     }
   }, 240_000);
+
+  // Last in the file: it moves cli-001 and cli-002 back to 2.0.0, which no proof after it could then rely on.
+  it("[cli] retry gives the hosts a deployment failed on a new attempt once the fault is gone: its answer parses with the contracts, watch follows the retry batch to exit 0 and the hosts end at the target version", async () => {
+    // Every host is at 2.1.0 (the terminal run); back to 2.0.0 on two, cli-002 failing its download.
+    await writeFile(faultFile, JSON.stringify({ hosts: ["cli-002"], step: "download", message: "injected: mirror down again" }));
+    const id = jsonOf(DeploymentAccepted.extend({ plan: PlanPreview }), await moltHere(["deploy", COMPONENT, "2.0.0", "--hosts", "cli-001,cli-002", "--max-unavailable", "2", "--json"])).deploymentId;
+    const failed = await moltHere(["watch", id, "--json"], VIEWER);
+    expect(failed.code, `${failed.stdout}\n${failed.stderr}`).toBe(WATCH_EXIT["completed-with-failures"]);
+    await rm(faultFile);
+
+    const retried = jsonOf(OperatorCommandAnswer, await molt(["retry", id, "--json"]));
+    // The same deployment, reopened: the new attempt is one more batch, of kind "retry", with the failed host alone.
+    expect(retried).toEqual({ deploymentId: id, status: "running" });
+    const watched = await molt(["watch", id, "--json"]);
+    expect(watched.code, `${watched.stdout}\n${watched.stderr}`).toBe(0);
+    const lines = watched.stdout.trim().split("\n").map((l) => WatchLine.parse(JSON.parse(l)));
+    expect(lines.at(-1)).toEqual({ type: "end", deploymentId: id, outcome: "completed", exitCode: 0 });
+    const last = lines.filter((l) => l.type === "progress").at(-1)!;
+    expect(last.counts).toMatchObject({ succeeded: 2 });
+    expect(last.counts["failed"] ?? 0).toBe(0);
+    const batches = last.deployment.batches.items;
+    expect(batches.at(-1)).toMatchObject({ kind: "retry", size: 1, state: "done", finished: 1, outcomes: { succeeded: 1 } });
+    expect(batches.slice(0, -1).map((b) => b.kind)).not.toContain("retry");
+
+    const hosts = jsonOf(HostList, await moltHere(["hosts", "--json"], VIEWER)).hosts.filter((h) => h.hostId === "cli-001" || h.hostId === "cli-002");
+    expect(hosts.map((h) => h.components[COMPONENT])).toEqual(["2.0.0", "2.0.0"]);
+    // cli-002's history: two tasks of this deployment, the first failed at download, the second succeeded.
+    const events = jsonOf(HostTimeline, await moltHere(["timeline", "cli-002", "--json"], VIEWER)).events;
+    const tasks = events.filter((e) => e.type === "TaskAllocated" && (e.data as { deploymentId?: string }).deploymentId === id).map((e) => e.taskId);
+    expect(tasks).toHaveLength(2);
+    const endOf = (taskId: string | null) => events.filter((e) => e.taskId === taskId && (e.type === "TaskFailed" || e.type === "TaskSucceeded")).map((e) => `${e.type}${e.step ? ` ${e.step}` : ""}`);
+    expect(endOf(tasks[0]!)).toEqual(["TaskFailed download"]);
+    expect(endOf(tasks[1]!)).toEqual(["TaskSucceeded"]);
+  }, 120_000);
 });
