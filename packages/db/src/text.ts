@@ -14,9 +14,9 @@ function clean(value: unknown): unknown {
   if (typeof value === "string") return value.replace(REFUSED, "\uFFFD");
   if (Array.isArray(value)) return value.map(clean);
   if (value !== null && typeof value === "object" && Object.getPrototypeOf(value) === Object.prototype) {
-    const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value)) out[clean(k) as string] = clean(v);
-    return out;
+    // fromEntries defines own properties: an assignment `out["__proto__"] = v` would set the copy's
+    // prototype instead, and the key would vanish from the stored JSON.
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [clean(k), clean(v)]));
   }
   return value;
 }
