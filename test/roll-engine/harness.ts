@@ -149,5 +149,6 @@ export async function teardown(parts: { extra: RunningProcess[]; system?: System
   await parts.system?.stop();
   await parts.nc?.close();
   await parts.nats?.stop();
-  if (parts.dataDir) await rm(parts.dataDir, { recursive: true, force: true });
+  if (parts.dataDir && process.env["MOLT_KEEP_DATA"] === "1") process.stderr.write(`data dir kept (MOLT_KEEP_DATA=1): ${parts.dataDir}\n`);
+  else if (parts.dataDir) await rm(parts.dataDir, { recursive: true, force: true });
 }
