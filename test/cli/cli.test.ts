@@ -419,8 +419,10 @@ describe("the molt CLI against the running system", () => {
     expect(batches.at(-1)).toMatchObject({ kind: "retry", size: 1, state: "done", finished: 1, outcomes: { succeeded: 1 } });
     expect(batches.slice(0, -1).map((b) => b.kind)).not.toContain("retry");
 
-    const hosts = jsonOf(HostList, await moltHere(["hosts", "--json"], VIEWER)).hosts.filter((h) => h.hostId === "cli-001" || h.hostId === "cli-002");
-    expect(hosts.map((h) => h.components[COMPONENT])).toEqual(["2.0.0", "2.0.0"]);
+    // A host's version is what its next heartbeat reports (ComponentVersionObserved), not the task's end: waited for.
+    const versions = async () => jsonOf(HostList, await moltHere(["hosts", "--json"], VIEWER)).hosts.filter((h) => h.hostId === "cli-001" || h.hostId === "cli-002").map((h) => h.components[COMPONENT]);
+    await waitFor("both hosts seen at 2.0.0", async () => ((await versions()).every((v) => v === "2.0.0") ? true : undefined), { timeoutMs: 15_000, intervalMs: 200 });
+    expect(await versions()).toEqual(["2.0.0", "2.0.0"]);
     // cli-002's history: two tasks of this deployment, the first failed at download, the second succeeded.
     const events = jsonOf(HostTimeline, await moltHere(["timeline", "cli-002", "--json"], VIEWER)).events;
     const tasks = events.filter((e) => e.type === "TaskAllocated" && (e.data as { deploymentId?: string }).deploymentId === id).map((e) => e.taskId);
