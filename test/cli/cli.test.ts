@@ -3,6 +3,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { delimiter, join, resolve } from "node:path";
 import { promisify } from "node:util";
+import { jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { PassThrough } from "node:stream";
 import {
@@ -18,6 +19,7 @@ import {
   PackageList,
   PlanPreview,
   QuarantineAnswer,
+  STREAM_EVENTS,
   TaskCounts,
   TaskView,
   subjects,
@@ -394,11 +396,20 @@ describe("the molt CLI against the running system", () => {
     expect(failed.code, `${failed.stdout}\n${failed.stderr}`).toBe(WATCH_EXIT["completed-with-failures"]);
     await rm(faultFile);
 
-    const retried = jsonOf(OperatorCommandAnswer, await molt(["retry", id, "--json"]));
+    // Read-your-writes across invocations (issue 10): the views lag the retry. Every consumer of the
+    // event stream is paused for a moment (the projector keeps answering reads, from views that still
+    // say completed-with-failures); `molt watch` started after `molt retry` must not take that for the end.
+    const jsm = await jetstreamManager(nc);
+    const resumeAt = new Date(Date.now() + 2_500);
+    for await (const c of jsm.consumers.list(STREAM_EVENTS)) await jsm.consumers.pause(STREAM_EVENTS, c.name, resumeAt);
+    const retried = jsonOf(OperatorCommandAnswer, await moltHere(["retry", id, "--json"]));
     // The same deployment, reopened: the new attempt is one more batch, of kind "retry", with the failed host alone.
-    expect(retried).toEqual({ deploymentId: id, status: "running" });
-    const watched = await molt(["watch", id, "--json"]);
+    expect(retried).toMatchObject({ deploymentId: id, status: "running" });
+    const stale = await fetch(`${system.gatewayUrl}/v1/deployments/${id}`, { headers: { authorization: `Bearer ${VIEWER}` } });
+    expect(DeploymentSummary.parse(((await stale.json()) as { deployment: unknown }).deployment).state, "the views lag the retry").toBe("completed");
+    const watched = await moltHere(["watch", id, "--json"], VIEWER);
     expect(watched.code, `${watched.stdout}\n${watched.stderr}`).toBe(0);
+    expect(Date.now(), "watch waited for the views").toBeGreaterThanOrEqual(resumeAt.getTime());
     const lines = watched.stdout.trim().split("\n").map((l) => WatchLine.parse(JSON.parse(l)));
     expect(lines.at(-1)).toEqual({ type: "end", deploymentId: id, outcome: "completed", exitCode: 0 });
     const last = lines.filter((l) => l.type === "progress").at(-1)!;
@@ -408,8 +419,10 @@ describe("the molt CLI against the running system", () => {
     expect(batches.at(-1)).toMatchObject({ kind: "retry", size: 1, state: "done", finished: 1, outcomes: { succeeded: 1 } });
     expect(batches.slice(0, -1).map((b) => b.kind)).not.toContain("retry");
 
-    const hosts = jsonOf(HostList, await moltHere(["hosts", "--json"], VIEWER)).hosts.filter((h) => h.hostId === "cli-001" || h.hostId === "cli-002");
-    expect(hosts.map((h) => h.components[COMPONENT])).toEqual(["2.0.0", "2.0.0"]);
+    // A host's version is what its next heartbeat reports (ComponentVersionObserved), not the task's end: waited for.
+    const versions = async () => jsonOf(HostList, await moltHere(["hosts", "--json"], VIEWER)).hosts.filter((h) => h.hostId === "cli-001" || h.hostId === "cli-002").map((h) => h.components[COMPONENT]);
+    await waitFor("both hosts seen at 2.0.0", async () => ((await versions()).every((v) => v === "2.0.0") ? true : undefined), { timeoutMs: 15_000, intervalMs: 200 });
+    expect(await versions()).toEqual(["2.0.0", "2.0.0"]);
     // cli-002's history: two tasks of this deployment, the first failed at download, the second succeeded.
     const events = jsonOf(HostTimeline, await moltHere(["timeline", "cli-002", "--json"], VIEWER)).events;
     const tasks = events.filter((e) => e.type === "TaskAllocated" && (e.data as { deploymentId?: string }).deploymentId === id).map((e) => e.taskId);

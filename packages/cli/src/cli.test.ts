@@ -185,6 +185,7 @@ describe("molt watch: a deployment the views do not have yet", () => {
   async function gateway(missing: number): Promise<{ url: string; requests: () => number; close: () => Promise<void> }> {
     let n = 0;
     const server = createServer((req, res) => {
+      if (req.url === "/v1/projector/status") return void res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ checkpoint: 1, streamLastSeq: 1 }));
       n++;
       if (n <= missing) {
         res.writeHead(404, { "content-type": "application/json" }).end(JSON.stringify({ error: { code: "not_found", message: "no deployment d-1" } }));
@@ -218,6 +219,46 @@ describe("molt watch: a deployment the views do not have yet", () => {
       await expect(watch(ctxFor(never.url), "d-1", { notFoundGraceMs: 300 })).rejects.toThrow("no deployment d-1 (404 not_found)");
     } finally {
       await never.close();
+    }
+  });
+});
+
+describe("molt watch: views older than the command before it (retry && watch)", () => {
+  const deployment = (state: string) => ({
+    id: "d-1", component: "c", version: "1.0.0", state, requestedBy: "otto", createdAt: "2026-01-01T00:00:00Z", updatedAt: "2026-01-01T00:00:01Z",
+    completedAt: null, hostsTotal: 2, skipped: [], batches: { total: 1, started: 1, completed: 1, items: [] }, awaitingApproval: null, braked: null, reason: null,
+  });
+  const counts = (failed: number) => ({ allocated: 0, dispatched: 0, running: 0, succeeded: 2 - failed, failed, rejected: 0, "timed-out": 0, cancelled: 0 });
+
+  it("[cli] an end from a snapshot before the stream's end at start is not believed: watch waits for the views' checkpoint, then reads a fresh snapshot", async () => {
+    // The stream's end is 7 (the retry); the views are at 5 for three polls, then at 7.
+    let polls = 0;
+    const streams: Array<string | undefined> = [];
+    const server = createServer((req, res) => {
+      if (req.url === "/v1/projector/status") {
+        const checkpoint = polls++ < 3 ? 5 : 7;
+        return void res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ checkpoint, streamLastSeq: 7, lag: 7 - checkpoint }));
+      }
+      const last = req.headers["last-event-id"];
+      streams.push(typeof last === "string" ? last : undefined);
+      const snapshot = polls > 3 ? { id: 7, deployment: deployment("completed"), counts: counts(0) } : { id: 5, deployment: deployment("completed"), counts: counts(1) };
+      res.writeHead(200, { "content-type": "text/event-stream" }).end(`event: progress\nid: ${snapshot.id}\ndata: ${JSON.stringify({ deployment: snapshot.deployment, counts: snapshot.counts })}\n\n`);
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    try {
+      const stdout = new PassThrough();
+      let text = "";
+      stdout.on("data", (d: Buffer) => (text += d.toString()));
+      const out = createOutput({ json: false, env: {}, stdout: stdout as unknown as NodeJS.WriteStream, stderr: new PassThrough() as unknown as NodeJS.WriteStream });
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      // Exit 3 (completed-with-failures, from the views at 5) before the fix.
+      expect(await watch({ out, env: {}, gateway: () => Promise.resolve(createGateway({ url, token: undefined })) }, "d-1", { pollMs: 5 })).toBe(0);
+      expect(polls).toBe(4); // the start, then until the checkpoint reached 7
+      expect(streams).toEqual([undefined, "5"]); // reopened from the stale snapshot's id: the server sends a fresh one
+      expect(text).toContain("deployment d-1 completed");
+      expect(text).not.toContain("completed-with-failures");
+    } finally {
+      await new Promise((r) => server.close(() => r(undefined)));
     }
   });
 });

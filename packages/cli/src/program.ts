@@ -121,7 +121,7 @@ export function buildProgram(io: CliIo, setExit: (code: number) => void): Comman
     .command("watch")
     .description("live progress of a deployment until it ends: bars, counts per state, failures as they happen")
     .argument("<deployment>")
-    .addHelpText("after", `${example("molt watch 01JD… && echo rolled out")}\nExits 0 when the deployment completes on every planned host, ${WATCH_EXIT.failed} when it failed or completed with failed hosts, ${WATCH_EXIT.cancelled} cancelled, ${WATCH_EXIT.braked} braked (stopped by its brake).\nA deployment the views do not show yet (just accepted) is waited for up to 10 s.\n`)
+    .addHelpText("after", `${example("molt watch 01JD… && echo rolled out")}\nExits 0 when the deployment completes on every planned host, ${WATCH_EXIT.failed} when it failed or completed with failed hosts, ${WATCH_EXIT.cancelled} cancelled, ${WATCH_EXIT.braked} braked (stopped by its brake).\nA deployment the views do not show yet (just accepted) is waited for up to 10 s; an end the views show before they have applied what was committed when watch started (molt retry X && molt watch X) is waited past.\n`)
     .action(act((ctx, id: string) => watch(ctx, id)));
 
   for (const name of OperatorCommandName.options) {

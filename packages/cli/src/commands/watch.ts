@@ -12,6 +12,8 @@ import { CliError, paintState } from "../output.js";
 export const WATCH_EXIT = { completed: 0, failed: 3, "completed-with-failures": 3, cancelled: 4, braked: 5 } as const;
 
 const Progress = z.object({ deployment: DeploymentSummary, counts: TaskCounts });
+/** `GET /v1/projector/status`, the two positions watch reads (any role may). */
+const ViewsPosition = z.object({ checkpoint: z.number().int().min(0), streamLastSeq: z.number().int().min(0) });
 type Progress = z.infer<typeof Progress>;
 
 const FINISHED: readonly TaskStateView[] = ["succeeded", "failed", "rejected", "timed-out", "cancelled"];
@@ -57,9 +59,32 @@ function failureOf(t: TaskView): string {
 /**
  * Follows `GET /v1/deployments/:id/events` (snapshots: `progress` and `task`) until the deployment
  * ends, reconnecting with Last-Event-ID when the stream drops. Returns the exit code.
+ *
+ * Read-your-writes across invocations (`molt retry X && molt watch X`): the views may not have
+ * applied the command yet and still show the old end. So watch first reads the event stream's end
+ * (`streamLastSeq`: every command answered before watch started is at or before it) and takes an
+ * end only from a snapshot whose id (the stream sequence the views had applied when it was taken)
+ * has reached it. An older snapshot that looks finished is shown but not believed: watch waits for
+ * the views' checkpoint to reach that end, then asks for a fresh snapshot.
  */
-export async function watch(ctx: Context, id: string, opts: { reconnectMs?: number; notFoundGraceMs?: number } = {}): Promise<number> {
+export async function watch(ctx: Context, id: string, opts: { reconnectMs?: number; notFoundGraceMs?: number; pollMs?: number } = {}): Promise<number> {
   const gw = await ctx.gateway();
+  const pollMs = opts.pollMs ?? 100;
+  /** The views' position; an unreachable gateway gets a few tries, as the stream does. */
+  const position = async () => {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await gw.get("/v1/projector/status", ViewsPosition);
+      } catch (err) {
+        if (attempt >= 5 || !(err instanceof CliError) || !err.message.startsWith("cannot reach")) throw err;
+        await new Promise((r) => setTimeout(r, opts.reconnectMs ?? 1000));
+      }
+    }
+  };
+  const readFrom = (await position()).streamLastSeq;
+  const caughtUp = async () => {
+    while ((await position()).checkpoint < readFrom) await new Promise((r) => setTimeout(r, pollMs));
+  };
   const { out } = ctx;
   const { c } = out;
   const reported = new Set<string>();
@@ -122,6 +147,7 @@ export async function watch(ctx: Context, id: string, opts: { reconnectMs?: numb
       await new Promise((r) => setTimeout(r, opts.reconnectMs ?? 1000));
       continue;
     }
+    let stale = false;
     try {
       for await (const msg of sseMessages(stream)) {
         if (msg.id) lastId = msg.id;
@@ -137,12 +163,24 @@ export async function watch(ctx: Context, id: string, opts: { reconnectMs?: numb
           if (out.json) out.data({ type: "progress", ...p });
           else show(p);
           const outcome = outcomeOf(p);
-          if (outcome !== null) return finish(outcome, p);
+          // A snapshot without an id comes from a server that does not say what it reflects: believed.
+          if (outcome !== null && (msg.id === undefined || Number(msg.id) >= readFrom)) return finish(outcome, p);
+          if (outcome !== null) {
+            stale = true;
+            break;
+          }
         }
       }
     } catch (err) {
       if (err instanceof z.ZodError || err instanceof SyntaxError) throw new CliError(`unexpected event from the gateway: ${err.message}`);
       // The connection dropped: reconnect from the last event id.
+    }
+    if (stale) {
+      // Views older than a command answered before watch started: once they have caught up, the
+      // stream is opened again from the last id, which is behind them, so a fresh snapshot follows.
+      await caughtUp();
+      attempt--;
+      continue;
     }
     await new Promise((r) => setTimeout(r, opts.reconnectMs ?? 1000));
   }
