@@ -343,6 +343,34 @@ describe.each(testDatabases())("a run of commits against commit by commit on %s"
       expect(await rowsOf(runs, prefix)).toEqual(await rowsOf(one, prefix));
     });
 
+  it("[views] an allocation delivered again opening a run: the run is refused and commit by commit leaves the same rows", async () => {
+    // The fold does not read a task whose first event in the run is its allocation (presumed new);
+    // here the task has a row already, so the dispatch must move that row, as one by one does.
+    const [one, runs] = await databases();
+    const n = ++streams;
+    const prefix = `${kind}${n}`;
+    const taskId = `${prefix}-t`;
+    const hostId = `${prefix}-h.example.com`;
+    const alloc = (id: string) =>
+      mk("TaskAllocated", { taskId, deploymentId: `${prefix}-d`, hostId, component: "c", version: "2.0.0", fromVersion: null, attempt: 1, deadline: at(9), package: PKG }, 1, id);
+    const commit = (i: number, events: MoltEvent[]): ProjectedCommit => ({
+      seq: n * 100_000 + i + 1,
+      subject: subjects.slot(hostId, "c"),
+      commit: { commitId: `${prefix}#${i}`, events },
+      hostId,
+      component: "c",
+    });
+    const first = commit(0, [alloc(`${prefix}-a1`)]);
+    const run = [commit(1, [alloc(`${prefix}-a2`)]), commit(2, [mk("TaskDispatched", { taskId, revision: 1 }, 2, `${prefix}-d1`)])];
+    await each(one, [first, ...run]);
+    await each(runs, [first]);
+    await expect(runs.transaction((tx) => applyRun(tx, run))).rejects.toThrow(/already had a row/);
+    await each(runs, run);
+    const rows = await rowsOf(runs, prefix);
+    expect(rows["tasks"]).toMatchObject([{ task_id: taskId, state: "dispatched" }]);
+    expect(rows).toEqual(await rowsOf(one, prefix));
+  });
+
   it("[views] any events in any order: a run leaves the rows its commits leave one by one", async () => {
     await fc.assert(property(aChaosStream, false), { numRuns: RUNS });
   }, 300_000);

@@ -111,6 +111,8 @@ export class TaskRun {
     private readonly steps: Map<string, Map<number, StepRow>>,
     /** Tasks whose step rows were read; the others' step events in the run are all start+end pairs. */
     private readonly stepsRead: ReadonlySet<string>,
+    /** Tasks whose first event in the run is their allocation: not read, presumed to have no row yet (checked when written). */
+    private readonly presumedNew: ReadonlySet<string>,
   ) {}
 
   /**
@@ -118,28 +120,36 @@ export class TaskRun {
    * those with a lone step start or end in the run. A start+end pair only inserts a complete row
    * if its key is free and nothing in a run changes a complete row, so `ON CONFLICT DO NOTHING`
    * decides it without a read (the usual report: most runs read no step rows). Keys are probed by
-   * index (= ANY), so a task allocated in the run costs one probe that finds nothing.
+   * index (= ANY). A task whose first event in the run is its allocation is not read at all: it
+   * has no row yet unless its allocation was delivered twice, which `write` finds (the upsert
+   * leaves such a row alone and counts it) and then refuses the run, which the follower applies
+   * commit by commit instead.
    */
   static async load(tx: Queryable, commits: Iterable<{ commit: { events: readonly MoltEvent[] } }>): Promise<TaskRun> {
     const ids = new Set<string>();
     const withSteps = new Set<string>();
+    const presumedNew = new Set<string>();
     for (const { commit } of commits)
       for (let i = 0; i < commit.events.length; i++) {
         const e = commit.events[i]!;
         if (!isTaskEvent(e)) continue;
-        ids.add(e.data.taskId);
+        if (!ids.has(e.data.taskId)) {
+          ids.add(e.data.taskId);
+          if (e.type === "TaskAllocated") presumedNew.add(e.data.taskId);
+        }
         if (endsPair(e, commit.events[i + 1])) i++;
         else if (isStepEvent(e)) withSteps.add(e.data.taskId);
       }
     const tasks = new Map<string, TaskRow>();
     const steps = new Map<string, Map<number, StepRow>>();
-    if (ids.size > 0) {
+    const toRead = [...ids].filter((id) => !presumedNew.has(id));
+    if (toRead.length > 0) {
       const t = await tx.query<TaskRow>(
         `SELECT task_id, deployment_id, host_id, component, version, from_version, attempt, state, current_step, error,
            deadline::text AS deadline, allocated_at::text AS allocated_at, updated_at::text AS updated_at,
            finished_at::text AS finished_at, log_tail
          FROM tasks WHERE task_id = ANY($1::text[])`,
-        [[...ids]],
+        [toRead],
       );
       for (const row of t.rows) tasks.set(row.task_id, row);
     }
@@ -151,7 +161,7 @@ export class TaskRun {
       );
       for (const row of s.rows) stepsOf(steps, row.task_id).set(row.seq, { ...row, derived: false });
     }
-    return new TaskRun(tasks, steps, withSteps);
+    return new TaskRun(tasks, steps, withSteps, presumedNew);
   }
 
   /** What `applyEvent` does for a task event, in memory. */
@@ -242,9 +252,12 @@ export class TaskRun {
    * rows are read once, so building a jsonb of the whole run first is wasted work.
    */
   async write(tx: Queryable): Promise<void> {
-    if (this.dirtyTasks.size > 0)
-      await tx.query(
-        `INSERT INTO tasks (task_id, deployment_id, host_id, component, version, from_version, attempt, state, current_step, error,
+    if (this.dirtyTasks.size > 0) {
+      // A presumed-new task that had a row after all (its allocation delivered twice) is left
+      // alone and not counted: the run's rows for it were folded from nothing, so the run is
+      // refused and applied commit by commit (the transaction rolls back).
+      const written = await tx.query<{ n: number }>(
+        `WITH w AS (INSERT INTO tasks (task_id, deployment_id, host_id, component, version, from_version, attempt, state, current_step, error,
            deadline, allocated_at, updated_at, finished_at, log_tail)
          SELECT task_id, deployment_id, host_id, component, version, from_version, attempt, state, current_step, error,
            deadline, allocated_at, updated_at, finished_at, log_tail
@@ -252,9 +265,13 @@ export class TaskRun {
            from_version text, attempt integer, state text, current_step text, error text, deadline timestamptz,
            allocated_at timestamptz, updated_at timestamptz, finished_at timestamptz, log_tail text)
          ON CONFLICT (task_id) DO UPDATE SET state = EXCLUDED.state, current_step = EXCLUDED.current_step, error = EXCLUDED.error,
-           updated_at = EXCLUDED.updated_at, finished_at = EXCLUDED.finished_at, log_tail = EXCLUDED.log_tail`,
-        [JSON.stringify([...this.dirtyTasks].map((id) => this.tasks.get(id)!))],
+           updated_at = EXCLUDED.updated_at, finished_at = EXCLUDED.finished_at, log_tail = EXCLUDED.log_tail
+         WHERE tasks.task_id <> ALL($2::text[])
+         RETURNING 1) SELECT count(*)::int AS n FROM w`,
+        [JSON.stringify([...this.dirtyTasks].map((id) => this.tasks.get(id)!)), [...this.presumedNew]],
       );
+      if (written.rows[0]!.n !== this.dirtyTasks.size) throw new PresumedNewError();
+    }
     // Rows of tasks whose step rows were read: inserted (key known free) or changed (an open row
     // closed). Rows of the others (pairs only): inserted where the key is free, as one by one.
     const [read, paired] = [[] as StepRow[], [] as StepRow[]];
@@ -289,6 +306,13 @@ export class TaskRun {
     if (rows.has(row.seq)) return;
     rows.set(row.seq, row);
     this.dirtySteps.add(row);
+  }
+}
+
+/** A task allocated in the run already had a row: the run goes commit by commit (see TaskRun.load). */
+export class PresumedNewError extends Error {
+  constructor() {
+    super("a task allocated in the run already had a row: applied commit by commit");
   }
 }
 
