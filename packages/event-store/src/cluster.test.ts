@@ -84,4 +84,25 @@ describe("event store on a 3-node cluster", () => {
       await nc.close();
     }
   }, 240_000);
+  // After the leader test, which counts the stream's messages.
+  it("[scale-faults] appends racing on one subject of the replicated stream: one lands, every other is a ConcurrencyError", async () => {
+    // nats-server 2.11+ refuses the losers of such a race on a replicated stream with err_code 10164
+    // (wrong last sequence, no number), not 10071: append passed it on raw, so a decider took a
+    // conflict for a failure instead of re-reading (found by the esread engineer; 4 of 4 runs red).
+    const nc = await cluster.bus.connect("allocator", { noAsyncTraces: true });
+    try {
+      const store = createEventStore(nc);
+      for (let round = 0; round < 5; round++) {
+        const subject = `molt.es.deployment.race${round}`;
+        const results = await Promise.allSettled(
+          Array.from({ length: 8 }, (_, w) => store.append(subject, { commitId: `race${round}-${w}`, events: [event(`race${round}-${w}/0`)] }, { expectedSequence: 0 })),
+        );
+        const refused = results.flatMap((r) => (r.status === "rejected" ? [r.reason as Error] : []));
+        expect(results.length - refused.length, `round ${round}: appends that landed`).toBe(1);
+        for (const err of refused) expect(err, `round ${round}: ${err.name} ${err.message}`).toBeInstanceOf(ConcurrencyError);
+      }
+    } finally {
+      await nc.close();
+    }
+  });
 });

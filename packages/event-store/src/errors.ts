@@ -3,7 +3,7 @@ export class EventStoreError extends Error {
   readonly code: string = "event_store";
 }
 
-/** The subject moved on since it was read: re-read, re-decide, retry. JetStream error 10071. */
+/** The subject moved on since it was read: re-read, re-decide, retry. JetStream error 10071 (10164 on a replicated stream, nats-server 2.11+). */
 export class ConcurrencyError extends EventStoreError {
   override readonly code = "concurrency";
   constructor(

@@ -7,8 +7,12 @@ import { followStream, type RawMessage, type Subscription } from "./follow.js";
 import { jetStreamPublisher } from "./publish.js";
 import { CommitTooLargeError, ConcurrencyError, CorruptCommitError, EventStoreError, InvalidCommitError } from "./errors.js";
 
-/** JetStream's "wrong last sequence" error code. */
-const WRONG_LAST_SEQUENCE = 10071;
+/**
+ * JetStream's "wrong last sequence" error codes: 10071 (with the subject's sequence), and 10164
+ * (no sequence), with which nats-server 2.11+ refuses on a replicated stream an expectation on a
+ * subject that already has one in flight. 2.9.10 sends only the first.
+ */
+const WRONG_LAST_SEQUENCE = new Set([10071, 10164]);
 /** Room left under max_payload for the headers (msgID, expectations). */
 const HEADER_ROOM = 1024;
 
@@ -154,7 +158,7 @@ export function createEventStore(nc: NatsConnection, opts: { stream?: string; ac
         if (ackLog) appendFileSync(ackLog, `${ack.seq} ${subject} ${commit.commitId}\n`);
         return { seq: ack.seq, duplicate: ack.duplicate };
       } catch (err) {
-        if (err instanceof JetStreamApiError && err.code === WRONG_LAST_SEQUENCE) {
+        if (err instanceof JetStreamApiError && WRONG_LAST_SEQUENCE.has(err.code)) {
           // JetStream checks the expectation before the msgID, so a retried commit whose first
           // try landed looks like a conflict: if it is the subject's last commit, it is a duplicate.
           const last = await readLast(subject);
