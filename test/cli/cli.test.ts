@@ -5,7 +5,6 @@ import { delimiter, join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { PassThrough } from "node:stream";
 import {
   AuditPage,
   AuditVerification,
@@ -26,7 +25,7 @@ import {
 } from "@molt/contracts";
 import { createEventStore } from "@molt/event-store";
 import { generatePublisherKey, writePublisherKey } from "@molt/publisher";
-import { CLI_BIN, runCli, WATCH_EXIT } from "@molt/cli";
+import { CLI_BIN, runCliCaptured, WATCH_EXIT } from "@molt/cli";
 import { buildPackage, startNatsServer, startSystem, waitFor, type SecureNatsServer, type System } from "@molt/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
@@ -66,15 +65,7 @@ function molt(args: string[], opts: { token?: string; env?: Record<string, strin
  * whose shape is the point rather than the process around them.
  */
 async function moltHere(args: string[], token = OPERATOR): Promise<Run> {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  let out = "";
-  let err = "";
-  stdout.on("data", (d: Buffer) => (out += d.toString()));
-  stderr.on("data", (d: Buffer) => (err += d.toString()));
-  const code = await runCli(args, { stdout: stdout as unknown as NodeJS.WriteStream, stderr: stderr as unknown as NodeJS.WriteStream, env: { HOME: dataDir, MOLT_URL: system.gatewayUrl, MOLT_TOKEN: token } });
-  await new Promise((r) => setImmediate(r)); // the streams hand over their last writes on a later tick
-  return { code, stdout: out, stderr: err };
+  return runCliCaptured(args, { HOME: dataDir, MOLT_URL: system.gatewayUrl, MOLT_TOKEN: token });
 }
 
 const jsonOf = <S extends z.ZodType>(schema: S, r: Run): z.infer<S> => {

@@ -1,4 +1,3 @@
-import { randomUUID } from "node:crypto";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { createUser, encodeUser, fmtCreds, fromSeed, type Permissions } from "@nats-io/jwt";
 import { Kvm } from "@nats-io/kv";
@@ -7,6 +6,7 @@ import { encodeHostToken, KV_DESIRED, STREAM_EVENTS, subjects } from "@molt/cont
 import { hostInboxPrefix, hostIssuer, hostPermissions, hostPermissionsTemplate, issueHostCreds } from "@molt/runtime";
 import { provisionBus, startNatsServer, waitFor, type SecureNatsServer } from "@molt/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { publishBlocked, refused } from "./bus-probes.js";
 
 /**
  * Issue 7: the key the action service enrols hosts with is a *scoped* signing key of the MOLT
@@ -36,31 +36,6 @@ async function as(creds: string, inboxPrefix?: string): Promise<NatsConnection> 
   const nc = await nats.bus.connect({ creds, ...(inboxPrefix ? { inboxPrefix } : {}) }, { reconnect: false });
   open.push(nc);
   return nc;
-}
-
-async function refused(attempt: () => Promise<unknown>): Promise<string> {
-  try {
-    await attempt();
-  } catch (err) {
-    const message = (err as Error).message;
-    expect(message).toMatch(/permission|timeout|authorization/i);
-    return message;
-  }
-  throw new Error("the attempt succeeded");
-}
-
-/** Publishes `forbidden` then `canary`; once admin saw the canary, the forbidden one would have arrived too. */
-async function publishBlocked(nc: NatsConnection, forbidden: string, canary: string): Promise<boolean> {
-  const seen: string[] = [];
-  const sub = admin.subscribe(">", { callback: (_e, m) => void seen.push(`${m.subject} ${m.string()}`) });
-  await admin.flush();
-  const tag = randomUUID();
-  nc.publish(forbidden, tag);
-  nc.publish(canary, tag);
-  await nc.flush().catch(() => undefined);
-  await waitFor(`canary ${canary}`, () => (seen.includes(`${canary} ${tag}`) ? true : undefined), { timeoutMs: 10_000, intervalMs: 20 });
-  sub.unsubscribe();
-  return !seen.includes(`${forbidden} ${tag}`);
 }
 
 beforeAll(async () => {
@@ -96,7 +71,7 @@ describe("the scoped host signing key", () => {
     expect(claims.nats["sub"]).toBeUndefined();
     const a = await as(issued.creds, hostInboxPrefix(HOST_A));
     // Its own: heartbeat, nudge, desired keys by direct get.
-    expect(await publishBlocked(a, subjects.heartbeat(HOST_B), subjects.heartbeat(HOST_A))).toBe(true);
+    expect(await publishBlocked(admin, a, subjects.heartbeat(HOST_B), subjects.heartbeat(HOST_A))).toBe(true);
     const kv = await new Kvm(a).open(KV_DESIRED, { allow_direct: true });
     expect((await kv.get(`${encodeHostToken(HOST_A)}.probe`))?.json()).toEqual({ for: HOST_A });
     await refused(() => kv.get(`${encodeHostToken(HOST_B)}.probe`));
@@ -112,7 +87,7 @@ describe("the scoped host signing key", () => {
     const b = await as(await minted(encodeHostToken(HOST_B)), hostInboxPrefix(HOST_B));
     await expectHostShaped(b, subjects.heartbeat(HOST_B));
     // And host B's only: A's heartbeat and A's desired state are out of reach.
-    expect(await publishBlocked(b, subjects.heartbeat(HOST_A), subjects.heartbeat(HOST_B))).toBe(true);
+    expect(await publishBlocked(admin, b, subjects.heartbeat(HOST_A), subjects.heartbeat(HOST_B))).toBe(true);
     await refused(() => new Kvm(b).open(KV_DESIRED, { allow_direct: true }).then((kv) => kv.get(`${encodeHostToken(HOST_A)}.probe`)));
   });
 
@@ -120,7 +95,7 @@ describe("the scoped host signing key", () => {
     for (const name of ["*", ">"]) {
       const nc = await as(await minted(name));
       // What a template cannot prevent: the name is the thief's to choose (docs/decisions.md).
-      expect(await publishBlocked(nc, subjects.heartbeat(HOST_A), "$JS.API.INFO"), name).toBe(false);
+      expect(await publishBlocked(admin, nc, subjects.heartbeat(HOST_A), "$JS.API.INFO"), name).toBe(false);
       await expectHostShaped(nc, "$JS.API.INFO");
     }
   });
@@ -129,7 +104,7 @@ describe("the scoped host signing key", () => {
 /** Nothing a host may not do: events, desired keys, command records, nudges, stream management, `>`. */
 async function expectHostShaped(nc: NatsConnection, canary: string) {
   for (const forbidden of [subjects.slot(HOST_B, "metrics-agent"), subjects.hostMeta(HOST_A), subjects.command("create-deployment"), `$KV.${KV_DESIRED}.${encodeHostToken(HOST_A)}.metrics-agent`, subjects.nudge(HOST_A), "$JS.API.STREAM.DELETE." + STREAM_EVENTS])
-    expect(await publishBlocked(nc, forbidden, canary), forbidden).toBe(true);
+    expect(await publishBlocked(admin, nc, forbidden, canary), forbidden).toBe(true);
   await refused(() => jetstream(nc, { timeout: 2_000 }).publish(subjects.hostMeta(HOST_B), "{}"));
   await refused(async () => (await jetstreamManager(nc, { timeout: 2_000 })).streams.delete(STREAM_EVENTS));
   await refused(async () => (await jetstreamManager(nc, { timeout: 2_000 })).streams.update(STREAM_EVENTS, { max_msgs: 1 }));

@@ -16,7 +16,8 @@ import { resolveTarget } from "./config.js";
 import { outcomeOf, watch, WATCH_EXIT } from "./commands/watch.js";
 import { createGateway, sseMessages } from "./http.js";
 import { createOutput, parseSince } from "./output.js";
-import { buildProgram, runCli } from "./program.js";
+import { buildProgram } from "./program.js";
+import { runCliCaptured } from "./captured.js";
 
 let home: string;
 beforeAll(async () => {
@@ -28,15 +29,8 @@ afterAll(async () => {
 
 /** Runs the CLI in-process with captured, non-terminal output. */
 async function run(argv: string[], env: NodeJS.ProcessEnv = {}) {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  let out = "";
-  let err = "";
-  stdout.on("data", (d: Buffer) => (out += d.toString()));
-  stderr.on("data", (d: Buffer) => (err += d.toString()));
-  const code = await runCli(argv, { stdout: stdout as unknown as NodeJS.WriteStream, stderr: stderr as unknown as NodeJS.WriteStream, env: { HOME: home, ...env } });
-  await new Promise((r) => setImmediate(r)); // the streams hand over their last writes on a later tick
-  return { code, out, err };
+  const r = await runCliCaptured(argv, { HOME: home, ...env });
+  return { code: r.code, out: r.stdout, err: r.stderr };
 }
 
 describe("molt: arguments", () => {

@@ -1,6 +1,7 @@
 import { fileURLToPath } from "node:url";
 
 export { runCli, buildProgram, type CliIo } from "./program.js";
+export { runCliCaptured } from "./captured.js";
 export { WATCH_EXIT } from "./commands/watch.js";
 export { AUDIT_BROKEN_EXIT } from "./commands/audit.js";
 
