@@ -13,6 +13,10 @@ import { CommitTooLargeError, ConcurrencyError, CorruptCommitError, EventStoreEr
  * subject that already has one in flight. 2.9.10 sends only the first.
  */
 const WRONG_LAST_SEQUENCE = new Set([10071, 10164]);
+/** 10164: the expectation cannot be checked now, a commit on the subject is in flight. */
+const IN_FLIGHT = 10164;
+/** Tries again after 20, 40 … 1,280 ms (2.5 s in all) before an in-flight refusal counts as a conflict. */
+const IN_FLIGHT_RETRIES = 7;
 /** Room left under max_payload for the headers (msgID, expectations). */
 const HEADER_ROOM = 1024;
 
@@ -149,23 +153,33 @@ export function createEventStore(nc: NatsConnection, opts: { stream?: string; ac
       const body = Buffer.from(JSON.stringify(checked.data));
       const max = nc.info?.max_payload ?? 1024 * 1024;
       if (body.length > max - HEADER_ROOM) throw new CommitTooLargeError(subject, body.length, max - HEADER_ROOM);
-      try {
-        const h = headers();
-        h.set(PubHeaders.MsgIdHdr, commit.commitId);
-        h.set(PubHeaders.ExpectedLastSubjectSequenceHdr, String(expectedSequence));
-        const ack = await publish(subject, body, h);
-        // One O_APPEND write per line: lines from several processes never interleave.
-        if (ackLog) appendFileSync(ackLog, `${ack.seq} ${subject} ${commit.commitId}\n`);
-        return { seq: ack.seq, duplicate: ack.duplicate };
-      } catch (err) {
-        if (err instanceof JetStreamApiError && WRONG_LAST_SEQUENCE.has(err.code)) {
+      const h = headers();
+      h.set(PubHeaders.MsgIdHdr, commit.commitId);
+      h.set(PubHeaders.ExpectedLastSubjectSequenceHdr, String(expectedSequence));
+      for (let attempt = 0; ; attempt++) {
+        try {
+          const ack = await publish(subject, body, h);
+          // One O_APPEND write per line: lines from several processes never interleave.
+          if (ackLog) appendFileSync(ackLog, `${ack.seq} ${subject} ${commit.commitId}\n`);
+          return { seq: ack.seq, duplicate: ack.duplicate };
+        } catch (err) {
+          if (!(err instanceof JetStreamApiError && WRONG_LAST_SEQUENCE.has(err.code))) throw err;
+          // 10164: a commit on this subject is still being replicated, maybe this one's own earlier
+          // try (a retry after a timeout across a leader change): undecided yet, so asked again
+          // until it has landed or not. Seen in the cluster test under load, where a commit that
+          // then landed was answered as a conflict.
+          if (err.code === IN_FLIGHT && attempt < IN_FLIGHT_RETRIES) {
+            await new Promise((r) => setTimeout(r, 20 * 2 ** attempt));
+            continue;
+          }
           // JetStream checks the expectation before the msgID, so a retried commit whose first
           // try landed looks like a conflict: if it is the subject's last commit, it is a duplicate.
-          const last = await readLast(subject);
+          // Asked of the leader: a replica behind a restart answers a direct get with an older
+          // commit, and a commit that landed came back as a conflict (cluster test, under load).
+          const last = await readLast(subject, { consistent: true });
           if (last?.commit.commitId === commit.commitId) return { seq: last.seq, duplicate: true };
           throw new ConcurrencyError(subject, expectedSequence);
         }
-        throw err;
       }
     },
     readLast,
