@@ -207,8 +207,24 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
     return p;
   };
 
+  const agent: ProcessSpec = opts.agentBundle ? { argv: [opts.agentBundle] } : "agent";
+  const startAgent = async (spec: AgentSpec) => {
+    const root = join(opts.dataDir, "hosts", spec.hostId);
+    hostRoots.set(spec.hostId, root);
+    const creds = await hostCredsFile(bus, spec.hostId, join(opts.dataDir, "hosts-creds"));
+    const nats = { ...(await bus.env("sim")), MOLT_NATS_CREDS: creds.file };
+    return start(`agent-${spec.hostId}`, agent, { ...nats, MOLT_HOST_ID: spec.hostId, MOLT_ROOT: root, ...(spec.seed ? { MOLT_SEED: spec.seed } : {}), ...spec.env }, /agent (running|started|ready)/i);
+  };
+  /**
+   * Waits for every start, settled or not: a start that fails while others are still coming up
+   * must not leave those running once they are ready (orphans a failed bed left behind before).
+   */
+  const settleAll = async (starts: Promise<unknown>[]) => {
+    const failed = (await Promise.allSettled(starts)).find((r) => r.status === "rejected");
+    if (failed) throw failed.reason;
+  };
   try {
-    await Promise.all([
+    await settleAll([
       start("action", "action", { ...(await as("action")), MOLT_HTTP_PORT: pAction, MOLT_HOST_ISSUER_FILE: issuerFile }, LISTENING),
       start("projector", "projector", { ...(await as("projector")), MOLT_HTTP_PORT: pProjector, MOLT_DATA_DIR: join(opts.dataDir, "projector") }, LISTENING),
       start(
@@ -245,38 +261,29 @@ export async function startSystem(opts: SystemOptions): Promise<System> {
         LISTENING,
       ),
     ]);
+    await settleAll((opts.agents ?? []).map(startAgent));
+    if (opts.sim) {
+      const prefix = opts.sim.prefix ?? "sim-";
+      const root = join(opts.dataDir, "sim");
+      for (let i = 1; i <= opts.sim.count; i++) hostRoots.set(`${prefix}${String(i).padStart(3, "0")}`, join(root, `${prefix}${String(i).padStart(3, "0")}`));
+      await start(
+        "agent-sim",
+        agent,
+        {
+          ...(await bus.env("sim")),
+          MOLT_SIM: String(opts.sim.count),
+          MOLT_SIM_PREFIX: prefix,
+          MOLT_ROOT: root,
+          ...(opts.sim.seed ? { MOLT_SEED: opts.sim.seed } : {}),
+          ...(opts.sim.stepDelayMs !== undefined ? { MOLT_SIM_STEP_DELAY_MS: String(opts.sim.stepDelayMs) } : {}),
+          ...(await metricsPort("agent-sim")),
+        },
+        /agent (running|started|ready)|sim/i,
+      );
+    }
   } catch (err) {
     await Promise.all(processes.map((p) => p.kill()));
     throw err;
-  }
-
-  const agent: ProcessSpec = opts.agentBundle ? { argv: [opts.agentBundle] } : "agent";
-  const startAgent = async (spec: AgentSpec) => {
-    const root = join(opts.dataDir, "hosts", spec.hostId);
-    hostRoots.set(spec.hostId, root);
-    const creds = await hostCredsFile(bus, spec.hostId, join(opts.dataDir, "hosts-creds"));
-    const nats = { ...(await bus.env("sim")), MOLT_NATS_CREDS: creds.file };
-    return start(`agent-${spec.hostId}`, agent, { ...nats, MOLT_HOST_ID: spec.hostId, MOLT_ROOT: root, ...(spec.seed ? { MOLT_SEED: spec.seed } : {}), ...spec.env }, /agent (running|started|ready)/i);
-  };
-  await Promise.all((opts.agents ?? []).map(startAgent));
-  if (opts.sim) {
-    const prefix = opts.sim.prefix ?? "sim-";
-    const root = join(opts.dataDir, "sim");
-    for (let i = 1; i <= opts.sim.count; i++) hostRoots.set(`${prefix}${String(i).padStart(3, "0")}`, join(root, `${prefix}${String(i).padStart(3, "0")}`));
-    await start(
-      "agent-sim",
-      agent,
-      {
-        ...(await bus.env("sim")),
-        MOLT_SIM: String(opts.sim.count),
-        MOLT_SIM_PREFIX: prefix,
-        MOLT_ROOT: root,
-        ...(opts.sim.seed ? { MOLT_SEED: opts.sim.seed } : {}),
-        ...(opts.sim.stepDelayMs !== undefined ? { MOLT_SIM_STEP_DELAY_MS: String(opts.sim.stepDelayMs) } : {}),
-        ...(await metricsPort("agent-sim")),
-      },
-      /agent (running|started|ready)|sim/i,
-    );
   }
 
   return {
