@@ -95,7 +95,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
       componentConfigs: file?.components ?? [],
       trustedKeys: file?.trustedKeys ?? [],
       localHeartbeat: true,
-      runner: processRunner({ log: hostLog, ...(mirror ? { mirror } : {}) }),
+      runner: processRunner({ log: hostLog, ...(mirror ? { mirror } : {}), ...(config.MOLT_CLIENT_BUNDLE ? { clientBundle: config.MOLT_CLIENT_BUNDLE } : {}) }),
       timing: { ...timing, journalPollMs: 50 },
     });
     await agent.start();

@@ -82,6 +82,8 @@ export const AgentEnv = z
       .transform((v) => v === "1"),
     /** Fault injection for the simulator and tests: a JSON file `{hosts, step, message}`, re-read at every step. */
     MOLT_SIM_FAULT_FILE: z.string().min(1).optional(),
+    /** An agent run from sources starts its upgrade clients from this built bundle (tests set it: many clients). */
+    MOLT_CLIENT_BUNDLE: z.string().min(1).optional(),
   })
   .superRefine((env, ctx) => {
     // A real host with MOLT_CONFIG takes its host id and root from the file; --sim always needs MOLT_ROOT.

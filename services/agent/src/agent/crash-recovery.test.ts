@@ -12,7 +12,7 @@ import { restartAgent } from "../testing/restart.js";
 import { treeDigest } from "../testing/tree.js";
 import { verdictFor } from "./forwarder.js";
 import { recoverDeadRun } from "./recover.js";
-import { processRunner } from "./runners.js";
+import { testRunner } from "../testing/runner.js";
 
 const HOST = "crash-1.example.com";
 const log = silentLog();
@@ -45,7 +45,7 @@ beforeAll(async () => {
   oldDigest = await treeDigest(componentPaths(clean, "metrics-agent").current);
   const t = task("/crash-clean.tar.gz");
   await recordLaunch(clean, t);
-  expect((await processRunner({ log }).start(clean, t, () => undefined).exited).code).toBe(0);
+  expect((await testRunner({ log }).start(clean, t, () => undefined).exited).code).toBe(0);
   newDigest = await treeDigest(componentPaths(clean, "metrics-agent").current);
   const cleanEntries = await journalOf(clean, t.taskId);
   runMs = Date.parse(cleanEntries.at(-1)!.at) - Date.parse(cleanEntries[0]!.at);
@@ -98,7 +98,7 @@ describe("crash recovery", () => {
       const root = await seededRoot();
       const t = task(`/crash-${point.replaceAll(":", "-")}.tar.gz`);
       await recordLaunch(root, t);
-      const exit = await processRunner({ log, env: { MOLT_CRASH_AT: point } }).start(root, t, () => undefined).exited;
+      const exit = await testRunner({ log, env: { MOLT_CRASH_AT: point } }).start(root, t, () => undefined).exited;
       expect(exit.signal).toBe("SIGKILL");
       // The restarted agent finds the dead client's task, recovers the component and reports.
       const entries = await restartAgent({ nc, reports, log, hostId: HOST, root, component: "metrics-agent", taskId: t.taskId, timeoutMs: 10_000 });
@@ -111,7 +111,7 @@ describe("crash recovery", () => {
       // A new run on the component is not blocked by anything the crash left behind.
       const next = task(`/crash-next-${point.replaceAll(":", "-")}.tar.gz`);
       await recordLaunch(root, next);
-      expect((await processRunner({ log }).start(root, next, () => undefined).exited).code).toBe(0);
+      expect((await testRunner({ log }).start(root, next, () => undefined).exited).code).toBe(0);
       expect((await journalOf(root, next.taskId)).at(-1)).toMatchObject({ kind: "succeeded" });
       expect(await treeDigest(componentPaths(root, "metrics-agent").current)).toBe(newDigest);
     },
@@ -130,7 +130,7 @@ describe("crash recovery", () => {
       const root = await seededRoot();
       const t = task(`/random-${i}.tar.gz`);
       await recordLaunch(root, t);
-      const run = processRunner({ log }).start(root, t, () => undefined);
+      const run = testRunner({ log }).start(root, t, () => undefined);
       // Killed from outside at a random moment once the client is journaling.
       await waitFor("accepted", async () => ((await journalOf(root, t.taskId)).length > 0 ? true : undefined), { intervalMs: 2 });
       await new Promise((r) => setTimeout(r, Math.random() * windowMs));

@@ -15,7 +15,8 @@ import { buildPackage, type BuiltPackage, desiredTask, type PackageServer, start
 import { simHostIds } from "./config.js";
 import { kvDesiredSource } from "./desired.js";
 import { createHostAgent, type HostAgent } from "./host-agent.js";
-import { inProcessRunner, processRunner, type TaskRunner } from "./runners.js";
+import { inProcessRunner, type TaskRunner } from "./runners.js";
+import { testRunner } from "../testing/runner.js";
 
 const log: Log = process.env["MOLT_TEST_LOG"] ? createLogger("agent-test") : silentLog();
 const timing = { pollMs: 60_000, heartbeatMs: 300, reportRetryMs: 100, reportTimeoutMs: 250, journalPollMs: 50 };
@@ -73,7 +74,7 @@ async function newRoot(): Promise<string> {
   return root;
 }
 
-function makeAgent(root: string, hostId: string, runner: TaskRunner = processRunner({ log })): HostAgent {
+function makeAgent(root: string, hostId: string, runner: TaskRunner = testRunner({ log })): HostAgent {
   return createHostAgent({
     nc,
     desired: kvDesiredSource(nc),
@@ -305,7 +306,7 @@ describe("host agent", () => {
     const root = await newRoot();
     const task = taskFor(hostId);
     // Each step pauses, so the withdrawal lands while OVERRIDE is under way.
-    const agent = makeAgent(root, hostId, processRunner({ log, stepDelayMs: 400 }));
+    const agent = makeAgent(root, hostId, testRunner({ log, stepDelayMs: 400 }));
     await agent.start();
     const kv = await putDesired(task);
     await waitFor("the client in OVERRIDE", () =>
@@ -340,7 +341,7 @@ describe("host agent", () => {
     const agent = createHostAgent({
       nc,
       desired: kvDesiredSource(nc),
-      runner: processRunner({ log }),
+      runner: testRunner({ log }),
       log,
       hostId,
       root,
@@ -363,7 +364,7 @@ describe("host agent", () => {
     const agent = createHostAgent({
       nc,
       desired: kvDesiredSource(nc),
-      runner: processRunner({ log }),
+      runner: testRunner({ log }),
       log,
       hostId,
       root,

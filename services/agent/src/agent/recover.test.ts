@@ -12,7 +12,7 @@ import { type BuiltPackage, desiredTask, type PackageServer, startPackageServer,
 import { restartAgent } from "../testing/restart.js";
 import { appAnswers, appConfig, appPid, buildAppPackage, setAppSick } from "../testing/managed-app.js";
 import type { ComponentConfig } from "./components.js";
-import { processRunner } from "./runners.js";
+import { testRunner } from "../testing/runner.js";
 
 /**
  * The agent's recovery of a managed component whose client was killed mid-upgrade: the old
@@ -59,7 +59,7 @@ function task(version: string, over: Partial<DesiredState> = {}): DesiredState {
 
 async function runClient(root: string, t: DesiredState, component: ComponentConfig, env: Record<string, string> = {}) {
   await recordLaunch(root, t, { component });
-  return processRunner({ log, env }).start(root, t, () => undefined).exited;
+  return testRunner({ log, env }).start(root, t, () => undefined).exited;
 }
 
 /** A host with 1.0.0 installed and running; then an upgrade to 2.0.0 whose client kills itself at `point`. */

@@ -51,6 +51,11 @@ export function processRunner(opts: {
   stepDelayMs?: number;
   mirror?: string;
   clientEntry?: string;
+  /**
+   * A built agent bundle to run the client from (`node <bundle> client …`) when this agent runs
+   * from sources (MOLT_CLIENT_BUNDLE): the same code, started in a fifth of the CPU time tsx takes.
+   */
+  clientBundle?: string;
   tsx?: string;
   /** Extra environment for the client (tests: MOLT_CRASH_AT, MOLT_SIM_FAULT_FILE). */
   env?: Readonly<Record<string, string>>;
@@ -60,9 +65,7 @@ export function processRunner(opts: {
   // import.meta.url; the build only writes .mjs) is its own client: `node <bundle> client …`,
   // with no tsx or sources on the host. From sources, tsx (resolved from this package, not from
   // the agent's cwd) runs main.ts.
-  // MOLT_CLIENT_BUNDLE names a built bundle to take the client from when running from sources: the
-  // same code, started in a fifth of the CPU time tsx takes (the test runs set it: many clients).
-  const prebuilt = opts.clientEntry === undefined ? process.env["MOLT_CLIENT_BUNDLE"] || null : null;
+  const prebuilt = opts.clientEntry === undefined ? (opts.clientBundle ?? null) : null;
   const bundle = opts.clientEntry === undefined && import.meta.url.endsWith(".mjs") ? fileURLToPath(import.meta.url) : prebuilt;
   const command = bundle !== null ? [bundle, "client"] : ["--import", opts.tsx ?? import.meta.resolve("tsx"), entry];
   return {

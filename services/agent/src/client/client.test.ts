@@ -6,15 +6,15 @@ import type { DesiredState, JournalEntry } from "@molt/contracts";
 import { createServer } from "node:http";
 import { freePort, waitFor } from "@molt/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { processRunner } from "../agent/runners.js";
 import { componentPaths, seedComponent } from "../host/layout.js";
 import { readJournal, recordLaunch, taskPaths } from "../host/task-files.js";
 import { archivePath } from "./staging.js";
 import { silentLog } from "../log.js";
 import { buildPackage, type BuiltPackage, desiredTask, type PackageServer, startPackageServer, tempDir } from "../testing/fixtures.js";
+import { testRunner } from "../testing/runner.js";
 
 const HOST = "web-1.example.com";
-const runner = processRunner({ log: silentLog() });
+const runner = testRunner({ log: silentLog() });
 
 let server: PackageServer;
 let pkg: BuiltPackage;
@@ -156,7 +156,7 @@ describe("upgrade client process", () => {
       package: { platform: "linux-amd64", sha256: pkg.sha256, size: pkg.size, url: "http://127.0.0.1:9/v1/packages/mirrored.tar.gz" },
     });
     await recordLaunch(root, task);
-    const run = processRunner({ log: silentLog(), mirror: server.base }).start(root, task, () => undefined);
+    const run = testRunner({ log: silentLog(), mirror: server.base }).start(root, task, () => undefined);
     expect((await run.exited).code).toBe(0);
     const entries = await journalOf(root, task.taskId);
     expect(entries.at(-1)).toMatchObject({ kind: "succeeded", version: "2.0.0" });
@@ -174,7 +174,7 @@ describe("upgrade client process", () => {
       bad.serve(path, { body: forged });
       const task = taskFor(path, pkg.bytes);
       await recordLaunch(root, task);
-      const run = processRunner({ log: silentLog(), mirror: `http://127.0.0.1:9,${bad.base}` }).start(root, task, () => undefined);
+      const run = testRunner({ log: silentLog(), mirror: `http://127.0.0.1:9,${bad.base}` }).start(root, task, () => undefined);
       expect((await run.exited).code).toBe(0);
       const entries = await journalOf(root, task.taskId);
       expect(entries.at(-1)).toMatchObject({ kind: "succeeded", version: "2.0.0" });
@@ -198,7 +198,7 @@ describe("upgrade client process", () => {
       mirror.serve(path, { body: pkg.bytes });
       const task = taskFor(path, pkg.bytes);
       await recordLaunch(root, task);
-      const run = processRunner({ log: silentLog(), mirror: `${mirror.base}, http://127.0.0.1:9` }).start(root, task, () => undefined);
+      const run = testRunner({ log: silentLog(), mirror: `${mirror.base}, http://127.0.0.1:9` }).start(root, task, () => undefined);
       expect((await run.exited).code).toBe(0);
       const entries = await journalOf(root, task.taskId);
       expect(entries.find((e) => e.kind === "step-succeeded" && e.step === "download")).toMatchObject({ detail: expect.stringContaining(`via ${mirror.base}`) as unknown });
@@ -272,7 +272,7 @@ describe("upgrade client process", () => {
     await recordLaunch(root, task);
     // Every step pauses 800 ms; the download is let through just before the deadline, so the
     // deadline falls while OVERRIDE is under way.
-    const run = processRunner({ log: silentLog(), stepDelayMs: 800 }).start(root, task, () => undefined);
+    const run = testRunner({ log: silentLog(), stepDelayMs: 800 }).start(root, task, () => undefined);
     await waitFor("the download requested", () => (server.requests.some((r) => r.path === "/late.tar.gz") ? true : undefined), { timeoutMs: 7_500 });
     await waitFor("just before the deadline", () => (Date.now() >= deadline - 400 ? true : undefined), { timeoutMs: 9_000, intervalMs: 10 });
     release();
@@ -293,7 +293,7 @@ describe("upgrade client process", () => {
     const url = server.serve("/dropped.tar.gz", { body: pkg.bytes, dropFirstAfter: half, dropWhen: onDisk });
     const task = desiredTask({ hostId: HOST, package: { platform: "linux-amd64", sha256: pkg.sha256, size: pkg.size, url } });
     await recordLaunch(root, task);
-    const run = processRunner({ log: silentLog(), env: { MOLT_DOWNLOAD_RETRY_MS: "20" } }).start(root, task, () => undefined);
+    const run = testRunner({ log: silentLog(), env: { MOLT_DOWNLOAD_RETRY_MS: "20" } }).start(root, task, () => undefined);
     expect((await run.exited).code).toBe(0);
     const entries = await journalOf(root, task.taskId);
     expect(entries.at(-1)).toMatchObject({ kind: "succeeded", version: "2.0.0" });
@@ -306,7 +306,7 @@ describe("upgrade client process", () => {
     const port = await freePort();
     const task = desiredTask({ hostId: HOST, package: { platform: "linux-amd64", sha256: pkg.sha256, size: pkg.size, url: `http://127.0.0.1:${port}/late/pkg.tar.gz` } });
     await recordLaunch(root, task);
-    const run = processRunner({ log: silentLog(), env: { MOLT_DOWNLOAD_RETRY_MS: "100", MOLT_DOWNLOAD_ATTEMPTS: "10" } }).start(root, task, () => undefined);
+    const run = testRunner({ log: silentLog(), env: { MOLT_DOWNLOAD_RETRY_MS: "100", MOLT_DOWNLOAD_ATTEMPTS: "10" } }).start(root, task, () => undefined);
     await waitFor("the client downloading", async () => (shape(await journalOf(root, task.taskId)).includes("step-started:download") ? true : undefined), { timeoutMs: 10_000 });
     // Nothing listens on the repository's port for a while (connections refused); then it comes up.
     await new Promise((r) => setTimeout(r, 500));

@@ -6,7 +6,6 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ComponentConfig } from "../agent/components.js";
 import { verdictFor } from "../agent/forwarder.js";
 import { recoverDeadRun } from "../agent/recover.js";
-import { processRunner } from "../agent/runners.js";
 import { pidAlive } from "./lock.js";
 import { findPid } from "./process.js";
 import { componentPaths } from "../host/layout.js";
@@ -14,6 +13,7 @@ import { readJournal, recordLaunch, taskPaths } from "../host/task-files.js";
 import { silentLog } from "../log.js";
 import { appAnswers, appConfig, appPid, buildAppPackage } from "../testing/managed-app.js";
 import { type BuiltPackage, desiredTask, type PackageServer, startPackageServer, tempDir } from "../testing/fixtures.js";
+import { testRunner } from "../testing/runner.js";
 
 const HOST = "app-1.example.com";
 const COMPONENT = "web-app";
@@ -43,7 +43,7 @@ function task(version: string, over: Partial<DesiredState> = {}): DesiredState {
 
 async function run(root: string, t: DesiredState, component: ComponentConfig, env: Record<string, string> = {}): Promise<JournalEntry[]> {
   await recordLaunch(root, t, { component });
-  expect((await processRunner({ log: silentLog(), env }).start(root, t, () => undefined).exited).code).toBe(0);
+  expect((await testRunner({ log: silentLog(), env }).start(root, t, () => undefined).exited).code).toBe(0);
   return (await readJournal(taskPaths(root, t.taskId).journal, 0)).entries;
 }
 
@@ -187,7 +187,7 @@ describe("a managed component (a real process serving its version over HTTP)", (
     const { root, port, component, oldPid } = await hostWith100();
     const t = task("2.0.0");
     await recordLaunch(root, t, { component });
-    const exit = await processRunner({ log: silentLog(), env: { MOLT_CRASH_AT: "stop:stopped" } }).start(root, t, () => undefined).exited;
+    const exit = await testRunner({ log: silentLog(), env: { MOLT_CRASH_AT: "stop:stopped" } }).start(root, t, () => undefined).exited;
     expect(exit.signal).toBe("SIGKILL");
     expect(pidAlive(oldPid)).toBe(false);
     expect(await appAnswers(port)).toBeNull();

@@ -6,12 +6,12 @@ import { type DesiredState, type JournalEntry, type PackageManifest, type Reposi
 import { generatePublisherKey, manifestOf } from "@molt/publisher";
 import { escapingSymlinkChain, longEscapingSymlinkChain } from "@molt/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { processRunner } from "../agent/runners.js";
 import { componentPaths, seedComponent } from "../host/layout.js";
 import { readJournal, recordLaunch, taskPaths } from "../host/task-files.js";
 import { silentLog } from "../log.js";
 import { buildPackage, type BuiltPackage, describePackage, desiredTask, type PackageServer, rawTarGz, type RawEntry, startPackageServer, tempDir } from "../testing/fixtures.js";
 import { treeDigest } from "../testing/tree.js";
+import { testRunner } from "../testing/runner.js";
 
 const HOST = "sig-1.example.com";
 const COMPONENT = "metrics-agent";
@@ -56,7 +56,7 @@ async function run(opts: { body: Buffer; size?: number; sha256: string; signed?:
     package: { platform: "linux-amd64", sha256: opts.sha256, size: opts.size ?? opts.body.length, url, ...(opts.signed ? { signed: opts.signed } : {}), ...(opts.metadata ? { metadata: opts.metadata } : {}) },
   });
   await recordLaunch(root, t, { component: { name: COMPONENT, kind: "third-party" }, trustedKeys: [{ publicKey: trusted.publicKey }] });
-  expect((await processRunner({ log: silentLog() }).start(root, t, () => undefined).exited).code).toBe(0);
+  expect((await testRunner({ log: silentLog() }).start(root, t, () => undefined).exited).code).toBe(0);
   return { root, entries: (await readJournal(taskPaths(root, t.taskId).journal, 0)).entries, path };
 }
 

@@ -2,12 +2,13 @@ import { readdir, readlink, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { DesiredState, JournalEntry } from "@molt/contracts";
 import { describe, expect, it } from "vitest";
-import { inProcessRunner, processRunner } from "../agent/runners.js";
+import { inProcessRunner } from "../agent/runners.js";
 import { componentPaths, seedComponent } from "../host/layout.js";
 import { readJournal, recordLaunch, taskPaths } from "../host/task-files.js";
 import { silentLog } from "../log.js";
 import { desiredTask } from "../testing/fixtures.js";
 import { packageSuite } from "../testing/suite.js";
+import { testRunner } from "../testing/runner.js";
 
 const suite = packageSuite({ VERSION: "2.0.0\n" });
 
@@ -22,7 +23,7 @@ function upgradeTask(hostId: string, path: string): DesiredState {
   return desiredTask({ hostId, package: { platform: "linux-amd64", sha256: suite.pkg.sha256, size: suite.pkg.size, url } });
 }
 
-async function run(root: string, task: DesiredState, runner = processRunner({ log: silentLog() })): Promise<JournalEntry[]> {
+async function run(root: string, task: DesiredState, runner = testRunner({ log: silentLog() })): Promise<JournalEntry[]> {
   await recordLaunch(root, task);
   expect((await runner.start(root, task, () => undefined).exited).code).toBe(0);
   return (await readJournal(taskPaths(root, task.taskId).journal, 0)).entries;

@@ -4,14 +4,14 @@
  * its whole process group) and see whether the client survives it.
  * Usage: node --import tsx launch-client.ts <root> <taskId>
  */
-import { processRunner } from "../agent/runners.js";
 import { readTask } from "../host/task-files.js";
 import { silentLog } from "../log.js";
+import { testRunner } from "./runner.js";
 
 const [root, taskId] = process.argv.slice(2);
 if (!root || !taskId) throw new Error("usage: launch-client.ts <root> <taskId>");
 const task = await readTask(root, taskId);
 if (!task) throw new Error(`no task ${taskId}`);
-const run = processRunner({ log: silentLog() }).start(root, task, () => undefined);
+const run = testRunner({ log: silentLog() }).start(root, task, () => undefined);
 process.stdout.write(`launched ${run.pid}\n`);
 setInterval(() => undefined, 60_000);

@@ -3,9 +3,9 @@ import { type JournalEntry, type StepReport } from "@molt/contracts";
 import { waitFor } from "@molt/testkit";
 import { kvDesiredSource } from "../agent/desired.js";
 import { createHostAgent } from "../agent/host-agent.js";
-import { processRunner } from "../agent/runners.js";
 import { isTerminal } from "../host/task-files.js";
 import type { Log } from "../log.js";
+import { testRunner } from "./runner.js";
 
 /**
  * The agent restarting on a host whose client died: it finds the dead client's task, recovers the
@@ -25,7 +25,7 @@ export async function restartAgent(opts: {
   const agent = createHostAgent({
     nc: opts.nc,
     desired: kvDesiredSource(opts.nc),
-    runner: processRunner({ log: opts.log }),
+    runner: testRunner({ log: opts.log }),
     log: opts.log,
     hostId: opts.hostId,
     root: opts.root,
