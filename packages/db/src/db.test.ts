@@ -47,6 +47,8 @@ function contract(name: string, open: () => Promise<Db>) {
           await tx.query(`INSERT INTO ${t} VALUES ($1)`, [1]); // duplicate key: the whole transaction goes
         }),
       ).rejects.toThrow(/duplicate key/);
+      // The SQLSTATE comes along (followers dead-letter what the database refuses by its code).
+      await expect(db.query(`INSERT INTO ${t} VALUES ($1)`, [1])).rejects.toMatchObject({ code: "23505" });
       await expect(
         db.transaction(async (tx) => {
           await tx.query(`INSERT INTO ${t} VALUES ($1)`, [4]);
@@ -83,6 +85,7 @@ afterAll(async () => {
 });
 
 contract("PGlite", () => template.fresh());
+contract("PGlite in a worker thread", () => openDatabase({ thread: true }));
 
 const pgUrl = process.env["MOLT_TEST_DATABASE_URL"];
 describe.skipIf(!pgUrl)("against PostgreSQL (MOLT_TEST_DATABASE_URL)", () => {
@@ -128,6 +131,18 @@ describe("PGlite on disk", () => {
     expect((await b.query("SELECT v FROM kept")).rows).toEqual([{ v: "x" }]);
     await b.close();
     await expect(stat(`${dataDir}.owner.pid`)).rejects.toThrow();
+  });
+
+  it("[spine] in a worker thread: the same directory and owner file, released on close", async () => {
+    const dataDir = join(dir, "threaded");
+    const a = await openDatabase({ dataDir, thread: true });
+    await a.exec("CREATE TABLE kept (v text); INSERT INTO kept VALUES ('x')");
+    await expect(stat(`${dataDir}.owner.pid`)).resolves.toBeTruthy();
+    await a.close();
+    await expect(stat(`${dataDir}.owner.pid`)).rejects.toThrow();
+    const b = await openDatabase({ dataDir });
+    expect((await b.query("SELECT v FROM kept")).rows).toEqual([{ v: "x" }]);
+    await b.close();
   });
 });
 

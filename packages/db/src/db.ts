@@ -2,6 +2,7 @@ import { mkdirSync } from "node:fs";
 import { PGlite, type PGliteInterface } from "@electric-sql/pglite";
 import pg from "pg";
 import { claimDataDir } from "./owner-lock.js";
+import { openPGliteThread } from "./pglite-thread.js";
 
 export interface QueryResult<T> {
   rows: T[];
@@ -27,6 +28,12 @@ export interface OpenDatabaseOptions {
   url?: string | undefined;
   /** PGlite's directory; in memory when neither url nor dataDir is given. */
   dataDir?: string | undefined;
+  /**
+   * PGlite in a worker thread of its own (pglite-thread.ts): statements run beside the caller's
+   * JavaScript instead of blocking it. For a process whose own work per statement is large (the
+   * projector decoding commits); ignored for PostgreSQL.
+   */
+  thread?: boolean | undefined;
   /** Pool size for PostgreSQL (default 10). */
   maxConnections?: number;
   /** Errors of idle pooled connections (a restarted server); without it they would crash the process. */
@@ -36,12 +43,12 @@ export interface OpenDatabaseOptions {
 /** PostgreSQL with `url`, else PGlite (embedded) at `dataDir` or in memory. The SQL is the same for both. */
 export async function openDatabase(opts: OpenDatabaseOptions = {}): Promise<Db> {
   if (opts.url) return openPostgres(opts.url, opts);
-  if (!opts.dataDir) return fromPGlite(await PGlite.create());
+  if (!opts.dataDir) return opts.thread ? openPGliteThread(undefined) : fromPGlite(await PGlite.create());
   mkdirSync(opts.dataDir, { recursive: true });
   // PGlite has no server to arbitrate: two processes on one directory would corrupt it.
   const release = claimDataDir(opts.dataDir);
   try {
-    return fromPGlite(await PGlite.create(opts.dataDir), release);
+    return opts.thread ? await openPGliteThread(opts.dataDir, release) : fromPGlite(await PGlite.create(opts.dataDir), release);
   } catch (err) {
     release();
     throw err;

@@ -223,6 +223,13 @@ export function createCheckpointedFollower<M extends { seq: number }>(deps: {
   let queue: M[] = [];
   let generation = 0;
   let flushing: Promise<void> | undefined;
+  /** Settles when the run being applied is done (or applying stops): the source's back-pressure waits on it. */
+  let runDone: Promise<void> = Promise.resolve();
+  let settleRun = () => {};
+  const nextRun = () => {
+    settleRun();
+    runDone = new Promise((r) => (settleRun = r));
+  };
 
   /**
    * Applies what the source has handed over, in runs of up to `batchSize`, while it keeps
@@ -255,6 +262,7 @@ export function createCheckpointedFollower<M extends { seq: number }>(deps: {
       }
       if (gen !== generation) return;
       queue.splice(0, batch.length);
+      nextRun();
       if (lastError !== null) logger.info({ follower: name, seq: batch[batch.length - 1]!.seq }, "following again");
       lastError = null;
       retryMs = firstRetryMs;
@@ -267,15 +275,20 @@ export function createCheckpointedFollower<M extends { seq: number }>(deps: {
     // A reopened source can hand back messages already applied: skip them cheaply.
     if (m.seq <= checkpoint || m.seq <= (queue.at(-1)?.seq ?? 0)) return;
     queue.push(m);
-    const running = drain();
-    // Back-pressure: the source waits while a full run is queued.
-    if (queue.length >= batchSize) await running;
+    void drain();
+    // Back-pressure: the source waits while a full run is queued behind the one being applied,
+    // until that one is done. Not until the queue is empty: the next run fills while this one
+    // commits, so a database that works beside this thread (PostgreSQL, PGlite in a worker) is
+    // handed a full run as soon as it is free, instead of waiting for the source to start again.
+    while (queue.length >= 2 * batchSize && gen === generation && !stopped) await runDone;
   };
 
   /** Starts applying the queue unless that is under way; started again if messages came in as it ended. */
   const drain = (): Promise<void> => {
+    if (!flushing) nextRun();
     flushing ??= flush(generation).finally(() => {
       flushing = undefined;
+      settleRun();
       if (queue.length > 0 && !stopped) void drain();
     });
     return flushing;

@@ -1,6 +1,7 @@
 import { jetstream } from "@nats-io/jetstream";
-import { describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { subjects, type MoltEvent } from "@molt/contracts";
+import { openDatabase, type Db, type DatabaseTemplate } from "@molt/db";
 import { createLogger } from "@molt/runtime";
 import { waitFor } from "@molt/testkit";
 import { buildApp } from "./app.js";
@@ -22,7 +23,21 @@ const requested = (id: string): MoltEvent => ({
 // The file's stream is shared: a fresh database replays the poison of every run before its own.
 let poisons = 0;
 
-describe.each(testDatabases())("projector on %s: poison commits", (kind, template) => {
+// Also as the projector's composition root opens it: PGlite in a worker thread (a fresh one per test).
+const threaded: Db[] = [];
+afterAll(async () => {
+  await Promise.all(threaded.map((db) => db.close()));
+});
+const inThread: DatabaseTemplate = {
+  fresh: async () => {
+    const db = await openDatabase({ thread: true });
+    threaded.push(db);
+    return db;
+  },
+  close: () => Promise.resolve(),
+};
+
+describe.each([...testDatabases(), ["pglite-thread", () => inThread] as const])("projector on %s: poison commits", (kind, template) => {
   it("[views] a commit no reader can parse lands in the dead-letter table and later commits are still projected", async () => {
     const db = await template().fresh();
     const app = await buildApp({ db, store: bed.store, logger, tokens, retryMs: 20 });

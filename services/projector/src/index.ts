@@ -24,6 +24,8 @@ const tokens = loadTokens();
 const db = await openDatabase({
   url: config.DATABASE_URL,
   dataDir: join(config.MOLT_DATA_DIR, "projector"),
+  // The runner decodes the next run of commits while PGlite applies this one.
+  thread: true,
   onIdleError: (err) => logger.warn({ err }, "idle database connection failed"),
 });
 const nc = await connectNats({ url: config.MOLT_NATS_URL, name: "molt-projector", ...natsSecurityFromEnv(config) });
