@@ -54,15 +54,25 @@ export async function publishPackage(
     // The metadata describes the aggregate as this publish leaves it.
     const metadata = deps.metadataAfter?.(evolvePackage(snap.state, toEnvelopes(decision.events, meta, commitId)[0]!, snap.seq + 1));
     if (metadata) events.push(metadata);
+    const envelopes = toEnvelopes(events, meta, commitId);
     try {
-      const result = await deps.store.append(
-        subject,
-        { commitId, events: toEnvelopes(events, meta, commitId) },
-        { expectedSequence: snap.seq },
-      );
-      const pkg = (await deps.catalog.current(manifest.component)).state.packages.get(variantKey(manifest.version, manifest.platform));
-      if (!pkg) throw new Error(`published ${commitId} at ${result.seq} but cannot read it back`);
-      return { status: result.duplicate ? "replayed" : "published", pkg };
+      const result = await deps.store.append(subject, { commitId, events: envelopes }, { expectedSequence: snap.seq });
+      const key = variantKey(manifest.version, manifest.platform);
+      if (!result.duplicate) {
+        // What this commit leaves, folded here, not read back: on a replicated stream the read may
+        // be answered by a replica that has not stored the commit yet (the 3-node bed's uploads
+        // answered 500 "cannot read it back" about 1 in 10 times).
+        const after = envelopes.reduce((state, e) => evolvePackage(state, e, result.seq), snap.state);
+        return { status: "published", pkg: after.packages.get(key)! };
+      }
+      // Stored before (a retried request, or one that raced this): what the store holds, once the
+      // replica that answers has it too.
+      for (let wait = 0; wait < 8; wait++) {
+        const pkg = (await deps.catalog.current(manifest.component)).state.packages.get(key);
+        if (pkg) return { status: "replayed", pkg };
+        await new Promise((r) => setTimeout(r, 25 * 2 ** wait));
+      }
+      throw new Error(`published ${commitId} at ${result.seq} but cannot read it back`);
     } catch (err) {
       if (err instanceof ConcurrencyError && attempt < MAX_ATTEMPTS) continue;
       throw err;
