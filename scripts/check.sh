@@ -78,7 +78,7 @@ totals() {
 #                                   (full, the default), only the shared packages, the contracts and the
 #                                   gateway (core), the files split between the two (shard), or none
 #   MOLT_CLUSTER_FAULTS=0|1         the 3-node cluster fault suite as a stage of its own (default 0)
-#   MOLT_CI_SIDE_BY_SIDE=1|0        typecheck, lint and the 2.9.10 smoke at the same time (default 1)
+#   MOLT_CI_SIDE_BY_SIDE=1|0        typecheck and lint at the same time (default 1)
 # The cluster suite (~6 minutes) is the one part CI leaves to a command: with it, a run would pass the
 # 20 minutes CI allows on 2 cores (every stage is 70-90 % CPU-bound, so overlapping stages gains little).
 matrix="${MOLT_NODE_MATRIX:-full}"
@@ -90,13 +90,8 @@ typecheck=(pnpm -s typecheck)
 # Type-checked ESLint holds one TypeScript program for the workspace (1.4 GB; it held ~4.4 GB with a
 # program per package, and died of "heap out of memory" at V8's default limit once); room to spare.
 lint=(env NODE_OPTIONS="${NODE_OPTIONS:-} --max-old-space-size=6144" pnpm -s lint)
-# The spine once more on Debian's nats-server 2.9.10: the oldest server whose features Molt may use.
-old_nats=(bash scripts/smoke-old-nats.sh --reporter=default --reporter=json --outputFile.json="$reports/old-nats.json")
-side_by_side="${MOLT_CI_SIDE_BY_SIDE:-1}"
-if [ "$side_by_side" = "1" ]; then
-  # Typecheck and lint keep ~1 core each for 20-30 s; the 2.9.10 smoke (~35 s) fills what is left,
-  # ~15 s less than after the scenario stage (CI's 20 minutes are close with every Node line).
-  together typecheck "${typecheck[@]}" ";;" lint "${lint[@]}" ";;" old-nats "${old_nats[@]}"
+if [ "${MOLT_CI_SIDE_BY_SIDE:-1}" = "1" ]; then
+  together typecheck "${typecheck[@]}" ";;" lint "${lint[@]}"
 else
   stage typecheck "${typecheck[@]}"
   stage lint "${lint[@]}"
@@ -123,4 +118,5 @@ stage scenario env MOLT_CLUSTER_FAULTS=0 pnpm -s vitest run --project scenario -
 if [ "$cluster" = "1" ]; then
   stage cluster env MOLT_CLUSTER_FAULTS=1 pnpm -s vitest run --project scenario test/scale-faults/cluster.test.ts --reporter=default --reporter=json --outputFile.json="$reports/cluster.json"
 fi
-if [ "$side_by_side" != "1" ]; then stage old-nats "${old_nats[@]}"; fi
+# The spine once more on Debian's nats-server 2.9.10: the oldest server whose features Molt may use.
+stage old-nats bash scripts/smoke-old-nats.sh --reporter=default --reporter=json --outputFile.json="$reports/old-nats.json"
