@@ -272,9 +272,12 @@ await new Promise<void>((resolve) => {
     })();
   }, 50);
 });
-const tlSubject = subjects.slot(timelineHost, "metrics-agent");
+// The baseline reads the same messages the same way the API does: the host's whole timeline is
+// one filter, `molt.es.host.<host>.>` (DESIGN), whose wildcard costs the server more than the
+// one slot subject they all sit on here (printed too, for comparison).
 const best = async (f: () => Promise<number>) => Math.min(await f(), await f(), await f());
-const rawTl = await best(() => rawRead(tlSubject, tlLast));
+const rawTl = await best(() => rawRead(subjects.hostTimeline(timelineHost), tlLast));
+const rawSlot = await best(() => rawRead(subjects.slot(timelineHost, "metrics-agent"), tlLast));
 const apiTl = await best(async () => {
   const s = performance.now();
   const r = await app.inject({ url: `/v1/hosts/${timelineHost}/timeline?limit=10000`, headers: { authorization: `Bearer ${TOKEN}` } });
@@ -283,7 +286,9 @@ const apiTl = await best(async () => {
   return (performance.now() - s) / 1000;
 });
 const tlRatio = apiTl / rawTl;
-console.log(`host timeline of ${rounds * 20} events: API ${(apiTl * 1000).toFixed(0)} ms vs raw ordered read ${(rawTl * 1000).toFixed(0)} ms = ${tlRatio.toFixed(2)}× (target <= 3)`);
+console.log(
+  `host timeline of ${rounds * 20} events: API ${(apiTl * 1000).toFixed(0)} ms vs raw ordered read of the host's filter ${(rawTl * 1000).toFixed(0)} ms = ${tlRatio.toFixed(2)}× (target <= 3); of its one slot subject ${(rawSlot * 1000).toFixed(0)} ms (${(apiTl / rawSlot).toFixed(2)}×)`,
+);
 
 await app.close();
 await db.close();
@@ -302,7 +307,7 @@ console.log(
     projectorCpuSeconds: Number(projCpuSeconds.toFixed(1)),
     ratio: Number(ratio.toFixed(3)),
     lag: { hosts: LAG_HOSTS, commitsPerSec: LAG_RATE, p50Ms: Math.round(p50), p99Ms: Math.round(p99) },
-    timeline: { events: rounds * 20, apiMs: Math.round(apiTl * 1000), rawMs: Math.round(rawTl * 1000), ratio: Number(tlRatio.toFixed(2)) },
+    timeline: { events: rounds * 20, apiMs: Math.round(apiTl * 1000), rawMs: Math.round(rawTl * 1000), ratio: Number(tlRatio.toFixed(2)), rawSlotMs: Math.round(rawSlot * 1000) },
     pass: { ratio: ratio >= 0.2, lagP99: p99 <= 1000, timeline: tlRatio <= 3 },
   }),
 );

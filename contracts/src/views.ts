@@ -157,7 +157,13 @@ export const TimelineEvent = z.object({
 });
 export type TimelineEvent = z.infer<typeof TimelineEvent>;
 
-export const HostTimeline = z.object({ hostId: HostId, events: z.array(TimelineEvent) });
+/** One page of a host's timeline, read from the event store; a page holds whole commits. */
+export const HostTimeline = z.object({
+  hostId: HostId,
+  events: z.array(TimelineEvent),
+  /** Pass as `after` (oldest first, the default) or `before` (`order=newest`) for the next page; null on the last. */
+  next: z.number().int().nullable(),
+});
 export type HostTimeline = z.infer<typeof HostTimeline>;
 
 /** Who a bearer token belongs to (`GET /v1/me` at the gateway): the dashboard shows write actions by role. */

@@ -91,6 +91,20 @@ describe("event store on JetStream (contract)", () => {
     expect(timeline.map((c) => c.seq)).toEqual([...timeline.map((c) => c.seq)].sort((a, b) => a - b));
     expect(await store.read(`molt.es.host.${uniq()}.>`)).toEqual([]);
     expect(await store.readLast(`molt.es.deployment.${uniq()}`)).toBeNull();
+
+    // A replay between two sequences, stopped early by its reader; it answers the filter's last sequence.
+    const seqs = timeline.map((c) => c.seq);
+    const seen: number[] = [];
+    const bound = await store.replay(`molt.es.host.${host}.>`, { fromSeq: seqs[5]!, toSeq: seqs[20]! }, (m) => {
+      seen.push(m.seq);
+    });
+    expect(bound).toBe(seqs[29]);
+    expect(seen).toEqual(seqs.slice(5, 21));
+    const stopped: number[] = [];
+    await store.replay(`molt.es.host.${host}.>`, {}, (m) => stopped.push(m.seq) < 3);
+    expect(stopped).toEqual(seqs.slice(0, 3));
+    expect(await store.replay(`molt.es.host.${host}.>`, { toSeq: seqs[0]! - 1 }, () => expect.fail("nothing to replay"))).toBe(seqs[29]);
+    expect(await store.replay(`molt.es.host.${uniq()}.>`, {}, () => expect.fail("nothing to replay"))).toBe(0);
   });
 
   it("[spine] catch-up subscription delivers from a stream position, then live", async () => {

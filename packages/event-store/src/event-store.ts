@@ -71,6 +71,12 @@ export interface EventStore {
   readLast(subject: string, opts?: { consistent?: boolean }): Promise<StoredCommit | null>;
   /** Every commit of one aggregate (or a wildcard filter such as a host timeline), in order. */
   read(filter: string, opts?: { fromSeq?: number }): Promise<StoredCommit[]>;
+  /**
+   * The messages of a filter in stream order, unparsed, from `fromSeq` through `toSeq` (or the
+   * filter's last message when the replay starts), with one ordered consumer: `take` returns
+   * false to stop early. Resolves with the filter's last sequence when it started (0: nothing matches).
+   */
+  replay(filter: string, opts: { fromSeq?: number; toSeq?: number }, take: (m: RawMessage) => boolean | void): Promise<number>;
   /** Catch-up then live: every commit from `fromSeq` on (matching `filter`), in stream order. */
   subscribe(opts: {
     filter?: string;
@@ -142,6 +148,30 @@ export function createEventStore(nc: NatsConnection, opts: { stream?: string; ac
     return m?.seq ?? 0;
   };
 
+  const replay = async (filter: string, opts: { fromSeq?: number; toSeq?: number }, take: (m: RawMessage) => boolean | void): Promise<number> => {
+    // The last sequence matching the filter bounds the replay, so an empty or quiet
+    // aggregate never waits for a message that will not come.
+    const filterLast = await lastSequence(filter);
+    const last = Math.min(filterLast, opts.toSeq ?? Number.MAX_SAFE_INTEGER);
+    const from = Math.max(1, opts.fromSeq ?? 1);
+    if (last < from) return filterLast;
+    const consumer = await js.consumers.get(stream, {
+      filter_subjects: filter,
+      ...(from > 1 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from } : {}),
+    });
+    const messages = await consumer.consume();
+    try {
+      for await (const m of messages) {
+        if (m.seq > last) break;
+        const more = take({ subject: m.subject, seq: m.seq, data: m.data, time: new Date(Math.floor(m.info.timestampNanos / 1e6)) });
+        if (more === false || m.seq >= last || m.info.pending === 0) break;
+      }
+    } finally {
+      await messages.close();
+    }
+    return filterLast;
+  };
+
   return {
     stream,
     async append(subject, commit, { expectedSequence }) {
@@ -184,27 +214,13 @@ export function createEventStore(nc: NatsConnection, opts: { stream?: string; ac
     },
     readLast,
     async read(filter, readOpts) {
-      // The last sequence matching the filter bounds the replay, so an empty or quiet
-      // aggregate never waits for a message that will not come.
-      const last = await lastSequence(filter);
-      const from = readOpts?.fromSeq ?? 1;
-      if (last < from) return [];
-      const consumer = await js.consumers.get(stream, {
-        filter_subjects: filter,
-        ...(from > 1 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from } : {}),
-      });
       const out: StoredCommit[] = [];
-      const messages = await consumer.consume();
-      try {
-        for await (const m of messages) {
-          out.push({ subject: m.subject, seq: m.seq, time: new Date(Math.floor(m.info.timestampNanos / 1e6)), commit: parse(m.subject, m.seq, m.data) });
-          if (m.seq >= last || m.info.pending === 0) break;
-        }
-      } finally {
-        await messages.close();
-      }
+      await replay(filter, { ...(readOpts?.fromSeq !== undefined ? { fromSeq: readOpts.fromSeq } : {}) }, (m) => {
+        out.push(storedCommitOf(m));
+      });
       return out;
     },
+    replay,
     subscribe({ filter, fromSeq, handler, onError }) {
       return followStream(nc, {
         stream,

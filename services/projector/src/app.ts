@@ -1,4 +1,4 @@
-import type { Db } from "@molt/db";
+import { migrate, type Db } from "@molt/db";
 import type { EventStore } from "@molt/event-store";
 import { contextFrom, createHttpApp, createMetrics, inSpan, tracingEnabled, type CommandLog, type Logger, type TokenMap } from "@molt/runtime";
 import { projectorMetrics } from "./projection/metrics.js";
@@ -9,7 +9,7 @@ import type { Presence } from "./fleet/presence.js";
 import { fleetRoutes } from "./fleet/routes.js";
 import { statusRoutes } from "./projection/routes.js";
 import { createRunner } from "./projection/runner.js";
-import { timelineProjection } from "./timeline/projection.js";
+import { RETIRED_TIMELINE_MIGRATIONS } from "./timeline/timeline.js";
 import { timelineRoutes } from "./timeline/routes.js";
 import { deploymentLiveRoutes } from "./deployments/live.js";
 import { timelineLiveRoutes } from "./timeline/live.js";
@@ -44,7 +44,7 @@ export async function buildApp(deps: ProjectorDeps) {
     db,
     store,
     logger,
-    projections: [deploymentsProjection(), timelineProjection(), fleetProjection()],
+    projections: [deploymentsProjection(), fleetProjection()],
     ...(deps.retryMs !== undefined ? { retryMs: deps.retryMs } : {}),
     ...(deps.deadLetterAfter !== undefined ? { deadLetterAfter: deps.deadLetterAfter } : {}),
     // PGlite (in its own thread, as index.ts opens it): runs of 4096 commits while catching up,
@@ -61,19 +61,21 @@ export async function buildApp(deps: ProjectorDeps) {
     });
   const app = createHttpApp({ logger, tokens: deps.tokens, metrics, ...(deps.commands ? { commands: deps.commands } : {}) });
   deploymentRoutes(app, { db });
-  timelineRoutes(app, { db });
+  timelineRoutes(app, { store });
   fleetRoutes(app, { db, presence: deps.presence ?? null });
   statusRoutes(app, { runner });
   // Open event streams are ended before the server closes (it would wait for them forever).
   const streams = new Set<SseStream>();
   const keepAliveMs = deps.live?.keepAliveMs ?? 15_000;
   deploymentLiveRoutes(app, { db, runner, streams, opts: { throttleMs: deps.live?.throttleMs ?? 250, keepAliveMs } });
-  timelineLiveRoutes(app, { db, runner, streams, keepAliveMs });
+  timelineLiveRoutes(app, { store, runner, streams, keepAliveMs });
   app.addHook("preClose", (done) => {
     for (const s of streams) s.end();
     done();
   });
   app.addHook("onClose", () => runner.stop());
+  // Host timelines are read from the event store: the table they once were goes.
+  await migrate(db, "projector.timeline-retired", RETIRED_TIMELINE_MIGRATIONS);
   await runner.start();
   return app;
 }

@@ -4,6 +4,7 @@ import type { Db } from "@molt/db";
 import { createEventStore, ensureEventStream, type EventStore } from "@molt/event-store";
 import { createLogger, parseTokens } from "@molt/runtime";
 import { startNatsServer, waitFor, type NatsServer } from "@molt/testkit";
+import { jetstream } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildApp } from "./app.js";
@@ -187,7 +188,6 @@ async function dump(db: Db) {
     steps: await q("SELECT * FROM task_steps ORDER BY task_id, seq"),
     batches: await q("SELECT * FROM deployment_batches ORDER BY deployment_id, idx"),
     batchHosts: await q("SELECT * FROM deployment_hosts ORDER BY deployment_id, host_id, attempt"),
-    timeline: await q("SELECT * FROM host_timeline ORDER BY stream_seq, idx"),
     checkpoints: await q("SELECT * FROM checkpoints ORDER BY name"),
   };
 }
@@ -207,6 +207,62 @@ interface DeploymentView {
 }
 
 // On PGlite, and on the real PostgreSQL of MOLT_TEST_DATABASE_URL when it is set (CI sets it).
+describe("host timelines from the event store", () => {
+  const template = testDatabases()[0]![1];
+  type Page = { hostId: string; events: Array<{ streamSeq: number; type: string; step: string | null }>; next: number | null };
+  const pages = async (app: App, host: string, query: string, cursor: "after" | "before") => {
+    const out: Page[] = [];
+    let at: number | null = null;
+    do {
+      const page: Page = (await get(app, `/v1/hosts/${host}/timeline?${query}${at !== null ? `&${cursor}=${at}` : ""}`)).json<Page>();
+      out.push(page);
+      at = page.next;
+    } while (at !== null && out.length < 20);
+    return out;
+  };
+
+  it("[views] pages end at a commit's edge, oldest or newest first; as of a time; an unreadable commit is left out; no timeline table", async () => {
+    const db = await template().fresh();
+    const app = await start(db);
+    const r = await appendRollout();
+    const whole = (await get(app, `/v1/hosts/${r.hostB}/timeline?limit=10000`)).json<Page>();
+    // Host B: allocated, dispatched, accepted, 3 step pairs (the download failed), the rollback's start and end apart, rolled back, failed.
+    expect(whole.events).toHaveLength(13);
+    expect(whole.next).toBeNull();
+
+    const oldest = await pages(app, r.hostB, "limit=4", "after");
+    expect(oldest.map((p) => p.events.length)).toEqual([3, 4, 4, 2]);
+    expect(oldest.flatMap((p) => p.events)).toEqual(whole.events);
+    const newest = await pages(app, r.hostB, "limit=4&order=newest", "before");
+    expect(newest.map((p) => p.events.length)).toEqual([4, 4, 4, 1]);
+    expect(newest.flatMap((p) => p.events)).toEqual(whole.events.slice().reverse());
+    // No commit is split between two pages.
+    for (const run of [oldest, newest]) {
+      const pagesOf = new Map<number, Set<number>>();
+      run.forEach((p, i) => p.events.forEach((e) => pagesOf.set(e.streamSeq, (pagesOf.get(e.streamSeq) ?? new Set()).add(i))));
+      expect([...pagesOf.values()].every((s) => s.size === 1)).toBe(true);
+    }
+
+    // As of a time: what the event store held then. A label change stored later is not in it.
+    const before = new Date();
+    await new Promise((res) => setTimeout(res, 20));
+    await writer(subjects.hostMeta(r.hostB), 9_000)({ type: "HostLabelsChanged", ms: 0, data: { hostId: r.hostB, labels: { tier: "web" } } });
+    const then = (await get(app, `/v1/hosts/${r.hostB}/timeline?asOf=${before.toISOString()}`)).json<Page>();
+    expect(then.events).toEqual(whole.events);
+    const now = (await get(app, `/v1/hosts/${r.hostB}/timeline`)).json<Page>();
+    expect(now.events.map((e) => e.type).at(-1)).toBe("HostLabelsChanged");
+
+    // A commit no reader can parse is left out; the rest is still served.
+    await jetstream(nc).publish(subjects.hostMeta(r.hostB), new TextEncoder().encode('{"commitId":"x","events":[{"type":"Nope"}]}'));
+    const after = (await get(app, `/v1/hosts/${r.hostB}/timeline`)).json<Page>();
+    expect(after.events).toEqual(now.events);
+
+    expect((await get(app, `/v1/hosts/${r.hostB}/timeline?order=sideways`)).statusCode).toBe(400);
+    expect((await get(app, `/v1/hosts/${r.hostB}/timeline?asOf=yesterday`)).statusCode).toBe(400);
+    expect((await db.query("SELECT to_regclass('host_timeline')::text AS t")).rows).toEqual([{ t: null }]);
+  });
+});
+
 describe.each(testDatabases())("projector on %s: deployments, tasks and host timelines from MOLT_EVENTS", (_kind, template) => {
   it("[spine] a rollout with one success and one failure: counts, ordered steps with durations, the error, the host timeline", async () => {
     const app = await start(await template().fresh());
@@ -294,7 +350,6 @@ describe.each(testDatabases())("projector on %s: deployments, tasks and host tim
     const after = await dump(db);
     expect(after.tasks).toEqual(before.tasks);
     expect(after.steps).toEqual(before.steps);
-    expect(after.timeline).toEqual(before.timeline);
   });
 
   it("[spine] two workers on one database apply each commit once", async () => {
@@ -472,19 +527,21 @@ describe.each(testDatabases())("projector on %s: deployments, tasks and host tim
     const db = await template().fresh();
     const app = await start(db);
     await caughtUp(app, await store.lastSequence());
-    await db.exec("ALTER TABLE host_timeline RENAME TO host_timeline_away");
+    await db.exec("ALTER TABLE task_steps RENAME TO task_steps_away");
     const r = await appendRollout();
     const stuck = await waitFor("a projection error", async () => {
       const s = (await get(app, "/v1/projector/status")).json<{ checkpoint: number; lag: number; error: string | null }>();
       return s.error !== null ? s : undefined;
     });
-    expect(stuck.error).toMatch(/host_timeline/);
+    expect(stuck.error).toMatch(/task_steps/);
     expect(stuck.lag).toBeGreaterThan(0);
-    // The deployment's own commits landed; the first slot commit rolled back whole, task row included.
-    const tasks = await db.query("SELECT 1 FROM tasks WHERE deployment_id = $1", [r.id]);
-    expect(tasks.rows).toEqual([]);
+    // The commits before the first step landed; the first step's commit rolled back whole: its
+    // task row still shows no step (the same statement run set it before the steps insert failed).
+    const tasks = await db.query<{ current_step: string | null }>("SELECT current_step FROM tasks WHERE deployment_id = $1", [r.id]);
+    expect(tasks.rows.length).toBeGreaterThan(0);
+    expect(tasks.rows.every((t) => t.current_step === null)).toBe(true);
 
-    await db.exec("ALTER TABLE host_timeline_away RENAME TO host_timeline");
+    await db.exec("ALTER TABLE task_steps_away RENAME TO task_steps");
     await caughtUp(app, r.lastSeq);
     const view = (await get(app, `/v1/deployments/${r.id}`)).json<DeploymentView>();
     expect(view.counts).toMatchObject({ succeeded: 1, failed: 1 });

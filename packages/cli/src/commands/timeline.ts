@@ -26,13 +26,15 @@ export async function timeline(ctx: Context, host: string, opts: { since?: strin
   const started = new Map<string, number>();
   let after = 0;
   let first = true;
+  /** Not following, --json prints one document with every page's events. */
+  const all: TimelineEvent[] = [];
   for (;;) {
     const page = await gw.get(`/v1/hosts/${encodeURIComponent(host)}/timeline`, HostTimeline, { after: String(after), limit: "1000" });
     const fresh = page.events.filter((e) => since === null || Date.parse(e.occurredAt) >= since);
     if (page.events.length > 0) after = page.events.at(-1)!.streamSeq;
     if (ctx.out.json) {
       // One document when not following; one event per line when following.
-      if (!opts.follow) ctx.out.data({ hostId: page.hostId, events: fresh });
+      if (!opts.follow) all.push(...fresh);
       else for (const e of fresh) ctx.out.data(e);
     } else if (fresh.length > 0 || first) {
       const r = rows(fresh, started);
@@ -40,8 +42,11 @@ export async function timeline(ctx: Context, host: string, opts: { since?: strin
       else for (const row of r) ctx.out.line(row.join("  "));
     }
     first = false;
-    if (page.events.length === 1000) continue;
-    if (!opts.follow) return;
+    if (page.next !== null) continue;
+    if (!opts.follow) {
+      if (ctx.out.json) ctx.out.data({ hostId: page.hostId, events: all, next: null });
+      return;
+    }
     await new Promise((r) => setTimeout(r, opts.intervalMs ?? 1000));
   }
 }

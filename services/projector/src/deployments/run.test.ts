@@ -5,7 +5,6 @@ import { describe, expect, it } from "vitest";
 import { fleetProjection } from "../fleet/projection.js";
 import type { ProjectedCommit, Projection } from "../projection/projection.js";
 import { testDatabases } from "../testing.js";
-import { timelineProjection } from "../timeline/projection.js";
 import { deploymentsProjection } from "./projection.js";
 
 /**
@@ -25,7 +24,7 @@ const DURATIONS = [0, Number.MIN_VALUE, 1e-321, 0.0015, 5, 1234.5678, 1e13, 1e17
 /** Seqs: small ones collide (duplicates, reused seqs); one past int4 (the run goes commit by commit). */
 const SEQS = [1, 2, 3, 4, 5, 6, 3_000_000_000] as const;
 
-const projections: Projection[] = [deploymentsProjection(), timelineProjection(), fleetProjection()];
+const projections: Projection[] = [deploymentsProjection(), fleetProjection()];
 
 interface Stream {
   /** Commits in stream order: [subject kind, events]. */
@@ -279,7 +278,6 @@ const TABLES: Record<string, string> = {
   deployment_hosts: `SELECT * FROM deployment_hosts WHERE deployment_id LIKE $1 ORDER BY deployment_id, host_id, attempt`,
   tasks: `SELECT * FROM tasks WHERE task_id LIKE $1 ORDER BY task_id`,
   task_steps: `SELECT * FROM task_steps WHERE task_id LIKE $1 ORDER BY task_id, seq`,
-  host_timeline: `SELECT * FROM host_timeline WHERE host_id LIKE $1 ORDER BY stream_seq, idx`,
   fleet_hosts: `SELECT * FROM fleet_hosts WHERE host_id LIKE $1 ORDER BY host_id`,
   fleet_components: `SELECT * FROM fleet_components WHERE host_id LIKE $1 ORDER BY host_id, component`,
 };
@@ -320,7 +318,7 @@ describe.each(testDatabases())("a run of commits against commit by commit on %s"
       const n = ++streams;
       const prefix = `${kind}${n}`;
       const stream = build(prefix);
-      // Stream sequences of their own per stream: the timeline is keyed by them.
+      // Stream sequences of their own per stream.
       const commits: ProjectedCommit[] = stream.commits.map((c, i) => ({
         seq: n * 100_000 + i + 1,
         subject: c.subject,

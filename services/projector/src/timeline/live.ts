@@ -1,19 +1,23 @@
 import { z } from "zod";
-import { HostId } from "@molt/contracts";
-import type { Db } from "@molt/db";
+import { HostId, type TimelineEvent } from "@molt/contracts";
+import type { EventStore } from "@molt/event-store";
 import type { App } from "@molt/runtime";
 import type { ProjectionRunner } from "../projection/runner.js";
 import { lastEventId, openSse, type SseStream } from "../projection/sse.js";
-import { timelineEvent, TIMELINE_SELECT, type TimelineRow } from "./routes.js";
+import { readTimeline, timelineEntries } from "./timeline.js";
+
+/** Events per replayed page: a long history is sent a page at a time. */
+const REPLAY_PAGE = 1000;
 
 /**
  * `GET /v1/hosts/:hostId/events`: the host's timeline as server-sent events, one `commit`
  * message per stored commit (`{ streamSeq, events }`, id = the stream sequence). It replays what
- * the client has not seen (after Last-Event-ID, or everything), then follows live: no gap, no
- * duplicate, in stream order.
+ * the client has not seen (after Last-Event-ID, or everything) from the event store, then follows
+ * the commits the projector applies: no gap, no duplicate, in stream order. The listener is added
+ * before the replay reads the stream's end, so a commit is either in the replay or told after it.
  */
-export function timelineLiveRoutes(app: App, deps: { db: Db; runner: ProjectionRunner; streams: Set<SseStream>; keepAliveMs: number }): void {
-  const { db, runner } = deps;
+export function timelineLiveRoutes(app: App, deps: { store: EventStore; runner: ProjectionRunner; streams: Set<SseStream>; keepAliveMs: number }): void {
+  const { runner } = deps;
   app.get(
     "/v1/hosts/:hostId/events",
     { schema: { params: z.object({ hostId: HostId }), querystring: z.object({ lastEventId: z.coerce.number().int().min(0).optional() }) } },
@@ -22,38 +26,45 @@ export function timelineLiveRoutes(app: App, deps: { db: Db; runner: ProjectionR
       let sent = lastEventId(req, req.query) ?? 0;
       const stream = openSse(req, reply, { keepAliveMs: deps.keepAliveMs });
       deps.streams.add(stream);
-      // One reader at a time: a live commit waits for the replay (or the previous commit) to be sent.
-      let chain = Promise.resolve();
-      const sendAfter = (upTo?: number) => {
-        chain = chain
-          .then(async () => {
-            const rows = await db.query<TimelineRow>(
-              `${TIMELINE_SELECT} WHERE host_id = $1 AND stream_seq > $2 ${upTo !== undefined ? "AND stream_seq <= $3" : ""} ORDER BY stream_seq, idx`,
-              upTo !== undefined ? [hostId, sent, upTo] : [hostId, sent],
-            );
-            // One message per stored commit, in stream order.
-            const commits: Array<{ streamSeq: number; events: Array<ReturnType<typeof timelineEvent>> }> = [];
-            for (const row of rows.rows) {
-              const event = timelineEvent(row);
-              const last = commits.at(-1);
-              if (last?.streamSeq === event.streamSeq) last.events.push(event);
-              else commits.push({ streamSeq: event.streamSeq, events: [event] });
-            }
-            for (const c of commits) {
-              stream.send("commit", c, c.streamSeq);
-              sent = c.streamSeq;
-            }
-          })
-          .catch((err: unknown) => req.log.warn({ err }, "live timeline update failed"));
+      const send = (seq: number, events: TimelineEvent[]) => {
+        if (seq <= sent) return;
+        stream.send("commit", { streamSeq: seq, events }, seq);
+        sent = seq;
       };
+      /** Sends a page's events grouped by commit, in stream order. */
+      const sendPage = (events: TimelineEvent[]) => {
+        let group: TimelineEvent[] = [];
+        for (const e of events) {
+          if (group.length > 0 && group[0]!.streamSeq !== e.streamSeq) {
+            send(group[0]!.streamSeq, group);
+            group = [];
+          }
+          group.push(e);
+        }
+        if (group.length > 0) send(group[0]!.streamSeq, group);
+      };
+      // One sender at a time: a live commit waits for the replay (or the commit before it).
+      let chain = Promise.resolve();
       const unsubscribe = runner.onApplied((c) => {
-        if (c.hostId === hostId && c.seq > sent) sendAfter(c.seq);
+        if (c.hostId !== hostId) return;
+        chain = chain.then(() => send(c.seq, timelineEntries(c)));
       });
       stream.onClose(() => {
         unsubscribe();
         deps.streams.delete(stream);
       });
-      sendAfter();
+      chain = chain
+        .then(async () => {
+          for (;;) {
+            const page = await readTimeline(deps.store, hostId, { after: sent, limit: REPLAY_PAGE, order: "oldest" }, (seq, err) =>
+              req.log.warn({ err, seq, hostId }, "a timeline commit cannot be read: left out"),
+            );
+            if (stream.closed) return;
+            sendPage(page.events);
+            if (page.next === null) return;
+          }
+        })
+        .catch((err: unknown) => req.log.warn({ err }, "replaying a host's timeline failed"));
       return reply;
     },
   );
