@@ -130,6 +130,7 @@ export function createRunner(deps: RunnerDeps): ProjectionRunner {
   const name = deps.name ?? "projector";
   const decoder = new TextDecoder();
   const listeners = new Set<(c: ProjectedCommit) => void>();
+  const batchSize = deps.batchSize ?? 2048;
   /** The commits being applied (a run shares one transaction), handed to listeners once it has committed. */
   const pending = new Map<number, ProjectedCommit>();
   let applied = 0;
@@ -167,18 +168,17 @@ export function createRunner(deps: RunnerDeps): ProjectionRunner {
       // PGlite's cost is mostly per statement and per transaction: a rollout's commits come in
       // bursts, and 20 ms makes one transaction of a burst (views that much later).
       lingerMs: deps.lingerMs ?? 20,
-      batchSize: deps.batchSize ?? 2048,
+      batchSize,
     });
   const told = (m: Received) => {
     applied = m.seq;
     const c = pending.get(m.seq);
-    // A run rolled back leaves its entries behind: drop them with this one. The map holds
-    // sequences in the order they were applied (ascending), so the walk stops at the first one
-    // past this commit: walking every key for every commit was ~9 % of the projector's thread.
-    for (const seq of pending.keys()) {
-      if (seq > m.seq) break;
-      pending.delete(seq);
-    }
+    pending.delete(m.seq);
+    // A run that rolled back and was then applied without some of its commits (dead-lettered)
+    // leaves their entries behind: dropped once the map holds more than a run could. Not a walk
+    // from the start for every commit: a Map's deleted entries stay in its table until it
+    // shrinks, so each walk stepped over them again (~9 % of the projector's thread, then ~3 %).
+    if (pending.size > 2 * batchSize) for (const seq of pending.keys()) if (seq < m.seq) pending.delete(seq);
     if (c === undefined) return;
     for (const listener of listeners) {
       try {
