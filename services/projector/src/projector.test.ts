@@ -579,6 +579,39 @@ describe.each(testDatabases())("projector on %s: deployments, tasks and host tim
     expect(status.error).toBeNull();
   });
 
+  it("[views] a host's tasks, newest first in cursor pages: the index of its deployments", async () => {
+    const app = await start(await template().fresh());
+    const r = await appendRollout();
+    // Two later tasks on host A, for another component, in deployments of their own.
+    const later = writer(subjects.slot(r.hostA, "log-agent"), 3_600_000 * 1_000);
+    for (const [i, ms] of [0, 60_000].entries()) {
+      await later({
+        type: "TaskAllocated",
+        ms,
+        data: { taskId: `t-${r.id}-log${i}`, deploymentId: `${r.id}-log${i}`, hostId: r.hostA, component: "log-agent", version: "1.1.0", fromVersion: "1.0.0", attempt: 1, deadline: at(3_600_000 * 1_000 + ms + 60_000), package: PKG },
+      });
+    }
+    const seq = await later({ type: "TaskDispatched", ms: 60_001, data: { taskId: `t-${r.id}-log1`, revision: 1 } });
+    await caughtUp(app, seq);
+
+    const first = TaskList.parse((await get(app, `/v1/hosts/${r.hostA}/tasks?limit=2`)).json());
+    expect(first.tasks.map((t) => [t.taskId, t.deploymentId, t.state])).toEqual([
+      [`t-${r.id}-log1`, `${r.id}-log1`, "dispatched"],
+      [`t-${r.id}-log0`, `${r.id}-log0`, "allocated"],
+    ]);
+    expect(first.next).not.toBeNull();
+    const rest = TaskList.parse((await get(app, `/v1/hosts/${r.hostA}/tasks?limit=2&cursor=${first.next}`)).json());
+    expect(rest.tasks.map((t) => t.taskId)).toEqual([r.taskA]);
+    expect(rest.next).toBeNull();
+    expect(rest.tasks[0]!.steps.map((s) => s.step)).toEqual(STEPS_OK);
+    const one = TaskList.parse((await get(app, `/v1/hosts/${r.hostA}/tasks?component=${r.component}`)).json());
+    expect(one.tasks.map((t) => t.taskId)).toEqual([r.taskA]);
+
+    expect((await get(app, "/v1/hosts/nowhere.example.com/tasks")).statusCode).toBe(404);
+    expect((await get(app, `/v1/hosts/${r.hostA}/tasks?cursor=bm9wZQ`)).statusCode).toBe(400);
+    expect((await get(app, `/v1/hosts/${r.hostA}/tasks?limit=0`)).statusCode).toBe(400);
+  });
+
   it("[views] task queries: a deployment's tasks by state and failed step, one task by id, deployments by state and component in cursor pages", async () => {
     const app = await start(await template().fresh());
     const r = await appendRollout();

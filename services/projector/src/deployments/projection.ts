@@ -101,6 +101,9 @@ const MIGRATIONS = [
     outcome text,
     PRIMARY KEY (deployment_id, host_id, attempt)
   )`,
+  // The index of a host's deployments (GET /v1/hosts/:hostId/tasks, newest first): the timeline
+  // itself is read from the event store.
+  `CREATE INDEX tasks_by_host ON tasks (host_id, allocated_at DESC, task_id DESC)`,
 ];
 
 /**

@@ -193,6 +193,13 @@ const TaskQuery = z.object({
   limit: z.coerce.number().int().min(1).max(1000).default(100),
 });
 
+const HostTaskQuery = z.object({
+  component: ComponentName.optional(),
+  state: TaskStateView.optional(),
+  cursor: z.string().max(512).optional(),
+  limit: z.coerce.number().int().min(1).max(1000).default(100),
+});
+
 export function deploymentRoutes(app: App, deps: { db: Db }): void {
   const { db } = deps;
 
@@ -254,6 +261,32 @@ export function deploymentRoutes(app: App, deps: { db: Db }): void {
       const page = r.rows.slice(0, q.limit);
       const last = page.at(-1);
       return { tasks: page.map(task), next: r.rows.length > q.limit && last ? encodeCursor([last.host_id, last.attempt]) : null };
+    },
+  );
+
+  // The index of a host's deployments: its tasks (one per deployment attempt), newest first.
+  app.get(
+    "/v1/hosts/:hostId/tasks",
+    { schema: { params: z.object({ hostId: HostId }), querystring: HostTaskQuery } },
+    async (req): Promise<TaskList> => {
+      const q = req.query;
+      const params: unknown[] = [req.params.hostId];
+      const param = (v: unknown) => `$${params.push(v)}`;
+      const where = ["t.host_id = $1"];
+      if (q.component !== undefined) where.push(`t.component = ${param(q.component)}`);
+      if (q.state !== undefined) where.push(`t.state = ${param(q.state)}`);
+      if (q.cursor !== undefined) {
+        const [allocatedAt, taskId] = decodeCursor(q.cursor, z.tuple([z.string().max(64), Id]));
+        where.push(`(t.allocated_at, t.task_id) < (${param(allocatedAt)}::timestamptz, ${param(taskId)})`);
+      }
+      const r = await db.query<TaskRow>(`${TASK_SELECT} WHERE ${where.join(" AND ")} ORDER BY t.allocated_at DESC, t.task_id DESC LIMIT ${param(q.limit + 1)}`, params);
+      const page = r.rows.slice(0, q.limit);
+      const last = page.at(-1);
+      if (page.length === 0 && q.cursor === undefined) {
+        const known = await db.query("SELECT 1 FROM fleet_hosts WHERE host_id = $1", [req.params.hostId]);
+        if (known.rows.length === 0) throw new HttpError(404, "not_found", `no host ${req.params.hostId}`);
+      }
+      return { tasks: page.map(task), next: r.rows.length > q.limit && last ? encodeCursor([isoOf(last.allocated_at), last.task_id]) : null };
     },
   );
 
