@@ -67,3 +67,31 @@ describe.each([...testDatabases(), ["pglite-thread", () => inThread] as const])(
     }
   });
 });
+
+describe("host timelines and poison commits", () => {
+  it("[views] a host's timeline leaves out a commit it cannot read and serves the rest", async () => {
+    const db = await inThread.fresh();
+    const app = await buildApp({ db, store: bed.store, logger, tokens, retryMs: 20 });
+    try {
+      const host = "web-9.poison.example.com";
+      const registered: MoltEvent = {
+        id: "hr/0",
+        type: "HostRegistered",
+        data: { hostId: host, os: "linux", arch: "amd64", platform: "linux-amd64", labels: {} },
+        metadata: { occurredAt: "2026-03-01T10:00:00.000Z", actor: `host:${host}`, correlationId: "c-2" },
+      };
+      const first = await bed.store.append(subjects.hostMeta(host), { commitId: "hr#1", events: [registered] }, { expectedSequence: 0 });
+      await jetstream(bed.nc).publish(subjects.hostMeta(host), new TextEncoder().encode('{"commitId":"x","events":[{"type":"Nope"}]}'));
+      const labels: MoltEvent = { ...registered, id: "hl/0", type: "HostLabelsChanged", data: { hostId: host, labels: { tier: "web" } } };
+      const last = await bed.store.append(subjects.hostMeta(host), { commitId: "hl#1", events: [labels] }, { expectedSequence: first.seq + 1 });
+      const page = (await app.inject({ url: `/v1/hosts/${host}/timeline`, headers })).json<{ events: Array<{ streamSeq: number; type: string }>; next: number | null }>();
+      expect(page.events.map((e) => [e.streamSeq, e.type])).toEqual([
+        [first.seq, "HostRegistered"],
+        [last.seq, "HostLabelsChanged"],
+      ]);
+      expect(page.next).toBeNull();
+    } finally {
+      await app.close();
+    }
+  });
+});
