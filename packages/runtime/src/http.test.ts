@@ -1,3 +1,5 @@
+import { connect } from "node:net";
+import { Writable } from "node:stream";
 import { z } from "zod";
 import { afterAll, describe, expect, it } from "vitest";
 import { createHttpApp, createLogger, parseTokens, HttpError } from "./index.js";
@@ -50,5 +52,57 @@ describe("http edge: bearer auth and errors", () => {
   it("refuses a token file with short tokens or bad roles", () => {
     expect(() => parseTokens(JSON.stringify({ short: { actor: "a", role: "operator" } }), "f")).toThrow(/16 characters/);
     expect(() => parseTokens(JSON.stringify({ "long-enough-token-123": { actor: "a", role: "root" } }), "f")).toThrow();
+  });
+});
+
+describe("http edge: a client that goes away mid-request", () => {
+  it("[spine] an upload cut off by its client is logged below error, as the client's doing", async () => {
+    const entries: Array<{ level: number; msg: string }> = [];
+    const logger = createLogger(
+      "cut-off",
+      {},
+      new Writable({
+        write(line: Buffer, _enc, done) {
+          entries.push(JSON.parse(line.toString()) as { level: number; msg: string });
+          done();
+        },
+      }),
+    );
+    logger.level = "info";
+    const upload = createHttpApp({ logger, tokens, rateLimits: false });
+    upload.addContentTypeParser("application/gzip", (_req, payload, done) => done(null, payload));
+    let reading!: () => void;
+    const started = new Promise<void>((r) => (reading = r));
+    const failed = new Promise<void>((resolve) => {
+      upload.post("/v1/packages", async (req) => {
+        let n = 0;
+        try {
+          for await (const chunk of req.body as AsyncIterable<Buffer>) {
+            n += chunk.length;
+            reading();
+          }
+        } finally {
+          resolve();
+        }
+        return { bytes: n };
+      });
+    });
+    const url = new URL("/v1/packages", await upload.listen({ port: 0, host: "127.0.0.1" }));
+    try {
+      const socket = connect(Number(url.port), url.hostname);
+      await new Promise<void>((r) => socket.once("connect", r));
+      socket.write(
+        `POST /v1/packages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer operator-token-0123456789\r\nContent-Type: application/gzip\r\nContent-Length: 1000000\r\n\r\n`,
+      );
+      socket.write(Buffer.alloc(64 * 1024));
+      await started;
+      socket.destroy();
+      await failed;
+      await new Promise((r) => setTimeout(r, 50));
+    } finally {
+      await upload.close();
+    }
+    expect(entries.filter((e) => e.level >= 50).map((e) => e.msg)).toEqual([]);
+    expect(entries.map((e) => e.msg)).toContain("the client went away before its request was read");
   });
 });

@@ -104,6 +104,12 @@ export function createHttpApp(opts: {
     if (err instanceof ZodError) return reply.code(400).send(errorBody("validation", describeIssues(err)));
     if (err instanceof HttpError) return reply.code(err.statusCode).send(errorBody(err.code, err.message));
     const code = (err as { code?: unknown }).code;
+    // The client went away before its request was read (an upload cut off, a proxy giving up):
+    // its doing, not this server's fault, and nobody is left to read an answer.
+    if (code === "ECONNRESET" && (req.raw.destroyed || req.raw.socket.destroyed)) {
+      req.log.info({ err: err.message }, "the client went away before its request was read");
+      return reply.code(400).send(errorBody("aborted", "the request was cut off"));
+    }
     const mapped = typeof code === "string" ? statusForCode(code) : undefined;
     if (mapped !== undefined) return reply.code(mapped).send(errorBody(code as string, err.message));
     const status = (err as FastifyError).statusCode;
