@@ -193,12 +193,8 @@ const TaskQuery = z.object({
   limit: z.coerce.number().int().min(1).max(1000).default(100),
 });
 
-const HostTaskQuery = z.object({
-  component: ComponentName.optional(),
-  state: TaskStateView.optional(),
-  cursor: z.string().max(512).optional(),
-  limit: z.coerce.number().int().min(1).max(1000).default(100),
-});
+/** A host's tasks across deployments: the deployment task query's state, cursor and limit, by component. */
+const HostTaskQuery = TaskQuery.pick({ state: true, cursor: true, limit: true }).extend({ component: ComponentName.optional() });
 
 export function deploymentRoutes(app: App, deps: { db: Db }): void {
   const { db } = deps;

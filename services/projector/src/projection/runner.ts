@@ -130,9 +130,6 @@ export function createRunner(deps: RunnerDeps): ProjectionRunner {
   const name = deps.name ?? "projector";
   const decoder = new TextDecoder();
   const listeners = new Set<(c: ProjectedCommit) => void>();
-  const batchSize = deps.batchSize ?? 2048;
-  /** The commits being applied (a run shares one transaction), handed to listeners once it has committed. */
-  const pending = new Map<number, ProjectedCommit>();
   let applied = 0;
   // Each message is decoded as it arrives, so the next run's decoding goes on while the database
   // applies this one (PostgreSQL, or PGlite in a thread of its own). A commit no reader can parse
@@ -147,7 +144,6 @@ export function createRunner(deps: RunnerDeps): ProjectionRunner {
       apply: async (tx, m) => {
         const c = projected(m);
         for (const p of projections) await p.apply(tx, c);
-        if (live) pending.set(c.seq, c);
       },
       // Projections write disjoint tables, so each may take the whole run at once.
       applyBatch: async (tx, ms) => {
@@ -156,7 +152,6 @@ export function createRunner(deps: RunnerDeps): ProjectionRunner {
           if (p.applyRun) await p.applyRun(tx, cs);
           else for (const c of cs) await p.apply(tx, c);
         }
-        if (live) for (const c of cs) pending.set(c.seq, c);
       },
       ...(live ? { onApplied: told } : {}),
       deadLetter: {
@@ -168,17 +163,12 @@ export function createRunner(deps: RunnerDeps): ProjectionRunner {
       // PGlite's cost is mostly per statement and per transaction: a rollout's commits come in
       // bursts, and 20 ms makes one transaction of a burst (views that much later).
       lingerMs: deps.lingerMs ?? 20,
-      batchSize,
+      batchSize: deps.batchSize ?? 2048,
     });
+  /** Told once a commit's transaction has committed: the commit was decoded on arrival, so it rides on the message. */
   const told = (m: Received) => {
     applied = m.seq;
-    const c = pending.get(m.seq);
-    pending.delete(m.seq);
-    // A run that rolled back and was then applied without some of its commits (dead-lettered)
-    // leaves their entries behind: dropped once the map holds more than a run could. Not a walk
-    // from the start for every commit: a Map's deleted entries stay in its table until it
-    // shrinks, so each walk stepped over them again (~9 % of the projector's thread, then ~3 %).
-    if (pending.size > 2 * batchSize) for (const seq of pending.keys()) if (seq < m.seq) pending.delete(seq);
+    const c = m.commit;
     if (c === undefined) return;
     for (const listener of listeners) {
       try {

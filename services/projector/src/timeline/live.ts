@@ -4,7 +4,7 @@ import type { EventStore } from "@molt/event-store";
 import type { App } from "@molt/runtime";
 import type { ProjectionRunner } from "../projection/runner.js";
 import { lastEventId, openSse, type SseStream } from "../projection/sse.js";
-import { readTimeline, timelineEntries } from "./timeline.js";
+import { readTimeline, timelineEntries, warnUnreadable } from "./timeline.js";
 
 /** Events per replayed page: a long history is sent a page at a time. */
 const REPLAY_PAGE = 1000;
@@ -31,18 +31,6 @@ export function timelineLiveRoutes(app: App, deps: { store: EventStore; runner: 
         stream.send("commit", { streamSeq: seq, events }, seq);
         sent = seq;
       };
-      /** Sends a page's events grouped by commit, in stream order. */
-      const sendPage = (events: TimelineEvent[]) => {
-        let group: TimelineEvent[] = [];
-        for (const e of events) {
-          if (group.length > 0 && group[0]!.streamSeq !== e.streamSeq) {
-            send(group[0]!.streamSeq, group);
-            group = [];
-          }
-          group.push(e);
-        }
-        if (group.length > 0) send(group[0]!.streamSeq, group);
-      };
       // One sender at a time: a live commit waits for the replay (or the commit before it).
       let chain = Promise.resolve();
       const unsubscribe = runner.onApplied((c) => {
@@ -56,11 +44,9 @@ export function timelineLiveRoutes(app: App, deps: { store: EventStore; runner: 
       chain = chain
         .then(async () => {
           for (;;) {
-            const page = await readTimeline(deps.store, hostId, { after: sent, limit: REPLAY_PAGE, order: "oldest" }, (seq, err) =>
-              req.log.warn({ err, seq, hostId }, "a timeline commit cannot be read: left out"),
-            );
+            const page = await readTimeline(deps.store, hostId, { after: sent, limit: REPLAY_PAGE, order: "oldest" }, warnUnreadable(req.log, hostId));
             if (stream.closed) return;
-            sendPage(page.events);
+            for (const c of page.commits) send(c.streamSeq, c.events);
             if (page.next === null) return;
           }
         })

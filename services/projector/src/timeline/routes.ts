@@ -2,7 +2,7 @@ import { HostId, Timestamp } from "@molt/contracts";
 import type { EventStore } from "@molt/event-store";
 import { HttpError, type App } from "@molt/runtime";
 import { z } from "zod";
-import { readTimeline } from "./timeline.js";
+import { readTimeline, warnUnreadable } from "./timeline.js";
 
 const TimelineQuery = z.object({
   /** Only events after this stream sequence: a follower passes the last streamSeq it has (oldest first: the last page's `next`). */
@@ -23,9 +23,9 @@ export function timelineRoutes(app: App, deps: { store: EventStore }): void {
       deps.store,
       hostId,
       { after: q.after, before: q.before, asOf: q.asOf !== undefined ? new Date(q.asOf) : undefined, limit: q.limit, order: q.order },
-      (seq, err) => req.log.warn({ err, seq, hostId }, "a timeline commit cannot be read: left out"),
+      warnUnreadable(req.log, hostId),
     );
     if (!page.known) throw new HttpError(404, "not_found", `no events for host ${hostId}`);
-    return { hostId, events: page.events, next: page.next };
+    return { hostId, events: page.commits.flatMap((c) => c.events), next: page.next };
   });
 }

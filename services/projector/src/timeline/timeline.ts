@@ -1,5 +1,6 @@
 import { parseEventSubject, subjects, type TimelineEvent } from "@molt/contracts";
 import type { EventStore, RawMessage } from "@molt/event-store";
+import type { Logger } from "@molt/runtime";
 
 /**
  * A host's timeline is not a table: it is replayed from the event store, where a host's whole
@@ -99,7 +100,8 @@ export interface TimelineQuery {
 }
 
 export interface TimelinePage {
-  events: TimelineEvent[];
+  /** Whole commits, in the page's order (each commit's events newest first too when the page is). */
+  commits: Array<{ streamSeq: number; events: TimelineEvent[] }>;
   /** Pass as `after` (oldest first) or `before` (newest first) for the next page; null on the last. */
   next: number | null;
   /** Whether the host has any event at all (else the route answers 404). */
@@ -113,7 +115,7 @@ export interface TimelinePage {
  * left out and reported (the projection dead-letters it the same way).
  */
 export async function readTimeline(store: EventStore, hostId: string, q: TimelineQuery, onUnreadable: (seq: number, err: unknown) => void): Promise<TimelinePage> {
-  const kept: Array<{ seq: number; entries: TimelineEvent[] }> = [];
+  const kept: TimelinePage["commits"] = [];
   let count = 0;
   let more = false;
   const asOf = q.asOf?.getTime();
@@ -132,10 +134,10 @@ export async function readTimeline(store: EventStore, hostId: string, q: Timelin
     }
     // Newest first: the oldest commits kept make room for this one.
     while (kept.length > 0 && count + entries.length > q.limit) {
-      count -= kept.shift()!.entries.length;
+      count -= kept.shift()!.events.length;
       more = true;
     }
-    kept.push({ seq: m.seq, entries });
+    kept.push({ streamSeq: m.seq, events: entries });
     count += entries.length;
     return true;
   };
@@ -144,6 +146,14 @@ export async function readTimeline(store: EventStore, hostId: string, q: Timelin
     { fromSeq: q.after + 1, ...(q.before !== undefined ? { toSeq: q.before - 1 } : {}) },
     take,
   );
-  if (q.order === "oldest") return { events: kept.flatMap((c) => c.entries), next: more ? kept.at(-1)!.seq : null, known: last > 0 };
-  return { events: kept.reverse().flatMap((c) => c.entries.slice().reverse()), next: more ? kept.at(-1)!.seq : null, known: last > 0 };
+  if (q.order === "newest") {
+    kept.reverse();
+    for (const c of kept) c.events.reverse();
+  }
+  return { commits: kept, next: more ? kept.at(-1)!.streamSeq : null, known: last > 0 };
+}
+
+/** How both timeline routes report a commit they leave out. */
+export function warnUnreadable(log: Pick<Logger, "warn">, hostId: string): (seq: number, err: unknown) => void {
+  return (seq, err) => log.warn({ err, seq, hostId }, "a timeline commit cannot be read: left out");
 }
