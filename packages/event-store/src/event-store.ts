@@ -110,6 +110,24 @@ export function storedCommitOf(m: RawMessage): StoredCommit {
 }
 
 const sharedDecoder = new TextDecoder();
+const TYPE = /"type":"([A-Za-z]+)"/g;
+
+/**
+ * Whether a raw commit names one of `types`, read from its text without decoding it: a reader
+ * that acts on a few event types skips the rest of the stream (most of it: step reports) unread.
+ * The event store writes commits with JSON.stringify, so an event's type reads `"type":"X"`; a
+ * commit without any such text (written otherwise, or malformed) is left to the full decode to
+ * judge. A false positive only costs a full decode.
+ */
+export function concerns(data: Uint8Array, types: ReadonlySet<string>): boolean {
+  let any = false;
+  for (const m of sharedDecoder.decode(data).matchAll(TYPE)) {
+    any = true;
+    if (types.has(m[1]!)) return true;
+  }
+  return !any;
+}
+
 function parseCommit(subject: string, seq: number, data: Uint8Array): Commit {
   let raw: unknown;
   try {

@@ -24,6 +24,8 @@ export interface ReleaseEventsDeps {
   commands?: CommandLog;
   rateLimits?: RateLimits | false;
   retryMs?: number;
+  /** How long a run of commits waits for more before its transaction (`MOLT_RELEASE_LINGER_MS`). */
+  lingerMs?: number;
 }
 
 /**
@@ -37,7 +39,7 @@ export async function buildApp(deps: ReleaseEventsDeps) {
   const store = webhookStore(db);
   const guard = addressGuard(deps.allowNets);
   const delivery = createDelivery({ nc, store, guard, logger, stream, timings: { ...DEFAULT_TIMINGS, ...deps.timings } });
-  const publisher = createReleasePublisher({ nc, db, logger, stream, onPublished: () => delivery.wake(), ...(deps.retryMs !== undefined ? { retryMs: deps.retryMs } : {}) });
+  const publisher = createReleasePublisher({ nc, db, logger, stream, onPublished: () => delivery.wake(), ...(deps.retryMs !== undefined ? { retryMs: deps.retryMs } : {}), ...(deps.lingerMs !== undefined ? { lingerMs: deps.lingerMs } : {}) });
 
   const app = createHttpApp({
     logger,

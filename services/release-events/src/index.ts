@@ -19,6 +19,8 @@ const Config = z.object({
   /** How long one event is retried before the subscription is marked failing and paused (default 26 h). */
   MOLT_WEBHOOK_GIVE_UP_MS: ms(26 * 3_600_000),
   MOLT_WEBHOOK_POLL_MS: ms(1_000),
+  /** How long a run of commits waits for more before its one transaction; unset: DEFAULT_LINGER_MS (100). */
+  MOLT_RELEASE_LINGER_MS: z.coerce.number().int().min(0).optional(),
 });
 
 const config = loadConfig(Config);
@@ -47,6 +49,7 @@ const app = await buildApp({
     pollMs: config.MOLT_WEBHOOK_POLL_MS,
   },
   commands: commandLog(nc, logger),
+  ...(config.MOLT_RELEASE_LINGER_MS !== undefined ? { lingerMs: config.MOLT_RELEASE_LINGER_MS } : {}),
 });
 // Closed in reverse: HTTP, the publisher and the deliveries first, then NATS, then the database.
 installShutdown(logger, [stopTracing, () => db.close(), () => nc.drain(), () => app.close(), () => tokens.close()]);

@@ -253,6 +253,33 @@ describe("release events: derived from the event store, published once", () => {
   });
 });
 
+describe("release events: runs of commits", () => {
+  it("[release-events] commits trickling in a few ms apart (allocations among step reports) are derived in a few transactions", async () => {
+    const db = await template.fresh();
+    await start(db);
+    const c = `c${uniq()}`.replace(/[^a-z0-9]/g, "");
+    const id = `d-${uniq()}`;
+    const now = new Date().toISOString();
+    // A rollout's pace: a commit every ~10 ms, half of them step reports no release event comes from.
+    for (let i = 0; i < 20; i++) {
+      const h = `web-${i}.${c}.example.com`;
+      const t = `t-${id}-${i}`;
+      await appendSlot(h, c, `${t}-1`, ev(`${t}-1/0`, "TaskAllocated", { taskId: t, deploymentId: id, hostId: h, component: c, version: "2.0.0", fromVersion: "1.0.0", attempt: 1, deadline: now }));
+      await new Promise((r) => setTimeout(r, 10));
+      await appendSlot(h, c, `${t}-2`, ev(`${t}-2/0`, "TaskStepStarted", { taskId: t, seq: 2, step: "begin", at: now }));
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    const last = await store.lastSequence();
+    const checkpoint = async () => Number((await db.query<{ seq: string }>("SELECT seq FROM checkpoints WHERE name = 'release-events'")).rows[0]?.seq ?? 0);
+    await waitFor("caught up", async () => ((await checkpoint()) >= last ? true : undefined), { timeoutMs: 20_000 });
+    const rows = await db.query<{ rows: number; tx: number }>("SELECT count(*)::int AS rows, count(DISTINCT xmin::text)::int AS tx FROM release_tasks WHERE component = $1", [c]);
+    expect(rows.rows[0]!.rows).toBe(20);
+    // Rows written by one transaction share its xmin. Without the wait each commit was its own
+    // transaction: 20 here.
+    expect(rows.rows[0]!.tx).toBeLessThanOrEqual(8);
+  });
+});
+
 const component = () => `c${uniq()}`.replace(/[^a-z0-9]/g, "");
 const eventsFor = (got: Received[], c: string) => got.map((r) => JSON.parse(r.body) as ReleaseEvent).filter((e) => "component" in e.data && e.data.component === c);
 

@@ -1,7 +1,7 @@
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type JsMsg } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { InvalidHostIdError } from "@molt/contracts";
-import { CommitTooLargeError, CorruptCommitError, decodeCommit, InvalidCommitError, type StoredCommit } from "@molt/event-store";
+import { CommitTooLargeError, concerns, CorruptCommitError, decodeCommit, InvalidCommitError, type StoredCommit } from "@molt/event-store";
 import { ZodError } from "zod";
 import type { Logger } from "@molt/runtime";
 import { RetryLater } from "./rules.js";
@@ -35,25 +35,6 @@ export interface ConsumerOptions {
    * (twice, once per durable) was a large share of the allocator's CPU per host.
    */
   handles?: ReadonlySet<string>;
-}
-
-const textDecoder = new TextDecoder();
-
-const TYPE = /"type":"([A-Za-z]+)"/g;
-
-/**
- * Whether a raw commit names one of `types`. The event store writes commits with JSON.stringify,
- * so an event's type reads `"type":"X"`; a commit without any such text (written otherwise, or
- * malformed) is left to the full decode to judge. A false positive only costs a full decode.
- */
-export function concerns(data: Uint8Array, types: ReadonlySet<string>): boolean {
-  const text = textDecoder.decode(data);
-  let any = false;
-  for (const m of text.matchAll(TYPE)) {
-    any = true;
-    if (types.has(m[1]!)) return true;
-  }
-  return !any;
 }
 
 /** What a handler may ask of the message it handles. */

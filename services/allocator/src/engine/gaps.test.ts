@@ -2,14 +2,13 @@ import { Kvm } from "@nats-io/kv";
 import { deploymentRepository, slotRepository } from "@molt/aggregates";
 import { Strategy, subjects, type PlannedHost } from "@molt/contracts";
 import type { CommandMeta } from "@molt/domain";
-import type { EventStore } from "@molt/event-store";
+import { concerns, type EventStore } from "@molt/event-store";
 import { ensureBucket } from "@molt/runtime";
 import { maxInFlight, waitFor } from "@molt/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { fleetLeases, KV_LEASES, type FleetLeases } from "../dispatch/leases.js";
 import { fleetIndex, type FleetIndex } from "../planning/fleet-index.js";
 import { fleetReader } from "../planning/resolve.js";
-import { concerns } from "./consumer.js";
 import { C, now, testBed, type TestBed } from "./testbed.js";
 
 // The roll engine's last gaps (issue 5): each a test that failed before its fix.

@@ -72,6 +72,29 @@ function make<N extends ReleaseName>(name: N, source: MoltEvent, at: { source: s
 const deploymentSource = (id: string) => `/molt/deployments/${id}`;
 
 /**
+ * The event types `deriveRelease` reads (the cases of its switch): a commit with none of them
+ * gives no release event and changes nothing the derivation remembers, so it is passed over
+ * unread. Most of a rollout's commits are step reports.
+ */
+export const DERIVED_FROM: ReadonlySet<string> = new Set<MoltEvent["type"]>([
+  "PackagePublished",
+  "PackageYanked",
+  "DeploymentRequested",
+  "DeploymentPlanned",
+  "BatchCompleted",
+  "DeploymentBraked",
+  "DeploymentPaused",
+  "DeploymentCancelled",
+  "DeploymentFailed",
+  "DeploymentCompleted",
+  "TaskAllocated",
+  "TaskSucceeded",
+  "TaskFailed",
+  "TaskRejected",
+  "TaskTimedOut",
+]);
+
+/**
  * The release events one commit of the event store gives (most give none), in the commit's
  * order, updating what the derivation remembers. Each takes its source event's id, so deriving the
  * same commit again gives the same ids.
