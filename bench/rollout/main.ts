@@ -14,6 +14,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { subjects } from "@molt/contracts";
 import { createEventStore } from "@molt/event-store";
+import { jetstreamManager } from "@nats-io/jetstream";
 import { buildPackage, startNatsServer, startSystem, waitFor } from "@molt/testkit";
 
 const { values } = parseArgs({ options: { hosts: { type: "string", default: "10000" }, "cpu-prof": { type: "string" } } });
@@ -100,6 +101,10 @@ async function rollout(hosts: number) {
     const pids: Record<string, number> = { "nats-server": nats.pid!, bench: process.pid };
     for (const p of system.processes) if (p.proc.pid !== undefined) pids[p.name] = p.proc.pid;
     const sample = async (): Promise<Usage> => Object.fromEntries(await Promise.all(Object.entries(pids).map(async ([n, pid]) => [n, await usage(pid)] as const)));
+    const jsm = await jetstreamManager(nc);
+    /** Each stream's last sequence: what the rollout appended, per stream (messages per upgrade). */
+    const streamSeqs = async () => Object.fromEntries((await jsm.streams.list().next()).map((s) => [s.config.name, s.state.last_seq]));
+    const seqsBefore = await streamSeqs();
     const before = await sample();
     const t0 = performance.now();
     const r = await api("POST", "/v1/deployments", { component: C, version: "2.0.0", hosts: ids, strategy: { maxUnavailable: { percent: 25 } } }, { "content-type": "application/json", "idempotency-key": "bench" });
@@ -114,6 +119,12 @@ async function rollout(hosts: number) {
     const wallS = (performance.now() - t0) / 1000;
     const after = await sample();
     const processes = cpuPer1000(before, after, hosts);
+    const seqsAfter = await streamSeqs();
+    const appendedPerHost = Object.fromEntries(
+      Object.entries(seqsAfter)
+        .map(([name, seq]) => [name, Number(((seq - (seqsBefore[name] ?? 0)) / hosts).toFixed(2))] as const)
+        .filter(([, n]) => n > 0),
+    );
     const succeeded = done.type === "DeploymentCompleted" ? done.data.succeeded : 0;
     return {
       hosts,
@@ -123,6 +134,7 @@ async function rollout(hosts: number) {
       upgradesPerS: Math.round(succeeded / wallS),
       cpuSTotal: Number(Object.values(processes).reduce((a, p) => a + p.cpuS, 0).toFixed(1)),
       processes,
+      appendedPerHost,
     };
   } finally {
     await system.stop();
@@ -140,5 +152,6 @@ console.log("CPU seconds per 1,000 hosts, by process:");
 for (const [name, p] of Object.entries(measured.processes).sort((a, b) => b[1].cpuS - a[1].cpuS))
   console.log(`  ${name.padEnd(14)} ${String(p.cpuSPer1000).padStart(7)}  (${p.cpuS} s, peak RSS ${p.peakRssMiB} MiB)`);
 const ratio = Number((measured.upgradesPerS / Math.max(1, baseline.upgradesPerS)).toFixed(2));
+console.log("messages appended per host, by stream:", JSON.stringify(measured.appendedPerHost));
 console.log(`ratio (throughput at ${HOSTS} / at ${baseline.hosts}): ${ratio}; targets: wall <= 20 s (${measured.wallS} s), >= 500 upgrades/s (${measured.upgradesPerS})`);
 console.log(JSON.stringify({ bench: "rollout", baseline, measured, ratio }));

@@ -107,6 +107,43 @@ describe("event store on JetStream (contract)", () => {
     expect(await store.replay(`molt.es.host.${uniq()}.>`, {}, () => expect.fail("nothing to replay"))).toBe(0);
   });
 
+  it("[roll-engine] reading the few commits an aggregate got since it was cached takes direct gets, not a consumer; a longer read still takes one", async () => {
+    // An aggregate's cache reads on from its last sequence: during a rollout the deployment moves
+    // with every group commit of outcomes, and a consumer per read (create, pull, delete) was a
+    // large share of the allocator's and nats-server's work per host.
+    const created: string[] = [];
+    const watch = nc.subscribe("$JS.API.CONSUMER.CREATE.>", { callback: (_e, m) => created.push(m.subject) });
+    await nc.flush();
+    try {
+      const subject = `molt.es.deployment.${uniq()}`;
+      const other = `molt.es.deployment.${uniq()}`;
+      let seq = 0;
+      let otherSeq = 0;
+      const seqs: number[] = [];
+      for (let i = 0; i < 30; i++) {
+        seq = (await store.append(subject, { commitId: `${subject}-${i}`, events: [ev(`e${i}`)] }, { expectedSequence: seq })).seq;
+        seqs.push(seq);
+        // Another subject's commits in between: a next-by-subject read steps over them.
+        otherSeq = (await store.append(other, { commitId: `${other}-${i}`, events: [ev(`o${i}`)] }, { expectedSequence: otherSeq })).seq;
+      }
+      await nc.flush();
+      const before = created.length;
+      const tail = await store.read(subject, { fromSeq: seqs[26]! });
+      expect(tail.map((c) => c.seq)).toEqual(seqs.slice(26));
+      expect(tail.map((c) => c.commit.events[0]!.id)).toEqual(["e26", "e27", "e28", "e29"]);
+      expect(await store.read(subject, { fromSeq: seq + 1 })).toEqual([]);
+      await nc.flush();
+      expect(created.length - before).toBe(0);
+      // A whole history: the first commits by direct gets, the rest by one consumer, in order, none twice.
+      const all = await store.read(subject);
+      expect(all.map((c) => c.seq)).toEqual(seqs);
+      await nc.flush();
+      expect(created.length - before).toBe(1);
+    } finally {
+      watch.unsubscribe();
+    }
+  });
+
   it("[spine] catch-up subscription delivers from a stream position, then live", async () => {
     const subject = `molt.es.deployment.${uniq()}`;
     const a = await store.append(subject, { commitId: `${subject}-1`, events: [ev("1")] }, { expectedSequence: 0 });
