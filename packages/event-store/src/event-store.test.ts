@@ -112,7 +112,7 @@ describe("event store on JetStream (contract)", () => {
     // with every group commit of outcomes, and a consumer per read (create, pull, delete) was a
     // large share of the allocator's and nats-server's work per host.
     const created: string[] = [];
-    const watch = nc.subscribe("$JS.API.CONSUMER.CREATE.>", { callback: (_e, m) => created.push(m.subject) });
+    const watch = nc.subscribe("$JS.API.CONSUMER.CREATE.>", { callback: (_e, m) => void created.push(m.subject) });
     await nc.flush();
     try {
       const subject = `molt.es.deployment.${uniq()}`;

@@ -52,7 +52,7 @@ describe("nats.js requests", () => {
     let built = 0;
     Object.defineProperty(RequestError.prototype, "name", { configurable: true, get: () => "RequestError", set: () => void built++ });
     try {
-      const sub = nc.subscribe(`echo.${uniq()}`, { callback: (_e, m) => m.respond(m.data) });
+      const sub = nc.subscribe(`echo.${uniq()}`, { callback: (_e, m) => void m.respond(m.data) });
       for (let i = 0; i < 50; i++) expect((await nc.request(sub.getSubject(), "ping", { timeout: 5_000 })).string()).toBe("ping");
       sub.unsubscribe();
       expect(built).toBe(0);
