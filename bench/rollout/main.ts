@@ -13,7 +13,7 @@ import { join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { subjects } from "@molt/contracts";
-import { createEventStore } from "@molt/event-store";
+import { createEventStore, storedCommitOf } from "@molt/event-store";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { buildPackage, startNatsServer, startSystem, waitFor } from "@molt/testkit";
 
@@ -125,6 +125,15 @@ async function rollout(hosts: number) {
         .map(([name, seq]) => [name, Number(((seq - (seqsBefore[name] ?? 0)) / hosts).toFixed(2))] as const)
         .filter(([, n]) => n > 0),
     );
+    // What the rollout appended to MOLT_EVENTS, per host: commits by aggregate kind, events by type.
+    const commitsPerHost: Record<string, number> = {};
+    const eventsPerHost: Record<string, number> = {};
+    await store.replay("molt.es.>", { fromSeq: (seqsBefore.MOLT_EVENTS ?? 0) + 1, toSeq: seqsAfter.MOLT_EVENTS! }, (m) => {
+      const kind = m.subject.split(".")[2]!;
+      commitsPerHost[kind] = (commitsPerHost[kind] ?? 0) + 1 / hosts;
+      for (const e of storedCommitOf(m).commit.events) eventsPerHost[e.type] = (eventsPerHost[e.type] ?? 0) + 1 / hosts;
+    });
+    const round = (o: Record<string, number>) => Object.fromEntries(Object.entries(o).sort((a, b) => b[1] - a[1]).map(([k, v]) => [k, Number(v.toFixed(2))]));
     const succeeded = done.type === "DeploymentCompleted" ? done.data.succeeded : 0;
     return {
       hosts,
@@ -135,6 +144,8 @@ async function rollout(hosts: number) {
       cpuSTotal: Number(Object.values(processes).reduce((a, p) => a + p.cpuS, 0).toFixed(1)),
       processes,
       appendedPerHost,
+      commitsPerHost: round(commitsPerHost),
+      eventsPerHost: round(eventsPerHost),
     };
   } finally {
     await system.stop();
@@ -153,5 +164,6 @@ for (const [name, p] of Object.entries(measured.processes).sort((a, b) => b[1].c
   console.log(`  ${name.padEnd(14)} ${String(p.cpuSPer1000).padStart(7)}  (${p.cpuS} s, peak RSS ${p.peakRssMiB} MiB)`);
 const ratio = Number((measured.upgradesPerS / Math.max(1, baseline.upgradesPerS)).toFixed(2));
 console.log("messages appended per host, by stream:", JSON.stringify(measured.appendedPerHost));
+console.log("MOLT_EVENTS per host: commits by aggregate", JSON.stringify(measured.commitsPerHost), "events by type", JSON.stringify(measured.eventsPerHost));
 console.log(`ratio (throughput at ${HOSTS} / at ${baseline.hosts}): ${ratio}; targets: wall <= 20 s (${measured.wallS} s), >= 500 upgrades/s (${measured.upgradesPerS})`);
 console.log(JSON.stringify({ bench: "rollout", baseline, measured, ratio }));
