@@ -74,6 +74,7 @@ async function rollout(hosts: number) {
       // Heartbeats every 10 s; desired state on the nudge, with the agent's default slow poll (30 s)
       // as the safety net: a 5 s poll was 2,000 KV reads/s at 10,000 hosts, none of them needed.
       MOLT_HEARTBEAT_MS: "10000",
+      MOLT_REPORT_LINGER_MS: process.env.MOLT_REPORT_LINGER_MS ?? "25",
     },
     // Every process but the gateway: it runs a worker thread, which inherits NODE_OPTIONS but not
     // tsx's loader, so the .ts hook kills it (or hangs it) before it listens. It only proxies.

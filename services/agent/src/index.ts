@@ -53,6 +53,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
     reportRetryMs: config.MOLT_REPORT_RETRY_MS,
     reportTimeoutMs: config.MOLT_REPORT_TIMEOUT_MS,
     keepTasks: config.MOLT_KEEP_TASKS,
+    ...(config.MOLT_REPORT_LINGER_MS !== undefined ? { reportLingerMs: config.MOLT_REPORT_LINGER_MS } : {}),
   };
   const version = config.MOLT_AGENT_VERSION ?? agentVersion;
   const labels = file ? { ...file.labels, ...(file.cluster ? { cluster: file.cluster } : {}) } : config.MOLT_LABELS;

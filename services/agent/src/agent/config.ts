@@ -63,6 +63,8 @@ export const AgentEnv = z
     MOLT_HEARTBEAT_MS: millis(5_000),
     MOLT_REPORT_RETRY_MS: millis(500),
     MOLT_REPORT_TIMEOUT_MS: millis(5_000),
+    /** How long a report waits for more journal entries before it is sent (a verdict goes at once); unset: 0 on a host, 25 ms simulated. */
+    MOLT_REPORT_LINGER_MS: z.coerce.number().int().min(0).optional(),
     /** Finished task dirs kept (the newest); older ones go once their deadline has passed. */
     MOLT_KEEP_TASKS: z.coerce.number().int().min(0).default(20),
     MOLT_SEED: seeds,
