@@ -67,7 +67,7 @@ export async function buildApp(deps: ProjectorDeps) {
   // Open event streams are ended before the server closes (it would wait for them forever).
   const streams = new Set<SseStream>();
   const keepAliveMs = deps.live?.keepAliveMs ?? 15_000;
-  deploymentLiveRoutes(app, { db, runner, streams, opts: { throttleMs: deps.live?.throttleMs ?? 250, keepAliveMs } });
+  deploymentLiveRoutes(app, { db, store, runner, streams, opts: { throttleMs: deps.live?.throttleMs ?? 250, keepAliveMs } });
   timelineLiveRoutes(app, { store, runner, streams, keepAliveMs });
   app.addHook("preClose", (done) => {
     for (const s of streams) s.end();

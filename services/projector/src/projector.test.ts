@@ -688,6 +688,35 @@ describe.each(testDatabases())("projector on %s: deployments, tasks and host tim
     again.close();
     expect((await get(app, `/v1/deployments/nope/events`)).statusCode).toBe(404);
   });
+
+  it("[views] a deployment's live stream opened before the projection has the deployment waits for it (no 404); an id the event store does not know is 404", async () => {
+    // An operator opens the dashboard the moment the deployment is accepted: the projection can be
+    // a moment behind. The page follows this stream and shows a 404 for good (it does not retry).
+    const quiet = createLogger("projector-test-lagging");
+    quiet.level = "silent";
+    const db = await template().fresh();
+    const app = await start(db, quiet);
+    const base = await app.listen({ host: "127.0.0.1", port: 0 });
+    await caughtUp(app, await store.lastSequence());
+    // The projection stops applying (its checkpoint table away: an environment failure it retries).
+    await db.exec("ALTER TABLE checkpoints RENAME TO checkpoints_away");
+    const id = `d-${uniq()}`;
+    const seq = await writer(subjects.deployment(id), 0)({
+      type: "DeploymentRequested",
+      ms: 0,
+      actor: "alice",
+      data: { deploymentId: id, component: "metrics-agent", version: "2.1.0", hosts: ["web-9.example.com"], idempotencyKey: "k", requestHash: "b".repeat(64), taskTimeoutMs: 60_000 },
+    });
+    const live = await sse(`${base}/v1/deployments/${id}/events`);
+    expect(await live.within(300)).toBe(0);
+    await db.exec("ALTER TABLE checkpoints_away RENAME TO checkpoints");
+    const [m] = await live.take(1);
+    expect(m).toMatchObject({ event: "progress" });
+    expect(Number(m!.id)).toBeGreaterThanOrEqual(seq);
+    expect(JSON.parse(m!.data)).toMatchObject({ deployment: { id } });
+    live.close();
+    expect((await get(app, `/v1/deployments/d-${uniq()}/events`)).statusCode).toBe(404);
+  });
 });
 
 /** A minimal server-sent-events reader over fetch: messages in order, comments skipped. */
@@ -700,7 +729,17 @@ async function sse(url: string, extra: Record<string, string> = {}) {
   const decoder = new TextDecoder();
   let buffer = "";
   const queue: Array<{ id?: string; event?: string; data: string }> = [];
-  const readMore = async () => {
+  // One read at a time, shared: `within` may leave one pending for the next `take`.
+  let reading: Promise<void> | undefined;
+  const readMore = (): Promise<void> => {
+    if (!reading) {
+      reading = readOnce().finally(() => (reading = undefined));
+      // Handled here too: a read still pending when the test closes the stream rejects unawaited.
+      reading.catch(() => undefined);
+    }
+    return reading;
+  };
+  const readOnce = async () => {
     const { value, done } = await reader.read();
     if (done) throw new Error("the event stream ended");
     buffer += decoder.decode(value, { stream: true });
@@ -730,6 +769,12 @@ async function sse(url: string, extra: Record<string, string> = {}) {
         await readMore();
       }
       return queue.splice(0, n);
+    },
+    /** How many messages are waiting after `ms` of reading what comes. */
+    async within(ms: number) {
+      const deadline = Date.now() + ms;
+      while (Date.now() < deadline) await Promise.race([readMore(), new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now())))]);
+      return queue.length;
     },
     close: () => controller.abort(),
   };

@@ -1,6 +1,7 @@
 import { z } from "zod";
-import { Id } from "@molt/contracts";
+import { Id, subjects } from "@molt/contracts";
 import type { Db } from "@molt/db";
+import type { EventStore } from "@molt/event-store";
 import { HttpError, type App } from "@molt/runtime";
 import type { ProjectedCommit } from "../projection/projection.js";
 import type { ProjectionRunner } from "../projection/runner.js";
@@ -28,7 +29,7 @@ function taskIdsOf(c: ProjectedCommit): string[] {
  * misses nothing), one that is up to date gets only what follows. Updates for one subscriber are
  * gathered for `throttleMs`, so a 10,000-host rollout costs each subscriber a few queries a second.
  */
-export function deploymentLiveRoutes(app: App, deps: { db: Db; runner: ProjectionRunner; streams: Set<SseStream>; opts: LiveOptions }): void {
+export function deploymentLiveRoutes(app: App, deps: { db: Db; store: EventStore; runner: ProjectionRunner; streams: Set<SseStream>; opts: LiveOptions }): void {
   const { db, runner, opts } = deps;
 
   const progress = async (id: string) => {
@@ -42,7 +43,10 @@ export function deploymentLiveRoutes(app: App, deps: { db: Db; runner: Projectio
     async (req, reply) => {
       const { id } = req.params;
       const first = await progress(id);
-      if (!first) throw new HttpError(404, "not_found", `no deployment ${id}`);
+      // Not in the views yet may only mean the projection is a moment behind (the dashboard opens
+      // the stream as soon as the deployment is accepted): the stream then waits for it. Only an
+      // id the event store does not hold either is unknown.
+      if (!first && !(await deps.store.readLast(subjects.deployment(id)))) throw new HttpError(404, "not_found", `no deployment ${id}`);
       const since = lastEventId(req, req.query);
 
       // Subscribe before reading the snapshot: whatever lands meanwhile is sent after it.
@@ -91,7 +95,10 @@ export function deploymentLiveRoutes(app: App, deps: { db: Db; runner: Projectio
       if (since === undefined || since < checkpoint) {
         const tasks = await db.query<TaskRow>(`${TASK_SELECT} WHERE t.deployment_id = $1 ORDER BY t.host_id, t.attempt`, [id]);
         for (const row of tasks.rows) stream.send("task", task(row), checkpoint);
-        stream.send("progress", (await progress(id)) ?? first, checkpoint);
+        // Read after the listener was added: if the deployment is not in the views even now, its
+        // first commit comes after `checkpoint` and the listener sends its progress.
+        const now = (await progress(id)) ?? first;
+        if (now) stream.send("progress", now, checkpoint);
         sentUpTo = Math.max(sentUpTo, checkpoint);
       }
       return reply;
