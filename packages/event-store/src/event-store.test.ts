@@ -132,6 +132,8 @@ describe("event store on JetStream (contract)", () => {
       expect(tail.map((c) => c.seq)).toEqual(seqs.slice(26));
       expect(tail.map((c) => c.commit.events[0]!.id)).toEqual(["e26", "e27", "e28", "e29"]);
       expect(await store.read(subject, { fromSeq: seq + 1 })).toEqual([]);
+      // A range that holds only another subject's commit: nothing, and no consumer to learn that.
+      expect(await store.replay(subject, { fromSeq: seqs[3]! + 1, toSeq: seqs[4]! - 1 }, () => expect.fail("nothing in range"))).toBe(seq);
       await nc.flush();
       expect(created.length - before).toBe(0);
       // A whole history: the first commits by direct gets, the rest by one consumer, in order, none twice.

@@ -178,10 +178,13 @@ export function createEventStore(nc: NatsConnection, opts: { stream?: string; ac
     // The first few messages by direct gets (next by subject): an aggregate read on from its
     // cached sequence usually has one or two new commits, and an ordered consumer (create, pull,
     // delete) costs far more than that on both sides. A longer range goes on with the consumer,
-    // and so does an answer that does not fit (a replica behind the one that gave `last`).
+    // and so does a missing answer (a replica behind the one that gave `last`). A next message
+    // past `last` means none is in range: a replica holds a prefix of the stream, so one that has
+    // a later message has every earlier one.
     for (let i = 0; i < DIRECT_READS; i++) {
       const m = await (await jsm()).direct.getMessage(stream, { seq: from, next_by_subj: filter });
-      if (!m || m.seq < from || m.seq > last) break;
+      if (m && m.seq > last) return filterLast;
+      if (!m || m.seq < from) break;
       const more = take({ subject: m.subject, seq: m.seq, data: m.data, time: m.time });
       if (more === false || m.seq >= last) return filterLast;
       from = m.seq + 1;
