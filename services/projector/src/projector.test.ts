@@ -709,6 +709,8 @@ describe.each(testDatabases())("projector on %s: deployments, tasks and host tim
     });
     const live = await sse(`${base}/v1/deployments/${id}/events`);
     expect(await live.within(300)).toBe(0);
+    // The stream was opened, and stayed quiet, while the views did not have the deployment.
+    expect((await get(app, `/v1/deployments/${id}`)).statusCode).toBe(404);
     await db.exec("ALTER TABLE checkpoints_away RENAME TO checkpoints");
     const [m] = await live.take(1);
     expect(m).toMatchObject({ event: "progress" });
